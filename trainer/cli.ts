@@ -1,0 +1,21 @@
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+
+const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+/** The version of the tilestream package, as in package.json. */
+export const VERSION: string = packageJson.version;
+
+/** Builds the `tilestream` command line. Each subcommand parses its own options. */
+export function buildProgram(): Command {
+  const program = new Command('tilestream')
+    .description(
+      'Train convolutional networks on multi-megapixel images by streaming them tile by tile, ' +
+        'on a laptop or on Kubernetes GPU nodes.',
+    )
+    .version(VERSION, '-V, --version', 'print the tilestream version')
+    .showHelpAfterError('(run with --help for usage)');
+  return program;
+}
