@@ -1,0 +1,150 @@
+// Built-in networks: ResNet-18/34 with frozen batch-norm (torchvision's layout), the MIDL 2018
+// proof-of-concept network (streaming-algorithm.md Appendix B) and a small plain CNN for demos
+// and tests (synthetic-task.md §2). Each is a whole network up to its last spatial layer; `splitAt`
+// cuts it into the streamed body and a conventionally run trunk.
+
+import { BodyBuilder } from './builder.ts';
+import { type Body, BodyError, type SplitNetwork, splitAt } from './graph.ts';
+
+export type Architecture = 'resnet18' | 'resnet34' | 'midl2018' | 'smallcnn';
+export const ARCHITECTURES: readonly Architecture[] = ['resnet18', 'resnet34', 'midl2018', 'smallcnn'];
+
+export interface ResNetOptions {
+  inputChannels?: number;
+  /** Channels of the stem and layer1 (64 in torchvision); later stages double it. Smaller for tests. */
+  baseWidth?: number;
+}
+
+const RESNET_BLOCKS: Record<18 | 34, readonly number[]> = { 18: [2, 2, 2, 2], 34: [3, 4, 6, 3] };
+
+/** ResNet-18/34 from the stem to the end of layer4; block outputs are named `layerS.B`. */
+export function resnet(depth: 18 | 34, o: ResNetOptions = {}): Body {
+  const width = o.baseWidth ?? 64;
+  const b = new BodyBuilder(`resnet${depth}`, o.inputChannels ?? 3);
+  let x = b.conv(b.input, { filters: width, kernel: 7, stride: 2, padding: 3, bias: false, name: 'conv1' });
+  x = b.relu(b.affine(x, 'bn1'), 'relu');
+  x = b.maxPool(x, { kernel: 3, stride: 2, padding: 1, name: 'maxpool' });
+  RESNET_BLOCKS[depth].forEach((blocks, stage) => {
+    const filters = width * 2 ** stage;
+    for (let i = 0; i < blocks; i++) {
+      const p = `layer${stage + 1}.${i}`;
+      const stride = stage > 0 && i === 0 ? 2 : 1;
+      let y = b.conv(x, { filters, kernel: 3, stride, padding: 1, bias: false, name: `${p}.conv1` });
+      y = b.relu(b.affine(y, `${p}.bn1`), `${p}.relu1`);
+      y = b.affine(
+        b.conv(y, { filters, kernel: 3, padding: 1, bias: false, name: `${p}.conv2` }),
+        `${p}.bn2`,
+      );
+      const skip =
+        stride === 1
+          ? x
+          : b.affine(
+              b.conv(x, { filters, kernel: 1, stride, bias: false, name: `${p}.downsample.0` }),
+              `${p}.downsample.1`,
+            );
+      x = b.relu(b.add([y, skip], `${p}.add`), p);
+    }
+  });
+  return b.build(x);
+}
+
+export interface Midl2018Options {
+  /** Blocks of [conv, conv, conv, max-pool]; 9 for 8194² images, 5 for the 514² demo. */
+  blocks?: number;
+  channels?: number;
+  /** The notebook's network has no activations (it checks gradients, not accuracy). */
+  relu?: boolean;
+}
+
+/** The MIDL 2018 proof-of-concept network: all convs 3→3 channels, 'valid' padding. */
+export function midl2018(o: Midl2018Options = {}): Body {
+  const c = o.channels ?? 3;
+  const b = new BodyBuilder('midl2018', c);
+  const act = (x: string): string => (o.relu ? b.relu(x) : x);
+  let x = act(b.conv(b.input, { filters: c, kernel: 3, name: 'stem' }));
+  for (let block = 0; block < (o.blocks ?? 9); block++) {
+    for (let i = 1; i <= 3; i++) x = act(b.conv(x, { filters: c, kernel: 3, name: `conv${i}-${block}` }));
+    x = b.maxPool(x, { kernel: 2, name: `pool-${block}` });
+  }
+  x = b.conv(x, { filters: 1, kernel: 10, name: 'final' });
+  return b.build(x);
+}
+
+export interface SmallCnnOptions {
+  inputChannels?: number;
+  /** Channels after the first conv (which has half as many). */
+  width?: number;
+  /** Conv+ReLU+pool stages before the last conv; the total stride is 2^stages. */
+  stages?: number;
+}
+
+/** The small plain CNN of synthetic-task.md §2: 3×3 convs with padding 1, ReLU, 2×2 max-pools. */
+export function smallCnn(o: SmallCnnOptions = {}): Body {
+  const width = o.width ?? 16;
+  const b = new BodyBuilder('smallcnn', o.inputChannels ?? 1);
+  let x = b.input;
+  const stages = o.stages ?? 4;
+  for (let i = 1; i <= stages; i++) {
+    const filters = i === 1 ? Math.max(1, width / 2) : width;
+    x = b.relu(b.conv(x, { filters, kernel: 3, padding: 1, name: `conv${i}` }), `relu${i}`);
+    x = b.maxPool(x, { kernel: 2, name: `pool${i}` });
+  }
+  x = b.relu(
+    b.conv(x, { filters: width, kernel: 3, padding: 1, name: `conv${stages + 1}` }),
+    `relu${stages + 1}`,
+  );
+  return b.build(x);
+}
+
+export interface BuiltinOptions {
+  /** Last layer of the streamed body; the default is each network's usual cut. */
+  bodyEnd?: string;
+  inputChannels?: number;
+  /** smallcnn: channels; resnet: base width. */
+  width?: number;
+}
+
+/** Default cut: ResNet body to layer3 (the head keeps layer4, as in the TPAMI paper), MIDL at conv3-4. */
+export function defaultBodyEnd(arch: Architecture): string | undefined {
+  switch (arch) {
+    case 'resnet18':
+    case 'resnet34':
+      return 'layer3';
+    case 'midl2018':
+      return 'conv3-4';
+    case 'smallcnn':
+      return undefined;
+  }
+}
+
+/** A built-in network split into streamed body and trunk. ResNet stage names (`layer3`) mean the stage's last block. */
+export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): SplitNetwork {
+  const net = buildWhole(arch, o);
+  let cut = o.bodyEnd ?? defaultBodyEnd(arch) ?? net.output;
+  if (/^layer[1-4]$/.test(cut) && (arch === 'resnet18' || arch === 'resnet34')) {
+    const blocks = RESNET_BLOCKS[arch === 'resnet18' ? 18 : 34][Number(cut.slice(5)) - 1] as number;
+    cut = `${cut}.${blocks - 1}`;
+  }
+  if (!net.nodes.some((n) => n.name === cut)) {
+    throw new BodyError(`${arch} has no layer '${o.bodyEnd}' to end the streamed body at`);
+  }
+  return splitAt(net, cut);
+}
+
+function buildWhole(arch: Architecture, o: BuiltinOptions): Body {
+  switch (arch) {
+    case 'resnet18':
+    case 'resnet34':
+      return resnet(arch === 'resnet18' ? 18 : 34, {
+        ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
+        ...(o.width !== undefined && { baseWidth: o.width }),
+      });
+    case 'midl2018':
+      return midl2018(o.inputChannels !== undefined ? { channels: o.inputChannels } : {});
+    case 'smallcnn':
+      return smallCnn({
+        ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
+        ...(o.width !== undefined && { width: o.width }),
+      });
+  }
+}
