@@ -1,0 +1,67 @@
+// Shared geometry for the project's convolution kernels: tfjs's own Conv2DInfo record, computed
+// once from a kernel's attributes, plus a pad-or-crop helper for the composed kernels.
+import * as tf from '@tensorflow/tfjs-core';
+
+export type Conv2DInfo = tf.backend_util.Conv2DInfo;
+type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
+type Rounding = 'floor' | 'round' | 'ceil' | undefined;
+
+export function convInfo(
+  kernelName: string,
+  inShape: readonly number[],
+  filterShape: readonly number[],
+  attrs: { strides: [number, number] | number; pad: Pad; dimRoundingMode?: Rounding; dataFormat?: string },
+  dilations: [number, number] | number = 1,
+  depthwise = false,
+): Conv2DInfo {
+  if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
+    throw new Error(
+      `${kernelName}: the project kernel supports NHWC only, got dataFormat ${attrs.dataFormat}`,
+    );
+  }
+  return tf.backend_util.computeConv2DInfo(
+    inShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides,
+    dilations,
+    attrs.pad,
+    attrs.dimRoundingMode,
+    depthwise,
+    'channelsLast',
+  );
+}
+
+/**
+ * Pads (positive amounts) or crops (negative amounts) the H and W axes of an NHWC tensor.
+ * `amounts` is [top, bottom, left, right].
+ */
+export function padOrCrop(x: tf.Tensor4D, amounts: readonly [number, number, number, number]): tf.Tensor4D {
+  const [top, bottom, left, right] = amounts;
+  let t = x;
+  if (top < 0 || bottom < 0 || left < 0 || right < 0) {
+    const [n, h, w, c] = t.shape;
+    const ct = Math.max(0, -top);
+    const cl = Math.max(0, -left);
+    t = tf.slice(t, [0, ct, cl, 0], [n, h - ct - Math.max(0, -bottom), w - cl - Math.max(0, -right), c]);
+  }
+  if (top > 0 || bottom > 0 || left > 0 || right > 0) {
+    const p = (v: number) => Math.max(0, v);
+    t = tf.pad(t, [
+      [0, 0],
+      [p(top), p(bottom)],
+      [p(left), p(right)],
+      [0, 0],
+    ]);
+  }
+  return t;
+}
+
+/** Narrows a kernel input (a TensorInfo) to the Tensor that the engine actually passes. */
+export function asTensor4D(t: tf.TensorInfo, what: string): tf.Tensor4D {
+  if (!(t instanceof tf.Tensor) || t.rank !== 4) {
+    throw new Error(
+      `${what}: expected a rank-4 Tensor, got ${t instanceof tf.Tensor ? `rank ${t.rank}` : 'a TensorInfo'}`,
+    );
+  }
+  return t as tf.Tensor4D;
+}

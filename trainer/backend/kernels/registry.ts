@@ -1,0 +1,117 @@
+// The kernels tilestream registers on top of the stock tfjs backends, and their idempotent
+// registration. Each entry says why it exists; the measurements are in the module of the kernel
+// and in test/backend.
+import * as tf from '@tensorflow/tfjs-core';
+import { conv2dBackpropFilterConvKernel } from './conv2d-backprop-filter-conv.ts';
+import { conv2dBackpropFilterLoopKernel } from './conv2d-backprop-filter-loop.ts';
+import { conv2dBackpropInputConvKernel } from './conv2d-backprop-input-conv.ts';
+import { depthwiseBackpropInputConvKernel } from './depthwise-backprop-input-conv.ts';
+import {
+  depthwiseBackpropFilterLoopKernel,
+  depthwiseBackpropInputLoopKernel,
+} from './depthwise-backprop-loop.ts';
+
+export interface ProjectKernel {
+  readonly kernelName: string;
+  readonly backendName: 'cpu' | 'wasm';
+  readonly kernelFunc: tf.KernelFunc;
+  readonly why: string;
+}
+
+export const PROJECT_KERNELS: readonly ProjectKernel[] = [
+  {
+    kernelName: tf.Conv2DBackpropFilter,
+    backendName: 'wasm',
+    kernelFunc: conv2dBackpropFilterConvKernel,
+    why: 'missing on wasm; one XNNPACK conv with batch and channels swapped',
+  },
+  {
+    kernelName: tf.Conv2DBackpropInput,
+    backendName: 'wasm',
+    kernelFunc: conv2dBackpropInputConvKernel,
+    why: 'stock wasm kernel is a naive loop; XNNPACK conv of the zero-spread dy is 2-15x faster',
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
+    backendName: 'wasm',
+    kernelFunc: depthwiseBackpropFilterLoopKernel,
+    why: 'missing on wasm; typed-array loop (a composed dilated depthwise conv was slower and float32-inexact)',
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropInput,
+    backendName: 'wasm',
+    kernelFunc: depthwiseBackpropInputConvKernel,
+    why: 'missing on wasm; one XNNPACK depthwise conv of the zero-spread dy',
+  },
+  {
+    kernelName: tf.Conv2DBackpropFilter,
+    backendName: 'cpu',
+    kernelFunc: conv2dBackpropFilterLoopKernel,
+    why: 'stock cpu kernel calls TensorBuffer.get per multiply-add (~70x slower)',
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
+    backendName: 'cpu',
+    kernelFunc: depthwiseBackpropFilterLoopKernel,
+    why: 'stock cpu kernel calls TensorBuffer.get per multiply-add (~100x slower)',
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropInput,
+    backendName: 'cpu',
+    kernelFunc: depthwiseBackpropInputLoopKernel,
+    why: 'stock cpu kernel recomputes bounds per tap (~4x slower)',
+  },
+];
+
+// Stock kernels we replaced, so that `restoreStockKernels` can put them back (benchmarks compare
+// against them). Keyed by `${backendName}/${kernelName}`.
+const replaced = new Map<string, tf.KernelConfig>();
+
+const key = (k: { backendName: string; kernelName: string }) => `${k.backendName}/${k.kernelName}`;
+
+/**
+ * Registers the project's kernels for one backend. Idempotent: a kernel already registered by us
+ * is left alone. A stock kernel of the same name is replaced; its setupFunc/disposeFunc are kept
+ * on our config so that the backend's own bookkeeping still runs. Returns the names registered now.
+ */
+export function registerProjectKernels(backendName: string): string[] {
+  const added: string[] = [];
+  for (const k of PROJECT_KERNELS) {
+    if (k.backendName !== backendName) continue;
+    const current = tf.getKernel(k.kernelName, k.backendName);
+    if (current?.kernelFunc === k.kernelFunc) continue;
+    if (current !== undefined) {
+      replaced.set(key(k), current);
+      tf.unregisterKernel(k.kernelName, k.backendName);
+    }
+    const config: tf.KernelConfig = {
+      kernelName: k.kernelName,
+      backendName: k.backendName,
+      kernelFunc: k.kernelFunc,
+    };
+    if (current?.setupFunc !== undefined) config.setupFunc = current.setupFunc;
+    if (current?.disposeFunc !== undefined) config.disposeFunc = current.disposeFunc;
+    tf.registerKernel(config);
+    added.push(k.kernelName);
+  }
+  return added;
+}
+
+/** Undoes `registerProjectKernels` for one backend (for benchmarks against the stock kernels). */
+export function restoreStockKernels(backendName: string): void {
+  for (const k of PROJECT_KERNELS) {
+    if (k.backendName !== backendName) continue;
+    if (tf.getKernel(k.kernelName, k.backendName)?.kernelFunc !== k.kernelFunc) continue;
+    tf.unregisterKernel(k.kernelName, k.backendName);
+    const stock = replaced.get(key(k));
+    if (stock !== undefined) tf.registerKernel(stock);
+  }
+}
+
+/** The project kernels currently active on a backend. */
+export function activeProjectKernels(backendName: string): string[] {
+  return PROJECT_KERNELS.filter(
+    (k) =>
+      k.backendName === backendName && tf.getKernel(k.kernelName, k.backendName)?.kernelFunc === k.kernelFunc,
+  ).map((k) => k.kernelName);
+}
