@@ -1,0 +1,45 @@
+// The vocabulary of StreamingTrainingJob status: phases, condition types and reasons, in one place
+// (kubebuilder keeps them as constants beside the API types). Condition types are adjectives or
+// past participles; reasons are CamelCase, as metav1.Condition requires.
+
+export const PHASES = ['Pending', 'Planned', 'Running', 'Succeeded', 'Failed', 'Suspended'] as const;
+export type Phase = (typeof PHASES)[number];
+
+export const ConditionType = {
+  /** A GPU class and tile size were chosen (False: none can hold the job; see the reason). */
+  Planned: 'Planned',
+  /** The trainer pod runs and reports progress. */
+  Running: 'Running',
+  /** Training finished; status.result holds the final metrics. Terminal. */
+  Succeeded: 'Succeeded',
+  /** The job will not be retried. Terminal. */
+  Failed: 'Failed',
+  /** spec.runPolicy.suspend is true (for example, held by Kueue); no pod runs. */
+  Suspended: 'Suspended',
+} as const;
+export type ConditionType = (typeof ConditionType)[keyof typeof ConditionType];
+
+export const ConditionReason = {
+  // Planned
+  PlanFound: 'PlanFound',
+  NoGPUWithSufficientMemory: 'NoGPUWithSufficientMemory',
+  NoGPUNodes: 'NoGPUNodes',
+  TileSizeReduced: 'TileSizeReduced',
+  // Running
+  TrainerStarting: 'TrainerStarting',
+  TrainerRunning: 'TrainerRunning',
+  TrainerRestarted: 'TrainerRestarted',
+  // Succeeded
+  TrainingCompleted: 'TrainingCompleted',
+  // Failed
+  OutOfMemory: 'OutOfMemory',
+  TileReductionsExhausted: 'TileReductionsExhausted',
+  BackoffLimitExceeded: 'BackoffLimitExceeded',
+  DeadlineExceeded: 'DeadlineExceeded',
+  TrainerFailed: 'TrainerFailed',
+  InvalidSpec: 'InvalidSpec',
+  // Suspended
+  Suspended: 'Suspended',
+  Resumed: 'Resumed',
+} as const;
+export type ConditionReason = (typeof ConditionReason)[keyof typeof ConditionReason];

@@ -1,0 +1,871 @@
+// The StreamingTrainingJob API (tilestream.io/v1alpha1), written once: this schema is the CRD's
+// openAPIV3Schema (crds/generate.ts), the source of the TypeScript types (types.ts) and what
+// validateJob checks locally (crds/validate.ts). Every CEL rule carries its JavaScript twin.
+// Imports nothing from the trainer or the operator.
+
+import { parseQuantity, QUANTITY_PATTERN } from '../quantity.ts';
+import { exactlyOneOf, immutable, onlyWhen, requiredWhen } from '../rule-builder.ts';
+import {
+  array,
+  boolean,
+  defaulted,
+  enumeration,
+  integer,
+  intOrString,
+  map,
+  type Node,
+  narrow,
+  number,
+  object,
+  string,
+} from '../schema-builder.ts';
+import { PHASES } from './conditions.ts';
+
+// ---------------------------------------------------------------- shared pieces
+
+const INT32_MAX = 2 ** 31 - 1;
+const PATH_MAX = 4096;
+/** DNS-1123 subdomain (object names: PVCs). */
+const DNS1123_SUBDOMAIN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+/** Tile sizes are bounded so that the memory model's arithmetic stays far inside int32. */
+export const TILE_SIZE_MIN = 64;
+export const TILE_SIZE_MAX = 65536;
+/** The longest StreamingTrainingJob name: it names the trainer Job, whose pods add a suffix, like CronJob's 52. */
+export const NAME_MAX_LENGTH = 52;
+
+const path = (description: string) => string({ description, minLength: 1, maxLength: PATH_MAX });
+const relativePath = (description: string) =>
+  string({
+    description,
+    minLength: 1,
+    maxLength: PATH_MAX,
+    pattern: '^[^/]',
+    patternHint: "must be relative to root (must not start with '/')",
+  });
+
+function quantityHint(q: string): string {
+  if (q.startsWith('-')) return 'must not be negative';
+  try {
+    parseQuantity(q);
+    return 'must be a Kubernetes quantity';
+  } catch (e) {
+    // parseQuantity's message quotes the value first; the path already shows it.
+    return (e as Error).message.replace(/^'.*?' is not/, 'is not');
+  }
+}
+
+/** Memory or CPU as a Kubernetes quantity: a string such as '16Gi' or a plain integer. */
+const quantity = (description: string) =>
+  intOrString({
+    description: `${description} A Kubernetes quantity, e.g. '16Gi', '40960Mi', '1.5G', '500m'.`,
+    pattern: QUANTITY_PATTERN,
+    patternHint: quantityHint,
+    maxLength: 64,
+    rules: [
+      {
+        rule: 'type(self) == string || self >= 0',
+        message: 'must not be negative',
+        check: (q) => typeof q === 'string' || q >= 0,
+      },
+    ],
+  });
+
+/** The volumes a job may mount: a restricted core/v1 VolumeSource (exactly one member). */
+const volumeSource = (description: string) =>
+  object({
+    description: `${description} Exactly one of persistentVolumeClaim or hostPath.`,
+    properties: {
+      persistentVolumeClaim: object({
+        description: 'A PersistentVolumeClaim in the job namespace.',
+        properties: {
+          claimName: string({
+            description: 'Name of the PersistentVolumeClaim.',
+            minLength: 1,
+            maxLength: 253,
+            pattern: DNS1123_SUBDOMAIN,
+            patternHint: "must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.'",
+          }),
+        },
+        required: ['claimName'],
+      }),
+      hostPath: object({
+        description:
+          'A directory on the node (single-node and test clusters; needs a privileged namespace policy).',
+        properties: {
+          path: string({
+            description: 'Absolute path on the node.',
+            maxLength: PATH_MAX,
+            pattern: '^/',
+            patternHint: 'must be an absolute path',
+          }),
+        },
+        required: ['path'],
+      }),
+    },
+    rules: [exactlyOneOf(['persistentVolumeClaim', 'hostPath'])],
+  });
+
+// ---------------------------------------------------------------- spec.model
+
+export const ARCHITECTURES = ['resnet18', 'resnet34', 'midl2018', 'smallcnn', 'tfjs'] as const;
+export const RESNET_STAGES = ['layer1', 'layer2', 'layer3', 'layer4'] as const;
+/** Where a ResNet body ends when spec.model.bodyEnd is unset (set by the trainer, not by the schema). */
+export const RESNET_DEFAULT_BODY_END = 'layer3';
+/** Channels of the smallcnn body when spec.model.width is unset. */
+export const SMALLCNN_DEFAULT_WIDTH = 16;
+
+const model = object({
+  description:
+    'The network: a streamed convolutional body and a head. Immutable: a different model is a different job.',
+  properties: {
+    architecture: enumeration(ARCHITECTURES, {
+      description:
+        "Built-in body ('resnet18', 'resnet34' with frozen batch-norm; 'midl2018', the network of the MIDL 2018 " +
+        "abstract; 'smallcnn', a small conv net), or 'tfjs' for a TensorFlow.js layers model in tfjsModel.",
+    }),
+    bodyEnd: string({
+      description:
+        `Where the streamed body ends. For resnet18/resnet34 a stage, ${RESNET_STAGES.join(', ')} ` +
+        `(default ${RESNET_DEFAULT_BODY_END}); for tfjs the name of the last layer of the body (required). ` +
+        'Everything after it is the head.',
+      minLength: 1,
+      maxLength: 253,
+      pattern: '^[A-Za-z_][A-Za-z0-9_./:-]*$',
+      patternHint: "must be a layer name: a letter or '_', then letters, digits, '_', '.', '/', ':' or '-'",
+    }),
+    tfjsModel: path(
+      'Path of a TensorFlow.js layers model.json (weights beside it). Required when architecture is tfjs. ' +
+        'Relative paths are resolved against spec.data.root.',
+    ),
+    width: integer({
+      description: `Channels of the smallcnn body (default ${SMALLCNN_DEFAULT_WIDTH}).`,
+      minimum: 1,
+      maximum: 1024,
+    }),
+    head: defaulted(
+      object({
+        description: 'The non-streamed part after the body: global pooling, then a dense layer.',
+        properties: {
+          pooling: enumeration(['max', 'avg'], {
+            description:
+              'Global pooling over the body output: max (as in the streaming CNN paper) or average.',
+            default: 'max',
+          }),
+          classes: integer({
+            description:
+              'Outputs of the dense layer: classes for softmax-cross-entropy (at least 2), 1 for a single ' +
+              'binary logit, or the number of regression targets.',
+            minimum: 1,
+            maximum: 100000,
+            default: 2,
+          }),
+        },
+      }),
+    ),
+    initialWeights: path(
+      'Optional path of weights to start from (a tilestream checkpoint or a TensorFlow.js weights manifest). ' +
+        'Relative paths are resolved against spec.data.root.',
+    ),
+  },
+  required: ['architecture'],
+  rules: [
+    requiredWhen('tfjsModel', 'architecture', ['tfjs']),
+    onlyWhen('tfjsModel', 'architecture', ['tfjs']),
+    requiredWhen('bodyEnd', 'architecture', ['tfjs']),
+    onlyWhen('bodyEnd', 'architecture', ['resnet18', 'resnet34', 'tfjs']),
+    {
+      rule: `!(self.architecture in ['resnet18', 'resnet34']) || !has(self.bodyEnd) || self.bodyEnd in [${RESNET_STAGES.map((s) => `'${s}'`).join(', ')}]`,
+      message: `for resnet18 and resnet34, bodyEnd must be one of ${RESNET_STAGES.join(', ')}`,
+      fieldPath: '.bodyEnd',
+      check: (m) =>
+        !(m.architecture === 'resnet18' || m.architecture === 'resnet34') ||
+        m.bodyEnd === undefined ||
+        (RESNET_STAGES as readonly string[]).includes(m.bodyEnd),
+    },
+    onlyWhen('width', 'architecture', ['smallcnn']),
+    immutable('spec.model', 'create a new StreamingTrainingJob to train a different model'),
+  ],
+});
+
+// ---------------------------------------------------------------- spec.data
+
+const data = object({
+  description:
+    'The dataset: manifests of image paths and labels under one root folder. Immutable: the checkpoints ' +
+    'record a position in this data.',
+  properties: {
+    root: path(
+      'Folder that holds the manifests and images. When volume is set, the volume is mounted read-only here ' +
+        'and root must be absolute. Run locally, a relative root is resolved against the directory of the job file.',
+    ),
+    train: relativePath(
+      'Training manifest, relative to root: CSV with a header (path,label[,split]) or JSON lines ' +
+        '({"path": ..., "label": ..., "split": ...}); .csv, .jsonl or .ndjson.',
+    ),
+    validation: relativePath(
+      'Validation manifest, relative to root, in the same formats. If unset, the rows of the training ' +
+        "manifest whose split is 'validation' are used.",
+    ),
+    volume: volumeSource('Where the data lives in the cluster, mounted read-only at root.'),
+    imageSize: object({
+      description:
+        'Size of every image in pixels. Images of another size are reported and skipped. Planning uses it ' +
+        'to predict memory.',
+      properties: {
+        height: integer({ description: 'Image height in pixels.', minimum: 1, maximum: 1 << 20 }),
+        width: integer({ description: 'Image width in pixels.', minimum: 1, maximum: 1 << 20 }),
+      },
+      required: ['height', 'width'],
+    }),
+    channels: integer({
+      description: 'Channels the network sees: 1 (grey, converted if needed) or 3 (RGB).',
+      enum: [1, 3],
+      default: 3,
+    }),
+    normalization: object({
+      description:
+        'Per-channel normalisation x → (x/255 − mean)/std applied to each tile. If unset, pixels are scaled to [0, 1].',
+      properties: {
+        mean: array(
+          number({ description: 'Mean of one channel, on the [0, 1] scale.', minimum: -1000, maximum: 1000 }),
+          {
+            description: 'One mean per channel.',
+            minItems: 1,
+            maxItems: 3,
+            listType: 'atomic',
+          },
+        ),
+        std: array(
+          number({
+            description: 'Standard deviation of one channel, on the [0, 1] scale.',
+            minimum: 0,
+            exclusiveMinimum: true,
+            maximum: 1000,
+          }),
+          {
+            description: 'One standard deviation per channel.',
+            minItems: 1,
+            maxItems: 3,
+            listType: 'atomic',
+          },
+        ),
+      },
+      required: ['mean', 'std'],
+    }),
+    augmentation: defaulted(
+      object({
+        description: 'Per-image augmentations that keep streaming exact, drawn from the job seed.',
+        properties: {
+          flips: boolean({ description: 'Random horizontal and vertical flips.', default: false }),
+          rotate90: boolean({ description: 'Random rotations by multiples of 90°.', default: false }),
+          colorJitter: number({
+            description: 'Strength of random brightness/contrast/saturation changes; 0 turns it off.',
+            minimum: 0,
+            maximum: 1,
+            default: 0,
+          }),
+        },
+      }),
+    ),
+    maxBadImageFraction: number({
+      description:
+        'Missing, unreadable or wrongly sized images are reported and skipped; the run fails when more than ' +
+        'this fraction of an epoch is bad.',
+      minimum: 0,
+      maximum: 1,
+      default: 0.1,
+    }),
+    synthetic: object({
+      description:
+        'Generate the synthetic lesion dataset (tilestream synth) into root if its manifests are missing. ' +
+        'Image size and channels come from imageSize and channels. Used by the examples.',
+      properties: {
+        count: integer({
+          description: 'Training images (half of them positive).',
+          minimum: 2,
+          maximum: 1000000,
+        }),
+        validationCount: integer({
+          description: 'Validation images (half positive).',
+          minimum: 2,
+          maximum: 1000000,
+          default: 200,
+        }),
+        seed: integer({ description: 'Seed of the generator.', minimum: 0, maximum: INT32_MAX, default: 1 }),
+        format: enumeration(['png', 'tiff'], {
+          description: 'File format: PNG, or tiled pyramidal TIFF.',
+          default: 'png',
+        }),
+      },
+      required: ['count'],
+    }),
+  },
+  required: ['root', 'train', 'imageSize'],
+  rules: [
+    {
+      rule: "!has(self.volume) || self.root.startsWith('/')",
+      message: 'root must be an absolute path when volume is set (the volume is mounted there)',
+      fieldPath: '.root',
+      check: (d) => d.volume === undefined || d.root.startsWith('/'),
+    },
+    {
+      rule: '!has(self.normalization) || size(self.normalization.mean) == self.channels',
+      message: 'normalization.mean needs one value per channel',
+      fieldPath: '.normalization.mean',
+      check: (d) => d.normalization === undefined || d.normalization.mean.length === d.channels,
+    },
+    {
+      rule: '!has(self.normalization) || size(self.normalization.std) == self.channels',
+      message: 'normalization.std needs one value per channel',
+      fieldPath: '.normalization.std',
+      check: (d) => d.normalization === undefined || d.normalization.std.length === d.channels,
+    },
+    immutable(
+      'spec.data',
+      'the checkpoints record a position in this dataset; create a new job for other data',
+    ),
+  ],
+});
+
+// ---------------------------------------------------------------- spec.training
+
+export const OPTIMIZERS = ['sgd', 'adam'] as const;
+/** Values the trainer uses for optimizer fields left unset (they depend on the type, so the schema has no default). */
+export const OPTIMIZER_DEFAULTS = { momentum: 0.9, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 } as const;
+export const SCHEDULES = ['constant', 'cosine', 'step'] as const;
+/** The step schedule's factor when spec.training.schedule.gamma is unset. */
+export const STEP_SCHEDULE_DEFAULT_GAMMA = 0.1;
+export const LOSSES = ['softmax-cross-entropy', 'binary-cross-entropy', 'mse'] as const;
+export const BACKENDS = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+
+const optimizer = object({
+  description: 'The optimizer. Fields that belong to one type may be set only with that type.',
+  properties: {
+    type: enumeration(OPTIMIZERS, { description: 'sgd (with momentum) or adam.', default: 'adam' }),
+    learningRate: number({
+      description: 'Peak learning rate (after warm-up).',
+      minimum: 0,
+      exclusiveMinimum: true,
+      maximum: 10,
+      default: 0.001,
+    }),
+    momentum: number({
+      description: `sgd only: momentum (default ${OPTIMIZER_DEFAULTS.momentum}); 0 is plain SGD.`,
+      minimum: 0,
+      maximum: 1,
+      exclusiveMaximum: true,
+    }),
+    beta1: number({
+      description: `adam only: first-moment decay (default ${OPTIMIZER_DEFAULTS.beta1}).`,
+      minimum: 0,
+      maximum: 1,
+      exclusiveMaximum: true,
+    }),
+    beta2: number({
+      description: `adam only: second-moment decay (default ${OPTIMIZER_DEFAULTS.beta2}).`,
+      minimum: 0,
+      maximum: 1,
+      exclusiveMaximum: true,
+    }),
+    epsilon: number({
+      description: `adam only: denominator guard (default ${OPTIMIZER_DEFAULTS.epsilon}).`,
+      minimum: 0,
+      exclusiveMinimum: true,
+      maximum: 1,
+    }),
+    weightDecay: number({
+      description: 'L2 weight decay added to the gradient; 0 turns it off.',
+      minimum: 0,
+      maximum: 1,
+      default: 0,
+    }),
+  },
+  rules: [
+    onlyWhen('momentum', 'type', ['sgd']),
+    onlyWhen('beta1', 'type', ['adam']),
+    onlyWhen('beta2', 'type', ['adam']),
+    onlyWhen('epsilon', 'type', ['adam']),
+  ],
+});
+
+const schedule = object({
+  description: 'Learning-rate schedule over epochs, after an optional linear warm-up.',
+  properties: {
+    type: enumeration(SCHEDULES, {
+      description: 'constant, cosine (decay to 0 at the last epoch) or step (× gamma every stepEpochs).',
+      default: 'constant',
+    }),
+    warmupEpochs: integer({
+      description: 'Epochs of linear warm-up from 0 to the learning rate; fewer than training.epochs.',
+      minimum: 0,
+      maximum: 100000,
+      default: 0,
+    }),
+    stepEpochs: integer({
+      description: 'step only, required: epochs between decays.',
+      minimum: 1,
+      maximum: 100000,
+    }),
+    gamma: number({
+      description: `step only: the factor applied every stepEpochs (default ${STEP_SCHEDULE_DEFAULT_GAMMA}).`,
+      minimum: 0,
+      exclusiveMinimum: true,
+      maximum: 1,
+    }),
+  },
+  rules: [
+    requiredWhen('stepEpochs', 'type', ['step']),
+    onlyWhen('stepEpochs', 'type', ['step']),
+    onlyWhen('gamma', 'type', ['step']),
+  ],
+});
+
+const training = object({
+  description: 'How to train. Immutable: a checkpoint is only meaningful for the settings that produced it.',
+  properties: {
+    epochs: integer({
+      description: 'Passes over the training manifest.',
+      minimum: 1,
+      maximum: 100000,
+      default: 10,
+    }),
+    batchSize: integer({
+      description:
+        'Images per optimizer step. Images are streamed one at a time and their gradients accumulated, ' +
+        'so the batch size does not change memory.',
+      minimum: 1,
+      maximum: 65536,
+      default: 8,
+    }),
+    optimizer: defaulted(optimizer),
+    schedule: defaulted(schedule),
+    loss: enumeration(LOSSES, {
+      description:
+        'softmax-cross-entropy (labels are class indices, head.classes ≥ 2), binary-cross-entropy (labels 0/1 ' +
+        'per output) or mse (regression targets).',
+      default: 'softmax-cross-entropy',
+    }),
+    seed: integer({
+      description:
+        'Seed of weights, data order and augmentation: two runs with one seed give the same weights.',
+      minimum: 0,
+      maximum: INT32_MAX,
+      default: 0,
+    }),
+    backend: enumeration(BACKENDS, {
+      description:
+        'TensorFlow.js backend: auto (tensorflow if tfjs-node(-gpu) loads, else wasm, else cpu) or a fixed one.',
+      default: 'auto',
+    }),
+  },
+  rules: [
+    {
+      rule: 'self.schedule.warmupEpochs < self.epochs',
+      message: 'schedule.warmupEpochs must be less than epochs',
+      fieldPath: '.schedule.warmupEpochs',
+      check: (t) => t.schedule.warmupEpochs < t.epochs,
+    },
+    immutable(
+      'spec.training',
+      'a checkpoint belongs to the settings that produced it; create a new job instead',
+    ),
+  ],
+});
+
+// ---------------------------------------------------------------- spec.streaming
+
+const streaming = object({
+  description:
+    'Tiling of the streamed body. The planner picks the tile from GPU memory unless tileSize is fixed.',
+  properties: {
+    tileSize: narrow<'auto' | number>()(
+      intOrString({
+        description:
+          `Tile side in pixels: 'auto' (the largest that fits the chosen GPU) or an integer from ${TILE_SIZE_MIN} ` +
+          `to ${TILE_SIZE_MAX}, rounded down to the body's total stride.`,
+        default: 'auto',
+        rules: [
+          {
+            rule: `type(self) == string ? self == 'auto' : self >= ${TILE_SIZE_MIN} && self <= ${TILE_SIZE_MAX}`,
+            message: `must be 'auto' or an integer from ${TILE_SIZE_MIN} to ${TILE_SIZE_MAX}`,
+            check: (t) => (typeof t === 'string' ? t === 'auto' : t >= TILE_SIZE_MIN && t <= TILE_SIZE_MAX),
+          },
+        ],
+      }),
+    ),
+    minTileSize: integer({
+      description:
+        'Smallest tile the planner may choose or shrink to after an out-of-memory failure. A job whose minimum ' +
+        'tile fits no GPU is not started (condition Planned=False, reason NoGPUWithSufficientMemory).',
+      minimum: TILE_SIZE_MIN,
+      maximum: TILE_SIZE_MAX,
+      default: TILE_SIZE_MIN,
+    }),
+    memoryHeadroom: number({
+      description: 'Fraction of GPU memory the planner keeps free for the allocator and the runtime.',
+      minimum: 0,
+      maximum: 0.9,
+      default: 0.2,
+    }),
+    saliency: boolean({
+      description: 'Also compute input gradients and write a saliency heatmap PNG per validation image.',
+      default: false,
+    }),
+  },
+  rules: [
+    {
+      rule: 'type(self.tileSize) == string || self.minTileSize <= self.tileSize',
+      message: 'minTileSize must not exceed tileSize',
+      fieldPath: '.minTileSize',
+      check: (s) => typeof s.tileSize !== 'number' || s.minTileSize <= s.tileSize,
+    },
+  ],
+});
+
+// ---------------------------------------------------------------- spec.resources
+
+const toleration = object({
+  description: 'A core/v1 Toleration: lets the trainer pod run on nodes with a matching taint.',
+  properties: {
+    key: string({
+      description: 'Taint key to match; empty with operator Exists matches every taint.',
+      maxLength: 316,
+      pattern:
+        '^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$',
+      patternHint:
+        "must be a label key: an optional DNS prefix and '/', then a name of letters, digits, '-', '_' and '.'",
+    }),
+    operator: enumeration(['Exists', 'Equal'], {
+      description: 'Equal (key and value match) or Exists (key matches, value must be empty).',
+      default: 'Equal',
+    }),
+    value: string({ description: 'Taint value for operator Equal.', maxLength: 63 }),
+    effect: enumeration(['NoSchedule', 'PreferNoSchedule', 'NoExecute'], {
+      description: 'Taint effect to match; unset matches all effects.',
+    }),
+    tolerationSeconds: integer({
+      description: 'For effect NoExecute: how long the pod stays bound after the taint appears.',
+      format: 'int64',
+      minimum: 0,
+      maximum: INT32_MAX,
+    }),
+  },
+  rules: [
+    {
+      rule: "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+      message: 'value must be empty when operator is Exists',
+      fieldPath: '.value',
+      reason: 'FieldValueForbidden',
+      check: (t) => t.operator !== 'Exists' || t.value === undefined || t.value === '',
+    },
+    {
+      rule: "self.operator == 'Exists' || (has(self.key) && self.key != '')",
+      message: 'key is required unless operator is Exists',
+      fieldPath: '.key',
+      reason: 'FieldValueRequired',
+      check: (t) => t.operator === 'Exists' || (t.key !== undefined && t.key !== ''),
+    },
+    {
+      rule: "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+      message: 'tolerationSeconds may be set only with effect NoExecute',
+      fieldPath: '.tolerationSeconds',
+      reason: 'FieldValueForbidden',
+      check: (t) => t.tolerationSeconds === undefined || t.effect === 'NoExecute',
+    },
+  ],
+});
+
+const resources = object({
+  description: 'What the trainer pod asks for and where it may run.',
+  properties: {
+    gpus: integer({
+      description:
+        'GPUs (nvidia.com/gpu) per trainer pod: 1, or 0 to train on CPU. The trainer uses one GPU.',
+      minimum: 0,
+      maximum: 1,
+      default: 1,
+    }),
+    minGpuMemory: quantity(
+      'Only GPUs with at least this much memory are considered, whatever the tile size.',
+    ),
+    cpu: quantity('CPU request and limit of the trainer container.'),
+    memory: quantity('Memory request and limit of the trainer container (host memory, not GPU memory).'),
+    nodeSelector: map(string({ description: 'Label value.', maxLength: 63 }), {
+      description: 'Node labels the trainer pod requires, in addition to the chosen GPU class.',
+      maxProperties: 64,
+    }),
+    tolerations: array(toleration, {
+      description: 'Tolerations of the trainer pod (GPU nodes are often tainted).',
+      maxItems: 32,
+      listType: 'atomic',
+    }),
+  },
+  rules: [
+    {
+      rule: 'self.gpus > 0 || !has(self.minGpuMemory)',
+      message: 'minGpuMemory needs gpus: 1',
+      fieldPath: '.minGpuMemory',
+      reason: 'FieldValueForbidden',
+      check: (r) => r.gpus > 0 || r.minGpuMemory === undefined,
+    },
+  ],
+});
+
+// ---------------------------------------------------------------- spec.checkpoint, spec.runPolicy
+
+const checkpoint = object({
+  description:
+    'Where and how often the trainer saves its state; it resumes from the newest valid checkpoint on restart. ' +
+    'Immutable.',
+  properties: {
+    volume: volumeSource('Where checkpoints live in the cluster, mounted read-write at path.'),
+    path: path(
+      'Checkpoint folder. Must be absolute when volume is set. Run locally, a relative path is resolved ' +
+        'against the directory of the job file.',
+    ),
+    everySteps: integer({
+      description: 'Optimizer steps between checkpoints; one is also written at the end of every epoch.',
+      minimum: 1,
+      maximum: INT32_MAX,
+      default: 100,
+    }),
+    keep: integer({
+      description: 'Newest checkpoints kept; older ones are deleted.',
+      minimum: 1,
+      maximum: 100,
+      default: 3,
+    }),
+  },
+  required: ['path'],
+  rules: [
+    {
+      rule: "!has(self.volume) || self.path.startsWith('/')",
+      message: 'path must be absolute when volume is set (the volume is mounted there)',
+      fieldPath: '.path',
+      check: (c) => c.volume === undefined || c.path.startsWith('/'),
+    },
+    immutable('spec.checkpoint', 'moving checkpoints would lose the resume point; create a new job instead'),
+  ],
+});
+
+const runPolicy = object({
+  description: 'Lifecycle: retries, deadlines, clean-up, suspension and queueing.',
+  properties: {
+    backoffLimit: integer({
+      description: 'Restarts after failures other than out-of-memory before the job fails.',
+      minimum: 0,
+      maximum: 100,
+      default: 3,
+    }),
+    activeDeadlineSeconds: integer({
+      description: 'Seconds the job may run (counted from its start, reset on resume) before it fails.',
+      format: 'int64',
+      minimum: 1,
+      maximum: INT32_MAX,
+    }),
+    ttlSecondsAfterFinished: integer({
+      description:
+        'Seconds after success or failure when the job and its children are deleted; unset keeps them.',
+      format: 'int64',
+      minimum: 0,
+      maximum: INT32_MAX,
+    }),
+    suspend: boolean({
+      description:
+        'Suspend the job: its pod is deleted (after a checkpoint) and none is started until false again.',
+      default: false,
+    }),
+    queueName: string({
+      description:
+        'Kueue LocalQueue; copied to the trainer Job as the kueue.x-k8s.io/queue-name label. Immutable.',
+      minLength: 1,
+      maxLength: 63,
+      pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$',
+      patternHint: "must be a LocalQueue name: lower-case letters, digits, '-' and '.'",
+      rules: [{ rule: 'self == oldSelf', message: 'queueName is immutable' }],
+    }),
+    maxTileReductions: integer({
+      description: 'Times the tile may be shrunk and the job re-planned after an out-of-memory exit.',
+      minimum: 0,
+      maximum: 16,
+      default: 3,
+    }),
+  },
+  rules: [
+    {
+      rule: 'has(self.queueName) == has(oldSelf.queueName)',
+      message: 'queueName cannot be added or removed',
+    },
+  ],
+});
+
+// ---------------------------------------------------------------- spec
+
+export const specSchema = object({
+  description: 'What to train, on which data, and how to run it.',
+  properties: {
+    model,
+    data,
+    training: defaulted(training),
+    streaming: defaulted(streaming),
+    resources: defaulted(resources),
+    checkpoint,
+    runPolicy: defaulted(runPolicy),
+    image: string({
+      description: 'Trainer image; defaults to the image the operator was installed with.',
+      minLength: 1,
+      maxLength: 512,
+      pattern: '^[^\\s]+$',
+      patternHint: 'must be an image reference without spaces',
+    }),
+  },
+  required: ['model', 'data'],
+  rules: [
+    {
+      rule: "self.training.loss != 'softmax-cross-entropy' || self.model.head.classes >= 2",
+      message: 'softmax-cross-entropy needs at least 2 classes; use binary-cross-entropy for a single logit',
+      fieldPath: '.model.head.classes',
+      check: (s) => s.training.loss !== 'softmax-cross-entropy' || s.model.head.classes >= 2,
+    },
+    {
+      rule: 'has(self.checkpoint) == has(oldSelf.checkpoint)',
+      message: 'spec.checkpoint cannot be added or removed after creation',
+    },
+  ],
+});
+
+// ---------------------------------------------------------------- status
+
+const time = (description: string) => string({ description, format: 'date-time', maxLength: 64 });
+const count = (description: string) => integer({ description, format: 'int64', minimum: 0 });
+const real = (description: string) => number({ description });
+
+/** metav1.Condition, as controller-gen emits it. */
+const condition = object({
+  description:
+    'Condition contains details for one aspect of the current state of this API Resource (metav1.Condition).',
+  properties: {
+    type: string({
+      description: 'Type of condition in CamelCase: Planned, Running, Succeeded, Failed or Suspended.',
+      maxLength: 316,
+      pattern:
+        '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$',
+    }),
+    status: enumeration(['True', 'False', 'Unknown'], { description: 'Status of the condition.' }),
+    observedGeneration: count('The .metadata.generation the condition was set from.'),
+    lastTransitionTime: time('Last time the condition changed from one status to another.'),
+    reason: string({
+      description:
+        'Machine-readable CamelCase reason for the last transition, e.g. NoGPUWithSufficientMemory.',
+      minLength: 1,
+      maxLength: 1024,
+      pattern: '^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$',
+    }),
+    message: string({ description: 'Human-readable details of the transition.', maxLength: 32768 }),
+  },
+  required: ['type', 'status', 'lastTransitionTime', 'reason', 'message'],
+});
+
+const plan = object({
+  description: 'The placement and tile the operator chose, with the memory predictions behind them.',
+  properties: {
+    gpuClass: string({ description: 'Name of the chosen GPU node class.', maxLength: 253 }),
+    gpuProduct: string({
+      description: 'GPU product (nvidia.com/gpu.product), e.g. NVIDIA-A100-SXM4-40GB.',
+      maxLength: 253,
+    }),
+    gpuMemoryBytes: count('Memory of one GPU of that class in bytes.'),
+    tileSize: integer({ description: 'Tile side in pixels given to the trainer.', minimum: 0 }),
+    predictedPeakStreamedBytes: count('Predicted peak GPU memory of streamed training at this tile size.'),
+    predictedPeakConventionalBytes: count('Predicted peak GPU memory of conventional whole-image training.'),
+    savingsRatio: number({ description: '1 − streamed/conventional peak memory.', minimum: 0, maximum: 1 }),
+    memorySaved: string({ description: "Readable summary for kubectl, e.g. '46.2Gi (94%)'.", maxLength: 64 }),
+    overheadFactor: number({
+      description: 'Predicted compute of streamed training relative to conventional.',
+      minimum: 0,
+    }),
+  },
+});
+
+const progress = object({
+  description: 'Training progress, reported by the trainer at a modest rate.',
+  properties: {
+    epoch: count('Current epoch, from 1.'),
+    epochs: count('Total epochs.'),
+    step: count('Optimizer steps done in total.'),
+    steps: count('Optimizer steps in the whole run.'),
+    loss: real('Mean training loss over the recent steps.'),
+    imagesPerSecond: real('Training throughput in images per second.'),
+    megapixelsPerSecond: real('Training throughput in megapixels per second.'),
+    fraction: number({ description: 'Fraction of the run done.', minimum: 0, maximum: 1 }),
+    percent: string({ description: "Fraction done for kubectl, e.g. '42%'.", maxLength: 8 }),
+    lastUpdateTime: time('When the trainer last reported.'),
+  },
+});
+
+export const statusSchema = object({
+  description: 'Observed state, written by the operator and the trainer.',
+  properties: {
+    observedGeneration: count('The .metadata.generation this status describes.'),
+    phase: enumeration(PHASES, { description: 'Summary for kubectl; the conditions are authoritative.' }),
+    conditions: array(condition, {
+      description: 'Conditions: Planned, Running, Succeeded, Failed, Suspended.',
+      maxItems: 16,
+      listType: 'map',
+      listMapKeys: ['type'],
+    }),
+    plan,
+    progress,
+    lastCheckpoint: object({
+      description: 'The newest checkpoint written.',
+      properties: {
+        path: string({ description: 'Its path.', maxLength: PATH_MAX }),
+        time: time('When it was written.'),
+        step: count('Optimizer step it holds.'),
+        epoch: count('Epoch it was written in.'),
+      },
+    }),
+    startTime: time('When the trainer first started.'),
+    completionTime: time('When the job succeeded or failed.'),
+    restarts: count('Times the trainer pod was restarted or recreated.'),
+    tileReductions: count('Times the tile was shrunk after an out-of-memory exit.'),
+    result: object({
+      description: 'Final metrics of a succeeded run.',
+      properties: {
+        validationAuc: number({ description: 'Validation ROC AUC.', minimum: 0, maximum: 1 }),
+        validationAccuracy: number({ description: 'Validation accuracy.', minimum: 0, maximum: 1 }),
+        validationLoss: real('Validation loss.'),
+        trainLoss: real('Training loss of the last epoch.'),
+      },
+    }),
+  },
+});
+
+// ---------------------------------------------------------------- the object
+
+export const metadataNameSchema = string({
+  description: `A DNS-1035 label of at most ${NAME_MAX_LENGTH} characters: it names the trainer Job and its pods.`,
+  maxLength: NAME_MAX_LENGTH,
+  pattern: '^[a-z]([-a-z0-9]*[a-z0-9])?$',
+  patternHint:
+    "must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter, not ending with '-'",
+});
+
+/** The openAPIV3Schema of the CRD. Only metadata.name may be restricted under metadata. */
+export const jobSchema = object({
+  description:
+    'StreamingTrainingJob trains a convolutional network on multi-megapixel images tile by tile (streaming), ' +
+    'on a GPU node whose memory sets the tile size.',
+  properties: {
+    apiVersion: string({ description: 'APIVersion: tilestream.io/v1alpha1.', maxLength: 253 }),
+    kind: string({ description: 'Kind: StreamingTrainingJob.', maxLength: 253 }),
+    // Only name (and generateName) may be restricted under metadata, and nothing else may be said about it.
+    metadata: { type: 'object', properties: { name: metadataNameSchema } } as Node<{ name?: string }>,
+    spec: specSchema,
+    status: statusSchema,
+  },
+  required: ['spec'],
+});
+
+export type SpecNode = typeof specSchema;
+export type StatusNode = typeof statusSchema;
