@@ -1,0 +1,258 @@
+// The project's gradient kernels against the naive float64 reference of test/ops/reference.ts,
+// on random shapes, strides, paddings and dilations, on both the cpu and the wasm backend.
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import fc from 'fast-check';
+import { activeProjectKernels } from '../../trainer/backend/kernels/registry.ts';
+import { initBackend } from '../../trainer/backend/select.ts';
+import {
+  type Arr4,
+  assertClose,
+  type ConvGeometry,
+  convGradRef,
+  convOutShape,
+  randomArr4,
+  rng,
+  type Shape4,
+} from '../ops/reference.ts';
+
+const RUNS = 25;
+
+interface Case {
+  seed: number;
+  n: number;
+  h: number;
+  w: number;
+  cin: number;
+  /** Output channels (conv) or channel multiplier (depthwise). */
+  cout: number;
+  kh: number;
+  kw: number;
+  stride: [number, number];
+  dilation: [number, number];
+  pad: [number, number, number, number];
+}
+
+/** Random geometry with at least one output position. */
+function caseArb(opts: { dilation: boolean; maxK: number }): fc.Arbitrary<Case> {
+  return fc
+    .record({
+      seed: fc.integer({ min: 1, max: 2 ** 30 }),
+      n: fc.integer({ min: 1, max: 2 }),
+      h: fc.integer({ min: 1, max: 11 }),
+      w: fc.integer({ min: 1, max: 11 }),
+      cin: fc.integer({ min: 1, max: 5 }),
+      cout: fc.integer({ min: 1, max: 5 }),
+      kh: fc.integer({ min: 1, max: opts.maxK }),
+      kw: fc.integer({ min: 1, max: opts.maxK }),
+      stride: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+      dilation: opts.dilation
+        ? fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }))
+        : fc.constant<[number, number]>([1, 1]),
+      padFrac: fc.tuple(fc.nat(9), fc.nat(9), fc.nat(9), fc.nat(9)),
+    })
+    .map(({ padFrac, ...c }) => {
+      const ekh = (c.kh - 1) * c.dilation[0] + 1;
+      const ekw = (c.kw - 1) * c.dilation[1] + 1;
+      // Paddings from 0 up to the effective kernel (asymmetric), then grow the input if needed.
+      const pad: Case['pad'] = [padFrac[0] % ekh, padFrac[1] % ekh, padFrac[2] % ekw, padFrac[3] % ekw];
+      return {
+        ...c,
+        pad,
+        h: Math.max(c.h, ekh - pad[0] - pad[1]),
+        w: Math.max(c.w, ekw - pad[2] - pad[3]),
+      };
+    });
+}
+
+function tensorOf(a: Arr4): tf.Tensor4D {
+  return tf.tensor4d(Float32Array.from(a.data), a.shape);
+}
+
+function explicit(p: Case['pad']): tf.backend_util.ExplicitPadding {
+  return [
+    [0, 0],
+    [p[0], p[1]],
+    [p[2], p[3]],
+    [0, 0],
+  ];
+}
+
+/** Runs one kernel and returns its values; checks that the kernel leaves no tensor behind. */
+function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs: object): Float32Array {
+  const before = tf.memory().numTensors;
+  const out = tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
+  const values = out.dataSync() as Float32Array;
+  out.dispose();
+  assert.equal(tf.memory().numTensors, before, `${name} leaked tensors`);
+  return values;
+}
+
+function denseCase(c: Case) {
+  const next = rng(c.seed);
+  const g: ConvGeometry = { stride: c.stride, dilation: [1, 1], pad: c.pad, groups: 1 };
+  const x = randomArr4([c.n, c.h, c.w, c.cin], next);
+  const w = randomArr4([c.kh, c.kw, c.cin, c.cout], next);
+  const dy = randomArr4(convOutShape(x.shape, w.shape, g), next);
+  return { g, x, w, dy, ref: convGradRef(x, w, dy, g) };
+}
+
+function depthwiseCase(c: Case) {
+  const next = rng(c.seed);
+  const m = c.cout;
+  const g: ConvGeometry = { stride: c.stride, dilation: c.dilation, pad: c.pad, groups: c.cin };
+  const x = randomArr4([c.n, c.h, c.w, c.cin], next);
+  // Keras depthwise layout [kh, kw, 1, cin·m] has the same memory order as tfjs's [kh, kw, cin, m].
+  const w = randomArr4([c.kh, c.kw, 1, c.cin * m], next);
+  const dy = randomArr4(convOutShape(x.shape, w.shape, g), next);
+  const wTf: Shape4 = [c.kh, c.kw, c.cin, m];
+  return { g, x, w, wTf, dy, ref: convGradRef(x, w, dy, g) };
+}
+
+const label = (c: Case) =>
+  `x=[${c.n},${c.h},${c.w},${c.cin}] k=${c.kh}x${c.kw} c=${c.cout} s=${c.stride} d=${c.dilation} p=${c.pad} seed=${c.seed}`;
+
+for (const backend of ['cpu', 'wasm'] as const) {
+  describe(`project gradient kernels on ${backend}`, () => {
+    before(async () => {
+      await initBackend(backend);
+    });
+
+    it('registers the expected kernels', () => {
+      const expected =
+        backend === 'wasm'
+          ? [
+              'Conv2DBackpropFilter',
+              'Conv2DBackpropInput',
+              'DepthwiseConv2dNativeBackpropFilter',
+              'DepthwiseConv2dNativeBackpropInput',
+            ]
+          : [
+              'Conv2DBackpropFilter',
+              'DepthwiseConv2dNativeBackpropFilter',
+              'DepthwiseConv2dNativeBackpropInput',
+            ];
+      assert.deepEqual(activeProjectKernels(backend), expected);
+      assert.equal(tf.getBackend(), backend);
+    });
+
+    it('Conv2DBackpropFilter matches the float64 reference', () => {
+      fc.assert(
+        fc.property(caseArb({ dilation: false, maxK: 7 }), (c) => {
+          const { x, dy, w, ref } = denseCase(c);
+          const got = tf.tidy(() =>
+            runKernel(
+              'Conv2DBackpropFilter',
+              { x: tensorOf(x), dy: tensorOf(dy) },
+              { strides: c.stride, pad: explicit(c.pad), dataFormat: 'NHWC', filterShape: w.shape },
+            ),
+          );
+          assertClose(got, ref.dw.data, `dW ${label(c)}`);
+        }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it('Conv2DBackpropInput matches the float64 reference', () => {
+      fc.assert(
+        fc.property(caseArb({ dilation: false, maxK: 7 }), (c) => {
+          const { x, dy, w, ref } = denseCase(c);
+          const got = tf.tidy(() =>
+            runKernel(
+              'Conv2DBackpropInput',
+              { dy: tensorOf(dy), filter: tensorOf(w) },
+              { strides: c.stride, pad: explicit(c.pad), dataFormat: 'NHWC', inputShape: x.shape },
+            ),
+          );
+          assertClose(got, ref.dx.data, `dx ${label(c)}`);
+        }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it("Conv2D backprop kernels accept 'valid' padding", () => {
+      const c: Case = {
+        seed: 7,
+        n: 1,
+        h: 9,
+        w: 8,
+        cin: 3,
+        cout: 4,
+        kh: 3,
+        kw: 2,
+        stride: [2, 1],
+        dilation: [1, 1],
+        pad: [0, 0, 0, 0],
+      };
+      const { x, dy, w, ref } = denseCase(c);
+      tf.tidy(() => {
+        const attrs = { strides: c.stride, pad: 'valid', dataFormat: 'NHWC' };
+        const dw = runKernel(
+          'Conv2DBackpropFilter',
+          { x: tensorOf(x), dy: tensorOf(dy) },
+          { ...attrs, filterShape: w.shape },
+        );
+        const dx = runKernel(
+          'Conv2DBackpropInput',
+          { dy: tensorOf(dy), filter: tensorOf(w) },
+          { ...attrs, inputShape: x.shape },
+        );
+        assertClose(dw, ref.dw.data, 'dW valid');
+        assertClose(dx, ref.dx.data, 'dx valid');
+      });
+    });
+
+    it('DepthwiseConv2dNativeBackpropFilter matches the float64 reference (with dilation)', () => {
+      fc.assert(
+        fc.property(caseArb({ dilation: true, maxK: 5 }), (c) => {
+          const { x, dy, wTf, ref } = depthwiseCase(c);
+          const got = tf.tidy(() =>
+            runKernel(
+              'DepthwiseConv2dNativeBackpropFilter',
+              { x: tensorOf(x), dy: tensorOf(dy) },
+              { strides: c.stride, dilations: c.dilation, pad: explicit(c.pad), filterShape: wTf },
+            ),
+          );
+          assertClose(got, ref.dw.data, `depthwise dW ${label(c)}`);
+        }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it('DepthwiseConv2dNativeBackpropInput matches the float64 reference (with dilation)', () => {
+      fc.assert(
+        fc.property(caseArb({ dilation: true, maxK: 5 }), (c) => {
+          const { x, dy, w, wTf, ref } = depthwiseCase(c);
+          const got = tf.tidy(() =>
+            runKernel(
+              'DepthwiseConv2dNativeBackpropInput',
+              { dy: tensorOf(dy), filter: tf.reshape(tensorOf(w), wTf) as tf.Tensor4D },
+              { strides: c.stride, dilations: c.dilation, pad: explicit(c.pad), inputShape: x.shape },
+            ),
+          );
+          assertClose(got, ref.dx.data, `depthwise dx ${label(c)}`);
+        }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it('refuses NCHW with a message that says what is supported', () => {
+      tf.tidy(() => {
+        const x = tf.zeros([1, 2, 4, 4]);
+        const dy = tf.zeros([1, 2, 2, 2]);
+        assert.throws(
+          () =>
+            tf
+              .engine()
+              .runKernel(
+                'Conv2DBackpropFilter',
+                { x, dy },
+                { strides: 1, pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 2, 2] },
+              ),
+          /NHWC only/,
+        );
+      });
+    });
+  });
+}

@@ -1,0 +1,189 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  PROJECT_KERNELS,
+  registerProjectKernels,
+  restoreStockKernels,
+} from '../../trainer/backend/kernels/registry.ts';
+import {
+  BACKEND_ENV,
+  type BackendInfo,
+  initBackend,
+  parseBackendChoice,
+  resolveBackendChoice,
+} from '../../trainer/backend/select.ts';
+import { gradientsRegistered } from '../../trainer/backend/tfjs-gradients.ts';
+
+// Runs first (node:test keeps file order): nothing may be set up by importing the modules.
+describe('importing trainer/backend', () => {
+  it('initialises no backend and registers no kernel or gradient', () => {
+    assert.deepEqual(Object.keys(tf.engine().registry), []);
+    assert.equal(gradientsRegistered(), false);
+    assert.equal(tf.getKernel('Conv2DBackpropFilter', 'wasm'), undefined);
+  });
+});
+
+function notFound(specifier: string): Error {
+  return Object.assign(new Error(`Cannot find package '${specifier}' imported from /x.ts`), {
+    code: 'ERR_MODULE_NOT_FOUND',
+  });
+}
+
+/** A loader where the tensorflow packages behave as given and everything else loads for real. */
+function loader(tfjsNode: 'absent' | 'present' | 'broken', log: string[] = []) {
+  return async (specifier: string): Promise<unknown> => {
+    log.push(specifier);
+    if (specifier === '@tensorflow/tfjs-node-gpu') throw notFound(specifier);
+    if (specifier === '@tensorflow/tfjs-node') {
+      if (tfjsNode === 'absent') throw notFound(specifier);
+      if (tfjsNode === 'broken') throw new Error('libtensorflow.so.2: cannot open shared object file');
+      // Stands in for tfjs-node: registers a backend named 'tensorflow' (here the cpu backend).
+      const { MathBackendCPU } = await import('@tensorflow/tfjs-backend-cpu');
+      if (tf.findBackendFactory('tensorflow') === null)
+        tf.registerBackend('tensorflow', () => new MathBackendCPU());
+      return {};
+    }
+    return import(specifier);
+  };
+}
+
+describe('resolveBackendChoice', () => {
+  it('lets an explicit argument win over TILESTREAM_BACKEND', () => {
+    assert.deepEqual(resolveBackendChoice('cpu', { [BACKEND_ENV]: 'wasm' }), {
+      choice: 'cpu',
+      source: 'argument',
+    });
+  });
+  it('lets TILESTREAM_BACKEND refine auto or no argument', () => {
+    assert.equal(resolveBackendChoice('auto', { [BACKEND_ENV]: 'wasm' }).choice, 'wasm');
+    assert.equal(resolveBackendChoice(undefined, { [BACKEND_ENV]: ' CPU ' }).choice, 'cpu');
+    assert.deepEqual(resolveBackendChoice(undefined, {}), { choice: 'auto', source: 'default' });
+  });
+  it('names the variable and the allowed values for a bad value', () => {
+    assert.throws(
+      () => resolveBackendChoice(undefined, { [BACKEND_ENV]: 'webgl' }),
+      /TILESTREAM_BACKEND: unknown backend 'webgl'; expected one of auto, tensorflow, wasm, cpu/,
+    );
+    assert.throws(() => parseBackendChoice('gpu', 'spec.training.backend'), /spec\.training\.backend/);
+  });
+});
+
+describe('initBackend', () => {
+  it('auto picks wasm when no tensorflow package is installed, and says why', async () => {
+    const logged: Array<[string, Record<string, unknown>]> = [];
+    const tried: string[] = [];
+    const info = await initBackend(undefined, {
+      env: {},
+      importModule: loader('absent', tried),
+      log: (m, f) => logged.push([m, f]),
+    });
+    assert.equal(info.name, 'wasm');
+    assert.equal(info.requested, 'auto');
+    assert.equal(tf.getBackend(), 'wasm');
+    assert.match(info.reason, /tfjs-node-gpu and @tensorflow\/tfjs-node are not installed/);
+    assert.match(info.reason, /SIMD on/);
+    assert.deepEqual(tried.slice(0, 3), [
+      '@tensorflow/tfjs-node-gpu',
+      '@tensorflow/tfjs-node',
+      '@tensorflow/tfjs-backend-wasm',
+    ]);
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]?.[1].name, 'wasm');
+    assert.ok(gradientsRegistered(), 'tfjs-core gradients are registered');
+    assert.ok(tf.env().getBool('PROD'), 'production mode is on');
+  });
+
+  it('honours TILESTREAM_BACKEND when the argument is auto', async () => {
+    const info = await initBackend('auto', { env: { [BACKEND_ENV]: 'cpu' }, importModule: loader('absent') });
+    assert.equal(info.name, 'cpu');
+    assert.match(info.reason, /cpu requested by TILESTREAM_BACKEND/);
+    assert.equal(tf.getBackend(), 'cpu');
+  });
+
+  it("auto prefers 'tensorflow' when tfjs-node loads", async () => {
+    const info = await initBackend('auto', { env: {}, importModule: loader('present') });
+    assert.equal(info.name, 'tensorflow');
+    assert.match(info.reason, /@tensorflow\/tfjs-node loaded/);
+    assert.equal(tf.getBackend(), 'tensorflow');
+    assert.deepEqual(info.projectKernels, [], 'libtensorflow needs no project kernels');
+    tf.removeBackend('tensorflow');
+  });
+
+  it("refuses an explicit 'tensorflow' without the package, naming what to install", async () => {
+    await assert.rejects(
+      initBackend('tensorflow', { env: {}, importModule: loader('absent') }),
+      /backend 'tensorflow' requested by argument is unavailable: .*not installed; install @tensorflow\/tfjs-node-gpu or @tensorflow\/tfjs-node/,
+    );
+  });
+
+  it('reports an installed tensorflow package that fails to load, and auto moves on', async () => {
+    await assert.rejects(
+      initBackend('tensorflow', { env: {}, importModule: loader('broken') }),
+      /@tensorflow\/tfjs-node is installed but failed to load: .*libtensorflow/,
+    );
+    const info = await initBackend('auto', { env: {}, importModule: loader('broken') });
+    assert.equal(info.name, 'wasm');
+    assert.match(info.reason, /skipped tensorflow: @tensorflow\/tfjs-node is installed but failed to load/);
+  });
+
+  it('is idempotent: a second call registers nothing new and keeps the same kernels', async () => {
+    const first: BackendInfo = await initBackend('wasm', { env: {} });
+    const funcs = PROJECT_KERNELS.filter((k) => k.backendName === 'wasm').map(
+      (k) => tf.getKernel(k.kernelName, 'wasm')?.kernelFunc,
+    );
+    const second = await initBackend('wasm', { env: {} });
+    assert.deepEqual(second.projectKernels, first.projectKernels);
+    assert.deepEqual(registerProjectKernels('wasm'), []);
+    assert.deepEqual(
+      PROJECT_KERNELS.filter((k) => k.backendName === 'wasm').map(
+        (k) => tf.getKernel(k.kernelName, 'wasm')?.kernelFunc,
+      ),
+      funcs,
+    );
+  });
+
+  it('restoreStockKernels puts the replaced stock kernel back and removes added ones', async () => {
+    await initBackend('wasm', { env: {} });
+    const ours = tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc;
+    restoreStockKernels('wasm');
+    const stock = tf.getKernel('Conv2DBackpropInput', 'wasm');
+    assert.ok(stock !== undefined && stock.kernelFunc !== ours, 'stock Conv2DBackpropInput is back');
+    assert.equal(
+      tf.getKernel('Conv2DBackpropFilter', 'wasm'),
+      undefined,
+      'wasm has no stock Conv2DBackpropFilter',
+    );
+    // The stock kernel still works (its wasm setup ran when the backend initialised).
+    const dx = tf.tidy(() =>
+      Array.from(
+        tf
+          .conv2dTranspose(
+            tf.ones([1, 2, 2, 1]) as tf.Tensor4D,
+            tf.ones([2, 2, 1, 1]) as tf.Tensor4D,
+            [1, 3, 3, 1],
+            1,
+            'valid',
+          )
+          .dataSync(),
+      ),
+    );
+    assert.deepEqual(dx, [1, 2, 1, 2, 4, 2, 1, 2, 1]);
+    assert.deepEqual(registerProjectKernels('wasm').length, 4);
+  });
+
+  it('trains through a conv on both backends after switching back and forth', async () => {
+    for (const name of ['cpu', 'wasm', 'cpu'] as const) {
+      await initBackend(name, { env: {} });
+      const g = tf.tidy(() => {
+        const x = tf.ones([1, 4, 4, 1]) as tf.Tensor4D;
+        const w = tf.ones([3, 3, 1, 1]) as tf.Tensor4D;
+        const [, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+          tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'valid'),
+        )([x, w]);
+        return Array.from((dw as tf.Tensor).dataSync());
+      });
+      assert.deepEqual(g, [4, 4, 4, 4, 4, 4, 4, 4, 4], `dW of a 3x3 conv over ones on ${name}`);
+    }
+  });
+});
