@@ -163,7 +163,8 @@ build_k8s() {
   staging="$(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' "$gomod")"
   local pub="v0.${K8S_VERSION#v1.}"
   local date
-  date="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r '.Time // empty')"
+  # The release's publication time (from the proxy's .info), so rebuilds stamp the same date.
+  date="$(jq -r '.Time // empty' "$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | jq -r '.Info')" 2>/dev/null || true)"
   [ -n "$date" ] || date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   local ld="$LDFLAGS_BASE" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
