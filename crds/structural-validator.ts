@@ -26,6 +26,8 @@ export function applyDefaults(schema: JSONSchemaProps, value: unknown): unknown 
   const out: Record<string, unknown> = {};
   const props = schema.properties;
   for (const [k, v] of Object.entries(value)) {
+    // undefined cannot come from JSON or YAML; a JavaScript caller means "absent" by it.
+    if (v === undefined) continue;
     if (v === null && (props?.[k] !== undefined || schema.additionalProperties === undefined)) continue;
     const child = props?.[k] ?? schema.additionalProperties;
     out[k] = child ? applyDefaults(child, v) : structuredClone(v);
@@ -44,6 +46,13 @@ export function validateValue(schema: JSONSchemaProps, value: unknown, path: str
   const found: Found[] = [];
   walk(schema, value, path, found);
   return found.map(({ path, message }) => ({ path, message }));
+}
+
+/** Whether `value` has type errors or missing required fields, which keep the API server from running CEL rules. */
+export function hasBlockingProblems(schema: JSONSchemaProps, value: unknown): boolean {
+  const found: Found[] = [];
+  walk(schema, value, '', found);
+  return found.some((p) => p.blocking);
 }
 
 /** Runs the JavaScript twins of `rules` on `self`, reporting failures at `path` + the rule's fieldPath. */
@@ -168,7 +177,7 @@ function checkObject(s: JSONSchemaProps, v: Record<string, unknown>, path: strin
   }
   for (const [k, child] of Object.entries(v)) {
     const childSchema = props?.[k] ?? extra;
-    if (childSchema) walk(childSchema, child, props?.[k] ? join(path, k) : `${path}[${k}]`, found);
+    if (childSchema) walk(childSchema, child, join(path, k), found);
     else if (props) add(found, join(path, k), unknownField(k, Object.keys(props)));
     // An object with neither properties nor additionalProperties (metadata) is opaque here.
   }

@@ -460,10 +460,10 @@ const training = object({
   },
   rules: [
     {
-      rule: 'self.schedule.warmupEpochs < self.epochs',
+      rule: 'self.schedule.warmupEpochs == 0 || self.schedule.warmupEpochs < self.epochs',
       message: 'schedule.warmupEpochs must be less than epochs',
       fieldPath: '.schedule.warmupEpochs',
-      check: (t) => t.schedule.warmupEpochs < t.epochs,
+      check: (t) => t.schedule.warmupEpochs === 0 || t.schedule.warmupEpochs < t.epochs,
     },
     immutable(
       'spec.training',
@@ -514,10 +514,12 @@ const streaming = object({
   },
   rules: [
     {
-      rule: 'type(self.tileSize) == string || self.minTileSize <= self.tileSize',
+      // A tileSize out of bounds is reported by its own rule; do not blame minTileSize for it too.
+      rule: `type(self.tileSize) == string || self.tileSize < ${TILE_SIZE_MIN} || self.minTileSize <= self.tileSize`,
       message: 'minTileSize must not exceed tileSize',
       fieldPath: '.minTileSize',
-      check: (s) => typeof s.tileSize !== 'number' || s.minTileSize <= s.tileSize,
+      check: (s) =>
+        typeof s.tileSize !== 'number' || s.tileSize < TILE_SIZE_MIN || s.minTileSize <= s.tileSize,
     },
   ],
 });

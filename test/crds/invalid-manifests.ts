@@ -1,0 +1,602 @@
+// Manifests the StreamingTrainingJob API must refuse, each with the field path the error must name.
+// Reused by the real-API-server tests: creating any of these must fail, and the server's error text
+// must contain `path` (and `message`, when given: the text of the CEL rule that refuses it).
+// Cases marked `localOnly` are refused by validateJob but reach the API server differently.
+
+export type Manifest = Record<string, unknown>;
+
+export interface InvalidCase {
+  /** A claim: what is wrong with the manifest. */
+  name: string;
+  manifest: Manifest;
+  /** The field path the error must name, as the API server prints it. */
+  path: string;
+  /** A fragment of the message (for CEL rules, of the rule's message). */
+  message?: string;
+  /** Why the API server cannot be asked the same question, when it cannot. */
+  localOnly?: string;
+}
+
+/** A complete, valid job: the synthetic lesion task on a PVC, as an operator user would submit it. */
+export function validManifest(): Manifest {
+  return {
+    apiVersion: 'tilestream.io/v1alpha1',
+    kind: 'StreamingTrainingJob',
+    metadata: { name: 'lesions', namespace: 'default' },
+    spec: {
+      model: { architecture: 'smallcnn', width: 16, head: { pooling: 'max', classes: 1 } },
+      data: {
+        root: '/data',
+        train: 'train.csv',
+        validation: 'validation.csv',
+        volume: { persistentVolumeClaim: { claimName: 'lesion-data' } },
+        imageSize: { height: 512, width: 512 },
+        channels: 1,
+      },
+      training: {
+        epochs: 3,
+        batchSize: 8,
+        loss: 'binary-cross-entropy',
+        optimizer: { type: 'adam', learningRate: 0.003 },
+      },
+      streaming: { tileSize: 'auto', minTileSize: 128 },
+      resources: { gpus: 1, minGpuMemory: '8Gi', memory: '16Gi', cpu: 2 },
+      checkpoint: { volume: { persistentVolumeClaim: { claimName: 'lesion-ckpt' } }, path: '/checkpoints' },
+      runPolicy: { backoffLimit: 2, queueName: 'gpu-queue' },
+    },
+  };
+}
+
+/** A copy of `base` with the value at a dotted path set (or deleted, for `undefined`); creates missing objects. */
+export function withValue(base: Manifest, path: string, value: unknown): Manifest {
+  const copy = structuredClone(base);
+  const keys = path.split('.');
+  let node: Record<string, unknown> = copy;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof node[k] !== 'object' || node[k] === null) node[k] = {};
+    node = node[k] as Record<string, unknown>;
+  }
+  const last = keys.at(-1)!;
+  if (value === undefined) delete node[last];
+  else node[last] = value;
+  return copy;
+}
+
+/** Applies several `withValue` edits in order. */
+export function edit(base: Manifest, edits: Record<string, unknown>): Manifest {
+  return Object.entries(edits).reduce((m, [p, v]) => withValue(m, p, v), base);
+}
+
+const v = validManifest;
+const tfjs = {
+  architecture: 'tfjs',
+  tfjsModel: 'models/net/model.json',
+  bodyEnd: 'conv5',
+  head: { classes: 1 },
+};
+const toleration = (t: Record<string, unknown>) => edit(v(), { 'spec.resources.tolerations': [t] });
+
+export const INVALID_MANIFESTS: readonly InvalidCase[] = [
+  // --- the object itself
+  {
+    name: 'apiVersion of another version',
+    manifest: edit(v(), { apiVersion: 'tilestream.io/v1' }),
+    path: 'apiVersion',
+    localOnly: 'the API server routes by URL; a client would send it to a version that does not exist',
+  },
+  {
+    name: 'kind of another resource',
+    manifest: edit(v(), { kind: 'TrainingJob' }),
+    path: 'kind',
+    localOnly: 'the API server routes by URL; the body kind must match the route',
+  },
+  { name: 'unknown top-level field', manifest: edit(v(), { specs: {} }), path: 'specs' },
+  {
+    name: 'metadata.name missing',
+    manifest: edit(v(), { 'metadata.name': undefined }),
+    path: 'metadata.name',
+  },
+  {
+    name: 'metadata.name with upper case',
+    manifest: edit(v(), { 'metadata.name': 'Lesions' }),
+    path: 'metadata.name',
+  },
+  {
+    name: 'metadata.name longer than 52 characters',
+    manifest: edit(v(), { 'metadata.name': `a${'b'.repeat(52)}` }),
+    path: 'metadata.name',
+  },
+  { name: 'spec missing', manifest: edit(v(), { spec: undefined }), path: 'spec' },
+  { name: 'spec is a list', manifest: edit(v(), { spec: [] }), path: 'spec' },
+
+  // --- spec.model
+  { name: 'model missing', manifest: edit(v(), { 'spec.model': undefined }), path: 'spec.model' },
+  {
+    name: 'architecture missing',
+    manifest: edit(v(), { 'spec.model.architecture': undefined }),
+    path: 'spec.model.architecture',
+  },
+  {
+    name: 'architecture not in the enum',
+    manifest: edit(v(), { 'spec.model': { architecture: 'resnet50' } }),
+    path: 'spec.model.architecture',
+  },
+  {
+    name: 'tfjs without tfjsModel',
+    manifest: edit(v(), { 'spec.model': { ...tfjs, tfjsModel: undefined } }),
+    path: 'spec.model.tfjsModel',
+    message: 'tfjsModel is required',
+  },
+  {
+    name: 'tfjs without bodyEnd',
+    manifest: edit(v(), { 'spec.model': { ...tfjs, bodyEnd: undefined } }),
+    path: 'spec.model.bodyEnd',
+    message: 'bodyEnd is required',
+  },
+  {
+    name: 'tfjsModel with a built-in architecture',
+    manifest: edit(v(), { 'spec.model': { architecture: 'resnet18', tfjsModel: 'm/model.json' } }),
+    path: 'spec.model.tfjsModel',
+    message: 'tfjsModel may be set only',
+  },
+  {
+    name: 'resnet bodyEnd that is not a stage',
+    manifest: edit(v(), { 'spec.model': { architecture: 'resnet34', bodyEnd: 'layer5' } }),
+    path: 'spec.model.bodyEnd',
+    message: 'bodyEnd must be one of',
+  },
+  {
+    name: 'bodyEnd on smallcnn',
+    manifest: edit(v(), { 'spec.model.bodyEnd': 'layer3' }),
+    path: 'spec.model.bodyEnd',
+    message: 'bodyEnd may be set only',
+  },
+  {
+    name: 'width on a resnet',
+    manifest: edit(v(), { 'spec.model': { architecture: 'resnet18', width: 32 } }),
+    path: 'spec.model.width',
+    message: 'width may be set only',
+  },
+  {
+    name: 'bodyEnd with a space',
+    manifest: edit(v(), { 'spec.model': { ...tfjs, bodyEnd: 'conv 5' } }),
+    path: 'spec.model.bodyEnd',
+  },
+  {
+    name: 'pooling not in the enum',
+    manifest: edit(v(), { 'spec.model.head.pooling': 'sum' }),
+    path: 'spec.model.head.pooling',
+  },
+  {
+    name: 'zero classes',
+    manifest: edit(v(), { 'spec.model.head.classes': 0 }),
+    path: 'spec.model.head.classes',
+  },
+  {
+    name: 'softmax-cross-entropy with one class',
+    manifest: edit(v(), { 'spec.training.loss': 'softmax-cross-entropy' }),
+    path: 'spec.model.head.classes',
+    message: 'at least 2 classes',
+  },
+
+  // --- spec.data
+  { name: 'data missing', manifest: edit(v(), { 'spec.data': undefined }), path: 'spec.data' },
+  { name: 'data.root missing', manifest: edit(v(), { 'spec.data.root': undefined }), path: 'spec.data.root' },
+  {
+    name: 'absolute train manifest',
+    manifest: edit(v(), { 'spec.data.train': '/data/train.csv' }),
+    path: 'spec.data.train',
+  },
+  {
+    name: 'relative root with a volume',
+    manifest: edit(v(), { 'spec.data.root': 'data' }),
+    path: 'spec.data.root',
+    message: 'root must be an absolute path',
+  },
+  {
+    name: 'volume with two sources',
+    manifest: edit(v(), { 'spec.data.volume.hostPath': { path: '/srv/data' } }),
+    path: 'spec.data.volume',
+    message: 'exactly one of',
+  },
+  {
+    name: 'volume with no source',
+    manifest: edit(v(), { 'spec.data.volume': {} }),
+    path: 'spec.data.volume',
+    message: 'exactly one of',
+  },
+  {
+    name: 'claimName that is not a DNS name',
+    manifest: edit(v(), { 'spec.data.volume.persistentVolumeClaim.claimName': 'Lesion_Data' }),
+    path: 'spec.data.volume.persistentVolumeClaim.claimName',
+  },
+  {
+    name: 'relative hostPath',
+    manifest: edit(v(), { 'spec.data.volume': { hostPath: { path: 'srv' } } }),
+    path: 'spec.data.volume.hostPath.path',
+  },
+  {
+    name: 'unsupported volume type',
+    manifest: edit(v(), { 'spec.data.volume': { nfs: { server: 'x' } } }),
+    path: 'spec.data.volume.nfs',
+  },
+  {
+    name: 'image height as a string',
+    manifest: edit(v(), { 'spec.data.imageSize.height': '512' }),
+    path: 'spec.data.imageSize.height',
+  },
+  {
+    name: 'image width zero',
+    manifest: edit(v(), { 'spec.data.imageSize.width': 0 }),
+    path: 'spec.data.imageSize.width',
+  },
+  {
+    name: 'image size without width',
+    manifest: edit(v(), { 'spec.data.imageSize.width': undefined }),
+    path: 'spec.data.imageSize.width',
+  },
+  { name: 'two channels', manifest: edit(v(), { 'spec.data.channels': 2 }), path: 'spec.data.channels' },
+  {
+    name: 'normalization mean for three channels on a grey image',
+    manifest: edit(v(), { 'spec.data.normalization': { mean: [0.5, 0.5, 0.5], std: [0.2] } }),
+    path: 'spec.data.normalization.mean',
+    message: 'one value per channel',
+  },
+  {
+    name: 'normalization std of a different length',
+    manifest: edit(v(), { 'spec.data.normalization': { mean: [0.5], std: [0.2, 0.2] } }),
+    path: 'spec.data.normalization.std',
+    message: 'one value per channel',
+  },
+  {
+    name: 'zero normalization std',
+    manifest: edit(v(), { 'spec.data.normalization': { mean: [0.5], std: [0] } }),
+    path: 'spec.data.normalization.std[0]',
+  },
+  {
+    name: 'bad-image fraction above 1',
+    manifest: edit(v(), { 'spec.data.maxBadImageFraction': 1.5 }),
+    path: 'spec.data.maxBadImageFraction',
+  },
+  {
+    name: 'negative colour jitter',
+    manifest: edit(v(), { 'spec.data.augmentation': { colorJitter: -0.1 } }),
+    path: 'spec.data.augmentation.colorJitter',
+  },
+  {
+    name: 'unknown field in data',
+    manifest: edit(v(), { 'spec.data.labels': 'labels.csv' }),
+    path: 'spec.data.labels',
+  },
+  {
+    name: 'synthetic with one image',
+    manifest: edit(v(), { 'spec.data.synthetic': { count: 1 } }),
+    path: 'spec.data.synthetic.count',
+  },
+  {
+    name: 'synthetic JPEG',
+    manifest: edit(v(), { 'spec.data.synthetic': { count: 100, format: 'jpeg' } }),
+    path: 'spec.data.synthetic.format',
+  },
+
+  // --- spec.training
+  { name: 'zero epochs', manifest: edit(v(), { 'spec.training.epochs': 0 }), path: 'spec.training.epochs' },
+  {
+    name: 'fractional batch size',
+    manifest: edit(v(), { 'spec.training.batchSize': 2.5 }),
+    path: 'spec.training.batchSize',
+  },
+  {
+    name: 'optimizer not in the enum',
+    manifest: edit(v(), { 'spec.training.optimizer.type': 'rmsprop' }),
+    path: 'spec.training.optimizer.type',
+  },
+  {
+    name: 'zero learning rate',
+    manifest: edit(v(), { 'spec.training.optimizer.learningRate': 0 }),
+    path: 'spec.training.optimizer.learningRate',
+  },
+  {
+    name: 'momentum with adam',
+    manifest: edit(v(), { 'spec.training.optimizer.momentum': 0.9 }),
+    path: 'spec.training.optimizer.momentum',
+    message: 'momentum may be set only',
+  },
+  {
+    name: 'beta1 with sgd',
+    manifest: edit(v(), { 'spec.training.optimizer': { type: 'sgd', beta1: 0.9 } }),
+    path: 'spec.training.optimizer.beta1',
+    message: 'beta1 may be set only',
+  },
+  {
+    name: 'beta2 with sgd',
+    manifest: edit(v(), { 'spec.training.optimizer': { type: 'sgd', beta2: 0.99 } }),
+    path: 'spec.training.optimizer.beta2',
+    message: 'beta2 may be set only',
+  },
+  {
+    name: 'epsilon with sgd',
+    manifest: edit(v(), { 'spec.training.optimizer': { type: 'sgd', epsilon: 1e-8 } }),
+    path: 'spec.training.optimizer.epsilon',
+    message: 'epsilon may be set only',
+  },
+  {
+    name: 'momentum of 1',
+    manifest: edit(v(), { 'spec.training.optimizer': { type: 'sgd', momentum: 1 } }),
+    path: 'spec.training.optimizer.momentum',
+  },
+  {
+    name: 'step schedule without stepEpochs',
+    manifest: edit(v(), { 'spec.training.schedule': { type: 'step' } }),
+    path: 'spec.training.schedule.stepEpochs',
+    message: 'stepEpochs is required',
+  },
+  {
+    name: 'stepEpochs with a cosine schedule',
+    manifest: edit(v(), { 'spec.training.schedule': { type: 'cosine', stepEpochs: 2 } }),
+    path: 'spec.training.schedule.stepEpochs',
+    message: 'stepEpochs may be set only',
+  },
+  {
+    name: 'gamma with a cosine schedule',
+    manifest: edit(v(), { 'spec.training.schedule': { type: 'cosine', gamma: 0.5 } }),
+    path: 'spec.training.schedule.gamma',
+    message: 'gamma may be set only',
+  },
+  {
+    name: 'warm-up as long as training',
+    manifest: edit(v(), { 'spec.training.schedule': { warmupEpochs: 3 } }),
+    path: 'spec.training.schedule.warmupEpochs',
+    message: 'less than epochs',
+  },
+  {
+    name: 'loss not in the enum',
+    manifest: edit(v(), { 'spec.training.loss': 'hinge' }),
+    path: 'spec.training.loss',
+  },
+  {
+    name: 'backend not in the enum',
+    manifest: edit(v(), { 'spec.training.backend': 'webgl' }),
+    path: 'spec.training.backend',
+  },
+  { name: 'negative seed', manifest: edit(v(), { 'spec.training.seed': -1 }), path: 'spec.training.seed' },
+
+  // --- spec.streaming
+  {
+    name: 'tile below 64 pixels',
+    manifest: edit(v(), { 'spec.streaming': { tileSize: 32 } }),
+    path: 'spec.streaming.tileSize',
+    message: "must be 'auto' or an integer",
+  },
+  {
+    name: 'tile size a word other than auto',
+    manifest: edit(v(), { 'spec.streaming.tileSize': 'big' }),
+    path: 'spec.streaming.tileSize',
+    message: "must be 'auto' or an integer",
+  },
+  {
+    name: 'fractional tile size',
+    manifest: edit(v(), { 'spec.streaming.tileSize': 512.5 }),
+    path: 'spec.streaming.tileSize',
+  },
+  {
+    name: 'minTileSize above a fixed tileSize',
+    manifest: edit(v(), { 'spec.streaming': { tileSize: 256, minTileSize: 512 } }),
+    path: 'spec.streaming.minTileSize',
+    message: 'minTileSize must not exceed tileSize',
+  },
+  {
+    name: 'minTileSize below 64',
+    manifest: edit(v(), { 'spec.streaming.minTileSize': 32 }),
+    path: 'spec.streaming.minTileSize',
+  },
+  {
+    name: 'memory headroom above 0.9',
+    manifest: edit(v(), { 'spec.streaming.memoryHeadroom': 0.95 }),
+    path: 'spec.streaming.memoryHeadroom',
+  },
+  {
+    name: 'saliency as a string',
+    manifest: edit(v(), { 'spec.streaming.saliency': 'yes' }),
+    path: 'spec.streaming.saliency',
+  },
+  {
+    name: 'misspelt tileSize',
+    manifest: edit(v(), { 'spec.streaming.tilesize': 512 }),
+    path: 'spec.streaming.tilesize',
+  },
+
+  // --- spec.resources
+  { name: 'two GPUs', manifest: edit(v(), { 'spec.resources.gpus': 2 }), path: 'spec.resources.gpus' },
+  {
+    name: 'memory with a B suffix',
+    manifest: edit(v(), { 'spec.resources.memory': '16GB' }),
+    path: 'spec.resources.memory',
+  },
+  {
+    name: 'negative memory integer',
+    manifest: edit(v(), { 'spec.resources.memory': -1 }),
+    path: 'spec.resources.memory',
+    message: 'must not be negative',
+  },
+  {
+    name: 'negative GPU memory integer',
+    manifest: edit(v(), { 'spec.resources.minGpuMemory': -1 }),
+    path: 'spec.resources.minGpuMemory',
+    message: 'must not be negative',
+  },
+  {
+    name: 'negative CPU integer',
+    manifest: edit(v(), { 'spec.resources.cpu': -2 }),
+    path: 'spec.resources.cpu',
+    message: 'must not be negative',
+  },
+  {
+    name: 'negative GPU memory',
+    manifest: edit(v(), { 'spec.resources.minGpuMemory': '-8Gi' }),
+    path: 'spec.resources.minGpuMemory',
+  },
+  { name: 'cpu as a word', manifest: edit(v(), { 'spec.resources.cpu': 'two' }), path: 'spec.resources.cpu' },
+  {
+    name: 'memory as a boolean',
+    manifest: edit(v(), { 'spec.resources.memory': true }),
+    path: 'spec.resources.memory',
+  },
+  {
+    name: 'minGpuMemory without a GPU',
+    manifest: edit(v(), { 'spec.resources.gpus': 0 }),
+    path: 'spec.resources.minGpuMemory',
+    message: 'minGpuMemory needs gpus',
+  },
+  {
+    name: 'node selector value that is a number',
+    manifest: edit(v(), { 'spec.resources.nodeSelector': { pool: 7 } }),
+    path: 'spec.resources.nodeSelector.pool',
+  },
+  {
+    name: 'tolerations as an object',
+    manifest: edit(v(), { 'spec.resources.tolerations': { key: 'gpu' } }),
+    path: 'spec.resources.tolerations',
+  },
+  {
+    name: 'toleration operator not in the enum',
+    manifest: toleration({ key: 'gpu', operator: 'In' }),
+    path: 'spec.resources.tolerations[0].operator',
+  },
+  {
+    name: 'toleration Exists with a value',
+    manifest: toleration({ key: 'gpu', operator: 'Exists', value: 'a100' }),
+    path: 'spec.resources.tolerations[0].value',
+    message: 'value must be empty',
+  },
+  {
+    name: 'toleration Equal without a key',
+    manifest: toleration({ value: 'a100' }),
+    path: 'spec.resources.tolerations[0].key',
+    message: 'key is required',
+  },
+  {
+    name: 'tolerationSeconds with NoSchedule',
+    manifest: toleration({ key: 'gpu', operator: 'Exists', effect: 'NoSchedule', tolerationSeconds: 60 }),
+    path: 'spec.resources.tolerations[0].tolerationSeconds',
+    message: 'tolerationSeconds may be set only',
+  },
+
+  // --- spec.checkpoint, spec.runPolicy, spec.image
+  {
+    name: 'checkpoint without path',
+    manifest: edit(v(), { 'spec.checkpoint.path': undefined }),
+    path: 'spec.checkpoint.path',
+  },
+  {
+    name: 'relative checkpoint path with a volume',
+    manifest: edit(v(), { 'spec.checkpoint.path': 'ckpt' }),
+    path: 'spec.checkpoint.path',
+    message: 'path must be absolute',
+  },
+  {
+    name: 'checkpoint volume with no source',
+    manifest: edit(v(), { 'spec.checkpoint.volume': {} }),
+    path: 'spec.checkpoint.volume',
+    message: 'exactly one of',
+  },
+  {
+    name: 'keep no checkpoints',
+    manifest: edit(v(), { 'spec.checkpoint.keep': 0 }),
+    path: 'spec.checkpoint.keep',
+  },
+  {
+    name: 'negative backoffLimit',
+    manifest: edit(v(), { 'spec.runPolicy.backoffLimit': -1 }),
+    path: 'spec.runPolicy.backoffLimit',
+  },
+  {
+    name: 'zero active deadline',
+    manifest: edit(v(), { 'spec.runPolicy.activeDeadlineSeconds': 0 }),
+    path: 'spec.runPolicy.activeDeadlineSeconds',
+  },
+  {
+    name: 'queue name with a space',
+    manifest: edit(v(), { 'spec.runPolicy.queueName': 'team a' }),
+    path: 'spec.runPolicy.queueName',
+  },
+  {
+    name: 'too many tile reductions',
+    manifest: edit(v(), { 'spec.runPolicy.maxTileReductions': 100 }),
+    path: 'spec.runPolicy.maxTileReductions',
+  },
+  {
+    name: 'suspend as a string',
+    manifest: edit(v(), { 'spec.runPolicy.suspend': 'true' }),
+    path: 'spec.runPolicy.suspend',
+  },
+  {
+    name: 'image with a space',
+    manifest: edit(v(), { 'spec.image': 'tilestream: latest' }),
+    path: 'spec.image',
+  },
+];
+
+/** Valid manifests of different shapes; each must be accepted (by validateJob and by the API server). */
+export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = [
+  { name: 'the full example', manifest: validManifest() },
+  {
+    name: 'a minimal local job',
+    manifest: {
+      apiVersion: 'tilestream.io/v1alpha1',
+      kind: 'StreamingTrainingJob',
+      metadata: { name: 'local' },
+      spec: {
+        model: { architecture: 'midl2018' },
+        data: { root: 'data/lesions', train: 'train.jsonl', imageSize: { height: 256, width: 256 } },
+      },
+    },
+  },
+  {
+    name: 'a tfjs model with a fixed tile, sgd and a step schedule',
+    manifest: edit(v(), {
+      'spec.model': tfjs,
+      'spec.streaming': { tileSize: 1024, minTileSize: 1024, memoryHeadroom: 0 },
+      'spec.training.optimizer': { type: 'sgd', learningRate: 0.01, momentum: 0.9, weightDecay: 0.0001 },
+      'spec.training.schedule': { type: 'step', stepEpochs: 1, gamma: 0.5, warmupEpochs: 1 },
+    }),
+  },
+  {
+    name: 'a resnet on hostPath data with tolerations, a node selector and integer quantities',
+    manifest: edit(v(), {
+      'spec.model': { architecture: 'resnet18', bodyEnd: 'layer2', head: { classes: 2, pooling: 'avg' } },
+      'spec.training.loss': 'softmax-cross-entropy',
+      'spec.data.volume': { hostPath: { path: '/srv/slides' } },
+      'spec.data.channels': 3,
+      'spec.data.normalization': { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+      'spec.data.augmentation': { flips: true, rotate90: true, colorJitter: 0.1 },
+      'spec.resources': {
+        gpus: 1,
+        memory: 17179869184,
+        cpu: '1500m',
+        nodeSelector: { 'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-40GB' },
+        tolerations: [
+          { operator: 'Exists' },
+          { key: 'nvidia.com/gpu', effect: 'NoExecute', tolerationSeconds: 30, value: 'x' },
+        ],
+      },
+      'spec.runPolicy': {
+        suspend: true,
+        activeDeadlineSeconds: 86400,
+        ttlSecondsAfterFinished: 0,
+        maxTileReductions: 0,
+      },
+      'spec.image': 'registry.local/tilestream:0.1.0',
+    }),
+  },
+  {
+    name: 'a CPU-only job with synthetic data and a cosine schedule',
+    manifest: edit(v(), {
+      'spec.resources': { gpus: 0 },
+      'spec.data.synthetic': { count: 160, validationCount: 80, seed: 2, format: 'tiff' },
+      'spec.training.schedule': { type: 'cosine', warmupEpochs: 2 },
+      'spec.training.backend': 'wasm',
+      'spec.streaming.saliency': true,
+    }),
+  },
+];
