@@ -1,0 +1,194 @@
+// The invariant every part of tilestream protects: streamed outputs, parameter gradients and input
+// gradients equal conventional full-image training (DESIGN §1), on the wasm and cpu backends.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import fc from 'fast-check';
+import { initBackend } from '../../trainer/backend/select.ts';
+import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
+import { BodyBuilder } from '../../trainer/streaming/builder.ts';
+import { compareStep, type Discrepancy, linearLoss } from '../../trainer/streaming/compare.ts';
+import { tensorSource } from '../../trainer/streaming/executor.ts';
+import { axisProfile, minimumTile, tileGrid } from '../../trainer/streaming/geometry.ts';
+import { ACTIVATIONS, type Body } from '../../trainer/streaming/graph.ts';
+import { initParams, type Network, streamedStep } from '../../trainer/streaming/network.ts';
+
+const OUTPUT_TOL = 1e-5;
+const PARAM_TOL = 1e-4;
+const INPUT_TOL = 1e-5;
+
+function assertEquivalent(d: Discrepancy, what: string): void {
+  assert.ok(d.output <= OUTPUT_TOL, `${what}: output differs by ${d.output} (relative)`);
+  assert.ok(
+    d.paramGrad <= PARAM_TOL,
+    `${what}: gradient of ${d.worstParam} differs by ${d.paramGrad} (relative)`,
+  );
+  assert.ok(d.inputGrad <= INPUT_TOL, `${what}: input gradient differs by ${d.inputGrad} (relative)`);
+}
+
+interface LayerDraw {
+  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'concat' | 'act';
+  k: number;
+  s: number;
+  d: number;
+  pad: boolean;
+  groups: boolean;
+  fn: number;
+}
+
+/** A random streamable body from fast-check draws: convs, pools, activations and residual blocks. */
+function randomBody(layers: LayerDraw[]): Body {
+  const b = new BodyBuilder('random', 2);
+  let x = b.input;
+  let c = 2;
+  for (const l of layers) {
+    const same = Math.floor((l.d * (l.k - 1)) / 2);
+    const p = l.pad ? same : 0;
+    switch (l.kind) {
+      case 'conv':
+        c = l.groups ? c * 2 : 4;
+        x = b.conv(x, {
+          filters: c,
+          kernel: l.k,
+          stride: l.s,
+          dilation: l.d,
+          padding: p,
+          groups: l.groups ? c / 2 : 1,
+        });
+        break;
+      case 'act': {
+        const fn = ACTIVATIONS[l.fn % ACTIVATIONS.length] ?? 'relu';
+        x = b.activation(x, fn, fn === 'leakyRelu' || fn === 'elu' ? 0.1 : undefined);
+        break;
+      }
+      case 'max':
+        x = b.maxPool(x, { kernel: Math.min(l.k, 3), stride: l.s, padding: Math.min(p, 1) });
+        break;
+      case 'avg':
+        x = b.avgPool(x, { kernel: Math.min(l.k, 3), stride: l.s, padding: Math.min(p, 1) });
+        break;
+      case 'res': {
+        // A basic block; with stride 2 the skip is a 1×1/2 conv, as in ResNet.
+        const y = b.affine(b.relu(b.conv(x, { filters: c, kernel: 3, stride: l.s, padding: 1 })));
+        const z = b.conv(y, { filters: c, kernel: 3, padding: 1 });
+        const skip = l.s === 1 ? x : b.conv(x, { filters: c, kernel: 1, stride: 2, bias: false });
+        x = b.relu(b.add([z, skip]));
+        break;
+      }
+      case 'bottleneck': {
+        const y = b.relu(b.conv(x, { filters: 2, kernel: 1 }));
+        const z = b.conv(b.relu(b.conv(y, { filters: 2, kernel: 3, padding: 1 })), { filters: c, kernel: 1 });
+        x = b.add([z, x]);
+        break;
+      }
+      case 'concat': {
+        const y = b.conv(x, { filters: 2, kernel: l.k | 1, padding: ((l.k | 1) - 1) / 2 });
+        x = b.concat([x, y]);
+        c += 2;
+        break;
+      }
+    }
+  }
+  return b.build(x);
+}
+
+const layerDraw = fc.record<LayerDraw>({
+  kind: fc.constantFrom('conv', 'conv', 'act', 'max', 'avg', 'res', 'bottleneck', 'concat'),
+  k: fc.integer({ min: 1, max: 7 }),
+  s: fc.integer({ min: 1, max: 2 }),
+  d: fc.integer({ min: 1, max: 2 }),
+  pad: fc.boolean(),
+  groups: fc.boolean(),
+  fn: fc.nat(),
+});
+
+for (const backend of ['wasm', 'cpu'] as const) {
+  describe(`streaming equals conventional training on ${backend}`, () => {
+    it('initialises the backend', async () => {
+      const info = await initBackend(backend);
+      assert.equal(info.name, backend);
+    });
+
+    it('worked example (§1.9): 64² image, 32² tiles, 9 tiles', async () => {
+      const b = new BodyBuilder('worked', 3);
+      const c1 = b.relu(b.conv(b.input, { filters: 4, kernel: 3, padding: 1 }));
+      const p = b.maxPool(c1, { kernel: 2 });
+      const body = b.build(b.relu(b.conv(p, { filters: 4, kernel: 3, stride: 2, padding: 1 })));
+      const d = await compareStep({ body, pooling: 'max', outputs: 3 }, [64, 64], [32, 32], 1);
+      assert.equal(d.tiles, 9);
+      assertEquivalent(d, 'worked example');
+    });
+
+    it('non-square image, single-tile image and image smaller than the tile', async () => {
+      const net: Network = {
+        ...builtinNetwork('smallcnn', { width: 4, inputChannels: 3 }),
+        pooling: 'avg',
+        outputs: 2,
+      };
+      assertEquivalent(await compareStep(net, [192, 320], [96, 96], 2), 'non-square');
+      assertEquivalent(await compareStep(net, [96, 96], [96, 96], 3), 'N = T');
+      assertEquivalent(await compareStep(net, [48, 80], [128, 128], 4), 'N < T');
+    });
+
+    it('ResNet-18 body (to layer2) with a layer3 trunk: 256² image, tiles 128 and 160', async () => {
+      const width = backend === 'cpu' ? 4 : 16; // cpu convolutions are ~20x slower than wasm
+      const net: Network = {
+        ...builtinNetwork('resnet18', { bodyEnd: 'layer2', width }),
+        pooling: 'max',
+        outputs: 2,
+      };
+      for (const tile of backend === 'cpu' ? [160] : [128, 160]) {
+        const d = await compareStep(net, [256, 256], [tile, tile], 5);
+        assert.ok(d.tiles > 1);
+        assertEquivalent(d, `resnet18 tile ${tile}`);
+      }
+    });
+
+    it('random bodies (depth 1–8, kernels 1–7, strides, dilations, pools, residual blocks) and sizes', async () => {
+      let compared = 0;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(layerDraw, { minLength: 1, maxLength: 8 }),
+          fc.integer({ min: 0, max: 3 }),
+          fc.integer({ min: 1, max: 3 }),
+          fc.integer({ min: 1, max: 1000 }),
+          async (layers, tileExtra, imageExtra, seed) => {
+            const body = randomBody(layers);
+            const S = [axisProfile(body, 0).totalStride, axisProfile(body, 1).totalStride];
+            const t0 = minimumTile(body, 0) + tileExtra * (S[0] as number);
+            const t1 = minimumTile(body, 1) + tileExtra * (S[1] as number);
+            const image: [number, number] = [
+              t0 + imageExtra * (S[0] as number),
+              t1 + (imageExtra + 1) * (S[1] as number),
+            ];
+            if (image[0] * image[1] > 200 * 200) return; // keep the conventional baseline cheap
+            compared++;
+            const d = await compareStep({ body, pooling: 'avg', outputs: 2 }, image, [t0, t1], seed);
+            assertEquivalent(d, `body ${JSON.stringify(layers)} image ${image} tile ${[t0, t1]}`);
+          },
+        ),
+        { numRuns: backend === 'cpu' ? 15 : 30, seed: 4242 },
+      );
+      assert.ok(
+        compared >= (backend === 'cpu' ? 10 : 20),
+        `only ${compared} random cases were small enough to compare`,
+      );
+    });
+
+    it('returns the live tensor count to its baseline after a training step', async () => {
+      const net: Network = { ...builtinNetwork('smallcnn', { width: 4 }), pooling: 'max', outputs: 1 };
+      const params = initParams(net, 9);
+      const x = tf.randomNormal([1, 192, 192, 1], 0, 1, 'float32', 10) as tf.Tensor4D;
+      const grid = tileGrid(net.body, [192, 192], [96, 96]);
+      const before = tf.memory().numTensors;
+      const step = await streamedStep(net, params, tensorSource(x), grid, linearLoss(1, 1), {
+        inputGrad: true,
+      });
+      for (const g of step.grads.values()) g.dispose();
+      assert.equal(tf.memory().numTensors, before);
+      x.dispose();
+      for (const p of params.values()) p.dispose();
+    });
+  });
+}

@@ -1,0 +1,212 @@
+// Executors for a streamed network: the conventional full-image baseline, the tiled forward
+// without a gradient tape, and the output-partition backward (streaming-algorithm.md §1.11): one
+// gradient call per tile with that tile's owned slice of dL/dF, parameter gradients summed, input
+// gradients scatter-added. Every tensor made per tile is disposed before the next tile.
+
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tile, TileGrid } from './geometry.ts';
+import { type Body, INPUT, parameterShapes } from './graph.ts';
+import { activation, affine, avgPool2d, conv2d, maxPool2d } from './ops.ts';
+
+/** Parameters of one body by the names of `parameterShapes` (e.g. `conv1/kernel`). */
+export type Params = ReadonlyMap<string, tf.Tensor>;
+
+/** Runs the body on a batch (conventionally: a whole image, or one tile). Frees intermediates after their last use. */
+export function runBody(body: Body, params: Params, x: tf.Tensor4D): tf.Tensor4D {
+  const remaining = new Map<string, number>();
+  for (const n of body.nodes) for (const i of n.inputs) remaining.set(i, (remaining.get(i) ?? 0) + 1);
+  const values = new Map<string, tf.Tensor4D>([[INPUT, x]]);
+  const param = (name: string): tf.Tensor => {
+    const p = params.get(name);
+    if (!p) throw new Error(`missing parameter '${name}' of body '${body.name}'`);
+    return p;
+  };
+  for (const node of body.nodes) {
+    const inputs = node.inputs.map((i) => values.get(i) as tf.Tensor4D);
+    const x0 = inputs[0] as tf.Tensor4D;
+    const op = node.op;
+    let y: tf.Tensor4D;
+    switch (op.kind) {
+      case 'conv2d':
+        y = conv2d(
+          x0,
+          param(`${node.name}/kernel`) as tf.Tensor4D,
+          op.bias ? param(`${node.name}/bias`) : null,
+          op,
+        );
+        break;
+      case 'maxPool':
+        y = maxPool2d(x0, op);
+        break;
+      case 'avgPool':
+        y = avgPool2d(x0, op);
+        break;
+      case 'activation':
+        y = activation(x0, op.fn, op.alpha);
+        break;
+      case 'affine':
+        y = affine(x0, param(`${node.name}/scale`), param(`${node.name}/shift`));
+        break;
+      case 'pad':
+        y = tf.pad(x0, [
+          [0, 0],
+          [op.padding[0], op.padding[1]],
+          [op.padding[2], op.padding[3]],
+          [0, 0],
+        ]);
+        break;
+      case 'add':
+        y = inputs.slice(1).reduce((acc, t) => tf.add(acc, t), x0) as tf.Tensor4D;
+        break;
+      case 'concat':
+        y = tf.concat(inputs, 3);
+        break;
+    }
+    values.set(node.name, y);
+    for (const i of node.inputs) {
+      const left = (remaining.get(i) ?? 0) - 1;
+      remaining.set(i, left);
+      // Intermediates die at their last use; the caller's input and the output stay.
+      if (left === 0 && i !== INPUT && i !== body.output) values.get(i)?.dispose();
+    }
+  }
+  return values.get(body.output) as tf.Tensor4D;
+}
+
+/** Where tiles come from: an in-memory image, or a reader that decodes only the region it needs. */
+export interface TileSource {
+  readonly height: number;
+  readonly width: number;
+  readonly channels: number;
+  /** The normalised float32 region [1, rows, cols, C]; the caller disposes it. */
+  read(top: number, left: number, rows: number, cols: number): Promise<tf.Tensor4D> | tf.Tensor4D;
+}
+
+/** A tile source over an image tensor [1, H, W, C] that the caller owns. */
+export function tensorSource(image: tf.Tensor4D): TileSource {
+  const [, height, width, channels] = image.shape;
+  return {
+    height,
+    width,
+    channels,
+    read: (top, left, rows, cols) => tf.slice(image, [0, top, left, 0], [1, rows, cols, channels]),
+  };
+}
+
+/** Progress callback: which pass, tile index, tile count. */
+export type TileProgress = (pass: 'forward' | 'backward', index: number, count: number) => void;
+
+function ownedRegion(t: Tile): {
+  begin: [number, number, number, number];
+  size: [number, number, number, number];
+} {
+  return {
+    begin: [0, t.row.owned.lo - t.row.outStart, t.col.owned.lo - t.col.outStart, 0],
+    size: [1, t.row.owned.hi - t.row.owned.lo + 1, t.col.owned.hi - t.col.owned.lo + 1, -1],
+  };
+}
+
+/**
+ * Streamed forward: runs the body tile by tile without a gradient tape and stitches each tile's
+ * owned output block into the full feature map F [1, H/S, W/S, C].
+ */
+export async function streamForward(
+  body: Body,
+  params: Params,
+  source: TileSource,
+  grid: TileGrid,
+  progress?: TileProgress,
+): Promise<tf.Tensor4D> {
+  const rows: tf.Tensor4D[] = [];
+  let row: tf.Tensor4D[] = [];
+  for (const [index, t] of grid.tiles.entries()) {
+    const x = await source.read(t.row.start, t.col.start, t.row.length, t.col.length);
+    const block = tf.tidy(() => {
+      const { begin, size } = ownedRegion(t);
+      return tf.slice(runBody(body, params, x), begin, size);
+    });
+    x.dispose();
+    row.push(block);
+    progress?.('forward', index, grid.tiles.length);
+    if (row.length === grid.cols.tiles.length) {
+      rows.push(row.length === 1 ? (row[0] as tf.Tensor4D) : tf.concat(row, 2));
+      if (row.length > 1) for (const b of row) b.dispose();
+      row = [];
+    }
+  }
+  const out = rows.length === 1 ? (rows[0] as tf.Tensor4D) : tf.concat(rows, 1);
+  if (rows.length > 1) for (const r of rows) r.dispose();
+  return out;
+}
+
+export interface BackwardResult {
+  /** dL/dθ for every body parameter, summed over tiles. */
+  readonly grads: Map<string, tf.Tensor>;
+  /** dL/dimage [H, W, C] when asked for (saliency), scatter-added over tiles on the host. */
+  readonly inputGrad?: Float32Array;
+}
+
+/**
+ * Output-partition backward: for each tile, recompute the body with the tape on and feed back
+ * dL/dF restricted to the block the tile owns (zeros elsewhere). Backprop is linear in the
+ * upstream gradient and the owned blocks partition F, so the sums are the full-image gradients.
+ */
+export async function streamBackward(
+  body: Body,
+  params: Params,
+  source: TileSource,
+  grid: TileGrid,
+  dF: tf.Tensor4D,
+  options: { inputGrad?: boolean; progress?: TileProgress } = {},
+): Promise<BackwardResult> {
+  const names = [...parameterShapes(body).keys()];
+  const tensors = names.map((n) => params.get(n) as tf.Tensor);
+  const sums: tf.Tensor[] = tensors.map((p) => tf.zerosLike(p));
+  const C = source.channels;
+  const inputGrad = options.inputGrad ? new Float32Array(source.height * source.width * C) : undefined;
+  for (const [index, t] of grid.tiles.entries()) {
+    const x = await source.read(t.row.start, t.col.start, t.row.length, t.col.length);
+    const grads = tf.tidy(() => {
+      const { begin, size } = ownedRegion(t);
+      const gBegin = [0, t.row.owned.lo, t.col.owned.lo, 0];
+      const owned = tf.slice(dF, gBegin, size);
+      const dy = tf.pad(owned, [
+        [0, 0],
+        [begin[1], t.row.outLength - begin[1] - (size[1] as number)],
+        [begin[2], t.col.outLength - begin[2] - (size[2] as number)],
+        [0, 0],
+      ]);
+      const f = (xt: tf.Tensor, ...ps: tf.Tensor[]): tf.Tensor =>
+        runBody(body, new Map(names.map((n, i) => [n, ps[i] as tf.Tensor])), xt as tf.Tensor4D);
+      if (inputGrad) return tf.grads(f)([x, ...tensors], dy);
+      return tf.grads((...ps: tf.Tensor[]) => f(x, ...ps))(tensors, dy);
+    });
+    x.dispose();
+    const paramGrads = inputGrad ? grads.slice(1) : grads;
+    paramGrads.forEach((g, i) => {
+      const next = tf.add(sums[i] as tf.Tensor, g);
+      (sums[i] as tf.Tensor).dispose();
+      g.dispose();
+      sums[i] = next;
+    });
+    if (inputGrad) {
+      const dx = grads[0] as tf.Tensor;
+      scatterAdd(inputGrad, source.width, C, t, dx.dataSync() as Float32Array);
+      dx.dispose();
+    }
+    options.progress?.('backward', index, grid.tiles.length);
+  }
+  const grads = new Map(names.map((n, i) => [n, sums[i] as tf.Tensor]));
+  return inputGrad ? { grads, inputGrad } : { grads };
+}
+
+function scatterAdd(target: Float32Array, width: number, C: number, t: Tile, tileGrad: Float32Array): void {
+  const rows = t.row.length;
+  const cols = t.col.length;
+  for (let r = 0; r < rows; r++) {
+    const dst = ((t.row.start + r) * width + t.col.start) * C;
+    const src = r * cols * C;
+    for (let i = 0; i < cols * C; i++)
+      target[dst + i] = (target[dst + i] as number) + (tileGrad[src + i] as number);
+  }
+}

@@ -1,0 +1,229 @@
+// A whole network: the streamed body, an optional trunk run conventionally on the stitched feature
+// map (e.g. ResNet layer4), global pooling and a dense layer. One training step either streams the
+// body (the product) or runs everything on the whole image (the baseline the tests compare with).
+
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  type BackwardResult,
+  runBody,
+  streamBackward,
+  streamForward,
+  type TileProgress,
+  type TileSource,
+} from './executor.ts';
+import type { TileGrid } from './geometry.ts';
+import { type Body, inferChannels, parameterShapes } from './graph.ts';
+
+export type Pooling = 'max' | 'avg';
+
+export interface Network {
+  readonly body: Body;
+  readonly trunk?: Body;
+  readonly pooling: Pooling;
+  /** Outputs of the dense layer: classes for softmax, 1 for a binary logit or a regression value. */
+  readonly outputs: number;
+}
+
+// tf.variable names must be unique in the engine; the counter keeps them so across networks.
+let variableCounter = 0;
+
+/** All trainable tensors of a network, by prefixed name: `body/…`, `trunk/…`, `head/dense/…`. */
+export type NetworkParams = Map<string, tf.Variable>;
+
+/** Shapes of every parameter of the network, by prefixed name. Pure. */
+export function networkParameterShapes(net: Network): Map<string, number[]> {
+  const shapes = new Map<string, number[]>();
+  for (const [n, s] of parameterShapes(net.body)) shapes.set(`body/${n}`, s);
+  let features = inferChannels(net.body).get(net.body.output) as number;
+  if (net.trunk) {
+    if (net.trunk.inputChannels !== features) {
+      throw new Error(`trunk expects ${net.trunk.inputChannels} channels but the body gives ${features}`);
+    }
+    for (const [n, s] of parameterShapes(net.trunk)) shapes.set(`trunk/${n}`, s);
+    features = inferChannels(net.trunk).get(net.trunk.output) as number;
+  }
+  shapes.set('head/dense/kernel', [features, net.outputs]);
+  shapes.set('head/dense/bias', [net.outputs]);
+  return shapes;
+}
+
+/**
+ * Seeded initialisation: He-normal conv kernels (std √(2 / fan-in)), zero biases and shifts, unit
+ * scales, dense N(0, 1/fan-in). The same seed gives the same weights on every backend.
+ */
+export function initParams(net: Network, seed: number): NetworkParams {
+  const params: NetworkParams = new Map();
+  let i = 0;
+  for (const [name, shape] of networkParameterShapes(net)) {
+    const s = seed * 7919 + i++;
+    let value: tf.Tensor;
+    if (name.endsWith('/bias') || name.endsWith('/shift')) value = tf.zeros(shape);
+    else if (name.endsWith('/scale')) value = tf.ones(shape);
+    else if (name === 'head/dense/kernel')
+      value = tf.randomNormal(shape, 0, Math.sqrt(1 / (shape[0] as number)), 'float32', s);
+    else {
+      const fanIn = (shape[0] as number) * (shape[1] as number) * (shape[2] as number);
+      value = tf.randomNormal(shape, 0, Math.sqrt(2 / fanIn), 'float32', s);
+    }
+    params.set(name, tf.variable(value, true, `${name}#${++variableCounter}`));
+    value.dispose();
+  }
+  return params;
+}
+
+/** The parameters under `prefix/`, with the prefix removed. */
+export function scoped(params: ReadonlyMap<string, tf.Tensor>, prefix: string): Map<string, tf.Tensor> {
+  const out = new Map<string, tf.Tensor>();
+  for (const [n, t] of params) if (n.startsWith(`${prefix}/`)) out.set(n.slice(prefix.length + 1), t);
+  return out;
+}
+
+/** Trunk, global pooling and dense layer on the stitched feature map: logits [1, outputs]. */
+export function headForward(
+  net: Network,
+  params: ReadonlyMap<string, tf.Tensor>,
+  F: tf.Tensor4D,
+): tf.Tensor2D {
+  return tf.tidy(() => {
+    const x = net.trunk ? runBody(net.trunk, scoped(params, 'trunk'), F) : F;
+    const pooled = net.pooling === 'max' ? tf.max(x, [1, 2]) : tf.mean(x, [1, 2]);
+    const kernel = params.get('head/dense/kernel') as tf.Tensor2D;
+    const bias = params.get('head/dense/bias') as tf.Tensor1D;
+    return tf.add(tf.matMul(pooled as tf.Tensor2D, kernel), bias);
+  });
+}
+
+/** The loss of one image from its logits [1, outputs]; builds a scalar inside the caller's tape. */
+export type LossFn = (logits: tf.Tensor2D) => tf.Scalar;
+
+export interface StepResult {
+  readonly loss: number;
+  readonly logits: Float32Array;
+  /** Gradients of every parameter by prefixed name; the caller disposes them. */
+  readonly grads: Map<string, tf.Tensor>;
+  readonly inputGrad?: Float32Array;
+}
+
+export interface StepOptions {
+  inputGrad?: boolean;
+  progress?: TileProgress;
+}
+
+/** Head loss and gradients with respect to F and the head's own parameters. */
+function headStep(
+  net: Network,
+  params: NetworkParams,
+  F: tf.Tensor4D,
+  lossFn: LossFn,
+): { loss: number; logits: Float32Array; dF: tf.Tensor4D; grads: Map<string, tf.Tensor> } {
+  const names = [...params.keys()].filter((n) => !n.startsWith('body/'));
+  const tensors = names.map((n) => params.get(n) as tf.Tensor);
+  let logits: ArrayLike<number> = [];
+  const { value, grads } = tf.tidy(() =>
+    tf.valueAndGrads((f: tf.Tensor, ...ps: tf.Tensor[]) => {
+      const y = headForward(net, new Map(names.map((n, i) => [n, ps[i] as tf.Tensor])), f as tf.Tensor4D);
+      logits = y.dataSync() as Float32Array<ArrayBufferLike>;
+      return lossFn(y);
+    })([F, ...tensors]),
+  );
+  const loss = value.dataSync()[0] as number;
+  value.dispose();
+  return {
+    loss,
+    logits: Float32Array.from(logits),
+    dF: grads[0] as tf.Tensor4D,
+    grads: new Map(names.map((n, i) => [n, grads[i + 1] as tf.Tensor])),
+  };
+}
+
+/** One streamed training step on one image: tiled forward, conventional head, output-partition backward. */
+export async function streamedStep(
+  net: Network,
+  params: NetworkParams,
+  source: TileSource,
+  grid: TileGrid,
+  lossFn: LossFn,
+  options: StepOptions = {},
+): Promise<StepResult> {
+  const bodyParams = scoped(params, 'body');
+  const F = await streamForward(net.body, bodyParams, source, grid, options.progress);
+  const head = headStep(net, params, F, lossFn);
+  F.dispose();
+  let back: BackwardResult;
+  try {
+    back = await streamBackward(net.body, bodyParams, source, grid, head.dF, {
+      ...(options.inputGrad !== undefined && { inputGrad: options.inputGrad }),
+      ...(options.progress && { progress: options.progress }),
+    });
+  } finally {
+    head.dF.dispose();
+  }
+  const grads = new Map<string, tf.Tensor>();
+  for (const [n, g] of back.grads) grads.set(`body/${n}`, g);
+  for (const [n, g] of head.grads) grads.set(n, g);
+  return back.inputGrad
+    ? { loss: head.loss, logits: head.logits, grads, inputGrad: back.inputGrad }
+    : { loss: head.loss, logits: head.logits, grads };
+}
+
+/** The conventional baseline: the whole network on the whole image with one gradient tape. */
+export function conventionalStep(
+  net: Network,
+  params: NetworkParams,
+  image: tf.Tensor4D,
+  lossFn: LossFn,
+  options: { inputGrad?: boolean } = {},
+): StepResult {
+  const names = [...params.keys()];
+  const tensors = names.map((n) => params.get(n) as tf.Tensor);
+  let logits: ArrayLike<number> = [];
+  const { value, grads } = tf.tidy(() => {
+    const f = (x: tf.Tensor, ...ps: tf.Tensor[]): tf.Scalar => {
+      const p = new Map(names.map((n, i) => [n, ps[i] as tf.Tensor]));
+      const y = headForward(net, p, runBody(net.body, scoped(p, 'body'), x as tf.Tensor4D));
+      logits = y.dataSync() as Float32Array<ArrayBufferLike>;
+      return lossFn(y);
+    };
+    return options.inputGrad
+      ? tf.valueAndGrads(f)([image, ...tensors])
+      : tf.valueAndGrads((...ps: tf.Tensor[]) => f(image, ...ps))(tensors);
+  });
+  const loss = value.dataSync()[0] as number;
+  value.dispose();
+  const paramGrads = options.inputGrad ? grads.slice(1) : grads;
+  const result = new Map(names.map((n, i) => [n, paramGrads[i] as tf.Tensor]));
+  if (!options.inputGrad) return { loss, logits: Float32Array.from(logits), grads: result };
+  const dx = grads[0] as tf.Tensor;
+  const inputGrad = dx.dataSync() as Float32Array;
+  dx.dispose();
+  return { loss, logits: Float32Array.from(logits), grads: result, inputGrad };
+}
+
+/** Streamed inference: logits of one image. */
+export async function streamedPredict(
+  net: Network,
+  params: NetworkParams,
+  source: TileSource,
+  grid: TileGrid,
+): Promise<Float32Array> {
+  const F = await streamForward(net.body, scoped(params, 'body'), source, grid);
+  const y = headForward(net, params, F);
+  F.dispose();
+  const out = y.dataSync() as Float32Array;
+  y.dispose();
+  return Float32Array.from(out);
+}
+
+/** Adds `grads` into `into` (gradient accumulation across images), disposing what it replaces. */
+export function accumulate(into: Map<string, tf.Tensor>, grads: ReadonlyMap<string, tf.Tensor>): void {
+  for (const [n, g] of grads) {
+    const prev = into.get(n);
+    if (!prev) {
+      into.set(n, g);
+      continue;
+    }
+    into.set(n, tf.add(prev, g));
+    prev.dispose();
+    g.dispose();
+  }
+}
