@@ -12,6 +12,8 @@ import {
   type ConvGeometry,
   convGradRef,
   convOutShape,
+  poolOutShape,
+  poolRef,
   randomArr4,
   rng,
   type Shape4,
@@ -127,11 +129,13 @@ for (const backend of ['cpu', 'wasm'] as const) {
               'Conv2DBackpropInput',
               'DepthwiseConv2dNativeBackpropFilter',
               'DepthwiseConv2dNativeBackpropInput',
+              'MaxPoolGrad',
             ]
           : [
               'Conv2DBackpropFilter',
               'DepthwiseConv2dNativeBackpropFilter',
               'DepthwiseConv2dNativeBackpropInput',
+              'MaxPoolGrad',
             ];
       assert.deepEqual(activeProjectKernels(backend), expected);
       assert.equal(tf.getBackend(), backend);
@@ -233,6 +237,44 @@ for (const backend of ['cpu', 'wasm'] as const) {
           );
           assertClose(got, ref.dx.data, `depthwise dx ${label(c)}`);
         }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it('MaxPoolGrad matches the float64 reference, including windows with a negative maximum', () => {
+      fc.assert(
+        fc.property(
+          fc.record({
+            seed: fc.integer({ min: 1, max: 2 ** 30 }),
+            n: fc.integer({ min: 1, max: 2 }),
+            h: fc.integer({ min: 1, max: 9 }),
+            w: fc.integer({ min: 1, max: 9 }),
+            c: fc.integer({ min: 1, max: 5 }),
+            k: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 })),
+            s: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+            negative: fc.boolean(),
+          }),
+          ({ seed, n, h, w, c, k, s, negative }) => {
+            const next = rng(seed);
+            const shape: Shape4 = [n, Math.max(h, k[0]), Math.max(w, k[1]), c];
+            // All-negative inputs are what the stock wasm kernel gets wrong.
+            const x = randomArr4(shape, negative ? () => next() / 2 : next);
+            const geo = { kernel: k, stride: s, pad: [0, 0, 0, 0] as [number, number, number, number] };
+            const dy = randomArr4(poolOutShape(shape, geo), next);
+            const ref = poolRef('max', x, geo, dy);
+            const got = tf.tidy(() => {
+              const xt = tensorOf(x);
+              const y = tf.maxPool(xt, k, s, 'valid');
+              assertClose(y.dataSync(), ref.y.data, `maxPool forward x=[${shape}] k=${k} s=${s}`);
+              return runKernel(
+                'MaxPoolGrad',
+                { dy: tensorOf(dy), input: xt, output: y },
+                { filterSize: k, strides: s, pad: 'valid' },
+              );
+            });
+            assertClose(got, ref.dx.data, `MaxPoolGrad x=[${shape}] k=${k} s=${s} seed=${seed}`);
+          },
+        ),
         { numRuns: RUNS },
       );
     });

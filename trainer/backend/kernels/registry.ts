@@ -10,6 +10,7 @@ import {
   depthwiseBackpropFilterLoopKernel,
   depthwiseBackpropInputLoopKernel,
 } from './depthwise-backprop-loop.ts';
+import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 
 export interface ProjectKernel {
   readonly kernelName: string;
@@ -44,6 +45,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     why: 'missing on wasm; one XNNPACK depthwise conv of the zero-spread dy',
   },
   {
+    kernelName: tf.MaxPoolGrad,
+    backendName: 'wasm',
+    kernelFunc: maxPoolGradLoopKernel,
+    why: 'stock wasm kernel drops the gradient of windows whose maximum is <= 0 (float min() as -infinity)',
+  },
+  {
     kernelName: tf.Conv2DBackpropFilter,
     backendName: 'cpu',
     kernelFunc: conv2dBackpropFilterLoopKernel,
@@ -60,6 +67,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     backendName: 'cpu',
     kernelFunc: depthwiseBackpropInputLoopKernel,
     why: 'stock cpu kernel recomputes bounds per tap (~4x slower)',
+  },
+  {
+    kernelName: tf.MaxPoolGrad,
+    backendName: 'cpu',
+    kernelFunc: maxPoolGradLoopKernel,
+    why: 'stock cpu kernel calls TensorBuffer.get per tap',
   },
 ];
 
