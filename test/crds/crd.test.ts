@@ -5,6 +5,7 @@ import { parse } from 'yaml';
 import { CRD_FILE, renderCrdYaml } from '../../crds/generate.ts';
 import type { JSONSchemaProps } from '../../crds/schema-builder.ts';
 import { applyDefaults, validateValue } from '../../crds/structural-validator.ts';
+import { openAPIV3Schema } from '../../crds/v1alpha1/crd.ts';
 import { jobSchema } from '../../crds/v1alpha1/schema.ts';
 import { resolveFieldPath, schemaNodes } from './schema-walk.ts';
 
@@ -36,6 +37,11 @@ describe('the committed CRD YAML', () => {
       committed === renderCrdYaml(),
       'crds/tilestream.io_streamingtrainingjobs.yaml is stale: run `npm run generate:crd` and commit the result',
     );
+  });
+
+  it('round-trips: the YAML holds exactly the TypeScript schema, without the JavaScript twins', () => {
+    assert.deepEqual(schema, openAPIV3Schema());
+    assert.doesNotMatch(committed, /^\s*check:|=>/m);
   });
 
   it('says it is generated and not to be edited', () => {
