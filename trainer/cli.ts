@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { registerStreamingBenches } from './bench/cli.ts';
 
 const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -17,5 +18,9 @@ export function buildProgram(): Command {
     )
     .version(VERSION, '-V, --version', 'print the tilestream version')
     .showHelpAfterError('(run with --help for usage)');
+  const bench = program
+    .command('bench')
+    .description('measure streaming against conventional training (JSON with --json)');
+  registerStreamingBenches(bench);
   return program;
 }

@@ -11,8 +11,8 @@ import { BodyBuilder } from '../../trainer/streaming/builder.ts';
 import { compareStep, type Discrepancy, linearLoss } from '../../trainer/streaming/compare.ts';
 import { tensorSource } from '../../trainer/streaming/executor.ts';
 import { axisProfile, minimumTile, tileGrid } from '../../trainer/streaming/geometry.ts';
-import { ACTIVATIONS, type Body } from '../../trainer/streaming/graph.ts';
 import { initParams, type Network, streamedStep } from '../../trainer/streaming/network.ts';
+import { type LayerDraw, randomBody } from '../../trainer/streaming/random-body.ts';
 
 const OUTPUT_TOL = 1e-5;
 const PARAM_TOL = 1e-4;
@@ -25,72 +25,6 @@ function assertEquivalent(d: Discrepancy, what: string): void {
     `${what}: gradient of ${d.worstParam} differs by ${d.paramGrad} (relative)`,
   );
   assert.ok(d.inputGrad <= INPUT_TOL, `${what}: input gradient differs by ${d.inputGrad} (relative)`);
-}
-
-interface LayerDraw {
-  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'concat' | 'act';
-  k: number;
-  s: number;
-  d: number;
-  pad: boolean;
-  groups: boolean;
-  fn: number;
-}
-
-/** A random streamable body from fast-check draws: convs, pools, activations and residual blocks. */
-function randomBody(layers: LayerDraw[]): Body {
-  const b = new BodyBuilder('random', 2);
-  let x = b.input;
-  let c = 2;
-  for (const l of layers) {
-    const same = Math.floor((l.d * (l.k - 1)) / 2);
-    const p = l.pad ? same : 0;
-    switch (l.kind) {
-      case 'conv':
-        c = l.groups ? c * 2 : 4;
-        x = b.conv(x, {
-          filters: c,
-          kernel: l.k,
-          stride: l.s,
-          dilation: l.d,
-          padding: p,
-          groups: l.groups ? c / 2 : 1,
-        });
-        break;
-      case 'act': {
-        const fn = ACTIVATIONS[l.fn % ACTIVATIONS.length] ?? 'relu';
-        x = b.activation(x, fn, fn === 'leakyRelu' || fn === 'elu' ? 0.1 : undefined);
-        break;
-      }
-      case 'max':
-        x = b.maxPool(x, { kernel: Math.min(l.k, 3), stride: l.s, padding: Math.min(p, 1) });
-        break;
-      case 'avg':
-        x = b.avgPool(x, { kernel: Math.min(l.k, 3), stride: l.s, padding: Math.min(p, 1) });
-        break;
-      case 'res': {
-        // A basic block; with stride 2 the skip is a 1×1/2 conv, as in ResNet.
-        const y = b.affine(b.relu(b.conv(x, { filters: c, kernel: 3, stride: l.s, padding: 1 })));
-        const z = b.conv(y, { filters: c, kernel: 3, padding: 1 });
-        const skip = l.s === 1 ? x : b.conv(x, { filters: c, kernel: 1, stride: 2, bias: false });
-        x = b.relu(b.add([z, skip]));
-        break;
-      }
-      case 'bottleneck': {
-        const y = b.relu(b.conv(x, { filters: 2, kernel: 1 }));
-        const z = b.conv(b.relu(b.conv(y, { filters: 2, kernel: 3, padding: 1 })), { filters: c, kernel: 1 });
-        x = b.add([z, x]);
-        break;
-      }
-      case 'concat': {
-        const y = b.conv(x, { filters: 2, kernel: l.k | 1, padding: ((l.k | 1) - 1) / 2 });
-        x = b.concat([x, y]);
-        c += 2;
-        break;
-      }
-    }
-  }
-  return b.build(x);
 }
 
 const layerDraw = fc.record<LayerDraw>({

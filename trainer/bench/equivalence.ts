@@ -1,0 +1,95 @@
+// `tilestream bench equivalence`: a seeded set of random bodies and sizes plus fixed ResNet cases,
+// each streamed and run conventionally on the same image; reports the worst relative errors.
+
+import { builtinNetwork } from '../streaming/bodies.ts';
+import { compareStep, type Discrepancy } from '../streaming/compare.ts';
+import { axisProfile, minimumTile } from '../streaming/geometry.ts';
+import type { Network } from '../streaming/network.ts';
+import { drawLayers, mulberry32, randomBody } from '../streaming/random-body.ts';
+
+/** The tolerances of streaming-algorithm.md §2.2 that the tests enforce. */
+export const TOLERANCES = { output: 1e-5, paramGrad: 1e-4, inputGrad: 1e-5 } as const;
+
+export interface EquivalenceCase extends Discrepancy {
+  name: string;
+  image: [number, number];
+  tile: [number, number];
+  seconds: number;
+}
+
+export interface EquivalenceReport {
+  backend: string;
+  seed: number;
+  randomCases: number;
+  worst: { output: number; paramGrad: number; inputGrad: number };
+  tolerances: typeof TOLERANCES;
+  pass: boolean;
+  fixed: EquivalenceCase[];
+}
+
+export interface EquivalenceOptions {
+  backend: string;
+  seed: number;
+  cases: number;
+  /** Largest image area (pixels) of a random case; bigger draws are redrawn. */
+  maxPixels: number;
+  fixed: boolean;
+  log?: (line: string) => void;
+}
+
+async function timed(
+  name: string,
+  net: Network,
+  image: [number, number],
+  tile: [number, number],
+  seed: number,
+) {
+  const t0 = performance.now();
+  const d = await compareStep(net, image, tile, seed);
+  return { name, image, tile, ...d, seconds: (performance.now() - t0) / 1000 };
+}
+
+export async function benchEquivalence(o: EquivalenceOptions): Promise<EquivalenceReport> {
+  const rand = mulberry32(o.seed);
+  const worst = { output: 0, paramGrad: 0, inputGrad: 0 };
+  let done = 0;
+  while (done < o.cases) {
+    const body = randomBody(drawLayers(rand));
+    const S = [axisProfile(body, 0).totalStride, axisProfile(body, 1).totalStride] as const;
+    const tile: [number, number] = [
+      minimumTile(body, 0) + Math.floor(rand() * 4) * S[0],
+      minimumTile(body, 1) + Math.floor(rand() * 4) * S[1],
+    ];
+    const image: [number, number] = [
+      tile[0] + (1 + Math.floor(rand() * 3)) * S[0],
+      tile[1] + (1 + Math.floor(rand() * 3)) * S[1],
+    ];
+    if (image[0] * image[1] > o.maxPixels) continue;
+    const d = await compareStep({ body, pooling: 'avg', outputs: 2 }, image, tile, o.seed + done);
+    worst.output = Math.max(worst.output, d.output);
+    worst.paramGrad = Math.max(worst.paramGrad, d.paramGrad);
+    worst.inputGrad = Math.max(worst.inputGrad, d.inputGrad);
+    done++;
+    if (done % 10 === 0) o.log?.(`equivalence: ${done}/${o.cases} random cases`);
+  }
+  const fixed: EquivalenceCase[] = [];
+  if (o.fixed) {
+    const resnet: Network = {
+      ...builtinNetwork('resnet18', { bodyEnd: 'layer3' }),
+      pooling: 'max',
+      outputs: 2,
+    };
+    for (const t of [256, 320]) {
+      o.log?.(`equivalence: ResNet-18 body to layer3 (with layer4 trunk), 512² image, tile ${t}`);
+      fixed.push(await timed(`resnet18-layer3 512 tile ${t}`, resnet, [512, 512], [t, t], o.seed));
+    }
+  }
+  const all = [worst, ...fixed];
+  const pass = all.every(
+    (d) =>
+      d.output <= TOLERANCES.output &&
+      d.paramGrad <= TOLERANCES.paramGrad &&
+      d.inputGrad <= TOLERANCES.inputGrad,
+  );
+  return { backend: o.backend, seed: o.seed, randomCases: done, worst, tolerances: TOLERANCES, pass, fixed };
+}

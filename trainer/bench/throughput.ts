@@ -1,0 +1,146 @@
+// `tilestream bench throughput`: time per training step, streamed vs conventional on the same
+// network, image and backend in one run, reported as a ratio next to the ratio the tile geometry
+// predicts (4·A/3: one extra forward pass, and every pass over A times the image area).
+
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../backend/select.ts';
+import { builtinNetwork } from '../streaming/bodies.ts';
+import { linearLoss } from '../streaming/compare.ts';
+import { tensorSource } from '../streaming/executor.ts';
+import { tileGrid } from '../streaming/geometry.ts';
+import { conventionalStep, initParams, type Network, streamedStep } from '../streaming/network.ts';
+
+export interface ThroughputCase {
+  name: string;
+  network: () => Network;
+  image: number;
+  tile: number;
+}
+
+/** The cases the issue names: the small CNN at 1024² with 512 tiles, a ResNet-18 body at 2048² with 1024 tiles. */
+export const THROUGHPUT_CASES: Record<string, ThroughputCase> = {
+  smallcnn: {
+    name: 'smallcnn',
+    network: () => ({ ...builtinNetwork('smallcnn'), pooling: 'max', outputs: 1 }),
+    image: 1024,
+    tile: 512,
+  },
+  resnet18: {
+    name: 'resnet18',
+    // The body alone (to layer3): a conventional trunk would add the same time to both sides.
+    network: () => ({
+      body: builtinNetwork('resnet18', { bodyEnd: 'layer3' }).body,
+      pooling: 'max',
+      outputs: 1,
+    }),
+    image: 2048,
+    tile: 1024,
+  },
+};
+
+export interface ThroughputResult {
+  case: string;
+  backend: string;
+  image: number;
+  tile: number;
+  tiles: number;
+  areaFactor: number;
+  predictedRatio: number;
+  measuredRatio: number;
+  /** measuredRatio / predictedRatio − 1; the target is within ±0.15. */
+  deviation: number;
+  conventionalSeconds: number;
+  streamedSeconds: number;
+}
+
+export interface BackendComparison {
+  case: string;
+  image: number;
+  /** Seconds per conventional training step on each backend. */
+  seconds: Record<string, number>;
+  /** cpu time / wasm time. */
+  wasmSpeedup: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+async function timeSteps(
+  net: Network,
+  size: number,
+  tile: number | null,
+  repeats: number,
+): Promise<number[]> {
+  const params = initParams(net, 1);
+  const x = tf.randomNormal([1, size, size, net.body.inputChannels], 0, 1, 'float32', 2) as tf.Tensor4D;
+  const loss = linearLoss(net.outputs, 1);
+  const grid = tile === null ? null : tileGrid(net.body, [size, size], [tile, tile]);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i <= repeats; i++) {
+      const t0 = performance.now();
+      const r = grid
+        ? await streamedStep(net, params, tensorSource(x), grid, loss)
+        : conventionalStep(net, params, x, loss);
+      for (const g of r.grads.values()) g.dispose();
+      if (i > 0) times.push((performance.now() - t0) / 1000); // the first run warms up kernels
+    }
+  } finally {
+    x.dispose();
+    for (const p of params.values()) p.dispose();
+  }
+  return times;
+}
+
+export async function measureRatio(
+  c: ThroughputCase,
+  backend: string,
+  repeats: number,
+  log?: (line: string) => void,
+): Promise<ThroughputResult> {
+  const net = c.network();
+  const grid = tileGrid(net.body, [c.image, c.image], [c.tile, c.tile]);
+  log?.(`throughput: ${c.name} ${c.image}² on ${backend}, conventional`);
+  const conventional = median(await timeSteps(net, c.image, null, repeats));
+  log?.(
+    `throughput: ${c.name} ${c.image}² on ${backend}, streamed with ${grid.tiles.length} tiles of ${c.tile}²`,
+  );
+  const streamed = median(await timeSteps(net, c.image, c.tile, repeats));
+  const predictedRatio = (4 * grid.areaFactor) / 3;
+  const measuredRatio = streamed / conventional;
+  return {
+    case: c.name,
+    backend,
+    image: c.image,
+    tile: c.tile,
+    tiles: grid.tiles.length,
+    areaFactor: grid.areaFactor,
+    predictedRatio,
+    measuredRatio,
+    deviation: measuredRatio / predictedRatio - 1,
+    conventionalSeconds: conventional,
+    streamedSeconds: streamed,
+  };
+}
+
+/** Conventional training-step time of the small CNN on every backend, in one process. */
+export async function compareBackends(
+  backends: string[],
+  image: number,
+  repeats: number,
+  log?: (line: string) => void,
+): Promise<BackendComparison> {
+  const seconds: Record<string, number> = {};
+  const net = THROUGHPUT_CASES.smallcnn?.network() as Network;
+  for (const b of backends) {
+    await initBackend(b as 'wasm' | 'cpu');
+    log?.(`throughput: smallcnn ${image}² conventional step on ${b}`);
+    seconds[b] = median(await timeSteps(net, image, null, repeats));
+  }
+  const wasm = seconds.wasm;
+  const cpu = seconds.cpu;
+  return { case: 'smallcnn', image, seconds, wasmSpeedup: wasm && cpu ? cpu / wasm : Number.NaN };
+}

@@ -1,0 +1,108 @@
+// Random streamable bodies for property tests and `tilestream bench equivalence`: convolutions
+// (strides, dilations, groups), pools, activations, residual and bottleneck blocks and concats.
+
+import { BodyBuilder } from './builder.ts';
+import { ACTIVATIONS, type Body } from './graph.ts';
+
+export interface LayerDraw {
+  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'concat' | 'act';
+  k: number;
+  s: number;
+  d: number;
+  pad: boolean;
+  groups: boolean;
+  fn: number;
+}
+
+/** A random streamable body from fast-check draws: convs, pools, activations and residual blocks. */
+export function randomBody(layers: LayerDraw[]): Body {
+  const b = new BodyBuilder('random', 2);
+  let x = b.input;
+  let c = 2;
+  for (const l of layers) {
+    const same = Math.floor((l.d * (l.k - 1)) / 2);
+    const p = l.pad ? same : 0;
+    switch (l.kind) {
+      case 'conv':
+        c = l.groups ? c * 2 : 4;
+        x = b.conv(x, {
+          filters: c,
+          kernel: l.k,
+          stride: l.s,
+          dilation: l.d,
+          padding: p,
+          groups: l.groups ? c / 2 : 1,
+        });
+        break;
+      case 'act': {
+        const fn = ACTIVATIONS[l.fn % ACTIVATIONS.length] ?? 'relu';
+        x = b.activation(x, fn, fn === 'leakyRelu' || fn === 'elu' ? 0.1 : undefined);
+        break;
+      }
+      case 'max':
+        x = b.maxPool(x, { kernel: Math.min(l.k, 3), stride: l.s, padding: Math.min(p, 1) });
+        break;
+      case 'avg':
+        x = b.avgPool(x, { kernel: Math.min(l.k, 3), stride: l.s, padding: Math.min(p, 1) });
+        break;
+      case 'res': {
+        // A basic block; with stride 2 the skip is a 1×1/2 conv, as in ResNet.
+        const y = b.affine(b.relu(b.conv(x, { filters: c, kernel: 3, stride: l.s, padding: 1 })));
+        const z = b.conv(y, { filters: c, kernel: 3, padding: 1 });
+        const skip = l.s === 1 ? x : b.conv(x, { filters: c, kernel: 1, stride: 2, bias: false });
+        x = b.relu(b.add([z, skip]));
+        break;
+      }
+      case 'bottleneck': {
+        const y = b.relu(b.conv(x, { filters: 2, kernel: 1 }));
+        const z = b.conv(b.relu(b.conv(y, { filters: 2, kernel: 3, padding: 1 })), { filters: c, kernel: 1 });
+        x = b.add([z, x]);
+        break;
+      }
+      case 'concat': {
+        const y = b.conv(x, { filters: 2, kernel: l.k | 1, padding: ((l.k | 1) - 1) / 2 });
+        x = b.concat([x, y]);
+        c += 2;
+        break;
+      }
+    }
+  }
+  return b.build(x);
+}
+
+const KINDS: readonly LayerDraw['kind'][] = [
+  'conv',
+  'conv',
+  'act',
+  'max',
+  'avg',
+  'res',
+  'bottleneck',
+  'concat',
+];
+
+/** mulberry32: a tiny seeded PRNG, so a seed names the same cases on every machine. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Draws the layers of a random body of depth 1–8 from a seeded PRNG. */
+export function drawLayers(rand: () => number): LayerDraw[] {
+  const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
+  return Array.from({ length: int(1, 8) }, () => ({
+    kind: KINDS[int(0, KINDS.length - 1)] as LayerDraw['kind'],
+    k: int(1, 7),
+    s: int(1, 2),
+    d: int(1, 2),
+    pad: rand() < 0.5,
+    groups: rand() < 0.5,
+    fn: int(0, 100),
+  }));
+}
