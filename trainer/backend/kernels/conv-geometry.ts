@@ -56,6 +56,32 @@ export function padOrCrop(x: tf.Tensor4D, amounts: readonly [number, number, num
   return t;
 }
 
+/**
+ * A 'valid' tf.conv2d of `x` padded (positive) or cropped (negative) by [top, bottom, left, right]:
+ * crops with a slice, and hands the padding to the convolution itself (XNNPACK pads through its
+ * indirection buffer, which is cheaper than materialising a padded copy).
+ */
+export function conv2dSignedPad(
+  x: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  amounts: readonly [number, number, number, number],
+  dilations: [number, number] = [1, 1],
+): tf.Tensor4D {
+  const crop = amounts.map((v) => Math.min(0, v)) as unknown as [number, number, number, number];
+  const [t, b, l, r] = amounts.map((v) => Math.max(0, v)) as [number, number, number, number];
+  const xc = crop.some((v) => v < 0) ? padOrCrop(x, crop) : x;
+  const pad: 'valid' | tf.backend_util.ExplicitPadding =
+    t + b + l + r === 0
+      ? 'valid'
+      : [
+          [0, 0],
+          [t, b],
+          [l, r],
+          [0, 0],
+        ];
+  return tf.conv2d(xc, filter, 1, pad, 'NHWC', dilations);
+}
+
 /** Narrows a kernel input (a TensorInfo) to the Tensor that the engine actually passes. */
 export function asTensor4D(t: tf.TensorInfo, what: string): tf.Tensor4D {
   if (!(t instanceof tf.Tensor) || t.rank !== 4) {

@@ -4,7 +4,7 @@
 // its input channels); the forward stride becomes the filter's dilation. tfjs-notes §4b measured
 // this at ~8 GFLOP/s on wasm against ~1.5 for slice/matMul variants.
 import * as tf from '@tensorflow/tfjs-core';
-import { asTensor4D, convInfo, padOrCrop } from './conv-geometry.ts';
+import { asTensor4D, conv2dSignedPad, convInfo } from './conv-geometry.ts';
 
 export function conv2dBackpropFilterViaConv(
   x: tf.Tensor4D,
@@ -19,10 +19,10 @@ export function conv2dBackpropFilterViaConv(
     const usedH = (c.outHeight - 1) * sH + KH;
     const usedW = (c.outWidth - 1) * sW + KW;
     const { top, left } = c.padInfo;
-    const xp = padOrCrop(x, [top, usedH - c.inHeight - top, left, usedW - c.inWidth - left]);
-    const xT = tf.transpose(xp, [3, 1, 2, 0]); // [Ci, usedH, usedW, B]
+    const xT = tf.transpose(x, [3, 1, 2, 0]); // [Ci, H, W, B]
     const dyT = tf.transpose(dy, [1, 2, 0, 3]); // [Ho, Wo, B, Co] used as a filter
-    const r = tf.conv2d(xT, dyT, 1, 'valid', 'NHWC', [sH, sW]); // [Ci, KH, KW, Co]
+    const amounts = [top, usedH - c.inHeight - top, left, usedW - c.inWidth - left] as const;
+    const r = conv2dSignedPad(xT, dyT, amounts, [sH, sW]); // [Ci, KH, KW, Co]
     return tf.transpose(r, [1, 2, 0, 3]);
   });
 }

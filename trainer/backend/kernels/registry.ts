@@ -11,6 +11,8 @@ import {
   depthwiseBackpropInputLoopKernel,
 } from './depthwise-backprop-loop.ts';
 import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
+import { sliceWasmKernel } from './slice-wasm.ts';
+import { rememberStockKernel, stockKernel } from './stock-kernels.ts';
 
 export interface ProjectKernel {
   readonly kernelName: string;
@@ -51,6 +53,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     why: 'stock wasm kernel drops the gradient of windows whose maximum is <= 0 (float min() as -infinity)',
   },
   {
+    kernelName: tf.Slice,
+    backendName: 'wasm',
+    kernelFunc: sliceWasmKernel,
+    why: 'stock wasm kernel copies the input and allocates a subarray per row (220 ms for [16,256,256,1])',
+  },
+  {
     kernelName: tf.Conv2DBackpropFilter,
     backendName: 'cpu',
     kernelFunc: conv2dBackpropFilterLoopKernel,
@@ -76,12 +84,6 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
   },
 ];
 
-// Stock kernels we replaced, so that `restoreStockKernels` can put them back (benchmarks compare
-// against them). Keyed by `${backendName}/${kernelName}`.
-const replaced = new Map<string, tf.KernelConfig>();
-
-const key = (k: { backendName: string; kernelName: string }) => `${k.backendName}/${k.kernelName}`;
-
 /**
  * Registers the project's kernels for one backend. Idempotent: a kernel already registered by us
  * is left alone. A stock kernel of the same name is replaced; its setupFunc/disposeFunc are kept
@@ -94,7 +96,7 @@ export function registerProjectKernels(backendName: string): string[] {
     const current = tf.getKernel(k.kernelName, k.backendName);
     if (current?.kernelFunc === k.kernelFunc) continue;
     if (current !== undefined) {
-      replaced.set(key(k), current);
+      rememberStockKernel(current);
       tf.unregisterKernel(k.kernelName, k.backendName);
     }
     const config: tf.KernelConfig = {
@@ -116,7 +118,7 @@ export function restoreStockKernels(backendName: string): void {
     if (k.backendName !== backendName) continue;
     if (tf.getKernel(k.kernelName, k.backendName)?.kernelFunc !== k.kernelFunc) continue;
     tf.unregisterKernel(k.kernelName, k.backendName);
-    const stock = replaced.get(key(k));
+    const stock = stockKernel(k.backendName, k.kernelName);
     if (stock !== undefined) tf.registerKernel(stock);
   }
 }
