@@ -327,7 +327,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
       );
       // size -1 means "to the end"; a string tensor goes to the stock kernel; long runs use set().
       tf.tidy(() => {
-        const big = tf.range(0, 1600).reshape([2, 10, 10, 8]);
+        const big = tf.reshape(tf.range(0, 1600), [2, 10, 10, 8]);
         const part = tf.slice(big, [1, 2, 0, 0], [1, 5, 10, 8]).dataSync();
         assert.equal(part.length, 400);
         assert.equal(part[0], 800 + 2 * 80);
