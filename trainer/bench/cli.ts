@@ -159,6 +159,8 @@ export function registerStreamingBenches(bench: Command): void {
               r.predictedRatio.toFixed(3),
               r.measuredRatio.toFixed(3),
               `${(100 * r.deviation).toFixed(1)}%`,
+              r.tileCalibratedRatio.toFixed(3),
+              `${(100 * r.tileCalibratedDeviation).toFixed(1)}%`,
               r.conventionalSeconds.toFixed(2),
               r.streamedSeconds.toFixed(2),
             ]),
