@@ -24,6 +24,8 @@ export interface BackendTiming {
   forwardMs: number;
   /** Mean time of a training step: forward, loss and gradients of all parameters. */
   trainMs: number;
+  /** Process CPU time per training step (user + system): steadier than wall time on a shared machine. */
+  trainCpuMs: number;
   /** Convolution GFLOP/s of the training step, counting it as 3× the forward FLOPs. */
   trainGflops: number;
   /** Most expensive kernels of one step; times include nested kernels of composed ones. */
@@ -37,7 +39,7 @@ export interface BenchKernelsResult {
   forwardGflop: number;
   timings: BackendTiming[];
   /** time(backend) / time(first backend) for every other backend: how many times faster the first is. */
-  speedups: Record<string, { train: number; forward: number }>;
+  speedups: Record<string, { train: number; trainCpu: number; forward: number }>;
   node: string;
 }
 
@@ -99,16 +101,19 @@ async function timeBackend(
   const forward = () => tf.tidy(() => logits(x, params).dataSync());
   const mean = (f: () => void) => {
     f(); // warm-up: kernel setup, XNNPACK operator creation, JIT
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     for (let i = 0; i < repeats; i++) f();
-    return (performance.now() - t0) / repeats;
+    const cpu = process.cpuUsage(c0);
+    return { wall: (performance.now() - t0) / repeats, cpu: (cpu.user + cpu.system) / 1000 / repeats };
   };
-  const forwardMs = mean(forward);
-  const trainMs = mean(step);
+  const forwardMs = mean(forward).wall;
+  const { wall: trainMs, cpu: trainCpuMs } = mean(step);
   const timing: BackendTiming = {
     backend: name,
     forwardMs: round(forwardMs),
     trainMs: round(trainMs),
+    trainCpuMs: round(trainCpuMs),
     trainGflops: round((3 * forwardGflop(size)) / (trainMs / 1000)),
   };
   if (profile) {
@@ -153,6 +158,7 @@ export async function benchKernels(options: BenchKernelsOptions = {}): Promise<B
   for (const t of rest) {
     speedups[`${first.backend}/${t.backend}`] = {
       train: round(t.trainMs / first.trainMs),
+      trainCpu: round(t.trainCpuMs / first.trainCpuMs),
       forward: round(t.forwardMs / first.forwardMs),
     };
   }

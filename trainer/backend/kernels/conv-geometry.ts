@@ -82,6 +82,29 @@ export function conv2dSignedPad(
   return tf.conv2d(xc, filter, 1, pad, 'NHWC', dilations);
 }
 
+/**
+ * The filter of a backprop-input convolution: rotated by 180° in space, and with its two channel
+ * axes swapped when `swapChannels` ([KH,KW,A,B] → [KH,KW,B,A]). Done in JavaScript because filters
+ * are small and wasm's Reverse kernel takes milliseconds even for a 3×3×16×16 filter.
+ */
+export function rotatedFilter(filter: tf.Tensor4D, swapChannels: boolean): tf.Tensor4D {
+  const [kh, kw, a, b] = filter.shape;
+  const w = filter.dataSync();
+  const out = new Float32Array(w.length);
+  for (let r = 0; r < kh; r++) {
+    for (let c = 0; c < kw; c++) {
+      const src = ((kh - 1 - r) * kw + (kw - 1 - c)) * a * b;
+      const dst = (r * kw + c) * a * b;
+      for (let i = 0; i < a; i++) {
+        for (let j = 0; j < b; j++) {
+          out[dst + (swapChannels ? j * a + i : i * b + j)] = w[src + i * b + j] as number;
+        }
+      }
+    }
+  }
+  return tf.tensor4d(out, swapChannels ? [kh, kw, b, a] : [kh, kw, a, b]);
+}
+
 /** Narrows a kernel input (a TensorInfo) to the Tensor that the engine actually passes. */
 export function asTensor4D(t: tf.TensorInfo, what: string): tf.Tensor4D {
   if (!(t instanceof tf.Tensor) || t.rank !== 4) {

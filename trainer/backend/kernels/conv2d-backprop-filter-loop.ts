@@ -3,10 +3,15 @@
 // kernel of the project. NHWC, any stride, explicit padding, batch > 1.
 import * as tf from '@tensorflow/tfjs-core';
 import { type Conv2DInfo, convInfo } from './conv-geometry.ts';
-import { readFloat32, writeFloat32 } from './tensor-data.ts';
+import { float32Kernel } from './tensor-data.ts';
 
 /** dW[kr,kc,ci,co] = Σ_{b,yr,yc} x[b, yr·sH + kr·dH − top, yc·sW + kc·dW − left, ci] · dy[b,yr,yc,co]. */
-export function conv2dBackpropFilterLoop(x: Float32Array, dy: Float32Array, c: Conv2DInfo): Float32Array {
+export function conv2dBackpropFilterLoop(
+  x: Float32Array,
+  dy: Float32Array,
+  c: Conv2DInfo,
+  out: Float32Array,
+): void {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: Ci, outHeight: Ho, outWidth: Wo } = c;
   const { outChannels: Co, strideHeight: sH, strideWidth: sW, filterHeight: KH, filterWidth: KW } = c;
   const { dilationHeight: dH, dilationWidth: dW } = c;
@@ -37,14 +42,14 @@ export function conv2dBackpropFilterLoop(x: Float32Array, dy: Float32Array, c: C
       }
     }
   }
-  return Float32Array.from(acc);
+  for (let i = 0; i < acc.length; i++) out[i] = acc[i] as number;
 }
 
 export const conv2dBackpropFilterLoopKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, dy } = inputs as tf.Conv2DBackpropFilterInputs;
   const a = attrs as unknown as tf.Conv2DBackpropFilterAttrs;
-  const be = backend as tf.KernelBackend;
   const info = convInfo(tf.Conv2DBackpropFilter, x!.shape, a.filterShape, a);
-  const out = conv2dBackpropFilterLoop(readFloat32(be, x!), readFloat32(be, dy!), info);
-  return writeFloat32(be, a.filterShape, out);
+  return float32Kernel(tf.Conv2DBackpropFilter, backend, [x!, dy!], a.filterShape, ([xv, dyv], out) =>
+    conv2dBackpropFilterLoop(xv!, dyv!, info, out),
+  );
 };

@@ -4,7 +4,7 @@
 // dy is first spread out with s−1 zeros between its samples. The zeros cost s² more work, which
 // XNNPACK still wins for stride 2 (see bench in test/backend and the report in the kernel list).
 import * as tf from '@tensorflow/tfjs-core';
-import { asTensor4D, conv2dSignedPad, convInfo } from './conv-geometry.ts';
+import { asTensor4D, conv2dSignedPad, convInfo, rotatedFilter } from './conv-geometry.ts';
 
 /** Inserts s−1 zeros after every sample along H and W: [B,H,W,C] → [B,H·sH,W·sW,C]. */
 export function spreadWithZeros(t: tf.Tensor4D, sH: number, sW: number): tf.Tensor4D {
@@ -40,8 +40,7 @@ export function conv2dBackpropInputViaConv(
       KW - 1 - left,
       c.inWidth + left - spread.shape[2],
     ] as const;
-    const rotated = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]);
-    return conv2dSignedPad(spread, rotated as tf.Tensor4D, amounts);
+    return conv2dSignedPad(spread, rotatedFilter(filter, true), amounts);
   });
 }
 

@@ -4,7 +4,7 @@
 // with multiplier 1 does the products, and a sum over the M multiplier channels folds them back
 // onto the C input channels. Measured 4-9x faster on wasm than the typed-array loop.
 import * as tf from '@tensorflow/tfjs-core';
-import { asTensor4D, convInfo, padOrCrop } from './conv-geometry.ts';
+import { asTensor4D, convInfo, padOrCrop, rotatedFilter } from './conv-geometry.ts';
 import { spreadWithZeros } from './conv2d-backprop-input-conv.ts';
 
 export function depthwiseBackpropInputViaConv(
@@ -33,7 +33,7 @@ export function depthwiseBackpropInputViaConv(
       EW - 1 - left,
       c.inWidth + left - spread.shape[2],
     ]);
-    const rotated = tf.reshape(tf.reverse(filter, [0, 1]), [KH, KW, Co, 1]) as tf.Tensor4D;
+    const rotated = tf.reshape(rotatedFilter(filter, false), [KH, KW, Co, 1]) as tf.Tensor4D;
     const r = tf.depthwiseConv2d(padded, rotated, 1, 'valid', 'NHWC', [dH, dW]);
     if (M === 1) return r;
     const [b, h, w] = r.shape;

@@ -3,10 +3,15 @@
 // filter [KH, KW, C, M] with output channel c·M + m, any stride, dilation and explicit padding.
 import * as tf from '@tensorflow/tfjs-core';
 import { type Conv2DInfo, convInfo } from './conv-geometry.ts';
-import { readFloat32, writeFloat32 } from './tensor-data.ts';
+import { float32Kernel } from './tensor-data.ts';
 
 /** dW[kr,kc,c,m] = Σ_{b,yr,yc} x[b, yr·sH + kr·dH − top, yc·sW + kc·dW − left, c] · dy[b,yr,yc,c·M+m]. */
-export function depthwiseBackpropFilterLoop(x: Float32Array, dy: Float32Array, c: Conv2DInfo): Float32Array {
+export function depthwiseBackpropFilterLoop(
+  x: Float32Array,
+  dy: Float32Array,
+  c: Conv2DInfo,
+  out: Float32Array,
+): void {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = c;
   const { outChannels: Co, strideHeight: sH, strideWidth: sW, filterHeight: KH, filterWidth: KW } = c;
   const { dilationHeight: dH, dilationWidth: dW } = c;
@@ -40,11 +45,16 @@ export function depthwiseBackpropFilterLoop(x: Float32Array, dy: Float32Array, c
       }
     }
   }
-  return Float32Array.from(acc);
+  for (let i = 0; i < acc.length; i++) out[i] = acc[i] as number;
 }
 
 /** dx[b,xr,xc,c] = Σ over the windows covering (xr,xc) of Σ_m dy[b,yr,yc,c·M+m] · w[kr,kc,c,m]. */
-export function depthwiseBackpropInputLoop(dy: Float32Array, w: Float32Array, c: Conv2DInfo): Float32Array {
+export function depthwiseBackpropInputLoop(
+  dy: Float32Array,
+  w: Float32Array,
+  c: Conv2DInfo,
+  out: Float32Array,
+): void {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = c;
   const { outChannels: Co, strideHeight: sH, strideWidth: sW, filterHeight: KH, filterWidth: KW } = c;
   const { dilationHeight: dH, dilationWidth: dW } = c;
@@ -81,7 +91,7 @@ export function depthwiseBackpropInputLoop(dy: Float32Array, w: Float32Array, c:
       }
     }
   }
-  return Float32Array.from(acc);
+  for (let i = 0; i < acc.length; i++) out[i] = acc[i] as number;
 }
 
 type DepthwiseAttrs = tf.DepthwiseConv2dNativeBackpropFilterAttrs &
@@ -99,23 +109,19 @@ function depthwiseInfo(
 export const depthwiseBackpropFilterLoopKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, dy } = inputs as tf.DepthwiseConv2dNativeBackpropFilterInputs;
   const a = attrs as unknown as DepthwiseAttrs;
-  const be = backend as tf.KernelBackend;
-  const info = depthwiseInfo(tf.DepthwiseConv2dNativeBackpropFilter, x!.shape, a.filterShape, a);
-  return writeFloat32(
-    be,
-    a.filterShape,
-    depthwiseBackpropFilterLoop(readFloat32(be, x!), readFloat32(be, dy!), info),
+  const name = tf.DepthwiseConv2dNativeBackpropFilter;
+  const info = depthwiseInfo(name, x!.shape, a.filterShape, a);
+  return float32Kernel(name, backend, [x!, dy!], a.filterShape, ([xv, dyv], out) =>
+    depthwiseBackpropFilterLoop(xv!, dyv!, info, out),
   );
 };
 
 export const depthwiseBackpropInputLoopKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { dy, filter } = inputs as tf.DepthwiseConv2dNativeBackpropInputInputs;
   const a = attrs as unknown as DepthwiseAttrs;
-  const be = backend as tf.KernelBackend;
-  const info = depthwiseInfo(tf.DepthwiseConv2dNativeBackpropInput, a.inputShape, filter!.shape, a);
-  return writeFloat32(
-    be,
-    a.inputShape,
-    depthwiseBackpropInputLoop(readFloat32(be, dy!), readFloat32(be, filter!), info),
+  const name = tf.DepthwiseConv2dNativeBackpropInput;
+  const info = depthwiseInfo(name, a.inputShape, filter!.shape, a);
+  return float32Kernel(name, backend, [dy!, filter!], a.inputShape, ([dyv, wv], out) =>
+    depthwiseBackpropInputLoop(dyv!, wv!, info, out),
   );
 };

@@ -8,21 +8,20 @@
 // Ties go to the first maximum in row-major window order, as in PyTorch and tfjs-backend-cpu.
 import * as tf from '@tensorflow/tfjs-core';
 import type { Conv2DInfo } from './conv-geometry.ts';
-import { readFloat32, writeFloat32 } from './tensor-data.ts';
+import { float32Kernel } from './tensor-data.ts';
 
-export function maxPoolGradLoop(x: Float32Array, dy: Float32Array, c: Conv2DInfo): Float32Array {
+export function maxPoolGradLoop(x: Float32Array, dy: Float32Array, c: Conv2DInfo, dx: Float32Array): void {
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = c;
   const { strideHeight: sH, strideWidth: sW, dilationHeight: dH, dilationWidth: dW } = c;
   const { filterHeight: KH, filterWidth: KW } = c;
   const { top, left } = c.padInfo;
-  const dx = new Float32Array(B * H * W * C);
+  dx.fill(0);
   const best = new Float32Array(C);
   const bestAt = new Int32Array(C);
   for (let b = 0; b < B; b++) {
     for (let yr = 0; yr < Ho; yr++) {
       for (let yc = 0; yc < Wo; yc++) {
-        best.fill(Number.NEGATIVE_INFINITY);
-        bestAt.fill(-1);
+        let seen = false;
         for (let kr = 0; kr < KH; kr++) {
           const xr = yr * sH + kr * dH - top;
           if (xr < 0 || xr >= H) continue;
@@ -30,31 +29,36 @@ export function maxPoolGradLoop(x: Float32Array, dy: Float32Array, c: Conv2DInfo
             const xc = yc * sW + kc * dW - left;
             if (xc < 0 || xc >= W) continue;
             const xOff = ((b * H + xr) * W + xc) * C;
+            if (!seen) {
+              // The first cell of the window starts every channel's running maximum.
+              for (let ch = 0; ch < C; ch++) {
+                best[ch] = x[xOff + ch] as number;
+                bestAt[ch] = xOff + ch;
+              }
+              seen = true;
+              continue;
+            }
             for (let ch = 0; ch < C; ch++) {
               const v = x[xOff + ch] as number;
-              // Strictly greater: the first maximum wins. bestAt -1 also takes a -Infinity cell.
-              if (v > (best[ch] as number) || bestAt[ch] === -1) {
+              // Strictly greater: the first maximum wins.
+              if (v > (best[ch] as number)) {
                 best[ch] = v;
                 bestAt[ch] = xOff + ch;
               }
             }
           }
         }
+        if (!seen) continue; // a window entirely in the padding has no input to credit
         const dOff = ((b * Ho + yr) * Wo + yc) * C;
-        for (let ch = 0; ch < C; ch++) {
-          const at = bestAt[ch] as number;
-          if (at >= 0) dx[at]! += dy[dOff + ch] as number;
-        }
+        for (let ch = 0; ch < C; ch++) dx[bestAt[ch] as number]! += dy[dOff + ch] as number;
       }
     }
   }
-  return dx;
 }
 
 export const maxPoolGradLoopKernel: tf.KernelFunc = ({ inputs, backend, attrs }) => {
   const { dy, input } = inputs as tf.MaxPoolGradInputs;
   const a = attrs as unknown as tf.MaxPoolGradAttrs;
-  const be = backend as tf.KernelBackend;
   const info = tf.backend_util.computePool2DInfo(
     input!.shape as [number, number, number, number],
     a.filterSize,
@@ -63,5 +67,7 @@ export const maxPoolGradLoopKernel: tf.KernelFunc = ({ inputs, backend, attrs })
     a.pad,
     a.dimRoundingMode,
   );
-  return writeFloat32(be, input!.shape, maxPoolGradLoop(readFloat32(be, input!), readFloat32(be, dy!), info));
+  return float32Kernel(tf.MaxPoolGrad, backend, [input!, dy!], input!.shape, ([xv, dyv], out) =>
+    maxPoolGradLoop(xv!, dyv!, info, out),
+  );
 };
