@@ -748,7 +748,7 @@ export async function startNodeAgent(
     },
     killContainer(namespace, name, container, signal = 'SIGKILL') {
       const c = find(namespace, name, container);
-      if (!c?.proc) return false;
+      if (!c?.proc || c.proc.pid <= 1) return false;
       c.killReason = 'external';
       try {
         process.kill(-c.proc.pid, signal);
@@ -759,7 +759,7 @@ export async function startNodeAgent(
     },
     oomKill(namespace, name, container) {
       const c = find(namespace, name, container);
-      if (!c?.proc) return false;
+      if (!c?.proc || c.proc.pid <= 1) return false;
       c.killReason = 'oom';
       try {
         process.kill(-c.proc.pid, 'SIGKILL');

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 export interface ManagedProcess {
   name: string;
   child: ChildProcess;
+  /** -1 when the spawn itself failed (then `exited` resolves 127). */
   pid: number;
   logPath: string;
   /** Resolves with the exit code (or 128+signal number) once the process has exited. */
@@ -34,6 +35,8 @@ let hooksInstalled = false;
 const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
+  // kill(-0) would signal our own process group: never without a real pid.
+  if (!(pid > 1)) return;
   try {
     process.kill(-pid, signal);
   } catch {
@@ -83,11 +86,9 @@ export function spawnManaged(
   }
   // detached children would keep the event loop alive otherwise; the plane's stop() is explicit.
   child.unref();
-  const pid = child.pid;
-  if (pid === undefined) {
-    throw new Error(`could not start ${name} (${command}): spawn returned no pid; see ${opts.logPath}`);
-  }
-  if (opts.pidFile) writeFileSync(opts.pidFile, `${pid} ${command}\n`, { flag: 'a' });
+  // Without a pid the spawn failed (e.g. ENOENT); the 'error' event below reports exit 127.
+  const pid = child.pid ?? -1;
+  if (opts.pidFile && pid > 0) writeFileSync(opts.pidFile, `${pid} ${command}\n`, { flag: 'a' });
 
   let resolveExit: (code: number) => void = () => {};
   const exited = new Promise<number>((r) => {
@@ -124,7 +125,7 @@ export function spawnManaged(
     writeFileSync(opts.logPath, `\n[spawn error] ${err.message}\n`, { flag: 'a' });
     onExit(127, null);
   });
-  live.add(managed);
+  if (pid > 0) live.add(managed);
   return managed;
 }
 
