@@ -131,12 +131,14 @@ for (const backend of ['cpu', 'wasm'] as const) {
               'DepthwiseConv2dNativeBackpropInput',
               'MaxPoolGrad',
               'Slice',
+              'Sum',
             ]
           : [
               'Conv2DBackpropFilter',
               'DepthwiseConv2dNativeBackpropFilter',
               'DepthwiseConv2dNativeBackpropInput',
               'MaxPoolGrad',
+              'Sum',
             ];
       assert.deepEqual(activeProjectKernels(backend), expected);
       assert.equal(tf.getBackend(), backend);
@@ -337,6 +339,47 @@ for (const backend of ['cpu', 'wasm'] as const) {
           [2, 3, 5, 6],
         );
         assert.deepEqual(tf.slice(tf.tensor1d(['a', 'b', 'c'], 'string'), 1, 2).dataSync(), ['b', 'c']);
+      });
+    });
+
+    it('Sum over leading axes (bias gradients) matches a float64 reference; other sums still work', () => {
+      fc.assert(
+        fc.property(
+          fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 2, maxLength: 4 }),
+          fc.integer({ min: 1, max: 2 ** 30 }),
+          fc.boolean(),
+          (shape, seed, keepDims) => {
+            const k = 1 + (seed % (shape.length - 1)); // reduce axes 0..k-1, keep at least one
+            const next = rng(seed);
+            const total = shape.reduce((p, n) => p * n, 1);
+            const x = Float64Array.from({ length: total }, () => Math.fround(next() * 2 - 1));
+            const cols = shape.slice(k).reduce((p, n) => p * n, 1);
+            const expected = new Float64Array(cols);
+            for (let i = 0; i < total; i++) expected[i % cols]! += x[i]!;
+            const axes = Array.from({ length: k }, (_, i) => i);
+            const got = tf.tidy(() => {
+              const s = tf.sum(tf.tensor(Float32Array.from(x), shape), axes, keepDims);
+              assert.deepEqual(
+                s.shape,
+                keepDims ? [...axes.map(() => 1), ...shape.slice(k)] : shape.slice(k),
+              );
+              return s.dataSync();
+            });
+            assertClose(got, expected, `sum shape=[${shape}] axes=[${axes}]`);
+          },
+        ),
+        { numRuns: 50 },
+      );
+      tf.tidy(() => {
+        const t = tf.tensor3d([1, 2, 3, 4, 5, 6, 7, 8], [2, 2, 2]);
+        assert.deepEqual(Array.from(tf.sum(t, 2).dataSync()), [3, 7, 11, 15], 'innermost axis (stock)');
+        assert.deepEqual(Array.from(tf.sum(t, [0, 2]).dataSync()), [14, 22], 'non-leading axes (stock)');
+        assert.deepEqual(
+          Array.from(tf.sum(tf.cast(t, 'int32'), 0).dataSync()),
+          [6, 8, 10, 12],
+          'int32 (stock)',
+        );
+        assert.deepEqual(Array.from(tf.sum(t).dataSync()), [36], 'all axes (stock)');
       });
     });
 

@@ -13,6 +13,7 @@ import {
 import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 import { sliceWasmKernel } from './slice-wasm.ts';
 import { rememberStockKernel, stockKernel } from './stock-kernels.ts';
+import { sumLeadingAxesKernel } from './sum-leading-axes.ts';
 
 export interface ProjectKernel {
   readonly kernelName: string;
@@ -59,6 +60,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     why: 'stock wasm kernel copies the input and allocates a subarray per row (220 ms for [16,256,256,1])',
   },
   {
+    kernelName: tf.Sum,
+    backendName: 'wasm',
+    kernelFunc: sumLeadingAxesKernel('wasm'),
+    why: 'stock kernel transposes before a sum over N,H,W (bias gradients): one pass without it',
+  },
+  {
     kernelName: tf.Conv2DBackpropFilter,
     backendName: 'cpu',
     kernelFunc: conv2dBackpropFilterLoopKernel,
@@ -81,6 +88,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     backendName: 'cpu',
     kernelFunc: maxPoolGradLoopKernel,
     why: 'stock cpu kernel calls TensorBuffer.get per tap',
+  },
+  {
+    kernelName: tf.Sum,
+    backendName: 'cpu',
+    kernelFunc: sumLeadingAxesKernel('cpu'),
+    why: 'stock kernel transposes before a sum over N,H,W (bias gradients): one pass without it',
   },
 ];
 
