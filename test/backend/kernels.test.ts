@@ -131,6 +131,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
               'DepthwiseConv2dNativeBackpropInput',
               'MaxPoolGrad',
               'Slice',
+              'Identity',
               'Sum',
             ]
           : [
@@ -381,6 +382,20 @@ for (const backend of ['cpu', 'wasm'] as const) {
         );
         assert.deepEqual(Array.from(tf.sum(t).dataSync()), [36], 'all axes (stock)');
       });
+    });
+
+    it('Identity (tf.clone) gives an independent handle on equal data', () => {
+      const a = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+      const b = tf.clone(a);
+      a.dispose();
+      assert.deepEqual(Array.from(b.dataSync()), [1, 2, 3, 4], 'the clone survives disposing the original');
+      b.dispose();
+      const before = tf.memory().numTensors;
+      tf.tidy(() => {
+        tf.clone(tf.clone(tf.ones([3])));
+      });
+      assert.equal(tf.memory().numTensors, before);
+      assert.deepEqual(tf.clone(tf.tensor1d(['x'], 'string')).dataSync(), ['x']);
     });
 
     it('refuses NCHW with a message that says what is supported', () => {

@@ -169,7 +169,7 @@ describe('initBackend', () => {
       ),
     );
     assert.deepEqual(dx, [1, 2, 1, 2, 4, 2, 1, 2, 1]);
-    assert.deepEqual(registerProjectKernels('wasm').length, 7);
+    assert.deepEqual(registerProjectKernels('wasm').length, 8);
   });
 
   it('trains through a conv on both backends after switching back and forth', async () => {

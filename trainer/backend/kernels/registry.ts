@@ -10,6 +10,7 @@ import {
   depthwiseBackpropFilterLoopKernel,
   depthwiseBackpropInputLoopKernel,
 } from './depthwise-backprop-loop.ts';
+import { identityWasmKernel } from './identity-wasm.ts';
 import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 import { sliceWasmKernel } from './slice-wasm.ts';
 import { rememberStockKernel, stockKernel } from './stock-kernels.ts';
@@ -58,6 +59,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     backendName: 'wasm',
     kernelFunc: sliceWasmKernel,
     why: 'stock wasm kernel copies the input and allocates a subarray per row (220 ms for [16,256,256,1])',
+  },
+  {
+    kernelName: tf.Identity,
+    backendName: 'wasm',
+    kernelFunc: identityWasmKernel,
+    why: 'stock wasm kernel copies; the engine clones every tensor saved for the backward pass',
   },
   {
     kernelName: tf.Sum,
