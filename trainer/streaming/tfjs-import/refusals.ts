@@ -100,9 +100,10 @@ const CATEGORY: Record<string, Category> = {
 /** "End the body before it": names the layer that feeds `layer`, when there is one to cut at. */
 export function cutBefore(layer: KerasLayer, inputLayer: string): string {
   const [only] = layer.inputs;
-  if (layer.inputs.length === 1 && only !== undefined && only !== inputLayer) {
-    return `end the streamed body before it (bodyEnd: '${only}')`;
+  if (layer.inputs.length !== 1) {
+    return `end the streamed body before it, at a layer that its inputs (${layer.inputs.join(', ')}) all come from`;
   }
+  if (only !== inputLayer) return `end the streamed body before it (bodyEnd: '${only}')`;
   return 'end the streamed body before it (its input is the image, so nothing before it can stream)';
 }
 

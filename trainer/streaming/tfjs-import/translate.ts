@@ -5,7 +5,7 @@
 
 import { type ActivationFn, type BodyNode, INPUT, type Op, type Padding, type Pair } from '../graph.ts';
 import { type Config, type KerasGraph, type KerasLayer, TfjsImportError } from './model-json.ts';
-import { INFERENCE_IDENTITY, refusal, UnsupportedLayerError } from './refusals.ts';
+import { cutBefore, INFERENCE_IDENTITY, refusal, UnsupportedLayerError } from './refusals.ts';
 import { addPadding, kerasPadding } from './same-padding.ts';
 import type { WeightIndex, WeightLocation } from './weights.ts';
 
@@ -229,10 +229,7 @@ export class Translator {
   }
 
   #before(layer: KerasLayer): string {
-    const [only] = layer.inputs;
-    return layer.inputs.length === 1 && only !== this.#graph.input
-      ? `end the streamed body before it (bodyEnd: '${only}')`
-      : 'end the streamed body before it';
+    return cutBefore(layer, this.#graph.input);
   }
 
   #emit(name: string, op: Op, inputs: string[]): string {
