@@ -251,6 +251,12 @@ describe('tfjs layers-model import equals tfjs-layers', () => {
     const probs = tf.tidy(() => tf.softmax(headForward(net, params, F)));
     assertClose(probs, model.predict(image) as tf.Tensor, 'streamed VGG logits');
     tf.dispose([image, F, probs, ...params.values()]);
+
+    // Another number of classes: the dense layer starts fresh, everything else is the model's.
+    const other = importedParams(importedNetwork(imported, { outputs: 7 }), imported.weights, 7);
+    assert.deepEqual(other.initialised, ['head/dense/kernel', 'head/dense/bias']);
+    assert.equal(other.loaded.length, imported.weights.size - 2);
+    for (const v of other.params.values()) v.dispose();
   });
 
   it('VGG-like: an image size that misaligns a stride-2 same layer is refused, and really differs', async () => {

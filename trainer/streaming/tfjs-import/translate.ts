@@ -2,6 +2,21 @@
 // (trainer/streaming/graph.ts) and recipes for their parameters. Pure: weights are located in the
 // manifest and their shapes checked, but read later (so a refused model fails before any shard is
 // read, and a planner can use the network without the weights).
+//
+// Layer → nodes (a node keeps the layer's name; a fused activation adds `<layer>/<fn>`):
+//   InputLayer            the body's INPUT (NHWC, known channel count)
+//   Conv2D                conv2d (kernel, strides, dilation_rate, groups, use_bias), + activation
+//   DepthwiseConv2D       conv2d with groups = cin, filters = cin·depth_multiplier
+//   SeparableConv2D       `<layer>/depthwise` (grouped, no bias) then `<layer>` (1×1, bias)
+//   Dense on a feature map  1×1 conv2d (Keras Dense acts on the last axis of every pixel)
+//   MaxPooling2D / AveragePooling2D  maxPool / avgPool ('same' avg pools only when they pad nothing)
+//   Activation / ReLU (max_value 6 → relu6, negative_slope → leakyRelu) / LeakyReLU / ELU
+//   BatchNormalization    affine, moving statistics folded into scale and shift (frozen)
+//   ZeroPadding2D         folded into the next conv or 'valid' avg pool, else a pad node
+//   Add / Concatenate     add / concat (channel axis only)
+// Padding 'valid' is zero; 'same' is the fixed explicit padding of same-padding.ts. Everything
+// else is refused with the reason (refusals.ts), except Dropout-like layers after the cut, which
+// are the identity at inference and are dropped from the conventionally run trunk.
 
 import { type ActivationFn, type BodyNode, INPUT, type Op, type Padding, type Pair } from '../graph.ts';
 import { type Config, type KerasGraph, type KerasLayer, TfjsImportError } from './model-json.ts';
