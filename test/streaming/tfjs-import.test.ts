@@ -10,9 +10,9 @@ import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { initBackend } from '../../trainer/backend/select.ts';
-import { relativeError } from '../../trainer/streaming/compare.ts';
+import { compareStep, relativeError } from '../../trainer/streaming/compare.ts';
 import { runBody, streamForward, tensorSource } from '../../trainer/streaming/executor.ts';
-import { tileGrid } from '../../trainer/streaming/geometry.ts';
+import { minimumTile, tileGrid } from '../../trainer/streaming/geometry.ts';
 import type { Body } from '../../trainer/streaming/graph.ts';
 import { headForward, scoped } from '../../trainer/streaming/network.ts';
 import { importedParams, weightTensors } from '../../trainer/streaming/tfjs-import/params.ts';
@@ -315,6 +315,13 @@ describe('tfjs layers-model import equals tfjs-layers', () => {
       assertClose(headForward(net, tensors, F), model.predict(x) as tf.Tensor, 'logits');
     });
     for (const t of tensors.values()) t.dispose();
+
+    // The imported network streams exactly: a training step over tiles equals the whole image.
+    const net = importedNetwork(imported);
+    const tile = Math.ceil(minimumTile(net.body, 0) / 8) * 8;
+    const d = await compareStep(net, [tile + 8, tile], [tile, tile], 3);
+    assert.ok(d.tiles > 1);
+    assert.ok(d.output <= 1e-5 && d.paramGrad <= 1e-4 && d.inputGrad <= 1e-5, JSON.stringify(d));
 
     // Cut at the end of block 2 instead: no trunk, the head is still found.
     const whole = await importAndCompare(model, 'b2out', [[32, 32]]);
