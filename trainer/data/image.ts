@@ -232,7 +232,7 @@ async function openTiff(
     });
   }
   const grey = isGrey(meta);
-  const sourceChannels = sourceChannelCount(meta);
+  const sourceChannels = sourceChannelCount(path, meta);
   const conversion = conversionOrThrow(path, sourceChannels, options.channels);
   const store: PixelStore = {
     async readRect(r) {
@@ -256,8 +256,9 @@ async function openTiff(
           { cause: e },
         );
       }
+      checkChannels(path, out.info.channels, sourceChannels);
       const px = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
-      return convertChannels(px, r.rows * r.cols, out.info.channels, options.channels);
+      return convertChannels(px, r.rows * r.cols, sourceChannels, options.channels);
     },
     close() {},
   };
@@ -302,13 +303,14 @@ async function openDecoded(
       `expected ${sizeText(options.width, options.height)} (height×width), found ${sizeText(meta.width ?? 0, meta.height ?? 0)}`,
     );
   }
-  const sourceChannels = sourceChannelCount(meta);
+  const sourceChannels = sourceChannelCount(path, meta);
   const conversion = conversionOrThrow(path, sourceChannels, options.channels);
   let pixels: Uint8Array | undefined;
   try {
     let pipeline = sharp(path, { ...SHARP_INPUT, failOn: 'warning' });
     if (isGrey(meta)) pipeline = pipeline.toColourspace('b-w');
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    checkChannels(path, info.channels, sourceChannels);
     pixels = convertChannels(
       new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
       options.width * options.height,
@@ -316,6 +318,7 @@ async function openDecoded(
       options.channels,
     );
   } catch (e) {
+    if (e instanceof ImageError) throw e;
     throw new ImageError(path, 'unreadable', `decoding failed: ${(e as Error).message}`, { cause: e });
   }
   const width = options.width;
@@ -350,11 +353,31 @@ function isGrey(meta: Metadata): boolean {
   return meta.space === 'b-w' || meta.space === 'grey16';
 }
 
-/** Channels of the raw pixels the pipeline yields: grey (b-w) drops alpha, colour keeps it. */
-function sourceChannelCount(meta: Metadata): number {
-  if (isGrey(meta)) return 1;
-  // sharp converts CMYK and other spaces to sRGB on output.
-  return meta.hasAlpha ? 4 : 3;
+/**
+ * Channels of the raw pixels the pipeline yields: grey (b-w, one band plus an optional alpha) gives 1;
+ * colour (sRGB, or CMYK, which sharp converts to sRGB) gives 3, or 4 with alpha. Files with more
+ * bands than that (multispectral, several extra samples) have no sensible grey or RGB reading.
+ */
+function sourceChannelCount(path: string, meta: Metadata): number {
+  const bands = meta.channels ?? 0;
+  if (isGrey(meta) && bands <= 2) return 1;
+  if (!isGrey(meta) && bands >= 3 && bands <= 4) return meta.hasAlpha ? 4 : 3;
+  throw new ImageError(
+    path,
+    'wrong-channels',
+    `the image has ${bands} bands (${meta.space ?? 'unknown'} colour space); expected grey or RGB, each with an optional alpha`,
+  );
+}
+
+/** The pixels sharp returned must have the channels the metadata promised. */
+function checkChannels(path: string, got: number, expected: number): void {
+  if (got !== expected) {
+    throw new ImageError(
+      path,
+      'wrong-channels',
+      `decoding gave ${got} channels where the metadata promised ${expected}`,
+    );
+  }
 }
 
 function conversionOrThrow(path: string, from: number, to: number): ChannelConversion {

@@ -1,0 +1,387 @@
+// The synthetic lesion dataset on disk (`tilestream synth`, and `spec.data.synthetic` of a job):
+// images (PNG, or tiled pyramidal TIFF with lossless deflate: JPEG would smear the 2-px
+// checkerboards), `train.csv` and `val.csv` manifests with paths relative to the folder, and a
+// `dataset.json` that records the parameters. Optionally an F× box-downsampled copy (`down8/`, with
+// its own manifests) for the resolution comparison, and that copy upsampled back to full size
+// (`down8-up/`), so that the same network sees the same number of pixels with less information.
+//
+// Labels alternate (even indices negative, odd positive); every image has its own seed derived from
+// the dataset seed, the split and its index, so generation can resume after an interruption and the
+// training and validation sets use unrelated random streams.
+
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { generateLesionImage, LESION_TASK, MIN_SYNTHETIC_SIDE } from './lesions.ts';
+import { boxDownsample } from './pixels.ts';
+import { deriveSeed } from './random.ts';
+
+export type SyntheticFormat = 'png' | 'tiff';
+export const SYNTHETIC_FORMATS: readonly SyntheticFormat[] = ['png', 'tiff'];
+
+export interface SyntheticParams {
+  height: number;
+  width: number;
+  /** Training images (half positive). */
+  count: number;
+  /** Validation images; default 200 (≥ 200 keeps the AUC's chance-level noise near ±0.03). */
+  validationCount?: number;
+  /** Default 1. */
+  seed?: number;
+  /** Default 'png' (as `spec.data.synthetic.format`). */
+  format?: SyntheticFormat;
+  /** Also write an F× box-downsampled copy to `down{F}/`. */
+  downsample?: number;
+  /** With `downsample`, also write the copy upsampled back (nearest) to full size in `down{F}-up/`. */
+  downUp?: boolean;
+}
+
+/** Parameters with every default filled in, as recorded in dataset.json. */
+export interface ResolvedSyntheticParams {
+  height: number;
+  width: number;
+  count: number;
+  validationCount: number;
+  seed: number;
+  format: SyntheticFormat;
+  downsample: number | null;
+  downUp: boolean;
+}
+
+/** One folder of images with its manifests: the full-resolution set or a derived copy. */
+export interface SyntheticVariant {
+  /** Folder relative to the dataset folder ('.' for full resolution). */
+  dir: string;
+  kind: 'full' | 'down' | 'down-up';
+  factor: number;
+  height: number;
+  width: number;
+}
+
+/** The content of dataset.json (in the dataset folder and, for a copy, in its folder). */
+export interface SyntheticDatasetInfo {
+  kind: 'tilestream-synthetic-lesions';
+  version: 1;
+  params: ResolvedSyntheticParams;
+  /** This folder's images. */
+  variant: SyntheticVariant;
+  channels: 1;
+  /** Use as spec.data.normalization: network input (x/255 − 0.5)/0.05. */
+  normalization: { mean: number[]; std: number[] };
+  manifests: { train: string; validation: string };
+  counts: { train: { total: number; positive: number }; validation: { total: number; positive: number } };
+  /** In the dataset folder: every variant written. */
+  variants: SyntheticVariant[];
+  generator: typeof LESION_TASK;
+  /** False while generation runs; an interrupted run resumes. */
+  complete: boolean;
+}
+
+export interface SyntheticProgress {
+  split: 'train' | 'validation';
+  done: number;
+  total: number;
+  seconds: number;
+}
+
+export interface EnsureOptions {
+  onProgress?: (p: SyntheticProgress) => void;
+  /** Regenerate every image, even over a complete dataset with other parameters. */
+  force?: boolean;
+}
+
+export interface EnsureResult {
+  dir: string;
+  /** Images generated now (0 when the dataset was complete). */
+  generated: number;
+  /** Images found complete and kept. */
+  kept: number;
+  seconds: number;
+  info: SyntheticDatasetInfo;
+}
+
+export const DATASET_JSON = 'dataset.json';
+const MANIFESTS = { train: 'train.csv', validation: 'val.csv' } as const;
+const SPLIT_DIRS = { train: 'train', validation: 'val' } as const;
+const TIFF_TILE = 256;
+
+/** Fills defaults and checks the parameters; errors name the parameter. */
+export function resolveSyntheticParams(p: SyntheticParams): ResolvedSyntheticParams {
+  const r: ResolvedSyntheticParams = {
+    height: p.height,
+    width: p.width,
+    count: p.count,
+    validationCount: p.validationCount ?? 200,
+    seed: p.seed ?? 1,
+    format: p.format ?? 'png',
+    downsample: p.downsample ?? null,
+    downUp: p.downUp ?? false,
+  };
+  const int = (name: string, v: number, min: number): void => {
+    if (!Number.isSafeInteger(v) || v < min)
+      throw new RangeError(`synthetic ${name} must be an integer ≥ ${min}, got ${v}`);
+  };
+  int('height', r.height, MIN_SYNTHETIC_SIDE);
+  int('width', r.width, MIN_SYNTHETIC_SIDE);
+  int('count', r.count, 1);
+  int('validationCount', r.validationCount, 1);
+  int('seed', r.seed, 0);
+  if (!SYNTHETIC_FORMATS.includes(r.format)) {
+    throw new RangeError(
+      `synthetic format must be one of ${SYNTHETIC_FORMATS.join(', ')}, got '${r.format}'`,
+    );
+  }
+  if (r.downsample !== null) {
+    int('downsample', r.downsample, 2);
+    if (r.height % r.downsample !== 0 || r.width % r.downsample !== 0) {
+      throw new RangeError(
+        `synthetic downsample ${r.downsample} must divide the image size ${r.height}×${r.width} ` +
+          '(whole blocks keep the lesions zero-mean)',
+      );
+    }
+  } else if (r.downUp) {
+    throw new RangeError('synthetic downUp needs downsample');
+  }
+  return r;
+}
+
+/** The variants a parameter set writes. */
+export function syntheticVariants(p: ResolvedSyntheticParams): SyntheticVariant[] {
+  const v: SyntheticVariant[] = [{ dir: '.', kind: 'full', factor: 1, height: p.height, width: p.width }];
+  const f = p.downsample;
+  if (f !== null) {
+    v.push({ dir: `down${f}`, kind: 'down', factor: f, height: p.height / f, width: p.width / f });
+    if (p.downUp)
+      v.push({ dir: `down${f}-up`, kind: 'down-up', factor: f, height: p.height, width: p.width });
+  }
+  return v;
+}
+
+/** Label of image `index`: alternating, so every set is half positive (one more negative if odd). */
+export function syntheticLabel(index: number): 0 | 1 {
+  return (index % 2) as 0 | 1;
+}
+
+/** Seed of one image: unrelated streams for the two splits and for every index. */
+export function syntheticImageSeed(seed: number, split: 'train' | 'validation', index: number): number {
+  return deriveSeed(seed, 'synthetic-lesions', split, index);
+}
+
+function relativeImagePath(split: 'train' | 'validation', index: number, format: SyntheticFormat): string {
+  return `${SPLIT_DIRS[split]}/${String(index).padStart(6, '0')}.${format === 'tiff' ? 'tiff' : 'png'}`;
+}
+
+/**
+ * Generates the dataset into `dir` unless it is already there. A complete dataset with the same
+ * parameters is left alone; an interrupted one (complete: false, same parameters) keeps its finished
+ * images; a complete dataset with other parameters is an error unless `force`.
+ */
+export async function ensureSyntheticDataset(
+  dir: string,
+  params: SyntheticParams,
+  options: EnsureOptions = {},
+): Promise<EnsureResult> {
+  const p = resolveSyntheticParams(params);
+  const start = performance.now();
+  const existing = await readInfo(join(dir, DATASET_JSON));
+  const sameParams = existing !== undefined && JSON.stringify(existing.params) === JSON.stringify(p);
+  if (existing?.complete && !sameParams && !options.force) {
+    throw new Error(
+      `${dir} already holds a synthetic dataset with other parameters (${describeParams(existing.params)}; ` +
+        `asked for ${describeParams(p)}). Use another folder, delete it, or pass --force to overwrite.`,
+    );
+  }
+  // Images of an earlier run are trusted only when that run had the same parameters.
+  const keepExisting = sameParams && !options.force;
+  const variants = syntheticVariants(p);
+  if (existing?.complete && keepExisting && (await datasetFilesExist(dir, p, variants))) {
+    // Nothing to write: the folder may be a read-only volume.
+    return {
+      dir,
+      generated: 0,
+      kept: p.count + p.validationCount,
+      seconds: (performance.now() - start) / 1000,
+      info: existing,
+    };
+  }
+  const infoFor = (variant: SyntheticVariant, complete: boolean): SyntheticDatasetInfo => ({
+    kind: 'tilestream-synthetic-lesions',
+    version: 1,
+    params: p,
+    variant,
+    channels: 1,
+    normalization: { mean: [...LESION_TASK.normalization.mean], std: [...LESION_TASK.normalization.std] },
+    manifests: { train: MANIFESTS.train, validation: MANIFESTS.validation },
+    counts: {
+      train: { total: p.count, positive: Math.floor(p.count / 2) },
+      validation: { total: p.validationCount, positive: Math.floor(p.validationCount / 2) },
+    },
+    variants,
+    generator: LESION_TASK,
+    complete,
+  });
+
+  for (const v of variants) {
+    for (const split of ['train', 'validation'] as const)
+      await mkdir(join(dir, v.dir, SPLIT_DIRS[split]), { recursive: true });
+  }
+  await writeAtomic(
+    join(dir, DATASET_JSON),
+    `${JSON.stringify(infoFor(variants[0] as SyntheticVariant, false), null, 2)}\n`,
+  );
+
+  let generated = 0;
+  let kept = 0;
+  for (const split of ['train', 'validation'] as const) {
+    const total = split === 'train' ? p.count : p.validationCount;
+    const splitStart = performance.now();
+    let inflight: Promise<void> = Promise.resolve();
+    for (let i = 0; i < total; i++) {
+      const rel = relativeImagePath(split, i, p.format);
+      const files = variants.map((v) => join(dir, v.dir, rel));
+      if (keepExisting && (await allExist(files))) {
+        kept++;
+      } else {
+        // Generation is synchronous JS; the previous image's encoding runs meanwhile on libuv threads.
+        const img = generateLesionImage(
+          p.height,
+          p.width,
+          syntheticImageSeed(p.seed, split, i),
+          syntheticLabel(i) === 1,
+        );
+        const outputs = variants.map((v, k) => ({
+          file: files[k] as string,
+          ...variantPixels(img.pixels, p, v),
+        }));
+        await inflight;
+        inflight = Promise.all(
+          outputs.map((o) => writeGreyImage(o.file, o.pixels, o.height, o.width, p.format)),
+        ).then(() => undefined);
+        generated++;
+      }
+      options.onProgress?.({ split, done: i + 1, total, seconds: (performance.now() - splitStart) / 1000 });
+    }
+    await inflight;
+  }
+
+  for (const v of variants) {
+    for (const split of ['train', 'validation'] as const) {
+      const total = split === 'train' ? p.count : p.validationCount;
+      const rows = ['path,label,split'];
+      for (let i = 0; i < total; i++)
+        rows.push(`${relativeImagePath(split, i, p.format)},${syntheticLabel(i)},${split}`);
+      await writeAtomic(join(dir, v.dir, MANIFESTS[split]), `${rows.join('\n')}\n`);
+    }
+    if (v.dir !== '.') {
+      await writeAtomic(join(dir, v.dir, DATASET_JSON), `${JSON.stringify(infoFor(v, true), null, 2)}\n`);
+    }
+  }
+  const info = infoFor(variants[0] as SyntheticVariant, true);
+  // Written last: `complete: true` promises that everything above is on disk.
+  await writeAtomic(join(dir, DATASET_JSON), `${JSON.stringify(info, null, 2)}\n`);
+  return { dir, generated, kept, seconds: (performance.now() - start) / 1000, info };
+}
+
+/** Reads a dataset.json, or undefined when it is absent or not ours. */
+export async function readSyntheticInfo(dir: string): Promise<SyntheticDatasetInfo | undefined> {
+  return readInfo(join(dir, DATASET_JSON));
+}
+
+async function readInfo(file: string): Promise<SyntheticDatasetInfo | undefined> {
+  try {
+    const info = JSON.parse(await readFile(file, 'utf8')) as SyntheticDatasetInfo;
+    return info.kind === 'tilestream-synthetic-lesions' ? info : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function describeParams(p: ResolvedSyntheticParams): string {
+  const down = p.downsample === null ? '' : `, downsample ${p.downsample}${p.downUp ? ' with down-up' : ''}`;
+  return `${p.height}×${p.width}, ${p.count} training + ${p.validationCount} validation images, seed ${p.seed}, ${p.format}${down}`;
+}
+
+function variantPixels(
+  full: Uint8Array,
+  p: ResolvedSyntheticParams,
+  v: SyntheticVariant,
+): { pixels: Uint8Array; height: number; width: number } {
+  if (v.kind === 'full') return { pixels: full, height: p.height, width: p.width };
+  const down = boxDownsample(full, p.height, p.width, 1, v.factor);
+  if (v.kind === 'down') return { pixels: down, height: v.height, width: v.width };
+  return {
+    pixels: nearestUpsample(down, p.height / v.factor, p.width / v.factor, v.factor),
+    height: p.height,
+    width: p.width,
+  };
+}
+
+/** Repeats every pixel of a grey image f × f times. */
+export function nearestUpsample(src: Uint8Array, height: number, width: number, f: number): Uint8Array {
+  const ow = width * f;
+  const out = new Uint8Array(height * f * ow);
+  for (let y = 0; y < height; y++) {
+    const row = out.subarray(y * f * ow, (y * f + 1) * ow);
+    for (let x = 0; x < width; x++) row.fill(src[y * width + x] as number, x * f, (x + 1) * f);
+    for (let k = 1; k < f; k++) out.copyWithin((y * f + k) * ow, y * f * ow, (y * f + 1) * ow);
+  }
+  return out;
+}
+
+/** Writes a single-channel image: PNG, or tiled pyramidal TIFF (256² tiles, deflate, lossless). */
+export async function writeGreyImage(
+  file: string,
+  pixels: Uint8Array,
+  height: number,
+  width: number,
+  format: SyntheticFormat,
+): Promise<void> {
+  const input = sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), {
+    raw: { width, height, channels: 1 },
+  }).toColourspace('b-w'); // one channel on disk; sharp would otherwise write sRGB
+  const encoded =
+    format === 'png'
+      ? input.png({ compressionLevel: 6 })
+      : input.tiff({
+          tile: true,
+          tileWidth: TIFF_TILE,
+          tileHeight: TIFF_TILE,
+          pyramid: true,
+          compression: 'deflate',
+          predictor: 'horizontal',
+        });
+  await writeAtomic(file, await encoded.toBuffer());
+}
+
+async function writeAtomic(file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, data);
+  await rename(tmp, file);
+}
+
+async function datasetFilesExist(
+  dir: string,
+  p: ResolvedSyntheticParams,
+  variants: SyntheticVariant[],
+): Promise<boolean> {
+  const files: string[] = [];
+  for (const v of variants) {
+    files.push(join(dir, v.dir, MANIFESTS.train), join(dir, v.dir, MANIFESTS.validation));
+    for (const split of ['train', 'validation'] as const) {
+      const total = split === 'train' ? p.count : p.validationCount;
+      for (let i = 0; i < total; i++) files.push(join(dir, v.dir, relativeImagePath(split, i, p.format)));
+    }
+  }
+  return allExist(files);
+}
+
+async function allExist(files: string[]): Promise<boolean> {
+  for (const f of files) {
+    try {
+      if (!(await stat(f)).isFile()) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
