@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+import fc from 'fast-check';
 import { initBackend } from '../../trainer/backend/select.ts';
 import { relativeError } from '../../trainer/streaming/compare.ts';
 import { runBody } from '../../trainer/streaming/executor.ts';
 import { scoped } from '../../trainer/streaming/network.ts';
 import { weightTensors } from '../../trainer/streaming/tfjs-import/params.ts';
+import { samePadding, tfSamePadding } from '../../trainer/streaming/tfjs-import/same-padding.ts';
 import { halfToFloat } from '../../trainer/streaming/tfjs-import/weights.ts';
 import {
   buildWeights,
@@ -249,6 +251,19 @@ describe('tfjs layers-model formats', () => {
       for (const t of tensors.values()) t.dispose();
     });
   }
+
+  it("'same' padding is the fixed max(k − s, 0) split exactly when the input is a multiple of the stride", () => {
+    const sides = fc.integer({ min: 1, max: 64 });
+    const property = (n: number, k: number, s: number): boolean => {
+      const [t, b] = samePadding([k, k], [s, s]);
+      const [tt, tb] = tfSamePadding(n, k, s);
+      if (n % s === 0) return t === tt && b === tb;
+      // Otherwise TF pads max(k − n mod s, 0): another amount whenever the window overhangs
+      // (and even when it does not, TF's output has ⌈n/s⌉ rows, the explicit padding's ⌊n/s⌋).
+      return k <= n % s || t + b !== tt + tb;
+    };
+    fc.assert(fc.property(sides, fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 4 }), property));
+  });
 
   it('halfToFloat decodes zero, subnormals, normals, infinities and NaN', () => {
     assert.equal(halfToFloat(0x0000), 0);
