@@ -4,6 +4,10 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import fc from 'fast-check';
+import {
+  conv2dBackpropInputSubPixel,
+  conv2dBackpropInputViaConv,
+} from '../../trainer/backend/kernels/conv2d-backprop-input-conv.ts';
 import { activeProjectKernels } from '../../trainer/backend/kernels/registry.ts';
 import { initBackend } from '../../trainer/backend/select.ts';
 import {
@@ -174,6 +178,28 @@ for (const backend of ['cpu', 'wasm'] as const) {
             ),
           );
           assertClose(got, ref.dx.data, `dx ${label(c)}`);
+        }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it('both composed forms of Conv2DBackpropInput (zero-spread and sub-pixel) match the reference', () => {
+      fc.assert(
+        fc.property(caseArb({ dilation: false, maxK: 7 }), (c) => {
+          const { x, dy, w, ref } = denseCase(c);
+          const attrs = {
+            strides: c.stride,
+            pad: explicit(c.pad),
+            dataFormat: 'NHWC' as const,
+            inputShape: x.shape,
+          };
+          for (const [name, f] of [
+            ['spread', conv2dBackpropInputViaConv],
+            ['sub-pixel', conv2dBackpropInputSubPixel],
+          ] as const) {
+            const got = tf.tidy(() => f(tensorOf(dy), tensorOf(w), attrs).dataSync());
+            assertClose(got, ref.dx.data, `${name} dx ${label(c)}`);
+          }
         }),
         { numRuns: RUNS },
       );

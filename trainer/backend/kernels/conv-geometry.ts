@@ -69,6 +69,17 @@ export function conv2dSignedPad(
 ): tf.Tensor4D {
   const crop = amounts.map((v) => Math.min(0, v)) as unknown as [number, number, number, number];
   const [t, b, l, r] = amounts.map((v) => Math.max(0, v)) as [number, number, number, number];
+  const [n, h, w] = x.shape;
+  const [kh, kw, , co] = filter.shape;
+  if (h + crop[0] + crop[1] <= 0 || w + crop[2] + crop[3] <= 0) {
+    // Everything real was cropped: the window sees padding only. XNNPACK refuses an empty input
+    // (xnn_setup_convolution2d_nhwc_f32 status 2, leaving the output unwritten), so answer here.
+    const eh = (kh - 1) * dilations[0] + 1;
+    const ew = (kw - 1) * dilations[1] + 1;
+    const outH = h + amounts[0] + amounts[1] - eh + 1;
+    const outW = w + amounts[2] + amounts[3] - ew + 1;
+    return tf.zeros([n, Math.max(0, outH), Math.max(0, outW), co]);
+  }
   const xc = crop.some((v) => v < 0) ? padOrCrop(x, crop) : x;
   const pad: 'valid' | tf.backend_util.ExplicitPadding =
     t + b + l + r === 0
