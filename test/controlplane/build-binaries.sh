@@ -147,7 +147,7 @@ build_etcd() { # dir
   init_tools_module "$d" tilestream.local/etcdtools "$gomod"
   (
     cd "$d/src"
-    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" # the module root is the main package
     # The module root of server/v3 is package main (etcdmain.Main).
     nice -n 19 go build -trimpath -ldflags "$LDFLAGS_BASE" -o "$d/bin.new/etcd" go.etcd.io/etcd/server/v3
   )
@@ -198,7 +198,8 @@ build_helm() {
   done
   (
     cd "$d/src"
-    go get "helm.sh/helm/v3@$HELM_VERSION"
+    # The package path (not the module) so go.sum gets every module cmd/helm imports.
+    go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     nice -n 19 go build -trimpath -ldflags "$ld" -o "$d/bin.new/helm" helm.sh/helm/v3/cmd/helm
   )
 }
@@ -210,7 +211,7 @@ build_promtool() {
   local v="3.${PROM_VERSION#v0.3}"
   (
     cd "$d/src"
-    go get "github.com/prometheus/prometheus@$PROM_VERSION"
+    go get "github.com/prometheus/prometheus/cmd/promtool@$PROM_VERSION"
     # remove_all_sd drops the cloud service-discovery plugins promtool does not need.
     nice -n 19 go build -trimpath -tags remove_all_sd \
       -ldflags "$LDFLAGS_BASE -X github.com/prometheus/common/version.Version=$v" \

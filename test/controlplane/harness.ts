@@ -28,6 +28,14 @@ export const DEFAULT_CONTROLLERS = [
   'node-lifecycle-controller',
   'pod-garbage-collector-controller',
   'persistentvolume-binder-controller',
+  // Admission puts protection finalizers on PVCs/PVs; only these controllers remove them.
+  'persistentvolumeclaim-protection-controller',
+  'persistentvolume-protection-controller',
+  // Fills the aggregated admin/edit/view ClusterRoles that charts bind to.
+  'clusterrole-aggregation-controller',
+  // A chart's Deployment (the operator) can run through the node agent with imageCommands.
+  'deployment-controller',
+  'replicaset-controller',
 ] as const;
 
 export interface ControlPlaneOptions {
