@@ -229,11 +229,18 @@ export function object<const P extends Props, const R extends keyof P & string =
   });
 }
 
-/** Marks an object node as defaulted (to `{}` unless given), so its field becomes non-optional after defaulting. */
-export function defaulted<In, Out>(
-  n: Node<In, Out>,
-  value: Record<string, unknown> = {},
-): Node<In, Out, true> {
+/**
+ * Marks an object node as defaulted, so its field is non-optional after defaulting. The default is
+ * the object with its fields' defaults filled in (`{}` becomes `{tileSize: 'auto', ...}`): the API
+ * server checks a default against the CEL rules without applying nested defaults first, so a bare
+ * `{}` would fail every rule that reads a defaulted field.
+ */
+export function defaulted<In, Out>(n: Node<In, Out>): Node<In, Out, true> {
+  const value: Record<string, unknown> = {};
+  // Children were built first, so a child object's own default is already complete.
+  for (const [k, child] of Object.entries(n.properties ?? {})) {
+    if (child.default !== undefined) value[k] = structuredClone(child.default);
+  }
   return { ...n, default: value } as Node<In, Out, true>;
 }
 

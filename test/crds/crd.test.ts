@@ -171,11 +171,12 @@ describe('the schema is structural', () => {
     }
   });
 
-  it('has defaults that pass their own schema', () => {
+  it('has defaults that pass their own schema and rules as they are, without nested defaulting', () => {
+    // The API server validates a default without filling in the defaults inside it.
     for (const { path, node } of schemaNodes(jobSchema)) {
       if (node.default === undefined) continue;
-      const value = applyDefaults(node, structuredClone(node.default));
-      assert.deepEqual(validateValue(node, value, path), [], `default of ${path}`);
+      assert.deepEqual(applyDefaults(node, node.default), node.default, `default of ${path} is incomplete`);
+      assert.deepEqual(validateValue(node, structuredClone(node.default), path), [], `default of ${path}`);
     }
   });
 
