@@ -164,14 +164,9 @@ describe('real control plane', { skip: started.skip }, () => {
                   command: ['sh', '-c'],
                   // The namespace file comes from the projected SA volume; the token must be non-empty.
                   args: [
-                    'R=$TILESTREAM_POD_ROOT; SA=$R/var/run/secrets/kubernetes.io/serviceaccount; test -s $SA/token && test -s $SA/ca.crt && echo "done in $(cat $SA/namespace) as $(GPU_ENV)" > $R/dev/termination-log',
+                    'R=$TILESTREAM_POD_ROOT; SA=$R/var/run/secrets/kubernetes.io/serviceaccount; test -s $SA/token && test -s $SA/ca.crt && echo "done in $(cat $SA/namespace) on $(NODE)" > $R/dev/termination-log',
                   ],
-                  env: [
-                    {
-                      name: 'GPU_ENV',
-                      valueFrom: { resourceFieldRef: { resource: 'limits.nvidia.com/gpu' } },
-                    },
-                  ],
+                  env: [{ name: 'NODE', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
                   resources: { limits: { 'nvidia.com/gpu': '1' } },
                 },
               ],
@@ -202,7 +197,7 @@ describe('real control plane', { skip: started.skip }, () => {
     const term = pod.status?.containerStatuses?.[0]?.state?.terminated;
     assert.equal(term?.exitCode, 0);
     assert.equal(term?.reason, 'Completed');
-    assert.equal(term?.message?.trim(), `done in ${ns} as 1`);
+    assert.equal(term?.message?.trim(), `done in ${ns} on gpu-40g-0`);
   });
 
   it('reports a process exit code 3 as a Failed pod with exitCode 3 and the log as message', async () => {
