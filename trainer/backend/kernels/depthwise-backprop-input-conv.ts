@@ -27,17 +27,26 @@ export function depthwiseBackpropInputViaConv(
   return tf.tidy(() => {
     const spread = spreadWithZeros(dy, sH, sW);
     const { top, left } = c.padInfo;
-    const padded = padOrCrop(spread, [
+    const amounts = [
       EH - 1 - top,
       c.inHeight + top - spread.shape[1],
       EW - 1 - left,
       c.inWidth + left - spread.shape[2],
-    ]);
+    ] as const;
+    const [b, h, w] = spread.shape;
+    if (
+      h + Math.min(0, amounts[0]) + Math.min(0, amounts[1]) <= 0 ||
+      w + Math.min(0, amounts[2]) + Math.min(0, amounts[3]) <= 0
+    ) {
+      // Every dy sample is cropped away (padding wider than the filter): no input gets gradient.
+      // XNNPACK would refuse the empty input and leave the output unwritten.
+      return tf.zeros([b, c.inHeight, c.inWidth, C]) as tf.Tensor4D;
+    }
+    const padded = padOrCrop(spread, amounts);
     const rotated = tf.reshape(rotatedFilter(filter, false), [KH, KW, Co, 1]) as tf.Tensor4D;
     const r = tf.depthwiseConv2d(padded, rotated, 1, 'valid', 'NHWC', [dH, dW]);
     if (M === 1) return r;
-    const [b, h, w] = r.shape;
-    return tf.sum(tf.reshape(r, [b, h, w, C, M]), 4) as tf.Tensor4D;
+    return tf.sum(tf.reshape(r, [b, c.inHeight, c.inWidth, C, M]), 4) as tf.Tensor4D;
   });
 }
 
