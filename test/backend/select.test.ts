@@ -127,6 +127,21 @@ describe('initBackend', () => {
     assert.match(info.reason, /skipped tensorflow: @tensorflow\/tfjs-node is installed but failed to load/);
   });
 
+  it('auto falls back to cpu when wasm cannot start, and an explicit wasm request says what to do', async () => {
+    const noWasm = async (specifier: string): Promise<unknown> => {
+      if (specifier === '@tensorflow/tfjs-backend-wasm')
+        throw new Error('WebAssembly.instantiate(): out of memory');
+      return loader('absent')(specifier);
+    };
+    const info = await initBackend('auto', { env: {}, importModule: noWasm });
+    assert.equal(info.name, 'cpu');
+    assert.match(info.reason, /skipped .*wasm: the wasm backend failed to initialise: .*out of memory/);
+    await assert.rejects(
+      initBackend('wasm', { env: {}, importModule: noWasm }),
+      /backend 'wasm' requested by argument is unavailable: .*out of memory; set TILESTREAM_BACKEND=cpu/,
+    );
+  });
+
   it('is idempotent: a second call registers nothing new and keeps the same kernels', async () => {
     const first: BackendInfo = await initBackend('wasm', { env: {} });
     const funcs = PROJECT_KERNELS.filter((k) => k.backendName === 'wasm').map(
