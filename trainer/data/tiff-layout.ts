@@ -19,8 +19,9 @@ export interface TiffPage {
   tileHeight?: number;
   /** Rows per strip for strip pages. */
   rowsPerStrip?: number;
-  /** Number of tiles or strips. */
-  blocks: number;
+  /** Byte offset and length of every tile or strip (row-major tiles). */
+  blockOffsets: number[];
+  blockByteCounts: number[];
   /** One past the last byte of pixel data this page refers to. */
   dataEnd: number;
 }
@@ -190,7 +191,8 @@ export async function readTiffLayout(file: FileHandle, size: number): Promise<Ti
       samplesPerPixel: await first(TAG.samplesPerPixel, 1),
       bitsPerSample: await first(TAG.bitsPerSample, 1),
       compression: await first(TAG.compression, 1),
-      blocks: offsets.length,
+      blockOffsets: offsets,
+      blockByteCounts: counts,
       dataEnd,
     };
     if (tiled) {
