@@ -10,7 +10,7 @@ import { type BackendName, initBackend } from './select.ts';
 export interface BenchKernelsOptions {
   /** Square input size in pixels (default 128). */
   size?: number;
-  /** Timed repetitions after one warm-up step (default 3). */
+  /** Timed repetitions after one warm-up step; medians are reported (default 5). */
   repeats?: number;
   /** Backends to time, in order; the first is the numerator of the speed-ups (default wasm, cpu). */
   backends?: BackendName[];
@@ -20,9 +20,9 @@ export interface BenchKernelsOptions {
 
 export interface BackendTiming {
   backend: BackendName;
-  /** Mean forward-only time (no tape). */
+  /** Median forward-only time (no tape). */
   forwardMs: number;
-  /** Mean time of a training step: forward, loss and gradients of all parameters. */
+  /** Median time of a training step: forward, loss and gradients of all parameters. */
   trainMs: number;
   /** Process CPU time per training step (user + system): steadier than wall time on a shared machine. */
   trainCpuMs: number;
@@ -99,16 +99,28 @@ async function timeBackend(
     tf.dispose(grads);
   };
   const forward = () => tf.tidy(() => logits(x, params).dataSync());
-  const mean = (f: () => void) => {
-    f(); // warm-up: kernel setup, XNNPACK operator creation, JIT
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    for (let i = 0; i < repeats; i++) f();
-    const cpu = process.cpuUsage(c0);
-    return { wall: (performance.now() - t0) / repeats, cpu: (cpu.user + cpu.system) / 1000 / repeats };
+  // Median over the repeats: one slow repeat (another process, a GC, heap growth) moves it little.
+  const median = (f: () => void) => {
+    f(); // warm-up: kernel setup, XNNPACK operator creation, JIT, wasm heap growth
+    const walls: number[] = [];
+    const cpus: number[] = [];
+    for (let i = 0; i < repeats; i++) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      f();
+      walls.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpus.push((c.user + c.system) / 1000);
+    }
+    const mid = (v: number[]) => {
+      const s = [...v].sort((a, b) => a - b);
+      const m = s.length >> 1;
+      return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+    };
+    return { wall: mid(walls), cpu: mid(cpus) };
   };
-  const forwardMs = mean(forward).wall;
-  const { wall: trainMs, cpu: trainCpuMs } = mean(step);
+  const forwardMs = median(forward).wall;
+  const { wall: trainMs, cpu: trainCpuMs } = median(step);
   const timing: BackendTiming = {
     backend: name,
     forwardMs: round(forwardMs),
@@ -141,7 +153,7 @@ const round = (v: number) => Math.round(v * 100) / 100;
 /** Times the training step on each backend and returns the speed-up of the first over the others. */
 export async function benchKernels(options: BenchKernelsOptions = {}): Promise<BenchKernelsResult> {
   const size = options.size ?? 128;
-  const repeats = options.repeats ?? 3;
+  const repeats = options.repeats ?? 5;
   const backends = options.backends ?? ['wasm', 'cpu'];
   if (!Number.isInteger(size) || size < 8 || size % 4 !== 0) {
     throw new Error(`bench: size must be a multiple of 4 and at least 8 (two 2x2 pools), got ${size}`);
