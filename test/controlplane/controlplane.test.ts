@@ -304,4 +304,96 @@ describe('real control plane', () => {
     const termFile = `${agent.pvcRoot}/${ns}/sleeper-data/term`;
     assert.ok(existsSync(termFile), `${termFile} written by the TERM trap`);
   });
+
+  it('restarts an OnFailure container in place, keeping emptyDir, and counts the restart', async () => {
+    await core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: 'flaky' },
+        spec: {
+          restartPolicy: 'OnFailure',
+          nodeSelector: { [CLASS_LABEL]: 'gpu-mig-10g' },
+          containers: [
+            {
+              name: 'main',
+              image: 'tilestream/test',
+              // Fails on the first start, succeeds on the second (the marker survives in emptyDir).
+              command: [
+                'sh',
+                '-c',
+                'M=$TILESTREAM_POD_ROOT/scratch/once; if [ -e $M ]; then exit 0; fi; touch $M; exit 1',
+              ],
+              volumeMounts: [{ name: 'scratch', mountPath: '/scratch' }],
+            },
+          ],
+          volumes: [{ name: 'scratch', emptyDir: {} }],
+        },
+      },
+    });
+    const pod = await waitFor('pod flaky Succeeded', async () => {
+      const p = await core.readNamespacedPod({ name: 'flaky', namespace: ns });
+      return p.status?.phase === 'Succeeded' ? p : undefined;
+    });
+    const cs = pod.status?.containerStatuses?.[0];
+    assert.equal(cs?.restartCount, 1);
+    assert.equal(cs?.lastState?.terminated?.exitCode, 1);
+    assert.equal(cs?.state?.terminated?.exitCode, 0);
+  });
+
+  it('reports an OOM kill as reason OOMKilled with exit code 137', async () => {
+    await core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: 'hog' },
+        spec: {
+          restartPolicy: 'Never',
+          nodeSelector: { [CLASS_LABEL]: 'gpu-16g' },
+          containers: [{ name: 'main', image: 'tilestream/test', command: ['sleep', '60'] }],
+        },
+      },
+    });
+    await waitFor('pod hog Running', async () => {
+      const p = await core.readNamespacedPod({ name: 'hog', namespace: ns });
+      return p.status?.phase === 'Running' ? p : undefined;
+    });
+    assert.ok(agent.oomKill(ns, 'hog', 'main'));
+    const pod = await waitFor('pod hog Failed', async () => {
+      const p = await core.readNamespacedPod({ name: 'hog', namespace: ns });
+      return p.status?.phase === 'Failed' ? p : undefined;
+    });
+    const term = pod.status?.containerStatuses?.[0]?.state?.terminated;
+    assert.equal(term?.reason, 'OOMKilled');
+    assert.equal(term?.exitCode, 137);
+  });
+
+  it('deletes a finished Job and its pods after ttlSecondsAfterFinished', async () => {
+    await batch.createNamespacedJob({
+      namespace: ns,
+      body: {
+        metadata: { name: 'short-lived' },
+        spec: {
+          ttlSecondsAfterFinished: 0,
+          template: {
+            spec: {
+              restartPolicy: 'Never',
+              nodeSelector: { [CLASS_LABEL]: 'gpu-80g' },
+              containers: [{ name: 'main', image: 'tilestream/test', command: ['true'] }],
+            },
+          },
+        },
+      },
+    });
+    await waitFor(
+      'Job short-lived and its pods deleted',
+      async () => {
+        const jobs = await batch.listNamespacedJob({
+          namespace: ns,
+          fieldSelector: 'metadata.name=short-lived',
+        });
+        const pods = await core.listNamespacedPod({ namespace: ns, labelSelector: 'job-name=short-lived' });
+        return jobs.items.length === 0 && pods.items.length === 0;
+      },
+      { timeoutMs: 30_000 },
+    );
+  });
 });
