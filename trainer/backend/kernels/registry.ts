@@ -34,7 +34,7 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     kernelName: tf.Conv2DBackpropInput,
     backendName: 'wasm',
     kernelFunc: conv2dBackpropInputConvKernel,
-    why: 'stock wasm kernel is a naive loop; XNNPACK conv of the zero-spread dy is 2-15x faster',
+    why: 'stock wasm kernel is a naive loop; XNNPACK convs (sub-pixel phases when strided) are 2-15x faster',
   },
   {
     kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
