@@ -302,6 +302,7 @@ async function startOnce(
     const schedKubeconfig = writeKubeconfig('scheduler.kubeconfig', 'system:kube-scheduler');
 
     // --- kube-apiserver
+    const frontProxy = pki.clientCert('front-proxy-client');
     const apiserver = start('kube-apiserver', [
       `--etcd-servers=${etcdUrl}`,
       '--bind-address=127.0.0.1',
@@ -323,6 +324,15 @@ async function startOnce(
       // Loopback addresses are invalid in the `kubernetes` Endpoints; skip that reconciler.
       '--endpoint-reconciler-type=none',
       '--profiling=false',
+      // Front-proxy (aggregation layer) settings as kubeadm sets them; without them the
+      // controllers' delegated authn logs a missing requestheader CA over and over.
+      `--requestheader-client-ca-file=${pki.caCertPath}`,
+      '--requestheader-allowed-names=front-proxy-client',
+      '--requestheader-username-headers=X-Remote-User',
+      '--requestheader-group-headers=X-Remote-Group',
+      '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+      `--proxy-client-cert-file=${frontProxy.certPath}`,
+      `--proxy-client-key-file=${frontProxy.keyPath}`,
       ...(opts.extraApiServerFlags ?? []),
     ]);
     const adminCert = pki.clientCert('admin', ['system:masters']);
