@@ -136,9 +136,9 @@ describe('pixels', () => {
     const expect = [...px].map(
       (x, i) => (x / 255 - (norm.mean[i % 3] as number)) / (norm.std[i % 3] as number),
     );
-    plain.forEach((v, i) =>
-      assert.ok(Math.abs(v - (expect[i] as number)) < 1e-6, `${i}: ${v} vs ${expect[i]}`),
-    );
+    plain.forEach((v, i) => {
+      assert.ok(Math.abs(v - (expect[i] as number)) < 1e-6, `${i}: ${v} vs ${expect[i]}`);
+    });
 
     const jitter = { brightness: 1.3, contrast: 0.7 };
     const bc = (v: number) => Math.min(1, Math.max(0, (v * 1.3 - 0.5) * 0.7 + 0.5));
@@ -159,12 +159,14 @@ describe('pixels', () => {
           const norm = { mean: [0.4, 0.5, 0.6], std: [0.2, 0.3, 0.25] };
           const perm = permutation(10, mulberry32(seed));
           const shuffled = new Uint8Array(30);
-          perm.forEach((p, i) => shuffled.set(bytes.subarray(p * 3, p * 3 + 3), i * 3));
+          perm.forEach((p, i) => {
+            shuffled.set(bytes.subarray(p * 3, p * 3 + 3), i * 3);
+          });
           const a = normalizePixels(bytes, 3, norm, jitter);
           const b = normalizePixels(shuffled, 3, norm, jitter);
-          perm.forEach((p, i) =>
-            assert.deepEqual(b.subarray(i * 3, i * 3 + 3), a.subarray(p * 3, p * 3 + 3)),
-          );
+          perm.forEach((p, i) => {
+            assert.deepEqual(b.subarray(i * 3, i * 3 + 3), a.subarray(p * 3, p * 3 + 3));
+          });
         },
       ),
       { numRuns: 50 },
