@@ -17,8 +17,11 @@ export interface CalibrationCase {
   readonly inputGrad?: boolean;
 }
 
-/** Built-in bodies: each streamed and conventional, at two image sizes for some. */
-export function builtinCases(): CalibrationCase[] {
+/**
+ * Built-in bodies, each streamed and conventional. 'light' keeps the images small enough for the
+ * cpu backend (about 20 times slower than wasm) to run the set in seconds.
+ */
+export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[] {
   const small: PlanNetwork = {
     ...builtinNetwork('smallcnn', { width: 8, inputChannels: 3 }),
     pooling: 'max',
@@ -35,19 +38,31 @@ export function builtinCases(): CalibrationCase[] {
     outputs: 3,
   };
   // The MIDL 2018 network as in the notebook's 514² demo (5 blocks, streamed to conv1-3); 520 is
-  // the nearest size aligned to its stride of 8.
+  // the nearest size aligned to its stride of 8; smaller variants have 4 and 3 blocks.
   const midl: PlanNetwork = { ...splitAt(midl2018({ blocks: 5 }), 'conv1-3'), pooling: 'avg', outputs: 2 };
+  const midl4: PlanNetwork = { ...splitAt(midl2018({ blocks: 4 }), 'conv1-2'), pooling: 'max', outputs: 2 };
+  const midl3: PlanNetwork = { ...splitAt(midl2018({ blocks: 3 }), 'conv1-1'), pooling: 'max', outputs: 2 };
+  const both = (name: string, net: PlanNetwork, image: number, tile: number): CalibrationCase[] => [
+    { name: `${name} ${image}²`, net, image: [image, image], tile: [tile, tile] },
+    { name: `${name} ${image}²`, net, image: [image, image] },
+  ];
+  if (size === 'light') {
+    return [
+      ...both('smallcnn w8', small, 128, 96),
+      ...both('resnet18 w4 →layer2', r18, 160, 144),
+      ...both('resnet34 w4 →layer1', r34, 128, 96),
+      ...both('midl2018 3 blocks →conv1-1', midl3, 128, 72),
+    ];
+  }
   return [
-    { name: 'smallcnn w8 128²', net: small, image: [128, 128], tile: [96, 96] },
+    ...both('smallcnn w8', small, 128, 96),
     { name: 'smallcnn w8 256²', net: small, image: [256, 256], tile: [128, 128] },
     { name: 'smallcnn w8 256² saliency', net: small, image: [256, 256], tile: [160, 160], inputGrad: true },
     { name: 'smallcnn w8 256²', net: small, image: [256, 256] },
-    { name: 'resnet18 w4 →layer2 256²', net: r18, image: [256, 256], tile: [192, 192] },
-    { name: 'resnet18 w4 →layer2 256²', net: r18, image: [256, 256] },
-    { name: 'resnet34 w4 →layer1 192²', net: r34, image: [192, 192], tile: [96, 96] },
-    { name: 'resnet34 w4 →layer1 192²', net: r34, image: [192, 192] },
-    { name: 'midl2018 5 blocks →conv1-3 520²', net: midl, image: [520, 520], tile: [264, 264] },
-    { name: 'midl2018 5 blocks →conv1-3 520²', net: midl, image: [520, 520] },
+    ...both('resnet18 w4 →layer2', r18, 256, 192),
+    ...both('resnet34 w4 →layer1', r34, 192, 96),
+    ...both('midl2018 4 blocks →conv1-2', midl4, 264, 136),
+    ...both('midl2018 5 blocks →conv1-3', midl, 520, 264),
   ];
 }
 
@@ -71,7 +86,7 @@ export function randomCases(count: number, seed = 7): CalibrationCase[] {
     } catch {
       continue; // a body whose layers vanish at every size: skip it
     }
-    const want = 64 + 32 * (cases.length / 2);
+    const want = 64 + 32 * ((cases.length / 2) % 6);
     const image = stride * Math.ceil(Math.max(want, 2 * min) / stride);
     if (image > 224) continue;
     const tile = Math.max(min, stride * Math.round((image * 0.6) / stride));

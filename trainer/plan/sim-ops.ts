@@ -529,7 +529,7 @@ function padOrCrop(sim: SimEngine, x: T, amounts: Pad4): T {
   return t;
 }
 
-/** conv-geometry.ts conv2dSignedPad: crop with a slice, pad inside the convolution. */
+/** conv-geometry.ts conv2dSignedPad: crop with a slice, pad inside the convolution; zeros when nothing real is left. */
 function conv2dSignedPad(
   sim: SimEngine,
   x: T,
@@ -538,12 +538,30 @@ function conv2dSignedPad(
   dilations: readonly [number, number],
 ): T {
   const crop = amounts.map((v) => Math.min(0, v)) as unknown as Pad4;
+  const [n, h, w] = x.shape as [number, number, number];
+  const [kh, kw, , co] = filter.shape as [number, number, number, number];
+  if (h + crop[0] + crop[1] <= 0 || w + crop[2] + crop[3] <= 0) {
+    const outH = h + amounts[0] + amounts[1] - ((kh - 1) * dilations[0] + 1) + 1;
+    const outW = w + amounts[2] + amounts[3] - ((kw - 1) * dilations[1] + 1) + 1;
+    return sim.make([n, Math.max(0, outH), Math.max(0, outW), co]);
+  }
   const xc = crop.some((v) => v < 0) ? padOrCrop(sim, x, crop) : x;
   return conv2d(sim, xc, filter, {
     strides: [1, 1],
     pad: amounts.map((v) => Math.max(0, v)) as unknown as Pad4,
     dilations,
   });
+}
+
+/** tf.stack: a Pack kernel (one input: an expandDims, which shares the buffer). */
+function stack(sim: SimEngine, xs: readonly T[], axis: number): T {
+  const shape = [...(xs[0] as T).shape];
+  shape.splice(axis, 0, xs.length);
+  const inputs: Record<string, T> = {};
+  xs.forEach((t, i) => {
+    inputs[String(i)] = t;
+  });
+  return sim.kernel('Pack', inputs, shape, { axis });
 }
 
 /** conv-geometry.ts rotatedFilter: the filter turned by 180° in JS, made with tf.tensor (no kernel). */
@@ -576,14 +594,55 @@ const wasmConv2dBackpropFilter: CompositeKernel = (sim, inputs, attrs) => {
   });
 };
 
+/** conv2d-backprop-input-conv.ts useSubPixel: strided, except small 1×1 filters. */
+function useSubPixel(filterShape: Shape, strides: readonly [number, number]): boolean {
+  const [kh, kw, ci, co] = filterShape as [number, number, number, number];
+  if (strides[0] === 1 && strides[1] === 1) return false;
+  return !(kh === 1 && kw === 1 && ci * co < 64 * 64);
+}
+
+/** conv2d-backprop-input-conv.ts phaseAxis: the taps and dy padding of one output phase. */
+function phaseAxis(phase: number, k: number, s: number, pad: number, outLen: number, dyLen: number) {
+  const first = (phase + pad) % s;
+  const taps = first < k ? Math.ceil((k - first) / s) : 0;
+  const before = taps - 1 - Math.floor((phase + pad) / s);
+  return { taps, before, after: outLen + taps - 1 - before - dyLen };
+}
+
 const wasmConv2dBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
   const dy = inputs.dy as T;
   const filter = inputs.filter as T;
   const a = attrs as unknown as BackpropAttrs;
   const [KH, KW, ci, co] = filter.shape as [number, number, number, number];
   const [sH, sW] = a.strides;
-  const [, inH, inW] = a.inputShape as [number, number, number];
+  const [B, inH, inW] = a.inputShape as [number, number, number];
   const [top, , left] = convPad(attrs);
+  if (useSubPixel(filter.shape, a.strides)) {
+    // conv2dBackpropInputSubPixel: one stride-1 correlation per output phase, interleaved by stacks.
+    const [, Ho, Wo] = dy.shape as [number, number, number];
+    const qh = Math.ceil(inH / sH);
+    const qw = Math.ceil(inW / sW);
+    return sim.tidy(() => {
+      const rows: T[] = [];
+      for (let fh = 0; fh < sH; fh++) {
+        const ph = phaseAxis(fh, KH, sH, top, qh, Ho);
+        const cols: T[] = [];
+        for (let fw = 0; fw < sW; fw++) {
+          const pw = phaseAxis(fw, KW, sW, left, qw, Wo);
+          if (ph.taps === 0 || pw.taps === 0) {
+            cols.push(sim.make([B, qh, qw, ci]));
+            continue;
+          }
+          const sub = sim.make([ph.taps, pw.taps, co, ci]);
+          cols.push(conv2dSignedPad(sim, dy, sub, [ph.before, ph.after, pw.before, pw.after], [1, 1]));
+        }
+        rows.push(reshape(sim, stack(sim, cols, 3), [B, qh, qw * sW, ci]));
+      }
+      const full = reshape(sim, stack(sim, rows, 2), [B, qh * sH, qw * sW, ci]);
+      if (qh * sH === inH && qw * sW === inW) return full;
+      return slice(sim, full, [0, 0, 0, 0], [B, inH, inW, ci]);
+    });
+  }
   return sim.tidy(() => {
     const spread = spreadWithZeros(sim, dy, sH, sW);
     const amounts: Pad4 = [
@@ -606,12 +665,15 @@ const wasmDepthwiseBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
   const [top, , left] = convPad(attrs);
   return sim.tidy(() => {
     const spread = spreadWithZeros(sim, dy, sH, sW);
-    const padded = padOrCrop(sim, spread, [
-      KH - 1 - top,
-      inH + top - (spread.shape[1] as number),
-      KW - 1 - left,
-      inW + left - (spread.shape[2] as number),
-    ]);
+    const [b, h, w] = spread.shape as [number, number, number];
+    const amounts: Pad4 = [KH - 1 - top, inH + top - h, KW - 1 - left, inW + left - w];
+    if (
+      h + Math.min(0, amounts[0]) + Math.min(0, amounts[1]) <= 0 ||
+      w + Math.min(0, amounts[2]) + Math.min(0, amounts[3]) <= 0
+    ) {
+      return sim.make([b, inH, inW, C]);
+    }
+    const padded = padOrCrop(sim, spread, amounts);
     const rotated = reshape(sim, rotatedFilter(sim, filter.shape), [KH, KW, C * M, 1]);
     const r = depthwiseConv2d(sim, padded, rotated, {
       strides: [1, 1],
@@ -619,8 +681,7 @@ const wasmDepthwiseBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
       dilations: [1, 1],
     });
     if (M === 1) return r;
-    const [b, h, w] = r.shape as [number, number, number];
-    return sum(sim, reshape(sim, r, [b, h, w, C, M]), [4]);
+    return sum(sim, reshape(sim, r, [b, inH, inW, C, M]), [4]);
   });
 };
 
@@ -630,16 +691,16 @@ export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm', 'tensorflow
 /**
  * cpu: Identity, Reshape and lossless Casts hand out the input's buffer (tfjs-backend-cpu
  * identity). wasm: Reshape, and Identity through the project's kernel (identity-wasm.ts; the
- * stock one copies); Cast copies on the heap. tensorflow (tfjs-node-gpu): TF forwards buffers for
+ * stock one copies); Cast copies on the heap. A one-input Pack (stack) is an expandDims, a view. tensorflow (tfjs-node-gpu): TF forwards buffers for
  * Identity and same-type Cast, as cpu does; its gradient kernels are TF's own (nothing composed
  * in JS). When trainer/backend/kernels changes what aliases or what is composed, change it here:
  * test/plan/calibration.test.ts compares both the handle and the buffer peaks with measurements.
  */
 export const BACKENDS: Readonly<Record<BackendName, BackendModel>> = {
-  cpu: { name: 'cpu', aliasing: new Set(['Identity', 'Reshape', 'Cast']), composites: {} },
+  cpu: { name: 'cpu', aliasing: new Set(['Identity', 'Reshape', 'Cast', 'Pack']), composites: {} },
   wasm: {
     name: 'wasm',
-    aliasing: new Set(['Identity', 'Reshape']),
+    aliasing: new Set(['Identity', 'Reshape', 'Pack']),
     composites: {
       Conv2DBackpropFilter: wasmConv2dBackpropFilter,
       Conv2DBackpropInput: wasmConv2dBackpropInput,
