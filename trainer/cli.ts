@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerStreamingBenches } from './bench/cli.ts';
+import { registerSynthCommand } from './data/synth-cli.ts';
+import { registerTrainCommand } from './train/cli.ts';
 
 const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -18,6 +20,8 @@ export function buildProgram(): Command {
     )
     .version(VERSION, '-V, --version', 'print the tilestream version')
     .showHelpAfterError('(run with --help for usage)');
+  registerTrainCommand(program);
+  registerSynthCommand(program);
   const bench = program
     .command('bench')
     .description('measure streaming against conventional training (JSON with --json)');

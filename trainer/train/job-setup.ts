@@ -1,0 +1,136 @@
+// From a validated StreamingTrainingJob to the things the training loop needs: the network, the
+// image size, the loss and optimizer settings, and the samples. Pure where it can be, so the
+// mapping from spec to run is tested without training anything.
+
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
+import { type AugmentationPolicy, drawAugmentation } from '../data/augment.ts';
+import { openImage } from '../data/image.ts';
+import { ImageError } from '../data/image-error.ts';
+import { type ManifestEntry, readManifest } from '../data/manifest.ts';
+import { builtinNetwork } from '../streaming/bodies.ts';
+import { type Network, networkParameterShapes } from '../streaming/network.ts';
+import { mulberry32 } from '../streaming/random-body.ts';
+import { checkInputSize, importedNetwork, loadTfjsLayersModel } from '../streaming/tfjs-import.ts';
+import type { CheckpointTensor } from './checkpoint.ts';
+import { type Sample, SkippedImage } from './loop.ts';
+import type { LossName } from './losses.ts';
+import type { OptimizerConfig } from './optimizers.ts';
+import type { Schedule } from './schedule.ts';
+
+/** Dense outputs: one per class for softmax, a single logit or value otherwise. */
+export function outputsFor(spec: StreamingTrainingJobSpec): number {
+  return spec.training.loss === 'softmax-cross-entropy' ? spec.model.head.classes : 1;
+}
+
+/** The network of the job and, for an imported TF.js model, its weights to start from. */
+export async function loadNetwork(
+  spec: StreamingTrainingJobSpec,
+  root: string,
+): Promise<{ network: Network; initialWeights?: Map<string, CheckpointTensor> }> {
+  const m = spec.model;
+  if (m.architecture !== 'tfjs') return { network: builtinNetworkFor(spec) };
+  const imported = await loadTfjsLayersModel(resolve(root, m.tfjsModel), { bodyEnd: m.bodyEnd });
+  const [height, width] = imageSizeOf(spec);
+  checkInputSize(imported, height, width);
+  const network = importedNetwork(imported, { pooling: m.head.pooling, outputs: outputsFor(spec) });
+  const initialWeights = new Map<string, CheckpointTensor>();
+  const shapes = networkParameterShapes(network);
+  for (const [name, w] of imported.weights) {
+    // A head of another size (e.g. new classes) starts fresh; body and trunk weights must fit.
+    if (shapes.get(name)?.join('x') === w.shape.join('x'))
+      initialWeights.set(name, { shape: w.shape, values: w.data });
+  }
+  return { network, initialWeights };
+}
+
+/** The network of a built-in architecture. */
+export function builtinNetworkFor(spec: StreamingTrainingJobSpec): Network {
+  const m = spec.model;
+  if (m.architecture === 'tfjs') throw new Error('internal: tfjs models are loaded with loadNetwork');
+  const split = builtinNetwork(m.architecture, {
+    inputChannels: spec.data.channels,
+    ...(m.bodyEnd !== undefined && { bodyEnd: m.bodyEnd }),
+    ...(m.width !== undefined && { width: m.width }),
+  });
+  return { ...split, pooling: m.head.pooling, outputs: outputsFor(spec) };
+}
+
+export function imageSizeOf(spec: StreamingTrainingJobSpec): [number, number] {
+  return [spec.data.imageSize.height, spec.data.imageSize.width];
+}
+
+export function optimizerConfigOf(spec: StreamingTrainingJobSpec): OptimizerConfig {
+  const o = spec.training.optimizer;
+  return o.type === 'sgd'
+    ? { type: 'sgd', momentum: o.momentum ?? 0.9, weightDecay: o.weightDecay }
+    : {
+        type: 'adam',
+        weightDecay: o.weightDecay,
+        ...(o.beta1 !== undefined && { beta1: o.beta1 }),
+        ...(o.beta2 !== undefined && { beta2: o.beta2 }),
+        ...(o.epsilon !== undefined && { epsilon: o.epsilon }),
+      };
+}
+
+export function scheduleOf(spec: StreamingTrainingJobSpec): Schedule {
+  const s = spec.training.schedule;
+  return s.type === 'step'
+    ? { type: 'step', warmupEpochs: s.warmupEpochs, stepEpochs: s.stepEpochs, gamma: s.gamma ?? 0.1 }
+    : { type: s.type, warmupEpochs: s.warmupEpochs };
+}
+
+export function lossOf(spec: StreamingTrainingJobSpec): LossName {
+  return spec.training.loss;
+}
+
+/**
+ * Paths in a manifest are for the pod; run locally, a relative `spec.data.root` is taken relative to
+ * the manifest file, so `tilestream train examples/x.yaml` works from any folder.
+ */
+export function dataRootOf(job: StreamingTrainingJob, manifestFile: string | undefined): string {
+  return resolveJobPath(job.spec.data.root, manifestFile);
+}
+
+/** A path of the job (data root, checkpoint path): absolute as is, relative to the manifest's folder. */
+export function resolveJobPath(path: string, manifestFile: string | undefined): string {
+  if (isAbsolute(path) || !manifestFile) return resolve(path);
+  return resolve(dirname(manifestFile), path);
+}
+
+/** Samples of one manifest: images opened lazily, unreadable ones turned into SkippedImage. */
+export async function samplesOf(
+  spec: StreamingTrainingJobSpec,
+  root: string,
+  manifestPath: string,
+  augment: boolean,
+  split?: 'train' | 'validation',
+): Promise<Sample[]> {
+  const manifest = await readManifest(resolve(root, manifestPath), { root });
+  // Rows without a split column count as training rows.
+  const entries = split ? manifest.entries.filter((e) => (e.split ?? 'train') === split) : manifest.entries;
+  const [height, width] = imageSizeOf(spec);
+  const channels = spec.data.channels as 1 | 3;
+  const policy: AugmentationPolicy = augment ? (spec.data.augmentation ?? {}) : {};
+  const normalization = spec.data.normalization;
+  return entries.map((entry: ManifestEntry) => ({
+    id: entry.relativePath,
+    label: entry.label,
+    async open(seed: number) {
+      const augmentation =
+        seed >= 0 ? drawAugmentation(policy, mulberry32(seed), { height, width }) : undefined;
+      try {
+        return await openImage(entry.path, {
+          height,
+          width,
+          channels,
+          ...(normalization && { normalization }),
+          ...(augmentation && { augmentation }),
+        });
+      } catch (e) {
+        if (e instanceof ImageError) throw new SkippedImage(e.reason, e.message);
+        throw e;
+      }
+    },
+  }));
+}

@@ -1,0 +1,331 @@
+// `tilestream train job.yaml`: runs exactly the manifest `kubectl apply` would submit, on a laptop
+// or in the operator's pod. Validates the job, prepares the data, picks the backend and the tile,
+// trains with checkpoints and metrics, handles SIGTERM and out-of-memory, and ends with a JSON
+// summary (also written to the termination-message path in a pod).
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { StreamingTrainingJob } from '../../crds/index.ts';
+import { formatProblems, loadJobFile } from '../../crds/validate.ts';
+import { type BackendChoice, initBackend } from '../backend/select.ts';
+import { ensureSyntheticDataset } from '../data/synthetic.ts';
+import { tileGrid } from '../streaming/geometry.ts';
+import type { Network } from '../streaming/network.ts';
+import { EXIT, isOutOfMemory } from './exit-codes.ts';
+import {
+  dataRootOf,
+  imageSizeOf,
+  loadNetwork,
+  lossOf,
+  optimizerConfigOf,
+  resolveJobPath,
+  samplesOf,
+  scheduleOf,
+} from './job-setup.ts';
+import { type Sample, type TrainResult, train } from './loop.ts';
+import { createLogger, createTrainerMetrics, formatDuration, ProgressBar, serveMetrics } from './observe.ts';
+import { createStatusReporter } from './report-k8s.ts';
+import { resolveTile } from './tile-choice.ts';
+
+export interface TrainOptions {
+  /** Overrides spec.streaming.tileSize (the operator passes the planned tile this way). */
+  tileSize?: number;
+  backend?: BackendChoice;
+  /** Where checkpoints and outputs go when the job gives no checkpoint path (or to override it). */
+  outputDir?: string;
+  epochs?: number;
+  metricsPort?: number;
+  /** Memory budget for `tileSize: auto` when running locally, bytes. */
+  memoryBudget?: number;
+  json?: boolean;
+}
+
+export interface TrainSummary {
+  job: string;
+  status: 'completed' | 'stopped';
+  backend: string;
+  image: [number, number];
+  tile: [number, number];
+  tiles: number;
+  steps: number;
+  epochs: number;
+  seconds: number;
+  skippedImages: number;
+  resumedFrom?: string;
+  checkpointDir?: string;
+  validation?: { auc: number; accuracy: number; loss: number };
+  history: TrainResult['history'];
+}
+
+/** Runs one job; returns the process exit code. */
+export async function runTrainCommand(file: string, o: TrainOptions): Promise<number> {
+  const loaded = await loadJobFile(file);
+  if (!loaded.ok) {
+    process.stderr.write(`${formatProblems(loaded.problems, file)}\n`);
+    return EXIT.invalidInput;
+  }
+  const job = loaded.job;
+  const name = job.metadata.name;
+  const namespace = job.metadata.namespace ?? 'default';
+  const tty = process.stderr.isTTY === true && !o.json;
+  const log = createLogger({ job: `${namespace}/${name}` }, tty);
+  const bar = tty ? new ProgressBar(process.stderr) : undefined;
+  const say = (
+    level: 'info' | 'warn' | 'error',
+    message: string,
+    fields: Record<string, unknown> = {},
+  ): void => {
+    bar?.clear();
+    log.log(level, message, fields);
+  };
+
+  let stopRequested = false;
+  const onSignal = (signal: string): void => {
+    if (stopRequested) return;
+    stopRequested = true;
+    say('warn', `${signal} received: finishing the current tile, writing a checkpoint, then exiting`);
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
+  const metrics = createTrainerMetrics({ namespace, name });
+  const metricsServer =
+    o.metricsPort !== undefined && o.metricsPort >= 0
+      ? await serveMetrics(metrics.registry, o.metricsPort)
+      : undefined;
+  if (metricsServer) say('info', `metrics on :${metricsServer.port}/metrics`);
+  const reporter = createStatusReporter({ namespace, name }, 10_000, (m) => say('warn', m));
+  const t0 = Date.now();
+  try {
+    const summary = await runJob(job, file, o, { say, bar, metrics, reporter, stop: () => stopRequested });
+    summary.seconds = (Date.now() - t0) / 1000;
+    reporter?.report({
+      result: {
+        ...(summary.validation && {
+          validationAuc: Number.isFinite(summary.validation.auc) ? summary.validation.auc : undefined,
+          validationAccuracy: Number.isFinite(summary.validation.accuracy)
+            ? summary.validation.accuracy
+            : undefined,
+          validationLoss: Number.isFinite(summary.validation.loss) ? summary.validation.loss : undefined,
+        }),
+      },
+    });
+    await reporter?.flush();
+    writeSummary(summary);
+    return summary.status === 'stopped' ? EXIT.stopped : EXIT.ok;
+  } catch (e) {
+    const err = e as Error;
+    if (isOutOfMemory(err)) {
+      say('error', `out of memory: ${err.message}; retry with a smaller tile (--tile-size)`, {
+        exitCode: EXIT.outOfMemory,
+      });
+      writeTermination(`out of memory: ${err.message.slice(0, 500)}`);
+      return EXIT.outOfMemory;
+    }
+    say('error', err.message, { exitCode: EXIT.failure });
+    writeTermination(`failed: ${err.message.slice(0, 2000)}`);
+    return EXIT.failure;
+  } finally {
+    await new Promise<void>((r) => (metricsServer ? metricsServer.server.close(() => r()) : r()));
+  }
+}
+
+interface RunContext {
+  say: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+  bar: ProgressBar | undefined;
+  metrics: ReturnType<typeof createTrainerMetrics>;
+  reporter: ReturnType<typeof createStatusReporter>;
+  stop: () => boolean;
+}
+
+async function runJob(
+  job: StreamingTrainingJob,
+  file: string,
+  o: TrainOptions,
+  ctx: RunContext,
+): Promise<TrainSummary> {
+  const spec = job.spec;
+  const { say, metrics, reporter } = ctx;
+  const root = dataRootOf(job, file);
+  if (spec.data.synthetic) {
+    const [height, width] = imageSizeOf(spec);
+    const syn = spec.data.synthetic;
+    const made = await ensureSyntheticDataset(
+      root,
+      {
+        height,
+        width,
+        count: syn.count,
+        validationCount: syn.validationCount,
+        seed: syn.seed,
+        format: syn.format,
+      },
+      {
+        onProgress: (p) =>
+          ctx.bar?.update(p.done / p.total, `generating synthetic ${p.split} images ${p.done}/${p.total}`),
+      },
+    );
+    ctx.bar?.clear();
+    if (made.generated > 0)
+      say('info', `generated ${made.generated} synthetic images in ${root}`, { seconds: made.seconds });
+    for (const [field, want] of [
+      ['train', made.info.manifests.train],
+      ['validation', made.info.manifests.validation],
+    ] as const) {
+      if ((spec.data[field] ?? want) !== want) {
+        throw new Error(
+          `spec.data.${field} must be '${want}' for a synthetic dataset (got '${spec.data[field]}')`,
+        );
+      }
+    }
+  }
+  const backend = await initBackend(o.backend ?? spec.training.backend, {
+    log: (m, f) => say('info', m, { reason: f.reason }),
+  });
+  const { network: net, initialWeights } = await loadNetwork(spec, root);
+  const image = imageSizeOf(spec);
+  const tile = resolveTile(spec, net, image, backend.name, o);
+  say('info', tile.explanation);
+  const grid = tileGrid(net.body, image, [tile.size, tile.size]);
+  metrics.tileSize.set(tile.size);
+  if (tile.predicted) {
+    metrics.predictedMemory.set({ mode: 'streamed' }, tile.predicted.streamed);
+    metrics.predictedMemory.set({ mode: 'conventional' }, tile.predicted.conventional);
+  }
+  const trainSet: Sample[] = await samplesOf(spec, root, spec.data.train, true);
+  const validationSet: Sample[] = spec.data.validation
+    ? await samplesOf(spec, root, spec.data.validation, false)
+    : [];
+  const epochs = o.epochs ?? spec.training.epochs;
+  const checkpointDir = o.outputDir
+    ? resolve(o.outputDir, 'checkpoints')
+    : spec.checkpoint?.path
+      ? resolveJobPath(spec.checkpoint.path, file)
+      : undefined;
+  say('info', `training ${net.body.name} on ${trainSet.length} images of ${image[0]}×${image[1]}`, {
+    backend: backend.name,
+    tile: tile.size,
+    tiles: grid.tiles.length,
+    validationImages: validationSet.length,
+    checkpointDir,
+  });
+  const totalImages = Math.max(1, trainSet.length * epochs);
+  let imagesDone = 0;
+  const result = await train(
+    {
+      network: net,
+      image,
+      grid,
+      epochs,
+      batchSize: spec.training.batchSize,
+      learningRate: spec.training.optimizer.learningRate,
+      schedule: scheduleOf(spec),
+      optimizer: optimizerConfigOf(spec),
+      loss: lossOf(spec),
+      seed: spec.training.seed,
+      maxBadImageFraction: spec.data.maxBadImageFraction,
+      ...(initialWeights && { initialWeights }),
+      ...(checkpointDir && {
+        checkpoint: {
+          dir: checkpointDir,
+          everySteps: spec.checkpoint?.everySteps ?? 50,
+          keep: spec.checkpoint?.keep ?? 3,
+        },
+      }),
+    },
+    trainSet,
+    validationSet,
+    {
+      log: (level, message, fields) => say(level, message, fields),
+      shouldStop: ctx.stop,
+      imageDone(i) {
+        imagesDone++;
+        metrics.images.inc();
+        metrics.pixels.inc(i.pixels);
+        metrics.tiles.inc(i.tiles);
+        metrics.stepDuration.observe(i.seconds);
+        if (Number.isFinite(i.peakBytes)) metrics.peakMemory.set(i.peakBytes);
+        const fraction = Math.min(imagesDone / totalImages, 1);
+        ctx.bar?.update(fraction, `epoch ${i.epoch + 1}/${epochs} loss ${i.loss.toFixed(4)}`);
+      },
+      progress(p) {
+        const fraction = (p.epoch + p.index / p.count) / p.epochs;
+        metrics.progress.set(fraction);
+        if (Number.isFinite(p.loss)) metrics.loss.set(p.loss);
+        reporter?.report({
+          progress: {
+            epoch: p.epoch + 1,
+            epochs: p.epochs,
+            step: p.step,
+            steps: p.steps,
+            ...(Number.isFinite(p.loss) && { loss: p.loss }),
+            fraction,
+            percent: `${Math.floor(100 * fraction)}%`,
+          },
+        });
+      },
+      skipped(_id, reason) {
+        metrics.skipped.inc({ reason });
+      },
+      checkpointed(c) {
+        metrics.lastCheckpoint.set(c.time.getTime() / 1000);
+        reporter?.report({ lastCheckpoint: { path: c.path, step: c.step, time: c.time.toISOString() } });
+      },
+      epochDone(m) {
+        metrics.epoch.set(m.epoch);
+        if (Number.isFinite(m.validationAuc)) metrics.validationAuc.set(m.validationAuc);
+        say('info', `epoch ${m.epoch}/${epochs} done`, {
+          trainLoss: round(m.trainLoss),
+          validationLoss: round(m.validationLoss),
+          validationAuc: round(m.validationAuc),
+          validationAccuracy: round(m.validationAccuracy),
+        });
+      },
+    },
+  );
+  ctx.bar?.clear();
+  for (const p of result.params.values()) p.dispose();
+  const last = result.history.at(-1);
+  return {
+    job: `${job.metadata.namespace ?? 'default'}/${job.metadata.name}`,
+    status: result.status,
+    backend: backend.name,
+    image,
+    tile: [grid.rows.tileLength, grid.cols.tileLength],
+    tiles: grid.tiles.length,
+    steps: result.step,
+    epochs: result.epoch,
+    seconds: 0,
+    skippedImages: result.skippedImages,
+    ...(result.resumedFrom && { resumedFrom: result.resumedFrom }),
+    ...(checkpointDir && { checkpointDir }),
+    ...(last && {
+      validation: { auc: last.validationAuc, accuracy: last.validationAccuracy, loss: last.validationLoss },
+    }),
+    history: result.history,
+  };
+}
+
+function round(x: number): number | null {
+  return Number.isFinite(x) ? Math.round(x * 1e4) / 1e4 : null;
+}
+
+function writeSummary(summary: TrainSummary): void {
+  const text = JSON.stringify(summary);
+  process.stdout.write(`${text}\n`);
+  writeTermination(text);
+  process.stderr.write(`done in ${formatDuration(summary.seconds)}\n`);
+}
+
+/** Kubernetes shows the termination message in the pod status; the operator sets the path. */
+function writeTermination(text: string): void {
+  const path = process.env.TILESTREAM_TERMINATION_MESSAGE_PATH;
+  if (!path) return;
+  try {
+    mkdirSync(join(path, '..'), { recursive: true });
+    // The kubelet keeps at most 4096 bytes.
+    writeFileSync(path, text.length > 4000 ? `${text.slice(0, 3990)}…` : text);
+  } catch {
+    // Best effort: the summary is also on stdout.
+  }
+}
