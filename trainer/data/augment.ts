@@ -157,6 +157,8 @@ export function remapRegion(
   m: GridMap,
   out: Rect,
 ): Uint8Array {
+  // Without flips or rotation the source rectangle already is the region.
+  if (m.rr === 1 && m.cc === 1 && m.r0 === 0 && m.c0 === 0) return src;
   const dst = new Uint8Array(out.rows * out.cols * channels);
   // Source offset of augmented pixel (r, c), stepped incrementally along c and r.
   const stepC = (m.rc * srcRect.cols + m.cc) * channels;
