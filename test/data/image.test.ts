@@ -127,6 +127,16 @@ describe('image sources', () => {
     });
   }
 
+  it('a TIFF stored as one tall strip is decoded once, and reads the same', async () => {
+    // encodeRawTiff writes a single strip of all 300 rows: every region read would decode it all.
+    await writeFile(f('one-strip.tiff'), encodeRawTiff(rgb, H, W, 3, 'rgb'));
+    const src = await openImage(f('one-strip.tiff'), rgbOptions);
+    assert.equal(src.describe().access, 'decoded');
+    assert.equal(src.describe().levels[0]?.tileWidth, undefined);
+    for (const [t, l, r, c] of regions)
+      assert.deepEqual(await src.readUint8Region(t, l, r, c), crop(rgb, W, 3, t, l, r, c));
+  });
+
   it('read() gives normalised float32 tensors [1, rows, cols, C]', async () => {
     const norm = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     const src = await openImage(f('pyramid.tiff'), { ...rgbOptions, normalization: norm });

@@ -1,25 +1,30 @@
 // A minimal TIFF writer for tests: one uncompressed strip page with any number of 8-bit samples
 // per pixel, which sharp cannot write (it folds extra bands into sRGB).
 
-/** Encodes HWC uint8 pixels as a little-endian, uncompressed, single-strip TIFF. */
+/**
+ * Encodes HWC uint8 pixels as a little-endian, uncompressed, single-strip TIFF. Samples beyond the
+ * first (grey) or the first three (RGB) are marked as unspecified extra samples.
+ */
 export function encodeRawTiff(
   pixels: Uint8Array,
   height: number,
   width: number,
   samples: number,
+  photometric: 'min-is-black' | 'rgb' = 'min-is-black',
 ): Uint8Array {
   const entries: [tag: number, type: number, count: number, value: number][] = [];
   const dataOffset = 8;
   const dataLength = pixels.length;
   const bitsOffset = dataOffset + dataLength;
-  const extraCount = samples > 1 ? samples - 1 : 0;
+  const colour = photometric === 'rgb' ? 3 : 1;
+  const extraCount = Math.max(0, samples - colour);
   const extraOffset = bitsOffset + samples * 2;
   const ifdOffset = extraOffset + extraCount * 2 + ((extraOffset + extraCount * 2) % 2);
   entries.push([256, 4, 1, width]);
   entries.push([257, 4, 1, height]);
   entries.push([258, 3, samples, samples <= 2 ? 8 | (samples === 2 ? 8 << 16 : 0) : bitsOffset]);
   entries.push([259, 3, 1, 1]); // no compression
-  entries.push([262, 3, 1, 1]); // min-is-black
+  entries.push([262, 3, 1, photometric === 'rgb' ? 2 : 1]);
   entries.push([273, 4, 1, dataOffset]);
   entries.push([277, 3, 1, samples]);
   entries.push([278, 4, 1, height]);

@@ -1,9 +1,11 @@
 // Image files as tile sources for the streaming engine.
 //
-// - TIFF (strips, tiles, pyramids): every read asks libvips for just the source rectangle it needs
-//   from one page, `sharp(file, {page}).extract(rect)`. A tiled file is never decoded whole, and
-//   memory stays flat in the image size (tfjs-notes.md §5a). For a pyramid the page whose size
-//   equals the requested height × width is used.
+// - TIFF (tiles, pyramids, strips of ≤ 256 rows): every read asks libvips for just the source
+//   rectangle it needs from one page, `sharp(file, {page}).extract(rect)`. A tiled file is never
+//   decoded whole, and memory stays flat in the image size (tfjs-notes.md §5a). For a pyramid the
+//   page whose size equals the requested height × width is used. A page stored in taller strips
+//   (one strip for the whole image is common) would be decoded whole by every read, so it is
+//   decoded once at open like PNG.
 // - PNG and JPEG decode sequentially (a region near the bottom costs a decode of everything above
 //   it), so they are decoded once at open into a uint8 buffer and sliced.
 // Pixels stay uint8 (HWC) until `read` normalises the tile to float32. Flips and rotations are
@@ -122,6 +124,9 @@ function configureSharp(): void {
   sharpConfigured = true;
 }
 
+/** Strip TIFFs with taller strips than this are decoded once at open (see openTiff). */
+const MAX_REGION_STRIP_ROWS = 256;
+
 // Whole-slide images exceed sharp's default pixel limit (16383²); reads are bounded by their region.
 const SHARP_INPUT = { limitInputPixels: false } as const;
 
@@ -234,6 +239,21 @@ async function openTiff(
   const grey = isGrey(meta);
   const sourceChannels = sourceChannelCount(path, meta);
   const conversion = conversionOrThrow(path, sourceChannels, options.channels);
+  const facts: SourceFacts = {
+    format: 'tiff',
+    access: 'regions',
+    levels,
+    page,
+    sourceChannels,
+    conversion,
+    sourceHeight: chosen.height,
+    sourceWidth: chosen.width,
+  };
+  if (chosen.tileWidth === undefined && (chosen.rowsPerStrip ?? chosen.height) > MAX_REGION_STRIP_ROWS) {
+    // Each region read would decode whole strips, here most of the page: decode it once instead.
+    const whole = await decodeWhole(path, page, grey, sourceChannels, options);
+    return makeSource(path, whole, options, { ...facts, access: 'decoded' });
+  }
   const store: PixelStore = {
     async readRect(r) {
       let pipeline = sharp(path, { ...SHARP_INPUT, page }).extract({
@@ -262,16 +282,7 @@ async function openTiff(
     },
     close() {},
   };
-  return makeSource(path, store, options, {
-    format: 'tiff',
-    access: 'regions',
-    levels,
-    page,
-    sourceChannels,
-    conversion,
-    sourceHeight: chosen.height,
-    sourceWidth: chosen.width,
-  });
+  return makeSource(path, store, options, facts);
 }
 
 async function openDecoded(
@@ -305,10 +316,37 @@ async function openDecoded(
   }
   const sourceChannels = sourceChannelCount(path, meta);
   const conversion = conversionOrThrow(path, sourceChannels, options.channels);
+  const store = await decodeWhole(path, undefined, isGrey(meta), sourceChannels, options);
+  return makeSource(path, store, options, {
+    format,
+    access: 'decoded',
+    levels: [],
+    sourceChannels,
+    conversion,
+    sourceHeight: options.height,
+    sourceWidth: options.width,
+  });
+}
+
+/**
+ * Decodes a whole image (or TIFF page) once into uint8 pixels in the requested channels, and slices
+ * regions from it: for formats that decode sequentially.
+ */
+async function decodeWhole(
+  path: string,
+  page: number | undefined,
+  grey: boolean,
+  sourceChannels: number,
+  options: ImageOptions,
+): Promise<PixelStore> {
   let pixels: Uint8Array | undefined;
   try {
-    let pipeline = sharp(path, { ...SHARP_INPUT, failOn: 'warning' });
-    if (isGrey(meta)) pipeline = pipeline.toColourspace('b-w');
+    let pipeline = sharp(path, {
+      ...SHARP_INPUT,
+      failOn: 'warning',
+      ...(page === undefined ? {} : { page }),
+    });
+    if (grey) pipeline = pipeline.toColourspace('b-w');
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     checkChannels(path, info.channels, sourceChannels);
     pixels = convertChannels(
@@ -322,10 +360,10 @@ async function openDecoded(
     throw new ImageError(path, 'unreadable', `decoding failed: ${(e as Error).message}`, { cause: e });
   }
   const width = options.width;
-  const store: PixelStore = {
+  const c = options.channels;
+  return {
     async readRect(r) {
       if (!pixels) throw new Error(`${path}: read after close()`);
-      const c = options.channels;
       const out = new Uint8Array(r.rows * r.cols * c);
       for (let i = 0; i < r.rows; i++) {
         const s = ((r.top + i) * width + r.left) * c;
@@ -337,15 +375,6 @@ async function openDecoded(
       pixels = undefined;
     },
   };
-  return makeSource(path, store, options, {
-    format,
-    access: 'decoded',
-    levels: [],
-    sourceChannels,
-    conversion,
-    sourceHeight: options.height,
-    sourceWidth: options.width,
-  });
 }
 
 /** Grey files are read as one channel; sharp would otherwise expand them to sRGB. */
