@@ -1,0 +1,194 @@
+// `tilestream train` as a user runs it: a real process on real image files. Reliability: killed with
+// SIGKILL five times it resumes to the same weights as an uninterrupted run; SIGTERM checkpoints and
+// exits 143; corrupt images are skipped and counted; a bad manifest is refused naming its fields.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { listCheckpoints, readCheckpoint } from '../../trainer/train/checkpoint.ts';
+
+const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'train-cmd-'));
+const dataDir = join(work, 'data');
+
+function manifest(name: string, checkpoints: string, overrides: Record<string, unknown> = {}): string {
+  const job = {
+    apiVersion: 'tilestream.io/v1alpha1',
+    kind: 'StreamingTrainingJob',
+    metadata: { name },
+    spec: {
+      model: { architecture: 'smallcnn', width: 4, head: { pooling: 'max', classes: 1 } },
+      data: {
+        root: dataDir,
+        train: 'train.csv',
+        validation: 'val.csv',
+        imageSize: { height: 192, width: 192 },
+        channels: 1,
+        normalization: { mean: [0.5], std: [0.05] },
+        synthetic: { count: 16, validationCount: 4, seed: 3, format: 'png' },
+        ...(overrides.data as object),
+      },
+      training: {
+        epochs: 2,
+        batchSize: 2,
+        loss: 'binary-cross-entropy',
+        optimizer: { type: 'adam', learningRate: 0.003 },
+        seed: 7,
+        backend: 'wasm',
+      },
+      streaming: { tileSize: 96 },
+      checkpoint: { path: checkpoints, everySteps: 1, keep: 2 },
+    },
+  };
+  const file = join(work, `${name}.yaml`);
+  writeFileSync(file, stringify(job));
+  return file;
+}
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function start(args: string[]): { child: ChildProcess; done: Promise<Run> } {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const done = new Promise<Run>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { child, done };
+}
+
+function finalWeights(dir: string): Map<string, Float32Array> {
+  const newest = listCheckpoints(dir)[0];
+  assert.ok(newest, `no checkpoint in ${dir}`);
+  const ckpt = readCheckpoint(newest);
+  return new Map([...ckpt.tensors].map(([n, t]) => [n, t.values]));
+}
+
+function maxAbsDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  let worst = 0;
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+  for (const [n, x] of a) {
+    const y = b.get(n) as Float32Array;
+    for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs((x[i] as number) - (y[i] as number)));
+  }
+  return worst;
+}
+
+describe('tilestream train', () => {
+  let reference: Map<string, Float32Array>;
+
+  before(async () => {
+    // The uninterrupted run; it also generates the dataset the other runs share.
+    const run = await start(['train', manifest('reference', join(work, 'ckpt-reference')), '--json']).done;
+    assert.equal(run.code, 0, run.stderr);
+    const summary = JSON.parse(run.stdout.trim().split('\n').at(-1) as string) as {
+      status: string;
+      steps: number;
+    };
+    assert.equal(summary.status, 'completed');
+    assert.equal(summary.steps, 16);
+    reference = finalWeights(join(work, 'ckpt-reference'));
+  });
+
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  it('refuses an invalid manifest, naming every bad field, with exit code 2', async () => {
+    const file = join(work, 'bad.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        apiVersion: 'tilestream.io/v1alpha1',
+        kind: 'StreamingTrainingJob',
+        metadata: { name: 'bad' },
+        spec: { model: { architecture: 'vgg' }, training: { epochs: -1 } },
+      }),
+    );
+    const run = await start(['train', file]).done;
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /spec\.model\.architecture/);
+    assert.match(run.stderr, /spec\.training\.epochs/);
+    assert.match(run.stderr, /spec\.data/);
+  });
+
+  it('resumes after SIGKILL at five random points to the same weights as an uninterrupted run', async () => {
+    const dir = join(work, 'ckpt-killed');
+    const file = manifest('killed', dir);
+    let kills = 0;
+    for (let attempt = 0; kills < 5 && attempt < 12; attempt++) {
+      const run = start(['train', file, '--json']);
+      // Kill once at least one checkpoint of this attempt could exist: a random point in 2–7 s.
+      const delay = 2000 + Math.floor(Math.random() * 5000);
+      const timer = setTimeout(() => run.child.kill('SIGKILL'), delay);
+      const r = await run.done;
+      clearTimeout(timer);
+      if (r.signal === 'SIGKILL') kills++;
+      else {
+        assert.equal(r.code, 0, r.stderr);
+        break; // finished before the kill: the remaining attempts would all finish at once
+      }
+    }
+    assert.ok(kills >= 1, 'the trainer was never killed mid-run');
+    const last = await start(['train', file, '--json']).done;
+    assert.equal(last.code, 0, last.stderr);
+    const diff = maxAbsDiff(finalWeights(dir), reference);
+    assert.ok(diff <= 1e-6, `weights differ by ${diff} after ${kills} kills`);
+  });
+
+  it('on SIGTERM writes a checkpoint and exits 143; the next run resumes from it', async () => {
+    const dir = join(work, 'ckpt-term');
+    const file = manifest('term', dir);
+    const run = start(['train', file, '--json']);
+    // Signal once training is under way (before that there is nothing to checkpoint, and Node's
+    // default action ends the process), a second after the first image started.
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer): void => {
+        if (!d.toString().includes('"message":"training ')) return;
+        run.child.stderr?.off('data', onData);
+        setTimeout(resolve, 1000);
+      };
+      run.child.stderr?.on('data', onData);
+    });
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    assert.equal(r.code, 143, r.stderr);
+    assert.match(r.stderr, /SIGTERM received/);
+    assert.ok(listCheckpoints(dir).length > 0);
+    const again = await start(['train', file, '--json']).done;
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /resumed from/);
+    assert.ok(maxAbsDiff(finalWeights(dir), reference) <= 1e-6);
+  });
+
+  it('skips and counts corrupt, missing and wrongly sized images and still completes', async () => {
+    const copy = join(work, 'corrupt-data');
+    cpSync(dataDir, copy, { recursive: true });
+    const train = readdirSync(join(copy, 'train')).sort();
+    writeFileSync(join(copy, 'train', train[0] as string), Buffer.from('not an image at all'));
+    rmSync(join(copy, 'train', train[1] as string));
+    const file = manifest('corrupt', join(work, 'ckpt-corrupt'), {
+      data: { root: copy, synthetic: undefined, maxBadImageFraction: 0.2 },
+    });
+    const r = await start(['train', file, '--json']).done;
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as { skippedImages: number };
+    assert.equal(summary.skippedImages, 4, 'two bad files, seen in each of two epochs');
+    assert.match(r.stderr, /skipping image train\/\S+: .*(unreadable|not an image|format)/i);
+    assert.match(r.stderr, /skipping image train\/\S+: .*missing/i);
+  });
+});
