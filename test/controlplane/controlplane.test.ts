@@ -2,7 +2,10 @@
 // with the reason when they cannot be built here): API round-trips, RBAC, fake GPU nodes, and a
 // Job whose pod is scheduled onto the right GPU class and run by the node agent.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   BatchV1Api,
@@ -12,6 +15,7 @@ import {
   RbacAuthorizationV1Api,
   type V1Pod,
 } from '@kubernetes/client-node';
+import { ensureBinaries } from './binaries.ts';
 import { type FakeGpuNodes, registerFakeGpuNodes } from './fake-gpu-nodes.ts';
 import { CLASS_LABEL, STANDARD_GPU_CLASSES } from './gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from './harness.ts';
@@ -19,6 +23,8 @@ import { type NodeAgent, startNodeAgent } from './node-agent.ts';
 import { waitFor } from './wait.ts';
 
 const started = await startControlPlaneOrSkip();
+// helm is optional here: a missing build skips only the chart test, with the reason.
+const helm = started.skip === undefined ? await ensureBinaries(['helm']) : undefined;
 if (started.skip) process.stderr.write(`SKIP control-plane suite: ${started.skip}\n`);
 
 describe('real control plane', () => {
@@ -364,6 +370,52 @@ describe('real control plane', () => {
     const term = pod.status?.containerStatuses?.[0]?.state?.terminated;
     assert.equal(term?.reason, 'OOMKilled');
     assert.equal(term?.exitCode, 137);
+  });
+
+  it('installs a chart with helm through the admin kubeconfig', {
+    skip: helm?.ok === false ? helm.reason : undefined,
+  }, async () => {
+    const helmBin = helm?.ok ? helm.bin.helm : undefined;
+    assert.ok(helmBin);
+    const home = mkdtempSync(join(tmpdir(), 'tilestream-helm-'));
+    const chart = join(home, 'chart');
+    mkdirSync(join(chart, 'templates'), { recursive: true });
+    writeFileSync(
+      join(chart, 'Chart.yaml'),
+      'apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: ">=1.30.0-0"\n',
+    );
+    writeFileSync(
+      join(chart, 'templates', 'cm.yaml'),
+      'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: helm-probe\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n',
+    );
+    const env = {
+      ...process.env,
+      HELM_CACHE_HOME: join(home, 'c'),
+      HELM_CONFIG_HOME: join(home, 'cf'),
+      HELM_DATA_HOME: join(home, 'd'),
+    };
+    const r = spawnSync(
+      helmBin,
+      [
+        'install',
+        'probe',
+        chart,
+        '-n',
+        ns,
+        '--kubeconfig',
+        plane.kubeconfigPath,
+        '--wait',
+        '--timeout',
+        '60s',
+      ],
+      { env, encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const cm = await core.readNamespacedConfigMap({ name: 'helm-probe', namespace: ns });
+    // Capabilities come from the live server, whose /version is stamped v1.37.x.
+    assert.match(cm.data?.kube ?? '', /^v1\.\d+\.\d+$/);
+    assert.equal(cm.metadata?.labels?.['app.kubernetes.io/managed-by'], 'Helm');
+    assert.equal(cm.metadata?.annotations?.['meta.helm.sh/release-name'], 'probe');
   });
 
   it('deletes a finished Job and its pods after ttlSecondsAfterFinished', async () => {
