@@ -218,6 +218,45 @@ describe('synthetic datasets on disk', () => {
     assert.notDeepEqual(await readFile(file), before);
   });
 
+  it('adds requested copies to a complete dataset without rewriting its images', async () => {
+    const d = join(dir, 'grow');
+    const base: SyntheticParams = {
+      height: 32,
+      width: 32,
+      count: 2,
+      validationCount: 2,
+      seed: 1,
+      format: 'png',
+    };
+    await ensureSyntheticDataset(d, base);
+    const fullFile = join(d, 'train', '000001.png');
+    const mtime = (await stat(fullFile)).mtimeMs;
+    const grown = await ensureSyntheticDataset(d, { ...base, downsample: 4 });
+    assert.equal(grown.generated, 4, 'pixels recomputed for the copy');
+    assert.equal((await stat(fullFile)).mtimeMs, mtime, 'full-resolution files untouched');
+    assert.deepEqual(
+      grown.info.variants.map((v) => v.dir),
+      ['.', 'down4'],
+    );
+    const small = await openImage(join(d, 'down4', 'train', '000001.png'), {
+      height: 8,
+      width: 8,
+      channels: 1,
+    });
+    const big = await openImage(fullFile, { height: 32, width: 32, channels: 1 });
+    assert.deepEqual(
+      await small.readUint8Region(0, 0, 8, 8),
+      boxDownsample(await big.readUint8Region(0, 0, 32, 32), 32, 32, 1, 4),
+    );
+    // Asking again without the copy is satisfied by the superset.
+    const again = await ensureSyntheticDataset(d, base);
+    assert.equal(again.generated, 0);
+    assert.deepEqual(
+      again.info.variants.map((v) => v.dir),
+      ['.', 'down4'],
+    );
+  });
+
   it('checks parameters', async () => {
     await assert.rejects(
       ensureSyntheticDataset(dir, { ...params, height: 16 }),
@@ -301,8 +340,6 @@ describe('tilestream synth', () => {
       validationCount: 2,
       seed: 9,
       format: 'png',
-      downsample: 8,
-      downUp: false,
     });
     assert.deepEqual(
       summary.variants.map((v) => v.train),

@@ -36,7 +36,10 @@ export interface SyntheticParams {
   downUp?: boolean;
 }
 
-/** Parameters with every default filled in, as recorded in dataset.json. */
+/**
+ * The parameters that define the images, with defaults filled in, as recorded in dataset.json.
+ * The derived copies are not among them: they can be added to a dataset later.
+ */
 export interface ResolvedSyntheticParams {
   height: number;
   width: number;
@@ -44,8 +47,6 @@ export interface ResolvedSyntheticParams {
   validationCount: number;
   seed: number;
   format: SyntheticFormat;
-  downsample: number | null;
-  downUp: boolean;
 }
 
 /** One folder of images with its manifests: the full-resolution set or a derived copy. */
@@ -70,7 +71,7 @@ export interface SyntheticDatasetInfo {
   normalization: { mean: number[]; std: number[] };
   manifests: { train: string; validation: string };
   counts: { train: { total: number; positive: number }; validation: { total: number; positive: number } };
-  /** In the dataset folder: every variant written. */
+  /** Every variant of the dataset (in the dataset folder's dataset.json, all that were written). */
   variants: SyntheticVariant[];
   generator: typeof LESION_TASK;
   /** False while generation runs; an interrupted run resumes. */
@@ -103,9 +104,10 @@ export interface EnsureResult {
 export const DATASET_JSON = 'dataset.json';
 const MANIFESTS = { train: 'train.csv', validation: 'val.csv' } as const;
 const SPLIT_DIRS = { train: 'train', validation: 'val' } as const;
+const SPLITS = ['train', 'validation'] as const;
 const TIFF_TILE = 256;
 
-/** Fills defaults and checks the parameters; errors name the parameter. */
+/** Fills defaults and checks the parameters (including the copies); errors name the parameter. */
 export function resolveSyntheticParams(p: SyntheticParams): ResolvedSyntheticParams {
   const r: ResolvedSyntheticParams = {
     height: p.height,
@@ -114,12 +116,11 @@ export function resolveSyntheticParams(p: SyntheticParams): ResolvedSyntheticPar
     validationCount: p.validationCount ?? 200,
     seed: p.seed ?? 1,
     format: p.format ?? 'png',
-    downsample: p.downsample ?? null,
-    downUp: p.downUp ?? false,
   };
   const int = (name: string, v: number, min: number): void => {
-    if (!Number.isSafeInteger(v) || v < min)
+    if (!Number.isSafeInteger(v) || v < min) {
       throw new RangeError(`synthetic ${name} must be an integer ≥ ${min}, got ${v}`);
+    }
   };
   int('height', r.height, MIN_SYNTHETIC_SIDE);
   int('width', r.width, MIN_SYNTHETIC_SIDE);
@@ -131,30 +132,38 @@ export function resolveSyntheticParams(p: SyntheticParams): ResolvedSyntheticPar
       `synthetic format must be one of ${SYNTHETIC_FORMATS.join(', ')}, got '${r.format}'`,
     );
   }
-  if (r.downsample !== null) {
-    int('downsample', r.downsample, 2);
-    if (r.height % r.downsample !== 0 || r.width % r.downsample !== 0) {
+  if (p.downsample !== undefined) {
+    int('downsample', p.downsample, 2);
+    if (r.height % p.downsample !== 0 || r.width % p.downsample !== 0) {
       throw new RangeError(
-        `synthetic downsample ${r.downsample} must divide the image size ${r.height}×${r.width} ` +
+        `synthetic downsample ${p.downsample} must divide the image size ${r.height}×${r.width} ` +
           '(whole blocks keep the lesions zero-mean)',
       );
     }
-  } else if (r.downUp) {
+  } else if (p.downUp) {
     throw new RangeError('synthetic downUp needs downsample');
   }
   return r;
 }
 
-/** The variants a parameter set writes. */
-export function syntheticVariants(p: ResolvedSyntheticParams): SyntheticVariant[] {
+/** The variants a request asks for: full resolution, plus the copies. */
+export function syntheticVariants(p: SyntheticParams): SyntheticVariant[] {
   const v: SyntheticVariant[] = [{ dir: '.', kind: 'full', factor: 1, height: p.height, width: p.width }];
   const f = p.downsample;
-  if (f !== null) {
+  if (f !== undefined) {
     v.push({ dir: `down${f}`, kind: 'down', factor: f, height: p.height / f, width: p.width / f });
     if (p.downUp)
       v.push({ dir: `down${f}-up`, kind: 'down-up', factor: f, height: p.height, width: p.width });
   }
   return v;
+}
+
+/** Union of variant lists by folder, full resolution first, then by factor. */
+function unionVariants(a: readonly SyntheticVariant[], b: readonly SyntheticVariant[]): SyntheticVariant[] {
+  const byDir = new Map<string, SyntheticVariant>();
+  for (const v of [...a, ...b]) byDir.set(v.dir, v);
+  const rank = { full: 0, down: 1, 'down-up': 2 } as const;
+  return [...byDir.values()].sort((x, y) => x.factor - y.factor || rank[x.kind] - rank[y.kind]);
 }
 
 /** Label of image `index`: alternating, so every set is half positive (one more negative if odd). */
@@ -171,10 +180,14 @@ function relativeImagePath(split: 'train' | 'validation', index: number, format:
   return `${SPLIT_DIRS[split]}/${String(index).padStart(6, '0')}.${format === 'tiff' ? 'tiff' : 'png'}`;
 }
 
+const splitCount = (p: ResolvedSyntheticParams, split: 'train' | 'validation'): number =>
+  split === 'train' ? p.count : p.validationCount;
+
 /**
- * Generates the dataset into `dir` unless it is already there. A complete dataset with the same
- * parameters is left alone; an interrupted one (complete: false, same parameters) keeps its finished
- * images; a complete dataset with other parameters is an error unless `force`.
+ * Generates the dataset into `dir` unless it is already there, and adds requested copies that are
+ * missing. A complete dataset with the same parameters and copies is left untouched (the folder may
+ * be read-only); an interrupted one keeps its finished images; a complete dataset with other image
+ * parameters is an error unless `force`.
  */
 export async function ensureSyntheticDataset(
   dir: string,
@@ -182,7 +195,9 @@ export async function ensureSyntheticDataset(
   options: EnsureOptions = {},
 ): Promise<EnsureResult> {
   const p = resolveSyntheticParams(params);
+  const requested = syntheticVariants(params);
   const start = performance.now();
+  const seconds = (): number => (performance.now() - start) / 1000;
   const existing = await readInfo(join(dir, DATASET_JSON));
   const sameParams = existing !== undefined && JSON.stringify(existing.params) === JSON.stringify(p);
   if (existing?.complete && !sameParams && !options.force) {
@@ -193,17 +208,16 @@ export async function ensureSyntheticDataset(
   }
   // Images of an earlier run are trusted only when that run had the same parameters.
   const keepExisting = sameParams && !options.force;
-  const variants = syntheticVariants(p);
-  if (existing?.complete && keepExisting && (await datasetFilesExist(dir, p, variants))) {
-    // Nothing to write: the folder may be a read-only volume.
-    return {
-      dir,
-      generated: 0,
-      kept: p.count + p.validationCount,
-      seconds: (performance.now() - start) / 1000,
-      info: existing,
-    };
+  const variants = keepExisting ? unionVariants(existing.variants, requested) : requested;
+  if (
+    existing?.complete &&
+    keepExisting &&
+    variants.length === existing.variants.length &&
+    (await datasetFilesExist(dir, p, variants))
+  ) {
+    return { dir, generated: 0, kept: p.count + p.validationCount, seconds: seconds(), info: existing };
   }
+
   const infoFor = (variant: SyntheticVariant, complete: boolean): SyntheticDatasetInfo => ({
     kind: 'tilestream-synthetic-lesions',
     version: 1,
@@ -220,26 +234,23 @@ export async function ensureSyntheticDataset(
     generator: LESION_TASK,
     complete,
   });
-
+  const full = variants[0] as SyntheticVariant;
   for (const v of variants) {
-    for (const split of ['train', 'validation'] as const)
-      await mkdir(join(dir, v.dir, SPLIT_DIRS[split]), { recursive: true });
+    for (const split of SPLITS) await mkdir(join(dir, v.dir, SPLIT_DIRS[split]), { recursive: true });
   }
-  await writeAtomic(
-    join(dir, DATASET_JSON),
-    `${JSON.stringify(infoFor(variants[0] as SyntheticVariant, false), null, 2)}\n`,
-  );
+  await writeAtomic(join(dir, DATASET_JSON), `${JSON.stringify(infoFor(full, false), null, 2)}\n`);
 
   let generated = 0;
   let kept = 0;
-  for (const split of ['train', 'validation'] as const) {
-    const total = split === 'train' ? p.count : p.validationCount;
+  for (const split of SPLITS) {
+    const total = splitCount(p, split);
     const splitStart = performance.now();
-    let inflight: Promise<void> = Promise.resolve();
+    let inflight: Promise<unknown> = Promise.resolve();
     for (let i = 0; i < total; i++) {
       const rel = relativeImagePath(split, i, p.format);
-      const files = variants.map((v) => join(dir, v.dir, rel));
-      if (keepExisting && (await allExist(files))) {
+      const missing: SyntheticVariant[] = [];
+      for (const v of variants) if (!keepExisting || !(await isFile(join(dir, v.dir, rel)))) missing.push(v);
+      if (missing.length === 0) {
         kept++;
       } else {
         // Generation is synchronous JS; the previous image's encoding runs meanwhile on libuv threads.
@@ -249,14 +260,14 @@ export async function ensureSyntheticDataset(
           syntheticImageSeed(p.seed, split, i),
           syntheticLabel(i) === 1,
         );
-        const outputs = variants.map((v, k) => ({
-          file: files[k] as string,
+        const outputs = missing.map((v) => ({
+          file: join(dir, v.dir, rel),
           ...variantPixels(img.pixels, p, v),
         }));
         await inflight;
         inflight = Promise.all(
           outputs.map((o) => writeGreyImage(o.file, o.pixels, o.height, o.width, p.format)),
-        ).then(() => undefined);
+        );
         generated++;
       }
       options.onProgress?.({ split, done: i + 1, total, seconds: (performance.now() - splitStart) / 1000 });
@@ -265,21 +276,21 @@ export async function ensureSyntheticDataset(
   }
 
   for (const v of variants) {
-    for (const split of ['train', 'validation'] as const) {
-      const total = split === 'train' ? p.count : p.validationCount;
+    for (const split of SPLITS) {
       const rows = ['path,label,split'];
-      for (let i = 0; i < total; i++)
+      for (let i = 0; i < splitCount(p, split); i++) {
         rows.push(`${relativeImagePath(split, i, p.format)},${syntheticLabel(i)},${split}`);
+      }
       await writeAtomic(join(dir, v.dir, MANIFESTS[split]), `${rows.join('\n')}\n`);
     }
     if (v.dir !== '.') {
       await writeAtomic(join(dir, v.dir, DATASET_JSON), `${JSON.stringify(infoFor(v, true), null, 2)}\n`);
     }
   }
-  const info = infoFor(variants[0] as SyntheticVariant, true);
+  const info = infoFor(full, true);
   // Written last: `complete: true` promises that everything above is on disk.
   await writeAtomic(join(dir, DATASET_JSON), `${JSON.stringify(info, null, 2)}\n`);
-  return { dir, generated, kept, seconds: (performance.now() - start) / 1000, info };
+  return { dir, generated, kept, seconds: seconds(), info };
 }
 
 /** Reads a dataset.json, or undefined when it is absent or not ours. */
@@ -297,8 +308,7 @@ async function readInfo(file: string): Promise<SyntheticDatasetInfo | undefined>
 }
 
 function describeParams(p: ResolvedSyntheticParams): string {
-  const down = p.downsample === null ? '' : `, downsample ${p.downsample}${p.downUp ? ' with down-up' : ''}`;
-  return `${p.height}×${p.width}, ${p.count} training + ${p.validationCount} validation images, seed ${p.seed}, ${p.format}${down}`;
+  return `${p.height}×${p.width}, ${p.count} training + ${p.validationCount} validation images, seed ${p.seed}, ${p.format}`;
 }
 
 function variantPixels(
@@ -364,24 +374,21 @@ async function datasetFilesExist(
   p: ResolvedSyntheticParams,
   variants: SyntheticVariant[],
 ): Promise<boolean> {
-  const files: string[] = [];
   for (const v of variants) {
-    files.push(join(dir, v.dir, MANIFESTS.train), join(dir, v.dir, MANIFESTS.validation));
-    for (const split of ['train', 'validation'] as const) {
-      const total = split === 'train' ? p.count : p.validationCount;
-      for (let i = 0; i < total; i++) files.push(join(dir, v.dir, relativeImagePath(split, i, p.format)));
+    const files = [join(dir, v.dir, MANIFESTS.train), join(dir, v.dir, MANIFESTS.validation)];
+    for (const split of SPLITS) {
+      for (let i = 0; i < splitCount(p, split); i++)
+        files.push(join(dir, v.dir, relativeImagePath(split, i, p.format)));
     }
-  }
-  return allExist(files);
-}
-
-async function allExist(files: string[]): Promise<boolean> {
-  for (const f of files) {
-    try {
-      if (!(await stat(f)).isFile()) return false;
-    } catch {
-      return false;
-    }
+    for (const f of files) if (!(await isFile(f))) return false;
   }
   return true;
+}
+
+async function isFile(file: string): Promise<boolean> {
+  try {
+    return (await stat(file)).isFile();
+  } catch {
+    return false;
+  }
 }
