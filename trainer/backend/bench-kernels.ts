@@ -80,13 +80,19 @@ function forwardGflop(size: number): number {
   return CONVS.reduce((s, [cin, cout], i) => s + (2 * (res[i] as number) ** 2 * 9 * cin * cout) / 1e9, 0);
 }
 
-async function timeBackend(
-  name: BackendName,
-  size: number,
-  repeats: number,
-  profile: boolean,
-): Promise<BackendTiming> {
+interface BackendRun {
+  name: BackendName;
+  forward: () => void;
+  step: () => void;
+  dispose: () => void;
+  walls: { forward: number[]; train: number[] };
+  cpus: number[];
+}
+
+async function prepare(name: BackendName, size: number): Promise<BackendRun> {
   await initBackend(name);
+  // Tensors are made while their backend is active and only used under it, so switching
+  // backends between rounds moves no data.
   const x = tf.randomUniform([1, size, size, 3], 0, 1, 'float32', 7) as tf.Tensor4D;
   const labels = tf.oneHot(tf.tensor1d([3], 'int32'), 10);
   const params = makeParams(1);
@@ -98,54 +104,52 @@ async function timeBackend(
     for (const g of grads) g.dataSync();
     tf.dispose(grads);
   };
-  const forward = () => tf.tidy(() => logits(x, params).dataSync());
-  // Median over the repeats: one slow repeat (another process, a GC, heap growth) moves it little.
-  const median = (f: () => void) => {
-    f(); // warm-up: kernel setup, XNNPACK operator creation, JIT, wasm heap growth
-    const walls: number[] = [];
-    const cpus: number[] = [];
-    for (let i = 0; i < repeats; i++) {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      f();
-      walls.push(performance.now() - t0);
-      const c = process.cpuUsage(c0);
-      cpus.push((c.user + c.system) / 1000);
-    }
-    const mid = (v: number[]) => {
-      const s = [...v].sort((a, b) => a - b);
-      const m = s.length >> 1;
-      return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-    };
-    return { wall: mid(walls), cpu: mid(cpus) };
+  const forward = () => {
+    tf.tidy(() => logits(x, params).dataSync());
   };
-  const forwardMs = median(forward).wall;
-  const { wall: trainMs, cpu: trainCpuMs } = median(step);
-  const timing: BackendTiming = {
-    backend: name,
-    forwardMs: round(forwardMs),
-    trainMs: round(trainMs),
-    trainCpuMs: round(trainCpuMs),
-    trainGflops: round((3 * forwardGflop(size)) / (trainMs / 1000)),
+  // Warm-up: kernel setup, XNNPACK operator creation, JIT, wasm heap growth.
+  forward();
+  step();
+  return {
+    name,
+    forward,
+    step,
+    dispose: () => tf.dispose([x, labels, ...params]),
+    walls: { forward: [], train: [] },
+    cpus: [],
   };
-  if (profile) {
-    const info = await tf.profile(() => {
-      step();
-      return [];
-    });
-    // tf.profile returns one shared object that the next call overwrites: copy what we need now.
-    const kernels = await Promise.all(
-      info.kernels.map(async (k) => ({ name: k.name, ms: Number(await k.kernelTimeMs) || 0 })),
-    );
-    const byName = new Map<string, number>();
-    for (const k of kernels) byName.set(k.name, (byName.get(k.name) ?? 0) + k.ms);
-    timing.topKernels = [...byName]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, 5)
-      .map(([n, ms]) => ({ name: n, ms: round(ms) }));
-  }
-  tf.dispose([x, labels, ...params]);
-  return timing;
+}
+
+function timed(f: () => void): { wall: number; cpu: number } {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  f();
+  const wall = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { wall, cpu: (c.user + c.system) / 1000 };
+}
+
+function median(v: readonly number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+async function topKernels(run: BackendRun): Promise<Array<{ name: string; ms: number }>> {
+  const info = await tf.profile(() => {
+    run.step();
+    return [];
+  });
+  // tf.profile returns one shared object that the next call overwrites: copy what we need now.
+  const kernels = await Promise.all(
+    info.kernels.map(async (k) => ({ name: k.name, ms: Number(await k.kernelTimeMs) || 0 })),
+  );
+  const byName = new Map<string, number>();
+  for (const k of kernels) byName.set(k.name, (byName.get(k.name) ?? 0) + k.ms);
+  return [...byName]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 5)
+    .map(([n, ms]) => ({ name: n, ms: round(ms) }));
 }
 
 const round = (v: number) => Math.round(v * 100) / 100;
@@ -162,8 +166,34 @@ export async function benchKernels(options: BenchKernelsOptions = {}): Promise<B
     throw new Error(`bench: repeats must be >= 1, got ${repeats}`);
   if (backends.length === 0) throw new Error('bench: name at least one backend');
   const previous = tf.getBackend() as string | undefined;
+  const runs: BackendRun[] = [];
+  for (const b of backends) runs.push(await prepare(b, size));
+  // Rounds alternate the backends, so a busy spell on a shared machine hits all of them alike;
+  // medians keep one slow repeat (another process, a GC) from moving the result.
+  for (let r = 0; r < repeats; r++) {
+    for (const run of runs) {
+      await tf.setBackend(run.name);
+      run.walls.forward.push(timed(run.forward).wall);
+      const t = timed(run.step);
+      run.walls.train.push(t.wall);
+      run.cpus.push(t.cpu);
+    }
+  }
   const timings: BackendTiming[] = [];
-  for (const b of backends) timings.push(await timeBackend(b, size, repeats, options.profile ?? true));
+  for (const run of runs) {
+    await tf.setBackend(run.name);
+    const trainMs = median(run.walls.train);
+    const timing: BackendTiming = {
+      backend: run.name,
+      forwardMs: round(median(run.walls.forward)),
+      trainMs: round(trainMs),
+      trainCpuMs: round(median(run.cpus)),
+      trainGflops: round((3 * forwardGflop(size)) / (trainMs / 1000)),
+    };
+    if (options.profile ?? true) timing.topKernels = await topKernels(run);
+    run.dispose();
+    timings.push(timing);
+  }
   if (previous !== undefined && previous !== tf.getBackend()) await tf.setBackend(previous);
   const [first, ...rest] = timings as [BackendTiming, ...BackendTiming[]];
   const speedups: BenchKernelsResult['speedups'] = {};
