@@ -124,6 +124,10 @@ describe('dataset iteration', () => {
     assert.throws(() => new Dataset(options({ seed: 5 })).restore(p), /seed 11, not 5/);
     assert.throws(() => new Dataset(options({ entries: good.slice(1) })).restore(p), /another manifest/);
     assert.throws(() => ds.restore({ ...p, index: N + 1 }), /invalid data position/);
+    assert.throws(
+      () => new Dataset(options({ entries: [], name: 'validation' })),
+      /the validation dataset has no images/,
+    );
   });
 
   /** The good manifest with some rows pointing at bad files. */

@@ -99,8 +99,9 @@ export class Dataset {
   #order: { epoch: number; perm: Uint32Array } | undefined;
 
   constructor(options: DatasetOptions) {
-    if (options.entries.length === 0)
-      throw new Error(`the ${options.name ?? ''} dataset has no images`.replace('  ', ' '));
+    if (options.entries.length === 0) {
+      throw new Error(`the ${options.name ? `${options.name} ` : ''}dataset has no images`);
+    }
     if (!Number.isSafeInteger(options.seed) || options.seed < 0) {
       throw new RangeError(`the dataset seed must be a non-negative integer, got ${options.seed}`);
     }
