@@ -5,6 +5,10 @@ import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import fc from 'fast-check';
 import {
+  conv2dBackpropFilterTiled,
+  conv2dBackpropFilterViaConv,
+} from '../../trainer/backend/kernels/conv2d-backprop-filter-conv.ts';
+import {
   conv2dBackpropInputSubPixel,
   conv2dBackpropInputViaConv,
 } from '../../trainer/backend/kernels/conv2d-backprop-input-conv.ts';
@@ -191,6 +195,38 @@ for (const backend of ['cpu', 'wasm'] as const) {
             ),
           );
           assertClose(got, ref.dx.data, `dx ${label(c)}`);
+        }),
+        { numRuns: RUNS },
+      );
+    });
+
+    it('both composed forms of Conv2DBackpropFilter (plain and 16x16-block tiled) match the reference', () => {
+      // Larger maps than elsewhere, so that the tiled form cuts several blocks, partial ones included.
+      const big = caseArb({ dilation: false, maxK: 5 }).chain((c) =>
+        fc.record({ h: fc.integer({ min: 1, max: 40 }), w: fc.integer({ min: 1, max: 40 }) }).map((hw) => ({
+          ...c,
+          cin: Math.min(c.cin, 3),
+          cout: Math.min(c.cout, 3),
+          h: Math.max(c.h, hw.h),
+          w: Math.max(c.w, hw.w),
+        })),
+      );
+      fc.assert(
+        fc.property(big, (c) => {
+          const { x, dy, w, ref } = denseCase(c);
+          const attrs = {
+            strides: c.stride,
+            pad: explicit(c.pad),
+            dataFormat: 'NHWC' as const,
+            filterShape: w.shape,
+          };
+          for (const [name, f] of [
+            ['plain', conv2dBackpropFilterViaConv],
+            ['tiled', conv2dBackpropFilterTiled],
+          ] as const) {
+            const got = tf.tidy(() => f(tensorOf(x), tensorOf(dy), attrs).dataSync());
+            assertClose(got, ref.dw.data, `${name} dW ${label(c)}`);
+          }
         }),
         { numRuns: RUNS },
       );

@@ -1,5 +1,5 @@
 // A backend benchmark: one small CNN training step (forward + backward through tf.grads) timed on
-// each backend in turn, in one process. The model is the one of tfjs-notes §2 (four 3×3 convs of
+// several backends in one process, in alternating rounds. The model is the one of tfjs-notes §2 (four 3×3 convs of
 // 16 channels with ReLU, two 2×2 max pools, global average pool, dense 16→10, softmax cross-
 // entropy), built from the streaming ops so that the project's kernels are what gets measured.
 // Returns plain JSON; `tilestream bench` prints it.
