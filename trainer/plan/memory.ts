@@ -6,7 +6,7 @@
 // gradients. Only the last tile of the forward (the most of F stitched) and one backward tile are
 // simulated: every tile has the same shape. Pure: no TensorFlow import.
 
-import { axisProfile, type TileGrid, tileGrid } from '../streaming/geometry.ts';
+import { axisProfile, axisSizes, GeometryError, type TileGrid, tileGrid } from '../streaming/geometry.ts';
 import { type Body, inferChannels, parameterShapes } from '../streaming/graph.ts';
 import { headForward, loss, runBody } from './sim-body.ts';
 import {
@@ -222,14 +222,18 @@ function finish(sim: SimEngine, net: PlanNetwork, r: Resolved, tileArea: number)
 /**
  * The wasm heap's high-water mark over the buffer peak: the allocator's fragmentation, the
  * heap's geometric growth steps (Emscripten grows by 20%) and XNNPACK's scratch (indirection
- * buffers, packed weights). Measured 1.18–1.64 on the built-in bodies (`tilestream bench memory`).
+ * buffers, packed weights). Measured (heap − its initial 16 MiB) / buffers = 1.49–1.70 on the
+ * built-in bodies at 1024²–4096² (`tilestream bench memory`).
  */
 export const WASM_HEAP_FACTOR = 1.7;
+/** The wasm module's heap before any tensor (measured: 16 MiB). */
+export const WASM_HEAP_INITIAL_BYTES = 16 * 2 ** 20;
 
 /**
  * Memory a backend uses beyond the tensors' buffers. tensorflow (cuDNN): convolution algorithms
  * may take a workspace; we reserve the largest convolution's input + output at the tile size (an
- * estimate: no GPU here to measure). wasm: heap overhead, (WASM_HEAP_FACTOR − 1) × buffers.
+ * estimate: no GPU here to measure). wasm: the heap beyond the buffers, its initial size plus
+ * (WASM_HEAP_FACTOR − 1) × buffers.
  * cpu: tensors are JavaScript typed arrays; kernel scratch is small.
  */
 export function workspaceEstimate(
@@ -239,7 +243,7 @@ export function workspaceEstimate(
   floatBytes: number,
   bufferPeak: number,
 ): number {
-  if (backend === 'wasm') return Math.ceil((WASM_HEAP_FACTOR - 1) * bufferPeak);
+  if (backend === 'wasm') return WASM_HEAP_INITIAL_BYTES + Math.ceil((WASM_HEAP_FACTOR - 1) * bufferPeak);
   if (backend !== 'tensorflow') return 0;
   const channels = inferChannels(body);
   const stride = axisProfile(body, 0).stride;
@@ -265,6 +269,7 @@ export function predictStreamed(
 ): StreamedPrediction {
   const r = resolve(options);
   const grid = tileGrid(net.body, image, tile);
+  checkTrunk(net, grid, image);
   const sim = createEngine(r.backend, r.floatBytes);
   if (options.onKernel) sim.onKernel = options.onKernel;
   const C = net.body.inputChannels;
@@ -391,6 +396,25 @@ export function predictStreamed(
   };
 }
 
+/** The layers after the body must keep a non-empty output on the stitched feature map. */
+function checkTrunk(net: PlanNetwork, grid: TileGrid, image: readonly [number, number]): void {
+  if (!net.trunk) return;
+  for (const [axis, n] of [
+    [0, grid.rows.outputLength],
+    [1, grid.cols.outputLength],
+  ] as const) {
+    try {
+      axisSizes(net.trunk, axis, n);
+    } catch (e) {
+      if (!(e instanceof GeometryError)) throw e;
+      throw new GeometryError(
+        `a ${image[0]}×${image[1]} image is too small for the layers after the streamed body ` +
+          `(its ${n}-pixel feature map ${axis === 0 ? 'height' : 'width'} vanishes: ${e.message}); use a larger image or a later body end`,
+      );
+    }
+  }
+}
+
 function ownedLengths(grid: TileGrid): { rowsOwned: number[]; colsOwned: number[] } {
   return {
     rowsOwned: grid.rows.tiles.map((t) => t.owned.hi - t.owned.lo + 1),
@@ -405,8 +429,8 @@ export function predictConventional(
   options: MemoryOptions = {},
 ): MemoryPrediction {
   const r = resolve(options);
-  // Validates the image against the body (throws GeometryError when a layer would vanish).
-  tileGrid(net.body, image, image);
+  // Validates the image against the body and the trunk (GeometryError when a layer would vanish).
+  checkTrunk(net, tileGrid(net.body, image, image), image);
   const sim = createEngine(r.backend, r.floatBytes);
   if (options.onKernel) sim.onKernel = options.onKernel;
   const params = persistent(sim, net, r);

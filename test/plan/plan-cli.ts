@@ -1,0 +1,9 @@
+// A `tilestream` with only the planner's commands, for test/plan/cli.test.ts (the real entry adds
+// them in trainer/cli.ts).
+import { Command } from 'commander';
+import { registerBenchMemory, registerPlanCommands } from '../../trainer/plan/cli.ts';
+
+const program = new Command('tilestream');
+registerPlanCommands(program);
+registerBenchMemory(program.command('bench'));
+await program.parseAsync(process.argv);
