@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
 import { stringify } from 'yaml';
 import { listCheckpoints, readCheckpoint } from '../../trainer/train/checkpoint.ts';
 
@@ -41,7 +42,7 @@ function manifest(name: string, checkpoints: string, overrides: Record<string, u
         seed: 7,
         backend: 'wasm',
       },
-      streaming: { tileSize: 96 },
+      streaming: { tileSize: 96, ...(overrides.streaming as object) },
       checkpoint: { path: checkpoints, everySteps: 1, keep: 2 },
     },
   };
@@ -183,6 +184,7 @@ describe('tilestream train', () => {
     rmSync(join(copy, 'train', train[1] as string));
     const file = manifest('corrupt', join(work, 'ckpt-corrupt'), {
       data: { root: copy, synthetic: undefined, maxBadImageFraction: 0.2 },
+      streaming: { saliency: true },
     });
     const r = await start(['train', file, '--json']).done;
     assert.equal(r.code, 0, r.stderr);
@@ -190,5 +192,10 @@ describe('tilestream train', () => {
     assert.equal(summary.skippedImages, 4, 'two bad files, seen in each of two epochs');
     assert.match(r.stderr, /skipping image train\/\S+: .*(unreadable|not an image|format)/i);
     assert.match(r.stderr, /skipping image train\/\S+: .*missing/i);
+    // saliency: true writes one heatmap per validation image next to the checkpoints.
+    const maps = readdirSync(join(work, 'saliency', 'corrupt'));
+    assert.equal(maps.length, 4);
+    const meta = await sharp(join(work, 'saliency', 'corrupt', maps[0] as string)).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 192, 192, 3]);
   });
 });

@@ -120,7 +120,7 @@ describe('checkpoints', () => {
     const loaded = loadLatestCheckpoint(dir, (w) => warnings.push(w));
     assert.equal(loaded?.step, 1);
     assert.match(warnings[0] ?? '', /truncated/);
-    bytes[bytes.length - 1] ^= 0xff;
+    bytes.writeUInt8((bytes.at(-1) as number) ^ 0xff, bytes.length - 1);
     writeFileSync(newest, bytes);
     assert.throws(
       () => readCheckpoint(newest),

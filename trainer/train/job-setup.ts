@@ -4,16 +4,12 @@
 
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
-import { type AugmentationPolicy, drawAugmentation } from '../data/augment.ts';
-import { openImage } from '../data/image.ts';
-import { ImageError } from '../data/image-error.ts';
-import { type ManifestEntry, readManifest } from '../data/manifest.ts';
+import { type BadImage, Dataset } from '../data/dataset.ts';
+import { readManifest } from '../data/manifest.ts';
 import { builtinNetwork } from '../streaming/bodies.ts';
 import { type Network, networkParameterShapes } from '../streaming/network.ts';
-import { mulberry32 } from '../streaming/random-body.ts';
 import { checkInputSize, importedNetwork, loadTfjsLayersModel } from '../streaming/tfjs-import.ts';
 import type { CheckpointTensor } from './checkpoint.ts';
-import { type Sample, SkippedImage } from './loop.ts';
 import type { LossName } from './losses.ts';
 import type { OptimizerConfig } from './optimizers.ts';
 import type { Schedule } from './schedule.ts';
@@ -98,39 +94,30 @@ export function resolveJobPath(path: string, manifestFile: string | undefined): 
   return resolve(dirname(manifestFile), path);
 }
 
-/** Samples of one manifest: images opened lazily, unreadable ones turned into SkippedImage. */
-export async function samplesOf(
+/**
+ * The dataset of one manifest. Without a validation manifest, the training manifest's split column
+ * divides the rows (rows without a split are training rows).
+ */
+export async function datasetOf(
   spec: StreamingTrainingJobSpec,
   root: string,
-  manifestPath: string,
-  augment: boolean,
-  split?: 'train' | 'validation',
-): Promise<Sample[]> {
-  const manifest = await readManifest(resolve(root, manifestPath), { root });
-  // Rows without a split column count as training rows.
-  const entries = split ? manifest.entries.filter((e) => (e.split ?? 'train') === split) : manifest.entries;
+  which: 'train' | 'validation',
+  onBadImage: (bad: BadImage) => void,
+): Promise<Dataset | undefined> {
+  const file = which === 'validation' ? (spec.data.validation ?? spec.data.train) : spec.data.train;
+  const manifest = await readManifest(resolve(root, file), { root });
+  const bySplit = spec.data.validation === undefined;
+  const entries = bySplit ? manifest.entries.filter((e) => (e.split ?? 'train') === which) : manifest.entries;
+  if (which === 'validation' && entries.length === 0) return undefined;
   const [height, width] = imageSizeOf(spec);
-  const channels = spec.data.channels as 1 | 3;
-  const policy: AugmentationPolicy = augment ? (spec.data.augmentation ?? {}) : {};
   const normalization = spec.data.normalization;
-  return entries.map((entry: ManifestEntry) => ({
-    id: entry.relativePath,
-    label: entry.label,
-    async open(seed: number) {
-      const augmentation =
-        seed >= 0 ? drawAugmentation(policy, mulberry32(seed), { height, width }) : undefined;
-      try {
-        return await openImage(entry.path, {
-          height,
-          width,
-          channels,
-          ...(normalization && { normalization }),
-          ...(augmentation && { augmentation }),
-        });
-      } catch (e) {
-        if (e instanceof ImageError) throw new SkippedImage(e.reason, e.message);
-        throw e;
-      }
-    },
-  }));
+  return new Dataset({
+    entries,
+    name: which === 'train' ? 'training' : 'validation',
+    image: { height, width, channels: spec.data.channels as 1 | 3, ...(normalization && { normalization }) },
+    seed: spec.training.seed,
+    maxBadFraction: spec.data.maxBadImageFraction,
+    onBadImage,
+    ...(which === 'train' ? { augmentation: { ...spec.data.augmentation } } : { shuffle: false }),
+  });
 }

@@ -8,23 +8,25 @@ import { join, resolve } from 'node:path';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { formatProblems, loadJobFile } from '../../crds/validate.ts';
 import { type BackendChoice, initBackend } from '../backend/select.ts';
+import type { BadImage, Dataset } from '../data/dataset.ts';
 import { ensureSyntheticDataset } from '../data/synthetic.ts';
 import { tileGrid } from '../streaming/geometry.ts';
 import type { Network } from '../streaming/network.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
 import {
   dataRootOf,
+  datasetOf,
   imageSizeOf,
   loadNetwork,
   lossOf,
   optimizerConfigOf,
   resolveJobPath,
-  samplesOf,
   scheduleOf,
 } from './job-setup.ts';
-import { type Sample, type TrainResult, train } from './loop.ts';
+import { type TrainResult, train } from './loop.ts';
 import { createLogger, createTrainerMetrics, formatDuration, ProgressBar, serveMetrics } from './observe.ts';
 import { createStatusReporter } from './report-k8s.ts';
+import { writeSaliencyMaps } from './saliency.ts';
 import { resolveTile } from './tile-choice.ts';
 
 export interface TrainOptions {
@@ -192,24 +194,31 @@ async function runJob(
     metrics.predictedMemory.set({ mode: 'streamed' }, tile.predicted.streamed);
     metrics.predictedMemory.set({ mode: 'conventional' }, tile.predicted.conventional);
   }
-  const trainSet: Sample[] = await samplesOf(spec, root, spec.data.train, true);
-  const validationSet: Sample[] = spec.data.validation
-    ? await samplesOf(spec, root, spec.data.validation, false)
-    : [];
+  let skippedImages = 0;
+  const onBadImage = (bad: BadImage): void => {
+    skippedImages++;
+    metrics.skipped.inc({ reason: bad.reason });
+    say('warn', `skipping image ${bad.relativePath}: ${bad.message}`, {
+      reason: bad.reason,
+      epoch: bad.epoch + 1,
+    });
+  };
+  const trainData = (await datasetOf(spec, root, 'train', onBadImage)) as Dataset;
+  const validationData = await datasetOf(spec, root, 'validation', onBadImage);
   const epochs = o.epochs ?? spec.training.epochs;
   const checkpointDir = o.outputDir
     ? resolve(o.outputDir, 'checkpoints')
     : spec.checkpoint?.path
       ? resolveJobPath(spec.checkpoint.path, file)
       : undefined;
-  say('info', `training ${net.body.name} on ${trainSet.length} images of ${image[0]}×${image[1]}`, {
+  say('info', `training ${net.body.name} on ${trainData.size} images of ${image[0]}×${image[1]}`, {
     backend: backend.name,
     tile: tile.size,
     tiles: grid.tiles.length,
-    validationImages: validationSet.length,
+    validationImages: validationData?.size ?? 0,
     checkpointDir,
   });
-  const totalImages = Math.max(1, trainSet.length * epochs);
+  const totalImages = Math.max(1, trainData.size * epochs);
   let imagesDone = 0;
   const result = await train(
     {
@@ -223,7 +232,6 @@ async function runJob(
       optimizer: optimizerConfigOf(spec),
       loss: lossOf(spec),
       seed: spec.training.seed,
-      maxBadImageFraction: spec.data.maxBadImageFraction,
       ...(initialWeights && { initialWeights }),
       ...(checkpointDir && {
         checkpoint: {
@@ -233,8 +241,8 @@ async function runJob(
         },
       }),
     },
-    trainSet,
-    validationSet,
+    trainData,
+    validationData,
     {
       log: (level, message, fields) => say(level, message, fields),
       shouldStop: ctx.stop,
@@ -264,9 +272,6 @@ async function runJob(
           },
         });
       },
-      skipped(_id, reason) {
-        metrics.skipped.inc({ reason });
-      },
       checkpointed(c) {
         metrics.lastCheckpoint.set(c.time.getTime() / 1000);
         reporter?.report({ lastCheckpoint: { path: c.path, step: c.step, time: c.time.toISOString() } });
@@ -284,6 +289,17 @@ async function runJob(
     },
   );
   ctx.bar?.clear();
+  if (spec.streaming.saliency && result.status === 'completed' && validationData) {
+    const dir = join(
+      checkpointDir ? resolve(checkpointDir, '..') : resolve(o.outputDir ?? '.'),
+      'saliency',
+      job.metadata.name,
+    );
+    const files = await writeSaliencyMaps(net, result.params, validationData, grid, dir, (m) =>
+      say('warn', m),
+    );
+    say('info', `wrote ${files.length} saliency maps to ${dir}`);
+  }
   for (const p of result.params.values()) p.dispose();
   const last = result.history.at(-1);
   return {
@@ -296,7 +312,7 @@ async function runJob(
     steps: result.step,
     epochs: result.epoch,
     seconds: 0,
-    skippedImages: result.skippedImages,
+    skippedImages,
     ...(result.resumedFrom && { resumedFrom: result.resumedFrom }),
     ...(checkpointDir && { checkpointDir }),
     ...(last && {
