@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerStreamingBenches } from './bench/cli.ts';
 import { registerSynthCommand } from './data/synth-cli.ts';
+import { registerBenchMemory, registerPlanCommands } from './plan/cli.ts';
 import { registerTrainCommand } from './train/cli.ts';
 
 const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -22,9 +23,11 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)');
   registerTrainCommand(program);
   registerSynthCommand(program);
+  registerPlanCommands(program);
   const bench = program
     .command('bench')
     .description('measure streaming against conventional training (JSON with --json)');
   registerStreamingBenches(bench);
+  registerBenchMemory(bench);
   return program;
 }

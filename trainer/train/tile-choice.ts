@@ -4,6 +4,8 @@
 import { freemem, totalmem } from 'node:os';
 import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
 import type { BackendName } from '../backend/select.ts';
+import { optimizerFromSpec } from '../plan/memory.ts';
+import { formatBytes, planTile } from '../plan/planner.ts';
 import { minimumTile } from '../streaming/geometry.ts';
 import type { Network } from '../streaming/network.ts';
 
@@ -43,8 +45,25 @@ export function resolveTile(
       explanation: `tile ${fixed} px (${o.tileSize !== undefined ? '--tile-size' : 'spec.streaming.tileSize'})`,
     };
   }
-  throw new Error(
-    `spec.streaming.tileSize is 'auto' but no memory planner is available for backend ${backend} ` +
-      `(budget ${o.memoryBudget ?? defaultBudget(backend)} bytes); set a numeric tileSize or pass --tile-size`,
-  );
+  const budget = o.memoryBudget ?? defaultBudget(backend);
+  const plan = planTile({
+    net,
+    image,
+    budgetBytes: budget,
+    headroom: spec.streaming.memoryHeadroom,
+    minTile: spec.streaming.minTileSize,
+    optimizer: optimizerFromSpec(spec.training.optimizer),
+    backend,
+    inputGrad: spec.streaming.saliency,
+  });
+  if (!plan.fits) {
+    throw new Error(`no tile fits the memory budget of ${formatBytes(budget)}: ${plan.reason}`);
+  }
+  return {
+    size: plan.tile,
+    explanation:
+      `tile ${plan.tile} px chosen by the planner for a budget of ${formatBytes(budget)} (${backend}): predicted peak ` +
+      `${formatBytes(plan.streamed.requiredBytes)} streamed vs ${formatBytes(plan.conventional.requiredBytes)} conventional`,
+    predicted: { streamed: plan.streamed.requiredBytes, conventional: plan.conventional.requiredBytes },
+  };
 }
