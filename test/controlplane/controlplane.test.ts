@@ -3,7 +3,7 @@
 // Job whose pod is scheduled onto the right GPU class and run by the node agent.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -374,10 +374,11 @@ describe('real control plane', () => {
 
   it('installs a chart with helm through the admin kubeconfig', {
     skip: helm?.ok === false ? helm.reason : undefined,
-  }, async () => {
+  }, async (t) => {
     const helmBin = helm?.ok ? helm.bin.helm : undefined;
     assert.ok(helmBin);
     const home = mkdtempSync(join(tmpdir(), 'tilestream-helm-'));
+    t.after(() => rmSync(home, { recursive: true, force: true }));
     const chart = join(home, 'chart');
     mkdirSync(join(chart, 'templates'), { recursive: true });
     writeFileSync(

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { reapStaleRuns, spawnManaged } from './processes.ts';
 
 // A killed process whose parent died may stay a zombie here (this sandbox's pid 1 reaps slowly),
@@ -18,9 +18,19 @@ const alive = (pid: number) => {
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const dirs: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'tilestream-proc-test-'));
+  dirs.push(d);
+  return d;
+};
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
 describe('managed processes', () => {
   it('stop() ends the whole process group, grandchildren included', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tilestream-proc-test-'));
+    const dir = tempDir();
     const p = spawnManaged('sh', 'sh', ['-c', 'sleep 60 & echo $! > child.pid; wait'], {
       cwd: dir,
       logPath: join(dir, 'log'),
@@ -36,7 +46,7 @@ describe('managed processes', () => {
   });
 
   it('reports exit codes and 128+signal', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tilestream-proc-test-'));
+    const dir = tempDir();
     assert.equal(await spawnManaged('x', 'sh', ['-c', 'exit 7'], { logPath: join(dir, 'a') }).exited, 7);
     assert.equal(
       await spawnManaged('x', 'sh', ['-c', 'kill -9 $$'], { logPath: join(dir, 'b') }).exited,
