@@ -11,7 +11,6 @@ import { type BackendChoice, initBackend } from '../backend/select.ts';
 import type { BadImage, Dataset } from '../data/dataset.ts';
 import { ensureSyntheticDataset } from '../data/synthetic.ts';
 import { tileGrid } from '../streaming/geometry.ts';
-import type { Network } from '../streaming/network.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
 import {
   dataRootOf,
