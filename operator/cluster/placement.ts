@@ -1,0 +1,201 @@
+// The placement policy: which GPU class a job runs on, and with which tile. Pure.
+// Each usable class gets the planner's largest tile for its memory; among classes with a free GPU
+// the largest tile wins, else the largest tile overall (the pod waits for a GPU of that class).
+// Ties go to the smaller GPU, leaving larger ones for jobs that need them. A fixed tileSize keeps
+// only the classes where it fits; spec.resources.minGpuMemory keeps only GPUs at least that large.
+
+import { parseQuantity, type StreamingTrainingJobSpec } from '../../crds/index.ts';
+import { formatBytes } from '../../trainer/plan/planner.ts';
+import type { Pod } from '../kube/types.ts';
+import type { GpuClass, GpuOffer, Inventory } from './gpu-inventory.ts';
+import { type Prediction, type Sizing, SizingError, type SizingRequest } from './tile-sizing.ts';
+import { resourceToleration, type TolerationLike, untoleratedTaints } from './tolerations.ts';
+
+/** GPUs in use per node and resource. */
+export type GpuUsage = ReadonlyMap<string, ReadonlyMap<string, number>>;
+
+export type Placement =
+  | {
+      kind: 'gpu';
+      cls: GpuClass;
+      tile: number;
+      prediction?: Prediction;
+      /** GPUs of the class not requested by the trainer pods the operator sees. */
+      freeGpus: number;
+    }
+  | { kind: 'cpu'; tile: number; budgetBytes: number; prediction?: Prediction }
+  | {
+      kind: 'unplaceable';
+      reason: 'NoGPUNodes' | 'NoGPUWithSufficientMemory' | 'InvalidSpec';
+      message: string;
+    };
+
+export interface PlacementInput {
+  spec: StreamingTrainingJobSpec;
+  inventory: Inventory;
+  usage: GpuUsage;
+  size: (req: SizingRequest) => Sizing;
+  /** After an out-of-memory exit: no tile above this. */
+  maxTile?: number;
+}
+
+const GiB = 2 ** 30;
+/** The wasm backend's heap is 4 GB, of which the module keeps some (trainer/train/tile-choice.ts). */
+const WASM_HEAP_BYTES = 3.5 * GiB;
+
+/** GPUs requested (limits) by pods that hold them: bound and not finished. */
+export function gpuUsage(pods: readonly Pod[]): Map<string, Map<string, number>> {
+  const usage = new Map<string, Map<string, number>>();
+  for (const pod of pods) {
+    const node = pod.spec?.nodeName;
+    const phase = pod.status?.phase;
+    if (!node || phase === 'Succeeded' || phase === 'Failed') continue;
+    for (const c of pod.spec?.containers ?? []) {
+      for (const [res, q] of Object.entries(c.resources?.limits ?? {})) {
+        if (!res.startsWith('nvidia.com/')) continue;
+        const perNode = usage.get(node) ?? new Map<string, number>();
+        perNode.set(res, (perNode.get(res) ?? 0) + Number(q));
+        usage.set(node, perNode);
+      }
+    }
+  }
+  return usage;
+}
+
+/** Whether a pod of this spec may run on the offer's node: taints tolerated, nodeSelector met. */
+export function admits(spec: StreamingTrainingJobSpec, offer: GpuOffer): boolean {
+  const tolerations: TolerationLike[] = [
+    ...(spec.resources.tolerations ?? []),
+    resourceToleration(offer.resourceName),
+  ];
+  if (untoleratedTaints(offer.taints, tolerations).length > 0) return false;
+  return Object.entries(spec.resources.nodeSelector ?? {}).every(([k, v]) => offer.labels[k] === v);
+}
+
+export function freeGpus(cls: GpuClass, usage: GpuUsage, offers: readonly GpuOffer[] = cls.offers): number {
+  return offers.reduce(
+    (sum, o) => sum + Math.max(0, o.allocatable - (usage.get(o.node)?.get(o.resourceName) ?? 0)),
+    0,
+  );
+}
+
+export function planPlacement(input: PlacementInput): Placement {
+  try {
+    return input.spec.resources.gpus === 0 ? placeOnCpu(input) : placeOnGpu(input);
+  } catch (e) {
+    if (e instanceof SizingError) return { kind: 'unplaceable', reason: 'InvalidSpec', message: e.message };
+    throw e;
+  }
+}
+
+function placeOnCpu({ spec, size, maxTile }: PlacementInput): Placement {
+  const backend = spec.training.backend === 'cpu' ? 'cpu' : 'wasm';
+  const memory = spec.resources.memory !== undefined ? parseQuantity(spec.resources.memory) : undefined;
+  const budgetBytes = backend === 'wasm' ? Math.min(memory ?? WASM_HEAP_BYTES, WASM_HEAP_BYTES) : memory;
+  if (budgetBytes === undefined) {
+    throw new SizingError(
+      'a CPU job (resources.gpus: 0) on the cpu backend needs spec.resources.memory to size its tile; set it, or set spec.streaming.tileSize',
+    );
+  }
+  const s = size({ spec, budgetBytes, backend, ...(maxTile !== undefined && { maxTile }) });
+  if (!s.fits) {
+    return {
+      kind: 'unplaceable',
+      reason: 'NoGPUWithSufficientMemory',
+      message: `CPU job (${backend}, ${formatBytes(budgetBytes)}): ${s.reason}`,
+    };
+  }
+  return { kind: 'cpu', tile: s.tile, budgetBytes, ...(s.prediction && { prediction: s.prediction }) };
+}
+
+interface Candidate {
+  cls: GpuClass;
+  free: number;
+  sizing: Sizing;
+}
+
+function placeOnGpu({ spec, inventory, usage, size, maxTile }: PlacementInput): Placement {
+  const usable = inventory.classes
+    .map((cls) => ({ cls, offers: cls.offers.filter((o) => admits(spec, o)) }))
+    .filter((c) => c.offers.length > 0);
+  if (usable.length === 0) return noGpuNodes(inventory);
+  const minMemory =
+    spec.resources.minGpuMemory !== undefined ? parseQuantity(spec.resources.minGpuMemory) : 0;
+  const bigEnough = usable.filter((c) => c.cls.memoryBytes >= minMemory);
+  if (bigEnough.length === 0) {
+    const largest = Math.max(...usable.map((c) => c.cls.memoryBytes));
+    return {
+      kind: 'unplaceable',
+      reason: 'NoGPUWithSufficientMemory',
+      message:
+        `spec.resources.minGpuMemory is ${spec.resources.minGpuMemory} (${formatBytes(minMemory)}) but the largest ` +
+        `usable GPU has ${formatBytes(largest)}; lower minGpuMemory or add a node with a larger GPU`,
+    };
+  }
+  const candidates: Candidate[] = bigEnough.map(({ cls, offers }) => ({
+    cls,
+    free: freeGpus(cls, usage, offers),
+    sizing: size({
+      spec,
+      budgetBytes: cls.memoryBytes,
+      backend: 'tensorflow',
+      ...(maxTile !== undefined && { maxTile }),
+    }),
+  }));
+  const fitting = candidates.filter((c) => c.sizing.fits);
+  if (fitting.length === 0) return nothingFits(spec, candidates);
+  const pool = fitting.some((c) => c.free > 0) ? fitting.filter((c) => c.free > 0) : fitting;
+  const best = pool.sort(byPreference)[0] as Candidate;
+  const s = best.sizing as Extract<Sizing, { fits: true }>;
+  return {
+    kind: 'gpu',
+    cls: best.cls,
+    tile: s.tile,
+    freeGpus: best.free,
+    ...(s.prediction && { prediction: s.prediction }),
+  };
+}
+
+/** Larger tile first; on a tie the smaller GPU (or, with no prediction to trust, the larger one), then the name. */
+function byPreference(a: Candidate, b: Candidate): number {
+  const ta = (a.sizing as { tile: number }).tile;
+  const tb = (b.sizing as { tile: number }).tile;
+  if (ta !== tb) return tb - ta;
+  const predicted = (a.sizing as { prediction?: unknown }).prediction !== undefined;
+  const mem = predicted ? a.cls.memoryBytes - b.cls.memoryBytes : b.cls.memoryBytes - a.cls.memoryBytes;
+  return mem || a.cls.name.localeCompare(b.cls.name);
+}
+
+function noGpuNodes(inventory: Inventory): Placement {
+  const offers = inventory.classes.reduce((n, c) => n + c.offers.length, 0);
+  const parts: string[] = [];
+  if (offers > 0) {
+    parts.push(
+      `${offers} GPU node offer(s) exist but none admits this job (untolerated taints or spec.resources.nodeSelector); ` +
+        'add tolerations or relax the nodeSelector',
+    );
+  } else parts.push('no Ready, schedulable node offers nvidia.com/gpu with a known memory size');
+  for (const x of inventory.excluded.slice(0, 5)) parts.push(`${x.node}: ${x.reason}`);
+  if (inventory.excluded.length > 5) parts.push(`and ${inventory.excluded.length - 5} more excluded node(s)`);
+  return { kind: 'unplaceable', reason: 'NoGPUNodes', message: parts.join('; ') };
+}
+
+function nothingFits(spec: StreamingTrainingJobSpec, candidates: readonly Candidate[]): Placement {
+  const largest = [...candidates].sort((a, b) => b.cls.memoryBytes - a.cls.memoryBytes)[0] as Candidate;
+  const s = largest.sizing as Extract<Sizing, { fits: false }>;
+  const headroom = spec.streaming.memoryHeadroom;
+  const needed = s.needsBytes / (1 - headroom);
+  const tile =
+    typeof spec.streaming.tileSize === 'number'
+      ? `the tile spec.streaming.tileSize=${spec.streaming.tileSize}`
+      : `the minimum tile (${s.smallestTile} px)`;
+  return {
+    kind: 'unplaceable',
+    reason: 'NoGPUWithSufficientMemory',
+    message:
+      `${tile} needs ${formatBytes(s.needsBytes)}; the largest GPU (${largest.cls.product}, class ${largest.cls.name}) ` +
+      `has ${formatBytes(largest.cls.memoryBytes)}, ${formatBytes(largest.cls.memoryBytes * (1 - headroom))} usable ` +
+      `after ${Math.round(headroom * 100)}% headroom. ${s.reason}. Lower spec.streaming.minTileSize or ` +
+      `memoryHeadroom, or add a node with at least ${formatBytes(needed)} of GPU memory`,
+  };
+}

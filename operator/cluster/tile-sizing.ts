@@ -1,0 +1,172 @@
+// Tile sizing for one memory budget: the one place the operator calls the planner
+// (trainer/plan, pure: no TensorFlow). Built-in networks are planned from the spec; a TensorFlow.js
+// model lives on the data volume, which the operator does not mount, so it runs with the spec's
+// numeric tileSize and no memory prediction.
+
+import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
+import { inputsFromSpec, networkOf, type PlanInputs, runPlan } from '../../trainer/plan/cli.ts';
+import type { BackendName } from '../../trainer/plan/memory.ts';
+import { PlanError, tileConstraints } from '../../trainer/plan/planner.ts';
+import { GeometryError } from '../../trainer/streaming/geometry.ts';
+import { BodyError } from '../../trainer/streaming/graph.ts';
+
+export interface Prediction {
+  streamedBytes: number;
+  conventionalBytes: number;
+  /** 1 − streamed/conventional, clamped to [0, 1] (a tile as large as the image saves nothing). */
+  savingsRatio: number;
+  savedBytes: number;
+  /** Predicted compute of streamed training relative to conventional. */
+  overheadFactor: number;
+}
+
+export type Sizing =
+  | { fits: true; tile: number; prediction?: Prediction }
+  | { fits: false; smallestTile: number; needsBytes: number; reason: string };
+
+/** The spec cannot be planned as written (becomes condition reason InvalidSpec, not a crash). */
+export class SizingError extends Error {
+  override name = 'SizingError';
+}
+
+export interface SizingRequest {
+  spec: StreamingTrainingJobSpec;
+  budgetBytes: number;
+  backend: BackendName;
+  /** After an out-of-memory exit: the tile may not exceed this. */
+  maxTile?: number;
+}
+
+/** Assumed stride of an imported model when shrinking its tile (the operator cannot read the model). */
+const TFJS_TILE_STEP = 32;
+/** Each out-of-memory retry shrinks the tile side to about this fraction (area to about 56%). */
+export const SHRINK_FACTOR = 0.75;
+
+function planInputs(spec: StreamingTrainingJobSpec, backend: BackendName, budgetBytes: number): PlanInputs {
+  const partial = inputsFromSpec(spec, 'spec');
+  return {
+    dtype: 'float32',
+    optimizer: 'adam',
+    pooling: 'max',
+    classes: 2,
+    saliency: false,
+    headroom: 0.1,
+    channels: 3,
+    source: 'spec',
+    ...partial,
+    // The planner asks for outputs; softmax has one per class, other losses a single one.
+    ...(spec.training.loss !== 'softmax-cross-entropy' && { classes: 1 }),
+    backend,
+    budgetBytes,
+  } as PlanInputs;
+}
+
+function explain(e: unknown): never {
+  if (e instanceof PlanError || e instanceof GeometryError || e instanceof BodyError)
+    throw new SizingError(e.message);
+  throw e;
+}
+
+/** The largest tile that fits the budget (or the spec's fixed tile, if it fits), with its predictions. */
+export function sizeTile(req: SizingRequest): Sizing {
+  const { spec } = req;
+  const fixed = typeof spec.streaming.tileSize === 'number' ? spec.streaming.tileSize : undefined;
+  if (spec.model.architecture === 'tfjs') {
+    if (fixed === undefined) {
+      throw new SizingError(
+        "spec.streaming.tileSize is 'auto', but the operator can plan only the built-in architectures " +
+          '(it does not read TensorFlow.js models from the data volume); set spec.streaming.tileSize to a number of pixels',
+      );
+    }
+    return { fits: true, tile: req.maxTile !== undefined ? Math.min(fixed, req.maxTile) : fixed };
+  }
+  let inputs = planInputs(spec, req.backend, req.budgetBytes);
+  const cap = req.maxTile;
+  if (cap !== undefined && (inputs.tile === undefined || inputs.tile > cap)) {
+    if (inputs.tile === undefined) {
+      // Auto: plan freely first; only a tile above the cap is re-checked at the cap.
+      const free = sizeWith(inputs);
+      if (!free.fits || free.tile <= cap) return free;
+    }
+    inputs = { ...inputs, tile: cap, roundTile: true };
+  }
+  return sizeWith(inputs);
+}
+
+function sizeWith(inputs: PlanInputs): Sizing {
+  let plan: ReturnType<typeof runPlan>['plan'];
+  try {
+    plan = runPlan(inputs).plan;
+  } catch (e) {
+    explain(e);
+  }
+  if (!plan.fits) {
+    return {
+      fits: false,
+      smallestTile: plan.smallestTile,
+      needsBytes: plan.smallestTileNeeds,
+      reason: plan.reason,
+    };
+  }
+  return {
+    fits: true,
+    tile: plan.tile,
+    prediction: {
+      streamedBytes: plan.streamed.requiredBytes,
+      conventionalBytes: plan.conventional.requiredBytes,
+      savingsRatio: Math.min(1, Math.max(0, plan.savingsRatio)),
+      savedBytes: Math.max(0, plan.savedBytes),
+      overheadFactor: plan.streamed.timeRatio,
+    },
+  };
+}
+
+/** The tile to retry with after the trainer ran out of memory at `tile`, or undefined at the minimum. */
+export function smallerTile(spec: StreamingTrainingJobSpec, tile: number): number | undefined {
+  let step = TFJS_TILE_STEP;
+  let minimum = Math.max(spec.streaming.minTileSize, TFJS_TILE_STEP);
+  if (spec.model.architecture !== 'tfjs') {
+    try {
+      const inputs = planInputs(spec, 'tensorflow', 1);
+      const c = tileConstraints(networkOf(inputs), spec.streaming.minTileSize);
+      step = c.stride;
+      minimum = c.minimum;
+    } catch (e) {
+      explain(e);
+    }
+  }
+  if (tile <= minimum) return undefined;
+  return Math.max(minimum, Math.floor((tile * SHRINK_FACTOR) / step) * step);
+}
+
+/** sizeTile with a bounded memo: planning a large network takes up to a second, and specs repeat. */
+export function memoizedSizer(capacity = 256): (req: SizingRequest) => Sizing {
+  const memo = new Map<string, Sizing | SizingError>();
+  return (req) => {
+    const s = req.spec;
+    const key = JSON.stringify([
+      s.model,
+      s.data.imageSize,
+      s.data.channels,
+      s.streaming,
+      s.training.optimizer,
+      s.training.loss,
+      req.budgetBytes,
+      req.backend,
+      req.maxTile,
+    ]);
+    let hit = memo.get(key);
+    if (hit === undefined) {
+      try {
+        hit = sizeTile(req);
+      } catch (e) {
+        if (!(e instanceof SizingError)) throw e;
+        hit = e;
+      }
+      if (memo.size >= capacity) memo.delete(memo.keys().next().value as string);
+    } else memo.delete(key);
+    memo.set(key, hit); // re-inserted: the Map's order makes this an LRU
+    if (hit instanceof SizingError) throw hit;
+    return hit;
+  };
+}
