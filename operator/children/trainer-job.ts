@@ -1,0 +1,241 @@
+// The batch/v1 Job that runs the trainer for a StreamingTrainingJob, built by a pure function of
+// the spec and the plan. The pod runs
+//   tilestream train /etc/tilestream/job.yaml --tile-size N --metrics-port 9400 --json
+// with the job manifest from the `<name>-job` ConfigMap, one GPU of the planned class (node
+// affinity), the data volume read-only and the checkpoint volume read-write, under the restricted
+// Pod Security profile. The pod failure policy fails the Job at once on the trainer's
+// out-of-memory exit (3, the operator re-plans with a smaller tile) and on an invalid manifest
+// (2), and does not count evictions and preemptions (DisruptionTarget) against backoffLimit.
+
+import type { V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import type { StreamingTrainingJob, VolumeSource } from '../../crds/index.ts';
+import { resourceToleration } from '../cluster/tolerations.ts';
+import type { JobPlan } from './job-plan.ts';
+import {
+  ANNOTATION,
+  childMeta,
+  configMapName,
+  LABEL,
+  TRAINER_CONTAINER,
+  trainerAccountName,
+  trainerJobName,
+} from './names.ts';
+
+/** Exit codes of `tilestream train` (trainer/train/exit-codes.ts; the trainer is not imported here). */
+export const TRAINER_EXIT = { failure: 1, invalidInput: 2, outOfMemory: 3, stopped: 143 } as const;
+
+export const JOB_FILE_DIR = '/etc/tilestream';
+export const JOB_FILE = `${JOB_FILE_DIR}/job.yaml`;
+export const TERMINATION_MESSAGE_PATH = '/dev/termination-log';
+
+/** Operator-wide settings of trainer pods (flags/Helm values). */
+export interface TrainerSettings {
+  /** Used when spec.image is unset. */
+  image: string;
+  imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** Unset: the image's entrypoint (`tilestream`) takes the arguments. */
+  command?: string[];
+  metricsPort: number;
+  /** UID/GID of the trainer (restricted Pod Security needs a non-root user). */
+  runAsUser: number;
+  /** Time to write a checkpoint after SIGTERM. */
+  terminationGracePeriodSeconds: number;
+}
+
+export const DEFAULT_TRAINER_SETTINGS: Omit<TrainerSettings, 'image'> = {
+  metricsPort: 9400,
+  runAsUser: 1000,
+  terminationGracePeriodSeconds: 120,
+};
+
+export interface TrainerJobInput {
+  stj: StreamingTrainingJob;
+  plan: JobPlan;
+  attempt: number;
+  tileReductions: number;
+  restartsBefore: number;
+  suspend: boolean;
+  /** Seconds left of spec.runPolicy.activeDeadlineSeconds for this attempt. */
+  activeDeadlineSeconds?: number;
+  settings: TrainerSettings;
+}
+
+function volumeSource(v: VolumeSource, readOnly: boolean): Omit<V1Volume, 'name'> {
+  return v.persistentVolumeClaim
+    ? { persistentVolumeClaim: { claimName: v.persistentVolumeClaim.claimName, readOnly } }
+    : { hostPath: { path: (v.hostPath as { path: string }).path, type: 'Directory' } };
+}
+
+function volumes(stj: StreamingTrainingJob): { volumes: V1Volume[]; mounts: V1VolumeMount[] } {
+  const name = stj.metadata.name;
+  const vols: V1Volume[] = [
+    // The job file's folder is writable: a relative data root or checkpoint path resolves there.
+    { name: 'workspace', emptyDir: {} },
+    { name: 'job', configMap: { name: configMapName(name), items: [{ key: 'job.yaml', path: 'job.yaml' }] } },
+    { name: 'tmp', emptyDir: {} },
+  ];
+  const mounts: V1VolumeMount[] = [
+    { name: 'workspace', mountPath: JOB_FILE_DIR },
+    { name: 'job', mountPath: JOB_FILE, subPath: 'job.yaml', readOnly: true },
+    { name: 'tmp', mountPath: '/tmp' },
+  ];
+  const { data, checkpoint } = stj.spec;
+  if (data.volume) {
+    vols.push({ name: 'data', ...volumeSource(data.volume, true) });
+    mounts.push({ name: 'data', mountPath: data.root, readOnly: true });
+  }
+  if (checkpoint?.volume) {
+    vols.push({ name: 'checkpoints', ...volumeSource(checkpoint.volume, false) });
+    mounts.push({ name: 'checkpoints', mountPath: checkpoint.path });
+  }
+  return { volumes: vols, mounts };
+}
+
+function resources(stj: StreamingTrainingJob, plan: JobPlan) {
+  const r = stj.spec.resources;
+  const limits: Record<string, string> = {};
+  const requests: Record<string, string> = {};
+  if (r.gpus > 0 && plan.resourceName) limits[plan.resourceName] = String(r.gpus);
+  if (r.memory !== undefined) {
+    limits.memory = String(r.memory);
+    requests.memory = String(r.memory);
+  }
+  if (r.cpu !== undefined) requests.cpu = String(r.cpu);
+  return {
+    ...(Object.keys(limits).length > 0 && { limits }),
+    ...(Object.keys(requests).length > 0 && { requests }),
+  };
+}
+
+export function buildTrainerJob(i: TrainerJobInput): V1Job {
+  const { stj, plan, settings } = i;
+  const spec = stj.spec;
+  const name = trainerJobName(stj.metadata.name, i.attempt);
+  const attemptLabel = { [LABEL.attempt]: String(i.attempt) };
+  const queue: Record<string, string> =
+    spec.runPolicy.queueName !== undefined ? { [LABEL.kueueQueue]: spec.runPolicy.queueName } : {};
+  const { volumes: vols, mounts } = volumes(stj);
+  const gpu = spec.resources.gpus > 0 && plan.resourceName !== undefined;
+  const env = [
+    { name: 'TILESTREAM_TERMINATION_MESSAGE_PATH', value: TERMINATION_MESSAGE_PATH },
+    { name: 'HOME', value: '/tmp' },
+    ...(plan.gpuMemoryBytes !== undefined
+      ? [{ name: 'TILESTREAM_GPU_MEMORY', value: String(plan.gpuMemoryBytes) }]
+      : []),
+  ];
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: childMeta(stj, name, {
+      labels: { ...attemptLabel, ...queue },
+      annotations: {
+        [ANNOTATION.plan]: JSON.stringify(plan),
+        [ANNOTATION.tileReductions]: String(i.tileReductions),
+        [ANNOTATION.restartsBefore]: String(i.restartsBefore),
+      },
+    }),
+    spec: {
+      suspend: i.suspend,
+      completions: 1,
+      parallelism: 1,
+      backoffLimit: spec.runPolicy.backoffLimit,
+      ...(i.activeDeadlineSeconds !== undefined && { activeDeadlineSeconds: i.activeDeadlineSeconds }),
+      // One trainer at a time writes the checkpoints: a replacement starts only after the old pod is gone.
+      podReplacementPolicy: 'Failed',
+      podFailurePolicy: {
+        rules: [
+          { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
+          {
+            action: 'FailJob',
+            onExitCodes: {
+              containerName: TRAINER_CONTAINER,
+              operator: 'In',
+              values: [TRAINER_EXIT.outOfMemory],
+            },
+          },
+          {
+            action: 'FailJob',
+            onExitCodes: {
+              containerName: TRAINER_CONTAINER,
+              operator: 'In',
+              values: [TRAINER_EXIT.invalidInput],
+            },
+          },
+        ],
+      },
+      template: {
+        metadata: {
+          labels: { ...childMeta(stj, name).labels, ...attemptLabel },
+          annotations: { 'kubectl.kubernetes.io/default-container': TRAINER_CONTAINER },
+        },
+        spec: {
+          restartPolicy: 'Never',
+          serviceAccountName: trainerAccountName(stj.metadata.name),
+          automountServiceAccountToken: true,
+          enableServiceLinks: false,
+          terminationGracePeriodSeconds: settings.terminationGracePeriodSeconds,
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: settings.runAsUser,
+            runAsGroup: settings.runAsUser,
+            fsGroup: settings.runAsUser,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          ...(plan.selector !== undefined &&
+            plan.selector.length > 0 && {
+              affinity: {
+                nodeAffinity: {
+                  requiredDuringSchedulingIgnoredDuringExecution: {
+                    nodeSelectorTerms: [
+                      {
+                        matchExpressions: plan.selector.map((r) => ({
+                          key: r.key,
+                          operator: 'In',
+                          values: r.values,
+                        })),
+                      },
+                    ],
+                  },
+                },
+              },
+            }),
+          ...(spec.resources.nodeSelector !== undefined && { nodeSelector: spec.resources.nodeSelector }),
+          tolerations: [
+            ...(spec.resources.tolerations ?? []),
+            ...(gpu ? [resourceToleration(plan.resourceName as string)] : []),
+          ],
+          containers: [
+            {
+              name: TRAINER_CONTAINER,
+              image: spec.image ?? settings.image,
+              ...(settings.imagePullPolicy !== undefined && { imagePullPolicy: settings.imagePullPolicy }),
+              ...(settings.command !== undefined && { command: settings.command }),
+              args: [
+                'train',
+                JOB_FILE,
+                '--tile-size',
+                String(plan.tileSize),
+                '--metrics-port',
+                String(settings.metricsPort),
+                '--json',
+              ],
+              env,
+              ports: [{ name: 'metrics', containerPort: settings.metricsPort, protocol: 'TCP' }],
+              resources: resources(stj, plan),
+              volumeMounts: mounts,
+              terminationMessagePath: TERMINATION_MESSAGE_PATH,
+              terminationMessagePolicy: 'FallbackToLogsOnError',
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                runAsNonRoot: true,
+                capabilities: { drop: ['ALL'] },
+              },
+            },
+          ],
+          volumes: vols,
+        },
+      },
+    },
+  };
+}
