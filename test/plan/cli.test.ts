@@ -141,6 +141,10 @@ describe('tilestream plan', () => {
     const r = await run('plan', manifest('fixed.yaml', '    tileSize: 1024\n'), '--json');
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).tile, 1024);
+    // The trainer rounds a manifest's tileSize down to the stride (16 here).
+    const rounded = await run('plan', manifest('rounded.yaml', '    tileSize: 1030\n'), '--json');
+    assert.equal(rounded.status, 0, rounded.stderr);
+    assert.equal(JSON.parse(rounded.stdout).tile, 1024);
   });
 
   it(`exits ${EXIT_DOES_NOT_FIT} with the numbers when no tile fits (as a process too)`, async () => {

@@ -30,7 +30,7 @@ export const BENCH_NETWORKS: readonly { arch: Architecture; width?: number; labe
 
 // Effective training throughput (conv FLOP/s, narrow networks, shared 2-core machine), measured
 // with this bench; only used to skip runs over --max-seconds.
-const FLOPS_PER_SECOND = { wasm: 1e9, cpu: 5e7 } as const;
+const FLOPS_PER_SECOND = { wasm: 3e9, cpu: 1.5e8 } as const;
 /** The wasm heap is 32-bit; leave room for the module itself. */
 const WASM_HEAP_LIMIT = 3.8 * 2 ** 30;
 
@@ -150,6 +150,7 @@ export async function benchMemory(
   const opts = { backend: flags.backend, imageStorage: 'float32' as const, optimizer: 'none' as const };
   const rows: BenchRow[] = [];
   for (const n of BENCH_NETWORKS) {
+    if (flags.networks !== undefined && !flags.networks.includes(n.arch)) continue;
     const net: PlanNetwork = {
       ...builtinNetwork(n.arch, n.width !== undefined ? { width: n.width } : {}),
       pooling: 'max',

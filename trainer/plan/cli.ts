@@ -116,6 +116,8 @@ export interface PlanInputs {
   readonly headroom: number;
   readonly minTile?: number;
   readonly tile?: number;
+  /** A manifest's tileSize is rounded down to the stride (as the trainer does); --tile must be exact. */
+  readonly roundTile?: boolean;
   readonly optimizer: OptimizerName;
   readonly dtype: Dtype;
   readonly backend: BackendName;
@@ -146,7 +148,7 @@ export function inputsFromSpec(spec: StreamingTrainingJobSpec, source: string): 
     ...(gpuMemory !== undefined && { budgetBytes: parseQuantity(gpuMemory) }),
     headroom: s.memoryHeadroom,
     minTile: s.minTileSize,
-    ...(typeof s.tileSize === 'number' && { tile: s.tileSize }),
+    ...(typeof s.tileSize === 'number' && { tile: s.tileSize, roundTile: true }),
     optimizer: optimizerFromSpec(spec.training.optimizer),
     // The operator runs the trainer on GPU nodes: plan for tfjs-node-gpu unless a backend is fixed.
     backend:
@@ -184,6 +186,7 @@ function merge(flags: PlanFlags, fromManifest: Partial<PlanInputs>): PlanInputs 
     headroom: flags.headroom ?? fromManifest.headroom ?? 0.1,
     ...(minTile !== undefined && { minTile }),
     ...(tile !== undefined && { tile }),
+    ...(flags.tile === undefined && fromManifest.roundTile && { roundTile: true }),
     optimizer: flags.optimizer ?? fromManifest.optimizer ?? 'adam',
     dtype: flags.dtype ?? 'float32',
     backend: flags.backend ?? fromManifest.backend ?? 'tensorflow',
@@ -220,10 +223,12 @@ export function runPlan(i: PlanInputs): { net: PlanNetwork; plan: TilePlan } {
     ...(i.minTile !== undefined && { minTile: i.minTile }),
   };
   if (i.tile !== undefined) {
+    const { stride } = tileConstraints(net, i.minTile ?? 0);
+    const tile = i.roundTile && i.tile < Math.max(...i.image) ? Math.floor(i.tile / stride) * stride : i.tile;
     // Without a budget, a fixed tile is reported as it is (an unlimited budget).
     return {
       net,
-      plan: checkTile({ ...common, budgetBytes: i.budgetBytes ?? Number.MAX_VALUE, tile: i.tile }),
+      plan: checkTile({ ...common, budgetBytes: i.budgetBytes ?? Number.MAX_VALUE, tile }),
     };
   }
   if (i.budgetBytes === undefined) {
@@ -471,6 +476,18 @@ export interface BenchMemoryFlags {
   maxSeconds: number;
   paper?: boolean;
   json?: boolean;
+  /** Only these architectures. */
+  networks?: Architecture[];
+}
+
+function parseNetworks(value: string): Architecture[] {
+  const names = value.split(',').map((s) => s.trim());
+  for (const n of names) {
+    if (!(ARCHITECTURES as readonly string[]).includes(n)) {
+      throw new InvalidArgumentError(`unknown network '${n}'; expected some of ${ARCHITECTURES.join(', ')}`);
+    }
+  }
+  return names as Architecture[];
 }
 
 function parseSizes(value: string): number[] {
@@ -493,6 +510,7 @@ export function registerBenchMemory(bench: Command): void {
         .default('wasm'),
     )
     .option('--sizes <list>', 'image sides', parseSizes, [1024, 2048, 4096, 8192, 16384])
+    .option('--networks <list>', `only these networks (${ARCHITECTURES.join(', ')})`, parseNetworks)
     .option(
       '--memory <quantity>',
       'memory budget the streamed tile is planned for (default 4Gi, the wasm heap)',
@@ -506,7 +524,7 @@ export function registerBenchMemory(bench: Command): void {
       1024,
     )
     .option('--no-measure', 'predictions only')
-    .option('--max-seconds <n>', 'skip a measurement predicted to take longer', parsePositiveInt, 240)
+    .option('--max-seconds <n>', 'skip a measurement predicted to take longer', parsePositiveInt, 300)
     .option(
       '--paper',
       'print the paper check instead: MIDL 2018 at 64 MP and ResNet-34 at 8192², planner vs claims',
