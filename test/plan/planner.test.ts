@@ -73,8 +73,8 @@ describe('planTile', () => {
   });
 
   it('names the image-bound terms when they, not the tile, exhaust the memory', () => {
-    // A 65536² image: the stitched feature map alone is 4096²×16 floats per copy.
-    const plan = planTile({ net: smallcnn, image: 65536, budgetBytes: 4 * GiB });
+    // A 32768² image: its bytes alone (1 GiB as uint8) and the stitched feature map outgrow 1 GiB.
+    const plan = planTile({ net: smallcnn, image: 32768, budgetBytes: GiB, minTile: 1024 });
     assert.equal(plan.fits, false);
     if (plan.fits) return;
     assert.ok(
