@@ -1,0 +1,58 @@
+// metav1.Condition bookkeeping (apimachinery meta.SetStatusCondition): reason, message and
+// observedGeneration always follow the newest state, lastTransitionTime moves only when the status
+// flips. Pure; time comes in as an argument.
+
+import type { Condition, ConditionReason, ConditionType } from '../../crds/index.ts';
+
+export interface ConditionUpdate {
+  type: ConditionType;
+  status: 'True' | 'False' | 'Unknown';
+  reason: ConditionReason;
+  message: string;
+}
+
+/** The schema allows 32 KiB; a condition message is for people, so keep it readable. */
+const MESSAGE_MAX = 4096;
+
+/** Kubernetes Time: RFC 3339, whole seconds. */
+export function rfc3339(ms: number): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+export function truncate(message: string, max = MESSAGE_MAX): string {
+  return message.length <= max ? message : `${message.slice(0, max - 14)}… (truncated)`;
+}
+
+export function setCondition(
+  conditions: readonly Condition[],
+  update: ConditionUpdate,
+  generation: number,
+  now: number,
+): Condition[] {
+  const existing = conditions.find((c) => c.type === update.type);
+  const next: Condition = {
+    type: update.type,
+    status: update.status,
+    reason: update.reason,
+    message: truncate(update.message),
+    observedGeneration: generation,
+    lastTransitionTime:
+      existing && existing.status === update.status ? existing.lastTransitionTime : rfc3339(now),
+  };
+  const others = conditions.filter((c) => c.type !== update.type);
+  return [...others, next].sort((a, b) => CONDITION_ORDER.indexOf(a.type) - CONDITION_ORDER.indexOf(b.type));
+}
+
+/** A stable order, so that equal condition sets compare equal. */
+const CONDITION_ORDER: readonly string[] = ['Planned', 'Running', 'Suspended', 'Succeeded', 'Failed'];
+
+export function findCondition(
+  conditions: readonly Condition[] | undefined,
+  type: ConditionType,
+): Condition | undefined {
+  return conditions?.find((c) => c.type === type);
+}
+
+export function isTrue(conditions: readonly Condition[] | undefined, type: ConditionType): boolean {
+  return findCondition(conditions, type)?.status === 'True';
+}

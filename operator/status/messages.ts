@@ -1,0 +1,55 @@
+// Condition and Event messages: one sentence with the numbers and, where something is wrong, the
+// field to change. Pure.
+
+import type { StreamingTrainingJob } from '../../crds/index.ts';
+import { formatQuantity, type JobPlan } from '../children/job-plan.ts';
+
+export function describePlan(plan: JobPlan): string {
+  const where =
+    plan.gpuClass !== undefined
+      ? `GPU class ${plan.gpuClass} (${plan.gpuProduct}, ${formatQuantity(plan.gpuMemoryBytes ?? 0)} per GPU)`
+      : `CPU (memory budget ${formatQuantity(plan.budgetBytes ?? 0)})`;
+  let text = `tile ${plan.tileSize} px on ${where}`;
+  if (plan.predictedPeakStreamedBytes !== undefined && plan.predictedPeakConventionalBytes !== undefined) {
+    text +=
+      `: predicted peak ${formatQuantity(plan.predictedPeakStreamedBytes)} streamed vs ` +
+      `${formatQuantity(plan.predictedPeakConventionalBytes)} conventional`;
+    if (plan.savingsRatio !== undefined) text += ` (${Math.round(plan.savingsRatio * 100)}% saved)`;
+  } else {
+    text += ' (spec.streaming.tileSize; no memory prediction for a TensorFlow.js model)';
+  }
+  return text;
+}
+
+export function suspendedMessage(stj: StreamingTrainingJob, bySpec: boolean): string {
+  if (bySpec) return 'spec.runPolicy.suspend is true: no trainer pod runs until it is false again';
+  return `waiting for Kueue to admit the trainer Job from LocalQueue ${stj.spec.runPolicy.queueName}`;
+}
+
+export function tileReducedMessage(
+  before: number,
+  after: number,
+  reductions: number,
+  max: number,
+  plan: JobPlan,
+): string {
+  return (
+    `the trainer ran out of memory at tile ${before} px; re-planned with tile ${after} px ` +
+    `(reduction ${reductions} of at most ${max}): ${describePlan(plan)}`
+  );
+}
+
+export function exhaustedMessage(tile: number, reductions: number, max: number): string {
+  return (
+    `the trainer ran out of memory at tile ${tile} px after ${reductions} tile reduction(s), the most ` +
+    `spec.runPolicy.maxTileReductions (${max}) allows; raise maxTileReductions, set a smaller ` +
+    'spec.streaming.tileSize, or add memoryHeadroom'
+  );
+}
+
+export function minimumTileOomMessage(tile: number): string {
+  return (
+    `the trainer ran out of memory even at the minimum tile (${tile} px); lower spec.streaming.minTileSize, ` +
+    'use a smaller image (spec.data.imageSize) or a later body end, or run on a GPU with more memory'
+  );
+}

@@ -1,0 +1,120 @@
+// What the trainer Jobs and Pods of a StreamingTrainingJob say, read as plain facts: which attempt
+// is current, whether it is suspended, starting, running, done or failed (and why: the trainer's
+// out-of-memory exit, an invalid manifest, backoffLimit, the deadline), and how often the trainer
+// was restarted. Pure.
+
+import { type JobPlan, parseJobPlan } from '../children/job-plan.ts';
+import { ANNOTATION, LABEL, TRAINER_CONTAINER } from '../children/names.ts';
+import { TRAINER_EXIT } from '../children/trainer-job.ts';
+import type { ContainerStateTerminated, Job, JobCondition, Pod } from '../kube/types.ts';
+
+export type FailureCause = 'oom' | 'invalid' | 'backoff' | 'deadline' | 'other';
+
+export type JobOutcome =
+  | { state: 'suspended' }
+  | { state: 'starting' }
+  | { state: 'running' }
+  | { state: 'succeeded'; at: string | undefined }
+  | { state: 'failed'; at: string | undefined; cause: FailureCause; message: string };
+
+export interface AttemptObservation {
+  job: Job;
+  attempt: number;
+  plan: JobPlan | undefined;
+  tileReductions: number;
+  /** Failed trainer pods of this and earlier attempts. */
+  failedPods: number;
+  outcome: JobOutcome;
+  /** Job.status.startTime: when the Job controller first ran it unsuspended. */
+  startTime: string | undefined;
+}
+
+function intAnnotation(job: Job, key: string): number {
+  const v = Number(job.metadata.annotations?.[key]);
+  return Number.isInteger(v) && v >= 0 ? v : 0;
+}
+
+export function attemptOf(job: Job): number {
+  const v = Number(job.metadata.labels?.[LABEL.attempt]);
+  return Number.isInteger(v) && v >= 0 ? v : 0;
+}
+
+/** The newest attempt's Job and the older ones (to be deleted). */
+export function currentJob(jobs: readonly Job[]): { current: Job | undefined; stale: Job[] } {
+  const sorted = [...jobs].sort((a, b) => attemptOf(b) - attemptOf(a));
+  const [current, ...stale] = sorted;
+  return { current, stale };
+}
+
+const condition = (job: Job, type: string): JobCondition | undefined =>
+  job.status?.conditions?.find((c) => c.type === type && c.status === 'True');
+
+function trainerTermination(pod: Pod): ContainerStateTerminated | undefined {
+  const s = pod.status?.containerStatuses?.find((c) => c.name === TRAINER_CONTAINER);
+  return s?.state?.terminated ?? s?.lastState?.terminated;
+}
+
+const disrupted = (pod: Pod) =>
+  pod.status?.phase === 'Failed' &&
+  (pod.status.conditions ?? []).some((c) => c.type === 'DisruptionTarget' && c.status === 'True');
+
+/** Why a failed Job failed, from its condition and the exit codes of its pods. */
+function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutcome {
+  const exits = pods
+    .map((p) => trainerTermination(p))
+    .filter((t): t is ContainerStateTerminated => t !== undefined && t.exitCode !== 0);
+  const withCode = (code: number) => exits.find((t) => t.exitCode === code);
+  const oom = withCode(TRAINER_EXIT.outOfMemory);
+  const invalid = withCode(TRAINER_EXIT.invalidInput);
+  let cause: FailureCause;
+  let detail: ContainerStateTerminated | undefined;
+  if (failed.reason === 'DeadlineExceeded') cause = 'deadline';
+  else if (failed.reason === 'BackoffLimitExceeded') {
+    cause = 'backoff';
+    detail = exits[exits.length - 1];
+  } else if (oom || /exit code 3\b/.test(failed.message ?? '')) {
+    cause = 'oom';
+    detail = oom;
+  } else if (invalid || /exit code 2\b/.test(failed.message ?? '')) {
+    cause = 'invalid';
+    detail = invalid;
+  } else {
+    cause = 'other';
+    detail = exits[exits.length - 1];
+  }
+  const parts = [failed.message ?? failed.reason ?? 'the Job failed'];
+  const said = detail?.message?.trim();
+  if (said) parts.push(`trainer: ${said}`);
+  return {
+    state: 'failed',
+    at: failed.lastTransitionTime ?? job.status?.completionTime,
+    cause,
+    message: parts.join('; '),
+  };
+}
+
+export function observeAttempt(job: Job, pods: readonly Pod[]): AttemptObservation {
+  const own = pods.filter((p) => p.metadata.labels?.['batch.kubernetes.io/job-name'] === job.metadata.name);
+  const complete = condition(job, 'Complete');
+  const failed = condition(job, 'Failed');
+  let outcome: JobOutcome;
+  if (complete)
+    outcome = { state: 'succeeded', at: job.status?.completionTime ?? complete.lastTransitionTime };
+  else if (failed) outcome = failure(job, failed, own);
+  else if (job.spec?.suspend) outcome = { state: 'suspended' };
+  else if (own.some((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp))
+    outcome = { state: 'running' };
+  else outcome = { state: 'starting' };
+  return {
+    job,
+    attempt: attemptOf(job),
+    plan: parseJobPlan(job.metadata.annotations?.[ANNOTATION.plan]),
+    tileReductions: intAnnotation(job, ANNOTATION.tileReductions),
+    failedPods:
+      intAnnotation(job, ANNOTATION.restartsBefore) +
+      (job.status?.failed ?? 0) +
+      own.filter(disrupted).length,
+    outcome,
+    startTime: job.status?.startTime,
+  };
+}

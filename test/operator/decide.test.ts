@@ -1,0 +1,404 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { StreamingTrainingJob } from '../../crds/index.ts';
+import { buildTrainerJob, DEFAULT_TRAINER_SETTINGS } from '../../operator/children/trainer-job.ts';
+import { buildInventory } from '../../operator/cluster/gpu-inventory.ts';
+import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
+import { admits, gpuUsage, planPlacement } from '../../operator/cluster/placement.ts';
+import { memoizedSizer, smallerTile } from '../../operator/cluster/tile-sizing.ts';
+import type { Job, Node, Pod } from '../../operator/kube/types.ts';
+import { type DecideInput, type Decision, decide } from '../../operator/status/decide.ts';
+import { makeNode, makePod, makeStj, withJobStatus } from './builders.ts';
+
+const size = memoizedSizer();
+const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
+const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+const gpuNodes = (): Node[] => [
+  makeNode('a100-0').gpus(8, 'A100-SXM4-40GB', 40960).obj(),
+  makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj(),
+];
+/** smallcnn on 16384² images: 13504 px on 40 GiB, 8480 px on 16 GiB. */
+const stjBig = () => makeStj().image(16384);
+
+function world(
+  stj: StreamingTrainingJob,
+  o: { nodes?: Node[]; jobs?: Job[]; pods?: Pod[]; now?: number } = {},
+): DecideInput {
+  const inventory = buildInventory(o.nodes ?? gpuNodes(), { memoryTable: gpuMemoryTable() });
+  return {
+    stj,
+    now: o.now ?? NOW,
+    jobs: o.jobs ?? [],
+    pods: o.pods ?? [],
+    place: (maxTile) =>
+      planPlacement({
+        spec: stj.spec,
+        inventory,
+        usage: gpuUsage(o.pods ?? []),
+        size,
+        ...(maxTile !== undefined && { maxTile }),
+      }),
+    smallerTile: (t) => smallerTile(stj.spec, t),
+    classUsable: (name) =>
+      inventory.classes.some((c) => c.name === name && c.offers.some((x) => admits(stj.spec, x))),
+  };
+}
+
+/** The trainer Job the operator would have created for a decision, as the API server stores it. */
+function jobFrom(stj: StreamingTrainingJob, d: Decision, status: NonNullable<Job['status']> = {}): Job {
+  assert.ok(d.create, 'the decision creates a Job');
+  const built = buildTrainerJob({
+    stj,
+    ...d.create,
+    settings: { image: 'img', ...DEFAULT_TRAINER_SETTINGS },
+  });
+  return withJobStatus(built as unknown as Job, status);
+}
+
+/** The StreamingTrainingJob after the operator wrote the decision's status. */
+const after = (b: ReturnType<typeof makeStj>, d: Decision) => b.status(d.status).obj();
+
+const conditions = (d: Decision) =>
+  Object.fromEntries((d.status.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]));
+
+describe('decide: planning and starting', () => {
+  it('plans a new job onto the best class, asks for attempt 0, and records the plan', () => {
+    const d = decide(world(stjBig().obj()));
+    assert.equal(d.create?.attempt, 0);
+    assert.equal(d.create?.plan.gpuClass, 'a100-sxm4-40gb-40960mib');
+    assert.equal(d.create?.plan.tileSize, 13504);
+    assert.equal(d.create?.suspend, false);
+    assert.equal(d.status.phase, 'Planned');
+    assert.deepEqual(conditions(d), { Planned: 'True/PlanFound', Running: 'False/TrainerStarting' });
+    assert.equal(d.status.plan?.tileSize, 13504);
+    assert.match(d.status.plan?.memorySaved ?? '', /^\d+\.\dGi \(\d+%\)$/);
+    assert.equal(d.status.observedGeneration, 1);
+    assert.ok(
+      d.status.conditions?.every((c) => c.observedGeneration === 1 && c.lastTransitionTime === iso(NOW)),
+    );
+    assert.deepEqual(
+      d.events.map((e) => `${e.type} ${e.reason}`),
+      ['Normal PlanFound'],
+    );
+    assert.match(
+      d.events[0]?.message ?? '',
+      /tile 13504 px on GPU class a100-sxm4-40gb-40960mib \(A100-SXM4-40GB, 40\.0Gi per GPU\): predicted peak/,
+    );
+  });
+
+  it('no GPU can hold the minimum tile: Planned=False NoGPUWithSufficientMemory, no Job, a Warning', () => {
+    const stj = makeStj().model({ architecture: 'resnet18' }).image(8192).obj();
+    const d = decide(
+      world(stj, { nodes: [makeNode('mig').migSingle(7, 'A100-SXM4-80GB', '1g.5gb', 4864).obj()] }),
+    );
+    assert.equal(d.create, undefined);
+    assert.equal(d.status.phase, 'Pending');
+    assert.deepEqual(conditions(d), { Planned: 'False/NoGPUWithSufficientMemory' });
+    assert.match(d.status.conditions?.[0]?.message ?? '', /needs 5\.6 GiB/);
+    assert.equal(d.events[0]?.type, 'Warning');
+  });
+
+  it('is idempotent: with the Job created and the status written, a second decision changes nothing', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first);
+    const again = decide(world(after(b, first), { jobs: [job], now: NOW + 60_000 }));
+    assert.equal(again.create, undefined);
+    assert.equal(again.suspendJob, undefined);
+    assert.deepEqual(again.deleteJobs, []);
+    assert.deepEqual(again.status, first.status, 'same status, transition times kept');
+    assert.deepEqual(again.events, []);
+  });
+
+  it('a running trainer pod makes the job Running, and the transition is recorded once', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { active: 1, startTime: iso(NOW + 5000) });
+    const pods = [makePod('demo-0', 'team', { node: 'a100-0' })];
+    const running = decide(world(after(b, first), { jobs: [job], pods, now: NOW + 10_000 }));
+    assert.equal(running.status.phase, 'Running');
+    assert.deepEqual(conditions(running), { Planned: 'True/PlanFound', Running: 'True/TrainerRunning' });
+    assert.equal(running.status.startTime, iso(NOW + 5000));
+    assert.deepEqual(
+      running.events.map((e) => e.reason),
+      ['TrainerRunning'],
+    );
+    const planned = running.status.conditions?.find((c) => c.type === 'Planned');
+    assert.equal(planned?.lastTransitionTime, iso(NOW), 'Planned did not flip, so its time stays');
+  });
+
+  it('deletes Jobs of older attempts', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const j0 = jobFrom(b.obj(), first);
+    const j1 = jobFrom(b.obj(), { ...first, create: { ...first.create!, attempt: 1 } });
+    const d = decide(world(after(b, first), { jobs: [j0, j1] }));
+    assert.deepEqual(d.deleteJobs, ['demo-0']);
+  });
+});
+
+describe('decide: out of memory', () => {
+  const oomJob = (b: ReturnType<typeof makeStj>, d: Decision) =>
+    jobFrom(b.obj(), d, {
+      failed: 1,
+      startTime: iso(NOW),
+      conditions: [
+        {
+          type: 'Failed',
+          status: 'True',
+          reason: 'PodFailurePolicy',
+          message:
+            'Container trainer for pod team/demo-0-x failed with exit code 3 matching FailJob rule at index 1',
+          lastTransitionTime: iso(NOW + 60_000),
+        },
+      ],
+    });
+  const oomPod = (job: string) =>
+    makePod(job, 'team', {
+      node: 'a100-0',
+      phase: 'Failed',
+      exitCode: 3,
+      message: 'OOM when allocating tensor',
+    });
+
+  it('re-plans with a smaller tile as a new attempt, deletes the failed Job, and says TileSizeReduced', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = oomJob(b, first);
+    const d = decide(world(after(b, first), { jobs: [job], pods: [oomPod('demo-0')], now: NOW + 61_000 }));
+    assert.equal(d.create?.attempt, 1);
+    assert.equal(d.create?.tileReductions, 1);
+    assert.equal(d.create?.restartsBefore, 1);
+    assert.ok((d.create?.plan.tileSize ?? 0) <= 13504 * 0.75, `smaller tile, got ${d.create?.plan.tileSize}`);
+    assert.deepEqual(d.deleteJobs, ['demo-0']);
+    assert.deepEqual(conditions(d), { Planned: 'True/TileSizeReduced', Running: 'False/TrainerRestarted' });
+    assert.equal(d.status.tileReductions, 1);
+    assert.equal(d.status.restarts, 1);
+    assert.equal(d.status.startTime, iso(NOW));
+    const warn = d.events.find((e) => e.reason === 'TileSizeReduced');
+    assert.equal(warn?.type, 'Warning');
+    assert.match(
+      warn?.message ?? '',
+      /ran out of memory at tile 13504 px; re-planned with tile \d+ px \(reduction 1 of at most 3\)/,
+    );
+  });
+
+  it('fails with TileReductionsExhausted once maxTileReductions is used up', () => {
+    const b = stjBig().runPolicy({ maxTileReductions: 1 });
+    const first = decide(world(b.obj()));
+    const job = oomJob(b, { ...first, create: { ...first.create!, attempt: 1, tileReductions: 1 } });
+    const d = decide(world(after(b, first), { jobs: [job], pods: [oomPod('demo-1')], now: NOW + 61_000 }));
+    assert.equal(d.create, undefined);
+    assert.equal(d.status.phase, 'Failed');
+    assert.deepEqual(conditions(d), {
+      Planned: 'True/PlanFound',
+      Running: 'False/TileReductionsExhausted',
+      Failed: 'True/TileReductionsExhausted',
+    });
+    assert.match(
+      d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+      /maxTileReductions \(1\)/,
+    );
+    assert.equal(d.status.completionTime, iso(NOW + 60_000));
+  });
+
+  it('fails with OutOfMemory when the tile is already the minimum', () => {
+    const b = makeStj().tileSize(80);
+    const first = decide(world(b.obj()));
+    assert.equal(first.create?.plan.tileSize, 80, 'the minimum tile of this body');
+    const d = decide(world(after(b, first), { jobs: [oomJob(b, first)], pods: [oomPod('demo-0')] }));
+    assert.deepEqual(conditions(d).Failed, 'True/OutOfMemory');
+    assert.match(
+      d.events.find((e) => e.reason === 'OutOfMemory')?.message ?? '',
+      /even at the minimum tile \(80 px\)/,
+    );
+  });
+});
+
+describe('decide: endings and the TTL', () => {
+  it('a completed Job makes the job Succeeded with the completion time; the TTL deletes it later', () => {
+    const b = stjBig().runPolicy({ ttlSecondsAfterFinished: 3600 });
+    const first = decide(world(b.obj()));
+    const done = jobFrom(b.obj(), first, {
+      succeeded: 1,
+      startTime: iso(NOW),
+      completionTime: iso(NOW + 600_000),
+      conditions: [{ type: 'Complete', status: 'True' }],
+    });
+    const d = decide(world(after(b, first), { jobs: [done], now: NOW + 601_000 }));
+    assert.equal(d.status.phase, 'Succeeded');
+    assert.deepEqual(conditions(d), {
+      Planned: 'True/PlanFound',
+      Running: 'False/TrainingCompleted',
+      Succeeded: 'True/TrainingCompleted',
+    });
+    assert.equal(d.status.completionTime, iso(NOW + 600_000));
+    assert.equal(d.requeueAfterMs, 3600_000 - 1000);
+    assert.deepEqual(
+      d.events.map((e) => `${e.type} ${e.reason}`),
+      ['Normal TrainingCompleted'],
+    );
+    // Terminal is sticky: even with the Job gone, nothing is re-created; at the TTL the job is deleted.
+    const terminal = after(b, d);
+    const later = decide(world(terminal, { jobs: [], now: NOW + 600_000 + 3600_000 }));
+    assert.equal(later.create, undefined);
+    assert.equal(later.deleteStj, true);
+    assert.deepEqual(later.status, d.status);
+  });
+
+  it('backoffLimit exceeded: Failed with the trainer termination message; restarts count the replaced pods', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const failed = jobFrom(b.obj(), first, {
+      failed: 4,
+      conditions: [
+        {
+          type: 'Failed',
+          status: 'True',
+          reason: 'BackoffLimitExceeded',
+          message: 'Job has reached the specified backoff limit',
+          lastTransitionTime: iso(NOW + 9000),
+        },
+      ],
+    });
+    const pods = [
+      makePod('demo-0', 'team', {
+        phase: 'Failed',
+        exitCode: 1,
+        message: 'cannot read /data/train.csv: ENOENT',
+      }),
+    ];
+    const d = decide(world(after(b, first), { jobs: [failed], pods }));
+    assert.deepEqual(conditions(d).Failed, 'True/BackoffLimitExceeded');
+    assert.equal(d.status.restarts, 3);
+    assert.match(
+      d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+      /backoff limit; trainer: cannot read \/data\/train\.csv: ENOENT/,
+    );
+  });
+
+  it('the invalid-manifest exit and the Job deadline map to their reasons', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const invalid = jobFrom(b.obj(), first, {
+      conditions: [
+        { type: 'Failed', status: 'True', reason: 'PodFailurePolicy', message: 'failed with exit code 2' },
+      ],
+    });
+    assert.equal(conditions(decide(world(after(b, first), { jobs: [invalid] }))).Failed, 'True/InvalidSpec');
+    const late = jobFrom(b.obj(), first, {
+      conditions: [
+        {
+          type: 'Failed',
+          status: 'True',
+          reason: 'DeadlineExceeded',
+          message: 'Job was active longer than specified deadline',
+        },
+      ],
+    });
+    assert.equal(
+      conditions(decide(world(after(b, first), { jobs: [late] }))).Failed,
+      'True/DeadlineExceeded',
+    );
+  });
+
+  it('a re-plan after the deadline has passed fails instead of starting again', () => {
+    const b = stjBig().runPolicy({ activeDeadlineSeconds: 600 });
+    const first = decide(world(b.obj()));
+    assert.equal(first.create?.activeDeadlineSeconds, 600);
+    const withStart = b.status({ ...first.status, startTime: iso(NOW) });
+    const oom = jobFrom(b.obj(), first, {
+      startTime: iso(NOW),
+      conditions: [{ type: 'Failed', status: 'True', reason: 'PodFailurePolicy', message: 'exit code 3' }],
+    });
+    const d = decide(world(withStart.obj(), { jobs: [oom], now: NOW + 700_000 }));
+    assert.equal(d.create, undefined);
+    assert.equal(conditions(d).Failed, 'True/DeadlineExceeded');
+    const early = decide(world(withStart.obj(), { jobs: [oom], now: NOW + 200_000 }));
+    assert.equal(early.create?.activeDeadlineSeconds, 400, 'the next attempt gets what is left');
+  });
+});
+
+describe('decide: suspend and Kueue', () => {
+  it('spec suspend suspends the running Job; resuming flips it back with Suspended=False Resumed', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { active: 1 });
+    const pods = [makePod('demo-0', 'team', { node: 'a100-0' })];
+    const running = decide(world(after(b, first), { jobs: [job], pods }));
+    const held = b.runPolicy({ suspend: true }).meta({ generation: 2 });
+    const s = decide(world(after(held, running), { jobs: [job], pods }));
+    assert.deepEqual(s.suspendJob, { name: 'demo-0', suspend: true });
+    assert.equal(s.status.phase, 'Suspended');
+    assert.deepEqual(conditions(s), {
+      Planned: 'True/PlanFound',
+      Running: 'False/Suspended',
+      Suspended: 'True/Suspended',
+    });
+    assert.ok(s.status.conditions?.every((c) => c.observedGeneration === 2));
+    const suspendedJob = { ...job, spec: { ...job.spec, suspend: true }, status: {} };
+    const resumedStj = held.runPolicy({ suspend: false }).meta({ generation: 3 });
+    const r = decide(world(after(resumedStj, s), { jobs: [suspendedJob] }));
+    assert.deepEqual(r.suspendJob, { name: 'demo-0', suspend: false });
+    assert.equal(conditions(r).Suspended, 'False/Resumed');
+    assert.ok(r.events.some((e) => e.reason === 'Resumed'));
+  });
+
+  it('with a queue the Job is created suspended for Kueue to admit, and Kueue’s choice is never overridden', () => {
+    const b = stjBig().runPolicy({ queueName: 'gpus' });
+    const first = decide(world(b.obj()));
+    assert.equal(first.create?.suspend, true);
+    assert.equal(first.status.phase, 'Suspended');
+    assert.match(
+      first.status.conditions?.find((c) => c.type === 'Suspended')?.message ?? '',
+      /Kueue to admit .* LocalQueue gpus/,
+    );
+    const waiting = jobFrom(b.obj(), first);
+    const stillWaiting = decide(world(after(b, first), { jobs: [waiting] }));
+    assert.equal(stillWaiting.suspendJob, undefined);
+    const admitted = { ...waiting, spec: { ...waiting.spec, suspend: false }, status: { active: 1 } };
+    const pods = [makePod('demo-0', 'team', { node: 'a100-0' })];
+    const running = decide(world(after(b, first), { jobs: [admitted], pods }));
+    assert.equal(running.suspendJob, undefined, 'no fight with Kueue');
+    assert.equal(running.status.phase, 'Running');
+    assert.equal(conditions(running).Suspended, 'False/Resumed');
+  });
+});
+
+describe('decide: the cluster changes under a waiting job', () => {
+  it('re-plans onto another class when the planned class vanished before the pod started', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { active: 1 });
+    const pending = [makePod('demo-0', 'team', { phase: 'Pending' })];
+    const onlyV100 = [makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj()];
+    const d = decide(world(after(b, first), { jobs: [job], pods: pending, nodes: onlyV100 }));
+    assert.equal(d.create?.attempt, 1);
+    assert.equal(d.create?.plan.gpuClass, 'tesla-v100-sxm2-16gb-16384mib');
+    assert.deepEqual(d.deleteJobs, ['demo-0']);
+    assert.match(
+      d.status.conditions?.[0]?.message ?? '',
+      /class a100-sxm4-40gb-40960mib has no node left that admits this job; re-planned/,
+    );
+  });
+
+  it('keeps a running trainer where it is even if its class disappears from the inventory', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { active: 1 });
+    const pods = [makePod('demo-0', 'team', { node: 'a100-0' })];
+    const d = decide(world(after(b, first), { jobs: [job], pods, nodes: [] }));
+    assert.equal(d.create, undefined);
+    assert.equal(d.status.phase, 'Running');
+  });
+
+  it('waits while a Job it did not delete is being deleted', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first);
+    job.metadata.deletionTimestamp = iso(NOW);
+    const d = decide(world(after(b, first), { jobs: [job] }));
+    assert.equal(d.create, undefined);
+    assert.equal(d.requeueAfterMs, 5000);
+  });
+});
