@@ -44,6 +44,20 @@ describe('planTile', () => {
     );
   });
 
+  it('names the smallest tile that needs as few tiles (less overlap, less compute)', () => {
+    // ResNet-34 at 8192²: 2416 and 2096 both cut the image into 5×5 tiles; 2096 overlaps less.
+    const net: PlanNetwork = { ...builtinNetwork('resnet34', {}), pooling: 'max', outputs: 2 };
+    const plan = planTile({ net, image: 8192, budgetBytes: 16 * GiB, optimizer: 'adam' });
+    assert.ok(plan.fits);
+    assert.equal(plan.tile, 2416);
+    assert.equal(plan.leanTile.tiles, plan.streamed.tiles);
+    assert.equal(plan.leanTile.tile, 2096);
+    assert.ok(plan.leanTile.areaFactor < plan.streamed.areaFactor * 0.8);
+    const { stride } = tileConstraints(net);
+    const smaller = predictStreamed(net, [8192, 8192], [2096 - stride, 2096 - stride]);
+    assert.ok(smaller.tiles > plan.streamed.tiles);
+  });
+
   it('a budget that holds the whole image gives one tile of the whole image', () => {
     const plan = planTile({ net: smallcnn, image: [512, 768], budgetBytes: 64 * GiB });
     assert.ok(plan.fits);

@@ -294,6 +294,13 @@ export function formatPlan(i: PlanInputs, net: PlanNetwork, plan: TilePlan): str
     `tile          ${tile}: ${s.tiles} tile${s.tiles > 1 ? 's' : ''}, area factor ${s.areaFactor.toFixed(2)}, ` +
       `predicted time ${s.timeRatio.toFixed(2)}× conventional`,
   );
+  const lean = plan.leanTile;
+  if (lean.tile < plan.tile && lean.areaFactor < s.areaFactor * 0.98) {
+    lines.push(
+      `              (tile ${lean.tile} needs the same ${lean.tiles} tiles with area factor ${lean.areaFactor.toFixed(2)}: ` +
+        `${pct(1 - lean.areaFactor / s.areaFactor)} less compute and less memory; --tile ${lean.tile})`,
+    );
+  }
   lines.push(`streamed      ${formatBytes(s.requiredBytes)} at peak (in the ${s.peakPhase} pass)`);
   lines.push(
     `conventional  ${formatBytes(c.requiredBytes)} at peak${plan.conventionalFits ? ' (would fit too)' : ' (does not fit)'}`,
@@ -345,6 +352,7 @@ export function planJson(i: PlanInputs, net: PlanNetwork, plan: TilePlan): unkno
     savingsRatio: p.savingsRatio,
     savedBytes: p.savedBytes,
     conventionalFits: p.conventionalFits,
+    leanTile: p.leanTile,
     streamed: predictionJson(p.streamed),
     conventional: predictionJson(p.conventional),
   };

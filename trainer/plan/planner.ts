@@ -2,7 +2,7 @@
 // or, when none does, an explanation with the numbers. Pure: no TensorFlow import, so the
 // operator can size tiles for GPU node classes.
 
-import { axisProfile, GeometryError, minimumTile } from '../streaming/geometry.ts';
+import { axisProfile, GeometryError, minimumTile, tileGrid } from '../streaming/geometry.ts';
 import {
   type BackendName,
   type Breakdown,
@@ -59,6 +59,11 @@ export interface TileFits {
   readonly savedBytes: number;
   /** Whether conventional training would also fit the budget. */
   readonly conventionalFits: boolean;
+  /**
+   * The smallest aligned tile that still needs as few tiles: same count, less overlap, so less
+   * compute and memory (largest tiles sometimes only add overlap). Equal to `tile` when none is smaller.
+   */
+  readonly leanTile: { readonly tile: number; readonly tiles: number; readonly areaFactor: number };
 }
 
 export interface NothingFits {
@@ -208,6 +213,30 @@ export function checkTile(req: PlanRequest & { readonly tile: number }): TilePla
   return evaluate(req, image, clipped, stride, minimum, usable, headroom, p);
 }
 
+/** The smallest tile (a multiple of the stride, at least the minimum) with no more tiles than `tile`. */
+export function leanTile(
+  net: PlanNetwork,
+  image: readonly [number, number],
+  tile: number,
+  stride: number,
+  minimum: number,
+): { tile: number; tiles: number; areaFactor: number } {
+  const grid = (t: number) => tileGrid(net.body, image, [Math.min(t, image[0]), Math.min(t, image[1])]);
+  const target = grid(tile);
+  // The tile count never grows with the tile: bisect for the first multiple of the stride that reaches it.
+  let lo = Math.ceil(minimum / stride);
+  let hi = Math.floor(tile / stride);
+  if (hi * stride !== tile || lo > hi)
+    return { tile, tiles: target.tiles.length, areaFactor: target.areaFactor };
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (grid(mid * stride).tiles.length <= target.tiles.length) hi = mid;
+    else lo = mid + 1;
+  }
+  const g = grid(lo * stride);
+  return { tile: lo * stride, tiles: g.tiles.length, areaFactor: g.areaFactor };
+}
+
 function asPlanError(e: unknown, image: readonly [number, number], stride: number): Error {
   if (e instanceof GeometryError) {
     return new PlanError(
@@ -243,6 +272,7 @@ function evaluate(
     savingsRatio: saved / conventional.requiredBytes,
     savedBytes: saved,
     conventionalFits: conventional.requiredBytes <= usable,
+    leanTile: leanTile(req.net, image, tile, stride, minimum),
   };
 }
 
