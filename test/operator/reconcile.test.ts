@@ -1,0 +1,339 @@
+// Reconcile paths against a scripted API server (nock): every expected call is listed in order
+// and must be made; an unexpected call fails (no network). Caches are static stores.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import nock from 'nock';
+import type { StreamingTrainingJob } from '../../crds/index.ts';
+import { reconcile, TerminalError } from '../../operator/controller/reconcile.ts';
+import { ApiError } from '../../operator/kube/client.ts';
+import type { Job } from '../../operator/kube/types.ts';
+import { makePod, makeStj, withJobStatus } from './builders.ts';
+import { api } from './kube-fixture.ts';
+import { APPLY, JOBS_PATH, makeWorld, metricValue, RESYNC_MS, STJ_PATH } from './reconcile-fixture.ts';
+
+type Body = Record<string, unknown> & { metadata?: Record<string, unknown>; spec?: Record<string, unknown> };
+
+/** Scripts the calls of a first reconcile (children, Job, status, event) and captures the bodies. */
+function scriptStart(jobName = 'demo-0') {
+  const seen: Record<string, Body> = {};
+  const keep = (what: string) => (body: Body) => {
+    seen[what] = body;
+    return true;
+  };
+  const scope = api()
+    .matchHeader('content-type', 'application/apply-patch+yaml')
+    .patch('/api/v1/namespaces/team/configmaps/demo-job', keep('configMap'))
+    .query(APPLY)
+    .reply(200, {})
+    .patch('/api/v1/namespaces/team/serviceaccounts/demo-trainer', keep('serviceAccount'))
+    .query(APPLY)
+    .reply(200, {})
+    .patch('/apis/rbac.authorization.k8s.io/v1/namespaces/team/roles/demo-trainer', keep('role'))
+    .query(APPLY)
+    .reply(200, {})
+    .patch(
+      '/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings/demo-trainer',
+      keep('roleBinding'),
+    )
+    .query(APPLY)
+    .reply(200, {})
+    .patch(`${JOBS_PATH}/${jobName}`, keep('job'))
+    .query(APPLY)
+    .reply(200, {})
+    .patch(`${STJ_PATH}/status`, keep('status'))
+    .query(APPLY)
+    .reply(200, {});
+  const events = api().post('/api/v1/namespaces/team/events', keep('event')).reply(201, {});
+  return {
+    seen,
+    done: () => scope.isDone() && events.isDone(),
+    pending: () => [...scope.pendingMocks(), ...events.pendingMocks()],
+  };
+}
+
+const argsOf = (job: Body | undefined): string[] | undefined =>
+  (job as { spec: { template: { spec: { containers: { args: string[] }[] } } } } | undefined)?.spec.template
+    .spec.containers[0]?.args;
+
+/** The STJ as the API server has it after the status write, and the trainer Job as stored. */
+function afterStart(
+  stj: StreamingTrainingJob,
+  seen: Record<string, Body>,
+  jobStatus: NonNullable<Job['status']> = {},
+) {
+  const next = structuredClone(stj);
+  next.status = (seen.status as { status: StreamingTrainingJob['status'] }).status;
+  next.metadata.resourceVersion = '101';
+  const job = withJobStatus(seen.job as unknown as Job, jobStatus);
+  return { stj: next, job };
+}
+
+describe('reconcile against a scripted API server', () => {
+  beforeEach(() => nock.disableNetConnect());
+  afterEach(() => nock.cleanAll());
+
+  it('a new job: applies ConfigMap, ServiceAccount, Role, RoleBinding and Job, then its status and an Event', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const script = scriptStart();
+    const action = await reconcile('team/demo', w.ctx);
+    assert.deepEqual(script.pending(), []);
+    assert.deepEqual(action, { kind: 'requeue', afterMs: RESYNC_MS });
+    const { seen } = script;
+    assert.deepEqual(argsOf(seen.job), [
+      'train',
+      '/etc/tilestream/job.yaml',
+      '--tile-size',
+      '13504',
+      '--metrics-port',
+      '9400',
+      '--json',
+    ]);
+    const status = seen.status as { metadata: Record<string, unknown>; status: Record<string, unknown> };
+    assert.equal(
+      status.metadata.resourceVersion,
+      '100',
+      'the status write is conditional on the cached version',
+    );
+    assert.deepEqual(Object.keys(status.status).sort(), [
+      'conditions',
+      'observedGeneration',
+      'phase',
+      'plan',
+      'restarts',
+      'tileReductions',
+    ]);
+    assert.equal(status.status.phase, 'Planned');
+    assert.equal(seen.event?.reason, 'PlanFound');
+    assert.deepEqual((seen.event as { involvedObject: Record<string, unknown> }).involvedObject.uid, 'uid-1');
+    const text = await w.metricsText();
+    assert.equal(
+      metricValue(
+        text,
+        'tilestream_job_tile_size_pixels{namespace="team",job="demo",gpu_class="a100-sxm4-40gb-40960mib"}',
+      ),
+      13504,
+    );
+  });
+
+  it('a second reconcile of an unchanged job makes no API call at all', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const script = scriptStart();
+    await reconcile('team/demo', w.ctx);
+    assert.ok(script.done());
+    const { stj: stored, job } = afterStart(stj, script.seen);
+    w.stjs.set(stored);
+    w.jobs.set(job);
+    // Any request now would fail: nock has nothing scripted and the network is off.
+    const action = await reconcile('team/demo', w.ctx);
+    assert.deepEqual(action, { kind: 'requeue', afterMs: RESYNC_MS });
+  });
+
+  it('waits for the cache to show a Job it just created instead of acting on the stale cache', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const script = scriptStart();
+    await reconcile('team/demo', w.ctx);
+    assert.ok(script.done());
+    const action = await reconcile('team/demo', w.ctx);
+    assert.deepEqual(action, { kind: 'requeue', afterMs: 1000 });
+  });
+
+  it('409 Conflict on the status write is an error to retry (no Event is sent for an unwritten status)', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const script = scriptStart();
+    await reconcile('team/demo', w.ctx);
+    const { stj: planned, job } = afterStart(stj, script.seen, { active: 1 });
+    w.stjs.set(planned);
+    w.jobs.set(job);
+    w.pods.set(makePod('demo-0', 'team', { node: 'a100-0' }));
+    const conflict = api()
+      .patch(`${STJ_PATH}/status`)
+      .query(APPLY)
+      .reply(409, { kind: 'Status', code: 409, reason: 'Conflict', message: 'the object has been modified' });
+    await assert.rejects(
+      reconcile('team/demo', w.ctx),
+      (e: Error) => e instanceof ApiError && e.status === 409,
+    );
+    assert.ok(conflict.isDone());
+  });
+
+  it('404 on the status write: the job was deleted mid-reconcile; done, without error or Event', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const gone = api()
+      .patch('/api/v1/namespaces/team/configmaps/demo-job')
+      .query(APPLY)
+      .reply(200, {})
+      .patch('/api/v1/namespaces/team/serviceaccounts/demo-trainer')
+      .query(APPLY)
+      .reply(200, {})
+      .patch('/apis/rbac.authorization.k8s.io/v1/namespaces/team/roles/demo-trainer')
+      .query(APPLY)
+      .reply(200, {})
+      .patch('/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings/demo-trainer')
+      .query(APPLY)
+      .reply(200, {})
+      .patch(`${JOBS_PATH}/demo-0`)
+      .query(APPLY)
+      .reply(200, {})
+      .patch(`${STJ_PATH}/status`)
+      .query(APPLY)
+      .reply(404, {
+        kind: 'Status',
+        code: 404,
+        reason: 'NotFound',
+        message: 'streamingtrainingjobs "demo" not found',
+      });
+    const action = await reconcile('team/demo', w.ctx);
+    assert.ok(gone.isDone());
+    assert.deepEqual(action, { kind: 'await-change' });
+  });
+
+  it('404 when suspending or deleting a Job that vanished meanwhile is not an error', async () => {
+    const base = makeStj().image(16384);
+    const stj = base.obj();
+    const w = makeWorld({ stjs: [stj] });
+    const script = scriptStart();
+    await reconcile('team/demo', w.ctx);
+    const { stj: planned, job } = afterStart(stj, script.seen, { active: 1 });
+    const old = {
+      ...structuredClone(job),
+      metadata: {
+        ...job.metadata,
+        name: 'demo-old',
+        labels: { ...job.metadata.labels, 'tilestream.io/attempt': '0' },
+      },
+    };
+    const current = {
+      ...structuredClone(job),
+      metadata: { ...job.metadata, labels: { ...job.metadata.labels, 'tilestream.io/attempt': '1' } },
+    };
+    const suspended = base
+      .runPolicy({ suspend: true })
+      .meta({ generation: 2, resourceVersion: '102' })
+      .status(planned.status)
+      .obj();
+    w.stjs.set(suspended);
+    w.jobs.set(old);
+    w.jobs.set(current);
+    const calls = api()
+      .patch(`${JOBS_PATH}/demo-0`, { spec: { suspend: true } })
+      .query({ fieldManager: 'tilestream-operator' })
+      .reply(404, { kind: 'Status', code: 404, reason: 'NotFound' })
+      .delete(`${JOBS_PATH}/demo-old`, {
+        apiVersion: 'v1',
+        kind: 'DeleteOptions',
+        propagationPolicy: 'Background',
+      })
+      .reply(404, { kind: 'Status', code: 404, reason: 'NotFound' })
+      .patch(`${STJ_PATH}/status`)
+      .query(APPLY)
+      .reply(200, {})
+      .post('/api/v1/namespaces/team/events')
+      .reply(201, {});
+    await reconcile('team/demo', w.ctx);
+    assert.deepEqual(calls.pendingMocks(), []);
+  });
+
+  it('a Job the API server refuses (422) becomes Planned=False InvalidSpec and a terminal error, not a retry loop', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    let status: Body | undefined;
+    const calls = api()
+      .patch(/\/(configmaps|serviceaccounts|roles|rolebindings)\//)
+      .query(APPLY)
+      .times(4)
+      .reply(200, {})
+      .patch(`${JOBS_PATH}/demo-0`)
+      .query(APPLY)
+      .reply(422, {
+        kind: 'Status',
+        code: 422,
+        reason: 'Invalid',
+        message: 'admission webhook "policy.example" denied the request: GPU jobs need a cost-centre label',
+      })
+      .patch(`${STJ_PATH}/status`, (b: Body) => {
+        status = b;
+        return true;
+      })
+      .query(APPLY)
+      .reply(200, {})
+      .post('/api/v1/namespaces/team/events', (b: Body) => b.reason === 'InvalidSpec' && b.type === 'Warning')
+      .reply(201, {});
+    await assert.rejects(reconcile('team/demo', w.ctx), TerminalError);
+    assert.deepEqual(calls.pendingMocks(), []);
+    const s = (
+      status as {
+        status: {
+          phase: string;
+          conditions: { type: string; status: string; reason: string; message: string }[];
+        };
+      }
+    ).status;
+    assert.equal(s.phase, 'Pending');
+    assert.deepEqual(
+      s.conditions.map((c) => `${c.type}=${c.status}/${c.reason}`),
+      ['Planned=False/InvalidSpec'],
+    );
+    assert.match(s.conditions[0]?.message ?? '', /cost-centre label/);
+  });
+
+  it('the trainer ran out of memory: a smaller tile on a new attempt Job, the old Job deleted, TileSizeReduced', async () => {
+    const stj = makeStj().image(16384).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const script = scriptStart();
+    await reconcile('team/demo', w.ctx);
+    const { stj: planned, job } = afterStart(stj, script.seen, {
+      failed: 1,
+      conditions: [{ type: 'Failed', status: 'True', reason: 'PodFailurePolicy', message: 'exit code 3' }],
+    });
+    w.stjs.set(planned);
+    w.jobs.set(job);
+    w.pods.set(makePod('demo-0', 'team', { phase: 'Failed', exitCode: 3 }));
+    const next = scriptStart('demo-1');
+    const del = api().delete(`${JOBS_PATH}/demo-0`).reply(200, {});
+    await reconcile('team/demo', w.ctx);
+    assert.deepEqual(next.pending(), []);
+    assert.ok(del.isDone());
+    const args = argsOf(next.seen.job);
+    assert.ok(Number(args?.[3]) <= 13504 * 0.75);
+    assert.equal((next.seen.status as { status: { tileReductions: number } }).status.tileReductions, 1);
+    assert.equal(next.seen.event?.reason, 'TileSizeReduced');
+    assert.equal(metricValue(await w.metricsText(), 'tilestream_tile_reductions_total{namespace="team"}'), 1);
+  });
+
+  it('deletes the job once ttlSecondsAfterFinished has passed', async () => {
+    const done = makeStj()
+      .runPolicy({ ttlSecondsAfterFinished: 60 })
+      .status({
+        phase: 'Succeeded',
+        completionTime: '2026-06-01T11:00:00Z',
+        conditions: [
+          {
+            type: 'Succeeded',
+            status: 'True',
+            reason: 'TrainingCompleted',
+            message: 'done',
+            lastTransitionTime: '2026-06-01T11:00:00Z',
+            observedGeneration: 1,
+          },
+        ],
+        observedGeneration: 1,
+      })
+      .obj();
+    const w = makeWorld({ stjs: [done] });
+    const del = api().delete(STJ_PATH).reply(200, {});
+    assert.deepEqual(await reconcile('team/demo', w.ctx), { kind: 'await-change' });
+    assert.ok(del.isDone());
+  });
+
+  it('a key whose job is gone from the cache needs nothing and forgets its metrics', async () => {
+    const w = makeWorld();
+    w.ctx.metrics.setJob('team', 'demo', { tileSize: 512, gpuClass: 'x' });
+    assert.deepEqual(await reconcile('team/demo', w.ctx), { kind: 'await-change' });
+    assert.doesNotMatch(await w.metricsText(), /job="demo"/);
+  });
+});
