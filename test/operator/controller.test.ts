@@ -60,15 +60,12 @@ describe('controller: retries with backoff', () => {
   it('5xx then a timeout then success: retried after 5 ms, then 10 ms; errors and retries counted', async () => {
     const w = makeWorld({ stjs: [makeStj().image(16384).obj()], timeoutMs: 300 });
     const c = start(w);
-    const first = api()
-      .patch(CHILDREN)
-      .query(APPLY)
-      .reply(503, {
-        kind: 'Status',
-        code: 503,
-        reason: 'ServiceUnavailable',
-        message: 'etcdserver: leader changed',
-      });
+    const first = api().patch(CHILDREN).query(APPLY).reply(503, {
+      kind: 'Status',
+      code: 503,
+      reason: 'ServiceUnavailable',
+      message: 'etcdserver: leader changed',
+    });
     c.queue.add('team/demo');
     await eventually(() => c.results.length === 1 && w.clock.pending > 0, 'the first failure');
     assert.ok(first.isDone());
