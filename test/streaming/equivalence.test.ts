@@ -110,6 +110,24 @@ for (const backend of ['wasm', 'cpu'] as const) {
       );
     });
 
+    it('a body without parameters (pools and activations only)', async () => {
+      const b = new BodyBuilder('pools', 2);
+      const body = b.build(
+        b.activation(
+          b.maxPool(b.avgPool(b.input, { kernel: 2 }), { kernel: 3, stride: 2, padding: 1 }),
+          'tanh',
+        ),
+      );
+      assertEquivalent(
+        await compareStep({ body, pooling: 'avg', outputs: 2 }, [64, 96], [32, 32], 11),
+        'pools, input gradient',
+      );
+      assertEquivalent(
+        await compareStep({ body, pooling: 'avg', outputs: 2 }, [64, 96], [32, 32], 12, false),
+        'pools',
+      );
+    });
+
     it('returns the live tensor count to its baseline after a training step', async () => {
       const net: Network = { ...builtinNetwork('smallcnn', { width: 4 }), pooling: 'max', outputs: 1 };
       const params = initParams(net, 9);
