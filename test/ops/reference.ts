@@ -3,6 +3,8 @@
 // float32-representable numbers, so the only difference left against a float32 kernel is its
 // rounding. Used by test/backend (kernels) and test/ops (ops and their gradients).
 
+import { mulberry32 } from '../../trainer/data/random.ts';
+
 export type Shape4 = [number, number, number, number];
 
 export interface Arr4 {
@@ -14,17 +16,8 @@ export function zeros4(shape: Shape4): Arr4 {
   return { shape, data: new Float64Array(shape[0] * shape[1] * shape[2] * shape[3]) };
 }
 
-/** mulberry32: a small seeded generator, so every case can be replayed from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded generator (mulberry32), so every case can be replayed from its seed. */
+export const rng = mulberry32;
 
 /** Uniform values in [-1, 1), rounded to float32 so tfjs and the reference see the same numbers. */
 export function randomArr4(shape: Shape4, next: () => number): Arr4 {

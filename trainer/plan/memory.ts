@@ -8,6 +8,7 @@
 
 import { axisProfile, axisSizes, GeometryError, type TileGrid, tileGrid } from '../streaming/geometry.ts';
 import { type Body, inferChannels, parameterShapes } from '../streaming/graph.ts';
+import { type Network, networkParameterShapes } from '../streaming/network-shape.ts';
 import { headForward, loss, runBody } from './sim-body.ts';
 import {
   BODY_CONTEXT,
@@ -26,14 +27,11 @@ export type { Breakdown, Term } from './sim-engine.ts';
 export { TERMS } from './sim-engine.ts';
 export type { BackendName } from './sim-ops.ts';
 export { BACKEND_NAMES } from './sim-ops.ts';
+export { networkParameterShapes };
 
 /** The network as the planner sees it: structurally the same as streaming/network.ts Network. */
-export interface PlanNetwork {
-  readonly body: Body;
-  readonly trunk?: Body;
-  readonly pooling: 'max' | 'avg';
-  readonly outputs: number;
-}
+/** The network the planner sizes: the executors' own description (pure data). */
+export type PlanNetwork = Network;
 
 export type OptimizerName = 'none' | 'sgd' | 'momentum' | 'adam';
 export const OPTIMIZERS: readonly OptimizerName[] = ['none', 'sgd', 'momentum', 'adam'];
@@ -134,23 +132,6 @@ function resolve(o: MemoryOptions): Resolved {
     imageStorage: o.imageStorage ?? 'uint8',
     inputGrad: o.inputGrad ?? false,
   };
-}
-
-/** Shapes of every parameter, as network.ts networkParameterShapes names them. */
-export function networkParameterShapes(net: PlanNetwork): Map<string, number[]> {
-  const shapes = new Map<string, number[]>();
-  for (const [n, s] of parameterShapes(net.body)) shapes.set(`body/${n}`, s);
-  let features = inferChannels(net.body).get(net.body.output) as number;
-  if (net.trunk) {
-    if (net.trunk.inputChannels !== features) {
-      throw new Error(`trunk expects ${net.trunk.inputChannels} channels but the body gives ${features}`);
-    }
-    for (const [n, s] of parameterShapes(net.trunk)) shapes.set(`trunk/${n}`, s);
-    features = inferChannels(net.trunk).get(net.trunk.output) as number;
-  }
-  shapes.set('head/dense/kernel', [features, net.outputs]);
-  shapes.set('head/dense/bias', [net.outputs]);
-  return shapes;
 }
 
 export function parameterCount(net: PlanNetwork): number {

@@ -12,40 +12,16 @@ import {
   type TileSource,
 } from './executor.ts';
 import type { TileGrid } from './geometry.ts';
-import { type Body, inferChannels, parameterShapes } from './graph.ts';
+import { type Network, networkParameterShapes } from './network-shape.ts';
 
-export type Pooling = 'max' | 'avg';
-
-export interface Network {
-  readonly body: Body;
-  readonly trunk?: Body;
-  readonly pooling: Pooling;
-  /** Outputs of the dense layer: classes for softmax, 1 for a binary logit or a regression value. */
-  readonly outputs: number;
-}
+export type { Network, Pooling } from './network-shape.ts';
+export { networkParameterShapes } from './network-shape.ts';
 
 // tf.variable names must be unique in the engine; the counter keeps them so across networks.
 let variableCounter = 0;
 
 /** All trainable tensors of a network, by prefixed name: `body/…`, `trunk/…`, `head/dense/…`. */
 export type NetworkParams = Map<string, tf.Variable>;
-
-/** Shapes of every parameter of the network, by prefixed name. Pure. */
-export function networkParameterShapes(net: Network): Map<string, number[]> {
-  const shapes = new Map<string, number[]>();
-  for (const [n, s] of parameterShapes(net.body)) shapes.set(`body/${n}`, s);
-  let features = inferChannels(net.body).get(net.body.output) as number;
-  if (net.trunk) {
-    if (net.trunk.inputChannels !== features) {
-      throw new Error(`trunk expects ${net.trunk.inputChannels} channels but the body gives ${features}`);
-    }
-    for (const [n, s] of parameterShapes(net.trunk)) shapes.set(`trunk/${n}`, s);
-    features = inferChannels(net.trunk).get(net.trunk.output) as number;
-  }
-  shapes.set('head/dense/kernel', [features, net.outputs]);
-  shapes.set('head/dense/bias', [net.outputs]);
-  return shapes;
-}
 
 /**
  * Seeded initialisation: He-normal conv kernels (std √(2 / fan-in)), zero biases and shifts, unit

@@ -1,7 +1,11 @@
 // Random streamable bodies for property tests and `tilestream bench equivalence`: convolutions
 // (strides, dilations, groups), pools, activations, residual and bottleneck blocks and concats.
 
+import { mulberry32 } from '../data/random.ts';
 import { BodyBuilder } from './builder.ts';
+
+export { mulberry32 };
+
 import { ACTIVATIONS, type Body } from './graph.ts';
 
 export interface LayerDraw {
@@ -80,18 +84,6 @@ const KINDS: readonly LayerDraw['kind'][] = [
   'bottleneck',
   'concat',
 ];
-
-/** mulberry32: a tiny seeded PRNG, so a seed names the same cases on every machine. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Draws the layers of a random body of depth 1–8 from a seeded PRNG. */
 export function drawLayers(rand: () => number): LayerDraw[] {

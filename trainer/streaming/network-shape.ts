@@ -1,0 +1,32 @@
+// A whole network as pure data: the streamed body, an optional trunk run conventionally on the
+// stitched feature map, global pooling and a dense layer. No TensorFlow import, so the planner and
+// the operator share it with the executors.
+
+import { type Body, inferChannels, parameterShapes } from './graph.ts';
+
+export type Pooling = 'max' | 'avg';
+
+export interface Network {
+  readonly body: Body;
+  readonly trunk?: Body;
+  readonly pooling: Pooling;
+  /** Outputs of the dense layer: classes for softmax, 1 for a binary logit or a regression value. */
+  readonly outputs: number;
+}
+
+/** Shapes of every parameter of the network, by prefixed name. Pure. */
+export function networkParameterShapes(net: Network): Map<string, number[]> {
+  const shapes = new Map<string, number[]>();
+  for (const [n, s] of parameterShapes(net.body)) shapes.set(`body/${n}`, s);
+  let features = inferChannels(net.body).get(net.body.output) as number;
+  if (net.trunk) {
+    if (net.trunk.inputChannels !== features) {
+      throw new Error(`trunk expects ${net.trunk.inputChannels} channels but the body gives ${features}`);
+    }
+    for (const [n, s] of parameterShapes(net.trunk)) shapes.set(`trunk/${n}`, s);
+    features = inferChannels(net.trunk).get(net.trunk.output) as number;
+  }
+  shapes.set('head/dense/kernel', [features, net.outputs]);
+  shapes.set('head/dense/bias', [net.outputs]);
+  return shapes;
+}
