@@ -20,6 +20,7 @@ const OOM_PATTERNS = [
   /^Aborted\(/, // the wasm module aborts when its 4 GB heap is full
   /memory access out of bounds/i,
   /Array buffer allocation failed/i,
+  /Invalid typed array length/i, // a view past the end of a full wasm heap
   /Cannot allocate|Failed to allocate/i,
 ];
 
