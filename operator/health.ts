@@ -1,0 +1,99 @@
+// /healthz, /readyz and /metrics over plain HTTP (controller-runtime serves probes on :8081 and
+// metrics on :8080; one server when both ports are the same). Readiness means the caches have
+// synced; liveness means the process answers.
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface ProbeOptions {
+  healthPort: number;
+  metricsPort: number;
+  /** Default all interfaces (in a pod, the kubelet and Prometheus connect to the pod IP). */
+  host?: string;
+  registry: Registry;
+  /** Checks for /readyz by name; ready when all pass. */
+  readiness: () => Record<string, boolean>;
+}
+
+export interface ProbeServers {
+  healthPort: number;
+  metricsPort: number;
+  close(): Promise<void>;
+}
+
+function handler(o: ProbeOptions, serve: { health: boolean; metrics: boolean }) {
+  return async (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const text = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(code, { 'Content-Type': type });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return text(405, 'method not allowed\n');
+    if (serve.health && (url.pathname === '/healthz' || url.pathname === '/livez')) return text(200, 'ok\n');
+    if (serve.health && url.pathname === '/readyz') {
+      const checks = o.readiness();
+      const failed = Object.entries(checks).filter(([, ok]) => !ok);
+      const lines = Object.entries(checks).map(
+        ([name, ok]) => `[${ok ? '+' : '-'}]${name} ${ok ? 'ok' : 'not ready'}`,
+      );
+      if (failed.length > 0) return text(503, `${lines.join('\n')}\nreadyz check failed\n`);
+      return text(
+        200,
+        url.searchParams.has('verbose') ? `${lines.join('\n')}\nreadyz check passed\n` : 'ok\n',
+      );
+    }
+    if (serve.metrics && url.pathname === '/metrics') {
+      try {
+        return text(200, await o.registry.metrics(), o.registry.contentType);
+      } catch (e) {
+        return text(500, `metrics failed: ${(e as Error).message}\n`);
+      }
+    }
+    return text(404, 'not found\n');
+  };
+}
+
+function listen(server: Server, port: number, host: string | undefined): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'EADDRINUSE'
+          ? new Error(`port ${port} is in use; choose another with --metrics-port/--health-port`)
+          : e,
+      ),
+    );
+    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+export async function startProbeServers(o: ProbeOptions): Promise<ProbeServers> {
+  const servers: Server[] = [];
+  const close = () =>
+    Promise.all(
+      servers.map(
+        (s) =>
+          new Promise<void>((r) => {
+            s.closeAllConnections();
+            s.close(() => r());
+          }),
+      ),
+    ).then(() => undefined);
+  try {
+    if (o.healthPort === o.metricsPort && o.healthPort !== 0) {
+      const s = createServer(handler(o, { health: true, metrics: true }));
+      servers.push(s);
+      const port = await listen(s, o.healthPort, o.host);
+      return { healthPort: port, metricsPort: port, close };
+    }
+    const h = createServer(handler(o, { health: true, metrics: false }));
+    const m = createServer(handler(o, { health: false, metrics: true }));
+    servers.push(h, m);
+    const healthPort = await listen(h, o.healthPort, o.host);
+    const metricsPort = await listen(m, o.metricsPort, o.host);
+    return { healthPort, metricsPort, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
