@@ -27,7 +27,7 @@ export function apiEventRecorder(
   client: KubeClient,
   source: EventSource,
   now: () => number,
-  warn: (message: string) => void,
+  warn: (message: string, meta: Record<string, unknown>) => void,
 ): EventRecorder {
   return {
     async record(stj, type, reason, message) {
@@ -59,7 +59,10 @@ export function apiEventRecorder(
       try {
         await createObject(client, RESOURCES.event, namespace, event);
       } catch (e) {
-        warn(`could not record event ${reason}: ${(e as Error).message}`);
+        warn(`could not record event ${reason}: ${(e as Error).message}`, {
+          namespace,
+          name: stj.metadata.name,
+        });
       }
     },
   };

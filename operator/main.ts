@@ -79,7 +79,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
       client,
       { component: 'tilestream-operator', instance: config.leaderElection.identity },
       () => clock.now(),
-      (m) => log.warn(m),
+      (m, meta) => log.warn(m, meta),
     ),
     expectations: new Expectations(clock),
     sizer: memoizedSizer(),

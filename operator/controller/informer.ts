@@ -141,7 +141,8 @@ export class Informer<T extends KubeObject> implements Store<T> {
         // A failed list is retried as a list; a failed watch resumes from the last version.
         if (relist === undefined && version === undefined) relist = 'error';
         const delay = this.#backoff();
-        this.#o.log.warn(`${this.resource}: ${err.message}; retrying in ${delay} ms`, {
+        const hint = (e as ApiError).status === 404 ? ' (is its CustomResourceDefinition installed?)' : '';
+        this.#o.log.warn(`${this.resource}: ${err.message}${hint}; retrying in ${delay} ms`, {
           status: (e as ApiError).status,
           transport: e instanceof TransportError ? e.kind : undefined,
         });

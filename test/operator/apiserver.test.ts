@@ -1,7 +1,8 @@
 // The operator against a real kube-apiserver (test/controlplane; skipped with the reason when the
 // binaries cannot be had): the CRD applied, a fake A100 node registered, a StreamingTrainingJob
 // created → status.plan set and the trainer Job, ConfigMap and RBAC created with owner references;
-// the trainer's service account may patch this job's status and nothing else, and the operator's
+// the operator runs with only the permissions operator/rbac.ts lists; the trainer's service account
+// may patch this job's status and nothing else, and the operator's
 // later status writes leave the trainer's progress alone. Every child carries a controller owner
 // reference (the garbage collector's cue; waiting for it here would cost its 30 s rediscovery of the
 // new CRD, so the control-plane suite covers collection itself).
@@ -14,6 +15,7 @@ import { ApiError, CONTENT_TYPE, KubeClient } from '../../operator/kube/client.t
 import type { Job } from '../../operator/kube/types.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
+import { LEADER_ELECTION_RULES, OPERATOR_NODE_RULES, OPERATOR_RULES } from '../../operator/rbac.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { waitFor } from '../controlplane/wait.ts';
@@ -70,6 +72,34 @@ describe('the operator on a real kube-apiserver', { skip: started.skip, timeout:
       { kubeConfigForNode: (n) => plane.nodeKubeConfig(n) },
     );
     await plane.createNamespace('team');
+    // The operator runs as a service account holding exactly the rules operator/rbac.ts lists.
+    const rbac = '/apis/rbac.authorization.k8s.io/v1';
+    await admin.request('POST', '/api/v1/namespaces/team/serviceaccounts', {
+      body: { metadata: { name: 'operator' } },
+    });
+    await admin.request('POST', `${rbac}/clusterroles`, {
+      body: { metadata: { name: 'tilestream-operator' }, rules: [...OPERATOR_RULES, ...OPERATOR_NODE_RULES] },
+    });
+    await admin.request('POST', `${rbac}/namespaces/team/roles`, {
+      body: { metadata: { name: 'tilestream-leader' }, rules: LEADER_ELECTION_RULES },
+    });
+    const subjects = [{ kind: 'ServiceAccount', name: 'operator', namespace: 'team' }];
+    await admin.request('POST', `${rbac}/clusterrolebindings`, {
+      body: {
+        metadata: { name: 'tilestream-operator' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'tilestream-operator' },
+        subjects,
+      },
+    });
+    await admin.request('POST', `${rbac}/namespaces/team/rolebindings`, {
+      body: {
+        metadata: { name: 'tilestream-leader' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'tilestream-leader' },
+        subjects,
+      },
+    });
+    const operatorKc = new KubeConfig();
+    operatorKc.loadFromFile(await plane.serviceAccountKubeconfig('team', 'operator'));
     const config = operatorConfig({
       leaseNamespace: 'team',
       identity: 'smoke-0',
