@@ -125,10 +125,7 @@ export function registerStreamingBenches(bench: Command): void {
             throw new Error(
               `unknown case '${name}'; choose from ${Object.keys(THROUGHPUT_CASES).join(', ')}`,
             );
-          const backend = c.backend ? (await initBackend(c.backend.name)).name : info.name;
-          if (c.backend) progress(`throughput: ${c.name} runs on ${backend}: ${c.backend.why}`);
-          ratios.push(await measureRatio(c, backend, o.repeats, progress));
-          if (c.backend) await initBackend(o.backend);
+          ratios.push(await measureRatio(c, info.name, o.repeats, progress));
         }
         const backends = o.compareBackends.split(',').filter(Boolean);
         const backendsResult = backends.length
