@@ -127,6 +127,25 @@ describe('tilestream train', () => {
     assert.match(run.stderr, /spec\.data/);
   });
 
+  it('fails at once with exit code 2 when the data manifest is missing or the tile is off the stride', async () => {
+    const missing = await start([
+      'train',
+      manifest('missing', join(work, 'ckpt-missing'), {
+        data: { root: join(work, 'nowhere'), synthetic: undefined },
+      }),
+    ]).done;
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /nowhere\/train\.csv/);
+    const offStride = await start([
+      'train',
+      manifest('stride', join(work, 'ckpt-stride')),
+      '--tile-size',
+      '100',
+    ]).done;
+    assert.equal(offStride.code, 2, offStride.stderr);
+    assert.match(offStride.stderr, /not a multiple of the body's total stride 16; use 96 or 112/);
+  });
+
   it('resumes after SIGKILL at five random points to the same weights as an uninterrupted run', async () => {
     const dir = join(work, 'ckpt-killed');
     const file = manifest('killed', dir);

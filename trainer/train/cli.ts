@@ -4,6 +4,7 @@ import { type Command, Option } from 'commander';
 import { parseQuantity } from '../../crds/index.ts';
 import { BACKEND_CHOICES, type BackendChoice } from '../backend/select.ts';
 import { parseIntOption } from '../cli-util.ts';
+import { EXIT } from './exit-codes.ts';
 import { runTrainCommand } from './run.ts';
 
 export function registerTrainCommand(program: Command): void {
@@ -48,7 +49,11 @@ export function registerTrainCommand(program: Command): void {
           json?: boolean;
         },
       ) => {
-        process.exitCode = await runTrainCommand(manifest, o);
+        const code = await runTrainCommand(manifest, o);
+        // After an out-of-memory trap the wasm module is broken; any later call into it (tensor
+        // finalisers, pending timers) would trap again, so leave now with the documented code.
+        if (code === EXIT.outOfMemory) process.exit(code);
+        process.exitCode = code;
       },
     );
 }

@@ -5,7 +5,10 @@ export const EXIT = {
   ok: 0,
   /** Any other failure; the reason is logged and written to the termination message. */
   failure: 1,
-  /** The manifest or a flag is invalid; nothing ran. */
+  /**
+   * The manifest, a flag or what it points at is invalid (a missing data manifest, a model that cannot
+   * stream, an unusable tile); retrying cannot help.
+   */
   invalidInput: 2,
   /** The backend ran out of memory (TensorFlow OOM, the wasm heap abort): retry with a smaller tile. */
   outOfMemory: 3,
@@ -24,9 +27,16 @@ const OOM_PATTERNS = [
   /Cannot allocate|Failed to allocate/i,
 ];
 
-/** True for the errors backends raise when a tensor does not fit. */
+/**
+ * True for the errors backends raise when a tensor does not fit. The wasm backend has no clean
+ * out-of-memory error: past its 4 GB heap, allocations wrap around and the module fails with
+ * whatever WebAssembly trap comes first ("null function or function signature mismatch", "table
+ * index is out of bounds", "Aborted()"), so every WebAssembly trap counts as out of memory.
+ */
 export function isOutOfMemory(err: Error): boolean {
   return (
+    err.name === 'RuntimeError' || // WebAssembly.RuntimeError: a trap
+    err.name === 'PredictedOutOfMemoryError' ||
     OOM_PATTERNS.some((p) => p.test(err.message)) ||
     (err.name === 'RangeError' && /allocation/i.test(err.message))
   );

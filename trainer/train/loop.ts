@@ -325,11 +325,18 @@ async function runImage(
   let peakBytes = Number.NaN;
   if (measure) {
     // tf.profile reads every kernel output to check it, which is too slow to do on every step.
+    // A failure inside tf.profile leaves its bookkeeping half done and its own error hides ours.
     let result: Awaited<ReturnType<typeof run>> | undefined;
+    let failure: unknown;
     const info = await tf.profile(async () => {
-      result = await run();
+      try {
+        result = await run();
+      } catch (e) {
+        failure = e;
+      }
       return [];
     });
+    if (failure !== undefined) throw failure;
     step = result as Awaited<ReturnType<typeof run>>;
     peakBytes = info.peakBytes;
   } else {

@@ -9,8 +9,12 @@ import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { formatProblems, loadJobFile } from '../../crds/validate.ts';
 import { type BackendChoice, initBackend } from '../backend/select.ts';
 import type { BadImage, Dataset } from '../data/dataset.ts';
+import { ManifestError } from '../data/manifest.ts';
 import { ensureSyntheticDataset } from '../data/synthetic.ts';
-import { tileGrid } from '../streaming/geometry.ts';
+import { PlanError } from '../plan/planner.ts';
+import { GeometryError, tileGrid } from '../streaming/geometry.ts';
+import { BodyError } from '../streaming/graph.ts';
+import { TfjsImportError } from '../streaming/tfjs-import/model-json.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
 import {
   dataRootOf,
@@ -26,7 +30,7 @@ import { type TrainResult, train } from './loop.ts';
 import { createLogger, createTrainerMetrics, formatDuration, ProgressBar, serveMetrics } from './observe.ts';
 import { createStatusReporter } from './report-k8s.ts';
 import { writeSaliencyMaps } from './saliency.ts';
-import { resolveTile } from './tile-choice.ts';
+import { checkTileFitsBackend, resolveTile } from './tile-choice.ts';
 
 export interface TrainOptions {
   /** Overrides spec.streaming.tileSize (the operator passes the planned tile this way). */
@@ -123,9 +127,18 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
       writeTermination(`out of memory: ${err.message.slice(0, 500)}`);
       return EXIT.outOfMemory;
     }
-    say('error', err.message, { exitCode: EXIT.failure });
-    writeTermination(`failed: ${err.message.slice(0, 2000)}`);
-    return EXIT.failure;
+    // Input that no retry can fix (a missing manifest, a model that cannot stream, a tile the body
+    // cannot use) fails the job at once instead of using up its retries.
+    const invalid =
+      err instanceof ManifestError ||
+      err instanceof TfjsImportError ||
+      err instanceof GeometryError ||
+      err instanceof BodyError ||
+      err instanceof PlanError;
+    const code = invalid ? EXIT.invalidInput : EXIT.failure;
+    say('error', err.message, { exitCode: code, stack: err.stack });
+    writeTermination(`${invalid ? 'invalid input' : 'failed'}: ${err.message.slice(0, 2000)}`);
+    return code;
   } finally {
     await new Promise<void>((r) => (metricsServer ? metricsServer.server.close(() => r()) : r()));
   }
@@ -187,6 +200,7 @@ async function runJob(
   const image = imageSizeOf(spec);
   const tile = resolveTile(spec, net, image, backend.name, o);
   say('info', tile.explanation);
+  checkTileFitsBackend(spec, net, image, backend.name, tile.size);
   const grid = tileGrid(net.body, image, [tile.size, tile.size]);
   metrics.tileSize.set(tile.size);
   if (tile.predicted) {

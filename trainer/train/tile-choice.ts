@@ -5,7 +5,7 @@ import { freemem, totalmem } from 'node:os';
 import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
 import type { BackendName } from '../backend/select.ts';
 import { optimizerFromSpec } from '../plan/memory.ts';
-import { formatBytes, planTile } from '../plan/planner.ts';
+import { checkTile, formatBytes, planTile } from '../plan/planner.ts';
 import { minimumTile } from '../streaming/geometry.ts';
 import type { Network } from '../streaming/network.ts';
 
@@ -66,4 +66,43 @@ export function resolveTile(
       `${formatBytes(plan.streamed.requiredBytes)} streamed vs ${formatBytes(plan.conventional.requiredBytes)} conventional`,
     predicted: { streamed: plan.streamed.requiredBytes, conventional: plan.conventional.requiredBytes },
   };
+}
+
+/** The wasm backend's heap is 32-bit: no more than 4 GiB, whatever the machine has. */
+export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
+
+/** Thrown before training when the planner predicts the tile cannot fit; exits like an out-of-memory failure. */
+export class PredictedOutOfMemoryError extends Error {
+  override name = 'PredictedOutOfMemoryError';
+}
+
+/**
+ * On wasm, a tile that does not fit the heap does not fail cleanly: allocations wrap around and the
+ * module traps or returns nothing. So the planner's prediction is checked before the first step.
+ */
+export function checkTileFitsBackend(
+  spec: StreamingTrainingJobSpec,
+  net: Network,
+  image: readonly [number, number],
+  backend: BackendName,
+  tile: number,
+): void {
+  if (backend !== 'wasm') return;
+  const req = {
+    net,
+    image,
+    budgetBytes: WASM_HEAP_BYTES,
+    headroom: 0,
+    optimizer: optimizerFromSpec(spec.training.optimizer),
+    backend,
+    inputGrad: spec.streaming.saliency,
+  } as const;
+  const plan = checkTile({ ...req, tile });
+  if (plan.fits) return;
+  const best = planTile(req);
+  throw new PredictedOutOfMemoryError(
+    `out of memory (predicted): tile ${tile} needs about ${formatBytes(plan.smallestTileNeeds)}, more than the ` +
+      `${formatBytes(WASM_HEAP_BYTES)} the wasm backend can address; ` +
+      (best.fits ? `tile ${best.tile} fits` : 'no tile fits this image on wasm (use the tensorflow backend)'),
+  );
 }
