@@ -83,7 +83,7 @@ export function registerStreamingBenches(bench: Command): void {
   bench
     .command('throughput')
     .description(
-      'time per training step, streamed vs conventional, as a ratio next to the predicted 4·A/3; and wasm vs cpu',
+      'CPU time per training step, streamed vs conventional, as a ratio next to the predicted 4·A/3; and wasm vs cpu',
     )
     .option(
       '--cases <list>',
@@ -147,8 +147,8 @@ export function registerStreamingBenches(bench: Command): void {
               'predicted 4A/3',
               'measured',
               'deviation',
-              'conv s',
-              'streamed s',
+              'conv cpu s',
+              'streamed cpu s',
             ],
             ratios.map((r) => [
               r.case,

@@ -1,4 +1,4 @@
-// `tilestream bench throughput`: time per training step, streamed vs conventional on the same
+// `tilestream bench throughput`: CPU time per training step, streamed vs conventional on the same
 // network, image and backend in one run, reported as a ratio next to the ratio the tile geometry
 // predicts (4·A/3: one extra forward pass, and every pass over A times the image area).
 
@@ -91,7 +91,7 @@ async function timeSteps(
   const times: number[] = [];
   try {
     for (let i = 0; i <= repeats; i++) {
-      const t0 = performance.now();
+      const t0 = process.cpuUsage();
       if (forwardOnly) {
         const y = runBody(net.body, scoped(params, 'body'), x);
         y.dataSync();
@@ -102,7 +102,10 @@ async function timeSteps(
           : conventionalStep(net, params, x, loss);
         for (const g of r.grads.values()) g.dispose();
       }
-      if (i > 0) times.push((performance.now() - t0) / 1000); // the first run warms up kernels
+      // CPU time of this process, not wall time: the backends here compute on one thread, and on a
+      // shared machine other processes stretch wall time by whatever they happen to run.
+      const used = process.cpuUsage(t0);
+      if (i > 0) times.push((used.user + used.system) / 1e6); // the first run warms up kernels
     }
   } finally {
     x.dispose();
