@@ -58,8 +58,14 @@ interface Run {
   stderr: string;
 }
 
-function start(args: string[]): { child: ChildProcess; done: Promise<Run> } {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(
+  args: string[],
+  env: Record<string, string> = {},
+): { child: ChildProcess; done: Promise<Run> } {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d) => {
@@ -149,21 +155,31 @@ describe('tilestream train', () => {
   it('resumes after SIGKILL at five random points to the same weights as an uninterrupted run', async () => {
     const dir = join(work, 'ckpt-killed');
     const file = manifest('killed', dir);
+    // Kill points in optimizer steps (16 in all), random and rising, plus a random delay so the
+    // kill lands anywhere inside the following step: mid-tile, mid-backward, mid-checkpoint.
+    const targets = new Set<number>();
+    while (targets.size < 5) targets.add(2 + Math.floor(Math.random() * 13));
     let kills = 0;
-    for (let attempt = 0; kills < 5 && attempt < 12; attempt++) {
-      const run = start(['train', file, '--json']);
-      // Kill once at least one checkpoint of this attempt could exist: a random point in 2–7 s.
-      const delay = 2000 + Math.floor(Math.random() * 5000);
-      const timer = setTimeout(() => run.child.kill('SIGKILL'), delay);
+    for (const target of [...targets].sort((a, b) => a - b)) {
+      const run = start(['train', file, '--json'], { TILESTREAM_LOG_LEVEL: 'debug' });
+      const onData = (d: Buffer): void => {
+        for (const m of d
+          .toString()
+          .matchAll(
+            /"message":"optimizer step","step":(\d+)|"step":(\d+)[^\n]*"message":"optimizer step"/g,
+          )) {
+          if (Number(m[1] ?? m[2]) >= target) {
+            run.child.stderr?.off('data', onData);
+            setTimeout(() => run.child.kill('SIGKILL'), Math.floor(Math.random() * 300));
+          }
+        }
+      };
+      run.child.stderr?.on('data', onData);
       const r = await run.done;
-      clearTimeout(timer);
       if (r.signal === 'SIGKILL') kills++;
-      else {
-        assert.equal(r.code, 0, r.stderr);
-        break; // finished before the kill: the remaining attempts would all finish at once
-      }
+      else assert.equal(r.code, 0, r.stderr);
     }
-    assert.ok(kills >= 1, 'the trainer was never killed mid-run');
+    assert.equal(kills, 5, 'every run was killed mid-run');
     const last = await start(['train', file, '--json']).done;
     assert.equal(last.code, 0, last.stderr);
     const diff = maxAbsDiff(finalWeights(dir), reference);
@@ -173,14 +189,14 @@ describe('tilestream train', () => {
   it('on SIGTERM writes a checkpoint and exits 143; the next run resumes from it', async () => {
     const dir = join(work, 'ckpt-term');
     const file = manifest('term', dir);
-    const run = start(['train', file, '--json']);
+    const run = start(['train', file, '--json'], { TILESTREAM_LOG_LEVEL: 'debug' });
     // Signal once training is under way (before that there is nothing to checkpoint, and Node's
-    // default action ends the process), a second after the first image started.
+    // default action ends the process): right after the third optimizer step.
     await new Promise<void>((resolve) => {
       const onData = (d: Buffer): void => {
-        if (!d.toString().includes('"message":"training ')) return;
+        if (!/"message":"optimizer step","step":3\b/.test(d.toString())) return;
         run.child.stderr?.off('data', onData);
-        setTimeout(resolve, 1000);
+        resolve();
       };
       run.child.stderr?.on('data', onData);
     });

@@ -49,7 +49,7 @@ export interface EpochMetrics {
 
 /** What the loop tells the outside world: logs, metrics, progress, status reports. */
 export interface TrainEvents {
-  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
+  log(level: 'debug' | 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
   /** After each training image; peakBytes is measured (tf.profile) on the first image of an epoch, else NaN. */
   imageDone?(info: {
     epoch: number;
@@ -223,6 +223,7 @@ export async function train(
         }
         pos.step++;
         if (b.after) pos.data = b.after;
+        events.log('debug', 'optimizer step', { step: pos.step, epoch: epoch + 1, images: b.used });
         events.progress?.({
           epoch,
           epochs: config.epochs,

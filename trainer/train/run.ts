@@ -76,7 +76,7 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
   const log = createLogger({ job: `${namespace}/${name}` }, tty);
   const bar = tty ? new ProgressBar(process.stderr) : undefined;
   const say = (
-    level: 'info' | 'warn' | 'error',
+    level: 'debug' | 'info' | 'warn' | 'error',
     message: string,
     fields: Record<string, unknown> = {},
   ): void => {
@@ -145,7 +145,11 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
 }
 
 interface RunContext {
-  say: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+  say: (
+    level: 'debug' | 'info' | 'warn' | 'error',
+    message: string,
+    fields?: Record<string, unknown>,
+  ) => void;
   bar: ProgressBar | undefined;
   metrics: ReturnType<typeof createTrainerMetrics>;
   reporter: ReturnType<typeof createStatusReporter>;
