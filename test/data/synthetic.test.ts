@@ -210,6 +210,13 @@ describe('synthetic datasets on disk', () => {
       ensureSyntheticDataset(dir, { ...params, seed: 4 }),
       /other parameters .*seed 3.*asked for.*seed 4.*--force/s,
     );
+    // A dataset.json with extra fields (an earlier version recorded the copies there) still matches.
+    const current = JSON.parse(await readFile(join(dir, 'dataset.json'), 'utf8')) as { params: object };
+    await writeFile(
+      join(dir, 'dataset.json'),
+      JSON.stringify({ ...current, params: { ...current.params, downsample: null, downUp: false } }),
+    );
+    assert.equal((await ensureSyntheticDataset(dir, params)).generated, 0);
     // An interrupted run (complete: false) with other parameters is simply redone.
     const info = JSON.parse(await readFile(join(dir, 'dataset.json'), 'utf8')) as { complete: boolean };
     await writeFile(join(dir, 'dataset.json'), JSON.stringify({ ...info, complete: false }));

@@ -199,7 +199,11 @@ export async function ensureSyntheticDataset(
   const start = performance.now();
   const seconds = (): number => (performance.now() - start) / 1000;
   const existing = await readInfo(join(dir, DATASET_JSON));
-  const sameParams = existing !== undefined && JSON.stringify(existing.params) === JSON.stringify(p);
+  // Compare the parameters that decide the images, key by key: a dataset.json written by another
+  // version may carry other fields (earlier ones recorded the downsampled copies here).
+  const sameParams =
+    existing !== undefined &&
+    (Object.keys(p) as (keyof ResolvedSyntheticParams)[]).every((k) => existing.params[k] === p[k]);
   if (existing?.complete && !sameParams && !options.force) {
     throw new Error(
       `${dir} already holds a synthetic dataset with other parameters (${describeParams(existing.params)}; ` +
