@@ -8,7 +8,15 @@
 // spec's command and args unchanged and run with that root as working directory; code that opens
 // absolute paths (the service-account token, a checkpoint folder) prefixes `$TILESTREAM_POD_ROOT`,
 // e.g. `kc.loadFromCluster(process.env.TILESTREAM_POD_ROOT)`.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import {
@@ -534,7 +542,8 @@ export async function startNodeAgent(
           const target = volumes.get(m.name);
           if (!target) throw new Error(`container ${c.spec.name} mounts unknown volume ${m.name}`);
           const src = m.subPath ? join(target, m.subPath) : target;
-          mkdirSync(src, { recursive: true });
+          // A subPath may name a file (a configMap key mounted as one file): link it as it is.
+          if (!existsSync(src)) mkdirSync(src, { recursive: true });
           linkInto(c.root, m.mountPath, src);
         }
         const termAbs = c.spec.terminationMessagePath ?? DEFAULT_TERMINATION_PATH;

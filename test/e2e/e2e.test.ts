@@ -1,0 +1,244 @@
+// End to end on a real control plane (test/controlplane; skipped with the reason when the binaries
+// cannot be had): the CRD, the operator, the four standard fake GPU classes and the node agent,
+// which runs the real `tilestream train` (through pod-trainer.ts, which maps in-pod paths onto the
+// agent's pod folder) on a tiny synthetic dataset on a hostPath volume. Jobs are applied with the
+// plane's kubectl as a user would. Scenarios: no GPU class is big enough → Planned=False and no Job;
+// a job runs to Succeeded with plan, progress and result; a simulated out-of-memory exit → the tile
+// is reduced and the job succeeds; the trainer killed mid-run → a new pod resumes from the checkpoint.
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { CRD_FILE } from '../../crds/generate.ts';
+import { operatorConfig } from '../../operator/config.ts';
+import { KubeClient } from '../../operator/kube/client.ts';
+import { silentLogger } from '../../operator/log.ts';
+import { runOperator } from '../../operator/main.ts';
+import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
+import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
+import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
+import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
+import { waitFor } from '../controlplane/wait.ts';
+
+const started = await startControlPlaneOrSkip();
+if (started.skip) process.stderr.write(`SKIP end-to-end scenarios: ${started.skip}\n`);
+
+const NS = 'e2e';
+const POD_TRAINER = fileURLToPath(new URL('./pod-trainer.ts', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'tilestream-e2e-'));
+const dataDir = join(work, 'data');
+const OOM_MARK = join(work, 'oom-once');
+const SYNTHETIC = { count: 16, validationCount: 4, seed: 3, format: 'png' as const };
+const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
+
+interface Condition {
+  type: string;
+  status: string;
+  reason: string;
+  message?: string;
+}
+interface Stj {
+  status?: {
+    phase?: string;
+    plan?: { tileSize?: number; gpuProduct?: string; gpuMemory?: string };
+    progress?: Record<string, unknown>;
+    result?: Record<string, unknown>;
+    lastCheckpoint?: Record<string, unknown>;
+    conditions?: Condition[];
+  };
+}
+interface PodList {
+  items: {
+    metadata: { name: string; labels?: Record<string, string> };
+    spec: { nodeName?: string };
+    status?: { phase?: string; containerStatuses?: { state?: { running?: unknown } }[] };
+  }[];
+}
+
+/** A tiny synthetic job (the one of test/train/train-command.test.ts) on hostPath volumes. */
+function job(name: string, opts: { image?: string; epochs?: number; minGpuMemory?: string } = {}) {
+  const checkpoints = join(work, 'checkpoints', name);
+  mkdirSync(checkpoints, { recursive: true });
+  return {
+    apiVersion: 'tilestream.io/v1alpha1',
+    kind: 'StreamingTrainingJob',
+    metadata: { name, namespace: NS },
+    spec: {
+      image: opts.image ?? 'tilestream:e2e',
+      model: { architecture: 'smallcnn', width: 4, head: { pooling: 'max', classes: 1 } },
+      data: {
+        root: '/data',
+        volume: { hostPath: { path: dataDir } },
+        train: 'train.csv',
+        validation: 'val.csv',
+        imageSize: { height: 192, width: 192 },
+        channels: 1,
+        normalization: { mean: [0.5], std: [0.05] },
+        synthetic: SYNTHETIC,
+      },
+      training: {
+        epochs: opts.epochs ?? 1,
+        batchSize: 2,
+        loss: 'binary-cross-entropy',
+        optimizer: { type: 'adam', learningRate: 0.003 },
+        seed: 7,
+        backend: 'wasm',
+      },
+      resources: { gpus: 1, ...(opts.minGpuMemory && { minGpuMemory: opts.minGpuMemory }) },
+      checkpoint: {
+        path: '/checkpoints',
+        volume: { hostPath: { path: checkpoints } },
+        everySteps: 1,
+        keep: 2,
+      },
+    },
+  };
+}
+
+const conditionOf = (s: Stj, type: string) => s.status?.conditions?.find((c) => c.type === type);
+
+describe('end to end: kubectl → operator → Job → node agent → trainer', {
+  skip: started.skip,
+  timeout: 240_000,
+}, () => {
+  const plane = started.plane as ControlPlane;
+  const admin = started.plane ? new KubeClient(plane.kubeConfig) : (undefined as unknown as KubeClient);
+  const stop = new AbortController();
+  let exit: Promise<number>;
+  let nodes: Awaited<ReturnType<typeof registerFakeGpuNodes>>;
+  let agent: NodeAgent;
+
+  const apply = async (manifest: object) => {
+    const r = await plane.kubectl(['apply', '-f', '-'], { input: stringify(manifest) });
+    assert.equal(r.code, 0, r.stderr);
+  };
+  const get = (name: string) => admin.request<Stj>('GET', `${STJ}/${name}`);
+  const podsOf = async (name: string) =>
+    (
+      await admin.request<PodList>(
+        'GET',
+        `/api/v1/namespaces/${NS}/pods?labelSelector=${encodeURIComponent(`job-name`)}`,
+      )
+    ).items.filter((p) => p.metadata.labels?.['job-name']?.startsWith(`${name}-`));
+  /** The trainer logs of a job's pods, for failure messages (the agent has no `kubectl logs`). */
+  const logsOf = async (name: string) => {
+    const out: string[] = [];
+    for (const p of await podsOf(name)) {
+      const path = agent.logPath(NS, p.metadata.name, 'trainer');
+      out.push(
+        `--- ${p.metadata.name} on ${p.spec.nodeName}: ${path && existsSync(path) ? readFileSync(path, 'utf8').slice(-3000) : '(no log)'}`,
+      );
+    }
+    return out.join('\n');
+  };
+  const until = async (name: string, what: string, ok: (s: Stj) => boolean, timeoutMs = 90_000) => {
+    try {
+      return await waitFor(
+        `${name}: ${what}`,
+        async () => {
+          const s = await get(name);
+          if (conditionOf(s, 'Failed')?.status === 'True')
+            throw new Error(`${name} failed: ${JSON.stringify(s.status)}`);
+          return ok(s) ? s : undefined;
+        },
+        { timeoutMs, intervalMs: 300 },
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${await logsOf(name)}`);
+    }
+  };
+
+  before(async () => {
+    await ensureSyntheticDataset(dataDir, { height: 192, width: 192, ...SYNTHETIC });
+    const crd = await plane.kubectl(['apply', '--server-side', '-f', CRD_FILE]);
+    assert.equal(crd.code, 0, crd.stderr);
+    const ready = await plane.kubectl([
+      'wait',
+      '--for',
+      'condition=established',
+      '--timeout=60s',
+      'crd/streamingtrainingjobs.tilestream.io',
+    ]);
+    assert.equal(ready.code, 0, ready.stderr);
+    nodes = await registerFakeGpuNodes(plane.kubeConfig, STANDARD_GPU_CLASSES, {
+      kubeConfigForNode: (n) => plane.nodeKubeConfig(n),
+    });
+    agent = await startNodeAgent(plane.kubeConfig, nodes.names, {
+      kubeConfigForNode: plane.nodeKubeConfig,
+      imageCommands: {
+        'tilestream:e2e': [process.execPath, POD_TRAINER],
+        'tilestream:e2e-oom': [process.execPath, POD_TRAINER, `--e2e-oom-once=${OOM_MARK}`],
+      },
+      restartDelayMs: 200,
+    });
+    await plane.createNamespace(NS);
+    exit = runOperator(
+      operatorConfig({
+        identity: 'e2e-0',
+        leaseNamespace: NS,
+        metricsPort: 0,
+        healthPort: 0,
+        trainerImage: 'tilestream:e2e',
+      }),
+      { signal: stop.signal, kubeConfig: plane.kubeConfig, log: silentLogger, handleSignals: false },
+    );
+  });
+
+  after(async () => {
+    stop.abort();
+    if (exit) assert.equal(await exit, 0);
+    await agent?.stop();
+    await nodes?.stop();
+    await plane?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('leaves a job that no GPU class can hold unplanned, with no Job', async () => {
+    await apply(job('too-big', { minGpuMemory: '200Gi' }));
+    const s = await until(
+      'too-big',
+      'Planned=False',
+      (s) => conditionOf(s, 'Planned')?.status === 'False',
+      30_000,
+    );
+    assert.equal(conditionOf(s, 'Planned')?.reason, 'NoGPUWithSufficientMemory');
+    // Give the operator time to (wrongly) create a Job before looking.
+    await new Promise((r) => setTimeout(r, 1000));
+    const jobs = await admin.request<{ items: { metadata: { name: string } }[] }>(
+      'GET',
+      `/apis/batch/v1/namespaces/${NS}/jobs`,
+    );
+    assert.deepEqual(
+      jobs.items.map((j) => j.metadata.name).filter((n) => n.startsWith('too-big')),
+      [],
+    );
+  });
+
+  it('runs a tiny synthetic job to Succeeded on the planned GPU class', async () => {
+    await apply(job('tiny'));
+    const planned = await until('tiny', 'status.plan', (s) => !!s.status?.plan?.tileSize, 30_000);
+    // The smallest class that holds it: the 10 GB MIG slice; the whole 192² image is one tile.
+    assert.equal(planned.status?.plan?.gpuProduct, 'A100-SXM4-80GB-MIG-1g.10gb');
+    assert.equal(planned.status?.plan?.tileSize, 192);
+    const done = await until('tiny', 'Succeeded', (s) => s.status?.phase === 'Succeeded');
+    const pods = await podsOf('tiny');
+    assert.deepEqual(
+      pods.map((p) => [p.spec.nodeName, p.status?.phase]),
+      [['gpu-mig-10g-0', 'Succeeded']],
+    );
+    // Progress and result come from the trainer in the pod (its own field manager), not the operator.
+    assert.equal(done.status?.progress?.fraction, 1);
+    assert.equal(done.status?.progress?.step, 8); // 16 images, batch 2, 1 epoch
+    assert.equal(typeof done.status?.result?.validationAccuracy, 'number');
+    assert.equal(done.status?.lastCheckpoint?.step, 8);
+    assert.ok(
+      readdirSync(join(work, 'checkpoints', 'tiny')).some((f) => f.endsWith('.tsckpt')),
+      'the checkpoint lands on the hostPath volume',
+    );
+    assert.equal(conditionOf(done, 'Succeeded')?.reason, 'TrainingCompleted');
+  });
+});
