@@ -1,0 +1,350 @@
+// The Helm chart with the real helm (built from Go modules; skipped with the reason when it cannot
+// be had here): lint, render with default and non-default values, check the rendered objects against
+// the operator's own sources (RBAC rules, CLI flags, GPU table parser, the CRD), and apply the
+// rendered manifests to a real kube-apiserver with a server-side dry run.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Command } from 'commander';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { registerOperatorCommand } from '../../operator/cli.ts';
+import { parseGpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
+import {
+  LEADER_ELECTION_RULES,
+  OPERATOR_NODE_RULES,
+  OPERATOR_RULES,
+  type PolicyRule,
+} from '../../operator/rbac.ts';
+import { ensureBinaries } from '../controlplane/binaries.ts';
+import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+
+const root = join(import.meta.dirname, '..', '..');
+const chart = join(root, 'helm', 'tilestream');
+const CRD_SOURCE = join(root, 'crds', 'tilestream.io_streamingtrainingjobs.yaml');
+const CRD_COPY = join(chart, 'files', 'crd.yaml');
+const NS = 'tilestream-system';
+
+const found = await ensureBinaries(['helm']);
+const skip = found.ok ? undefined : found.reason;
+const helmBin = found.ok ? found.bin.helm : undefined;
+
+// biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are checked field by field
+type Obj = any;
+
+function helm(args: readonly string[]): { status: number | null; out: string; stdout: string } {
+  assert.ok(helmBin);
+  const r = spawnSync(helmBin, args, {
+    encoding: 'utf8',
+    env: { ...process.env, HELM_CACHE_HOME: '/tmp/tilestream-helm-cache' },
+  });
+  return { status: r.status, out: `${r.stdout}${r.stderr}`, stdout: r.stdout };
+}
+
+/** `helm template` → the YAML text and its objects. `set` uses --set-json so that types survive. */
+function render(setJson: readonly string[] = [], namespace = NS): { text: string; objects: Obj[] } {
+  const r = helm([
+    'template',
+    'ts',
+    chart,
+    '--namespace',
+    namespace,
+    ...setJson.flatMap((s) => ['--set-json', s]),
+  ]);
+  assert.equal(r.status, 0, r.out);
+  const objects = parseAllDocuments(r.stdout)
+    .map((d) => d.toJS() as Obj)
+    .filter((o) => o !== null && o !== undefined);
+  return { text: r.stdout, objects };
+}
+
+function find(objects: Obj[], kind: string, name?: string, namespace?: string): Obj[] {
+  return objects.filter(
+    (o) =>
+      o.kind === kind &&
+      (name === undefined || o.metadata?.name === name) &&
+      (namespace === undefined || o.metadata?.namespace === namespace),
+  );
+}
+
+function one(objects: Obj[], kind: string, name?: string, namespace?: string): Obj {
+  const hits = find(objects, kind, name, namespace);
+  assert.equal(hits.length, 1, `expected one ${kind} ${name ?? ''} ${namespace ?? ''}, got ${hits.length}`);
+  return hits[0];
+}
+
+/** Rules as a set of (group, resource, verb) triples: equal permissions whatever the grouping. */
+function triples(rules: readonly PolicyRule[]): string[] {
+  const out = new Set<string>();
+  for (const r of rules)
+    for (const g of r.apiGroups)
+      for (const res of r.resources) for (const v of r.verbs) out.add(`${g}|${res}|${v}`);
+  return [...out].sort();
+}
+
+function operatorOptionNames(): Set<string> {
+  const program = new Command('tilestream');
+  registerOperatorCommand(program, '0.0.0');
+  const cmd = program.commands.find((c) => c.name() === 'operator');
+  assert.ok(cmd);
+  return new Set(cmd.options.map((o) => o.long ?? ''));
+}
+
+function container(objects: Obj[]): Obj {
+  return one(objects, 'Deployment').spec.template.spec.containers[0];
+}
+
+describe('helm chart', { skip }, () => {
+  it('passes helm lint --strict with default values and with every mode on', () => {
+    const r = helm(['lint', chart, '--strict']);
+    assert.equal(r.status, 0, r.out);
+    const all = helm([
+      'lint',
+      chart,
+      '--strict',
+      '--set-json',
+      'replicaCount=3',
+      '--set-json',
+      'watchNamespaces=["team-a","team-b"]',
+      '--set-json',
+      'gpuMemoryTable={"Tesla-T4":"15Gi","RTX-A6000":49140}',
+      '--set-json',
+      'image={"registry":"registry.local:5000","repository":"tilestream/op","digest":"sha256:' +
+        'a'.repeat(64) +
+        '"}',
+      '--set-json',
+      'imagePullSecrets=[{"name":"regcred"}]',
+    ]);
+    assert.equal(all.status, 0, all.out);
+  });
+
+  it('keeps files/crd.yaml identical to the generated CRD and renders it with resource-policy keep', () => {
+    assert.equal(
+      readFileSync(CRD_COPY, 'utf8'),
+      readFileSync(CRD_SOURCE, 'utf8'),
+      `the chart's CRD copy is stale: cp ${CRD_SOURCE} ${CRD_COPY}`,
+    );
+    const crd = one(render().objects, 'CustomResourceDefinition');
+    const source = parseYaml(readFileSync(CRD_SOURCE, 'utf8')) as Obj;
+    assert.equal(crd.metadata.annotations['helm.sh/resource-policy'], 'keep');
+    delete crd.metadata.annotations;
+    assert.deepEqual(crd, source);
+    assert.equal(find(render(['crds={"install":false}']).objects, 'CustomResourceDefinition').length, 0);
+  });
+
+  it('grants exactly the rules of operator/rbac.ts, cluster-wide by default', () => {
+    const { objects } = render();
+    const role = one(objects, 'ClusterRole', 'ts-tilestream');
+    assert.deepEqual(triples(role.rules), triples([...OPERATOR_RULES, ...OPERATOR_NODE_RULES]));
+    assert.equal(find(objects, 'Role').length, 0, 'no Lease Role without leader election');
+    const binding = one(objects, 'ClusterRoleBinding', 'ts-tilestream');
+    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'ts-tilestream', namespace: NS }]);
+    assert.equal(one(objects, 'ServiceAccount').metadata.name, 'ts-tilestream');
+    assert.equal(container(objects).args.includes('--no-leader-elect'), true);
+  });
+
+  it('uses Roles in the watched namespaces and passes them to the operator', () => {
+    const { objects } = render(['watchNamespaces=["team-a","team-b"]']);
+    assert.equal(find(objects, 'ClusterRole', 'ts-tilestream').length, 0);
+    assert.deepEqual(
+      triples(one(objects, 'ClusterRole', 'ts-tilestream-nodes').rules),
+      triples(OPERATOR_NODE_RULES),
+    );
+    for (const ns of ['team-a', 'team-b']) {
+      assert.deepEqual(triples(one(objects, 'Role', 'ts-tilestream', ns).rules), triples(OPERATOR_RULES));
+      assert.equal(one(objects, 'RoleBinding', 'ts-tilestream', ns).subjects[0].namespace, NS);
+    }
+    const args: string[] = container(objects).args;
+    assert.ok(args.includes('--namespace=team-a') && args.includes('--namespace=team-b'), args.join(' '));
+  });
+
+  it('turns leader election on with more than one replica, with a Lease Role in the release namespace', () => {
+    const { objects } = render(['replicaCount=2']);
+    const deploy = one(objects, 'Deployment');
+    assert.equal(deploy.spec.replicas, 2);
+    assert.equal(deploy.spec.strategy, undefined, 'rolling update is safe with a leader');
+    const args: string[] = container(objects).args;
+    assert.ok(!args.includes('--no-leader-elect'));
+    assert.ok(args.includes('--lease-name=tilestream-operator'));
+    const lease = one(objects, 'Role', 'ts-tilestream-leader-election', NS);
+    assert.deepEqual(triples(lease.rules), triples(LEADER_ELECTION_RULES));
+    assert.equal(one(render(['replicaCount=1']).objects, 'Deployment').spec.strategy.type, 'Recreate');
+    assert.ok(
+      container(render(['leaderElection={"mode":"on"}']).objects).args.includes(
+        '--lease-name=tilestream-operator',
+      ),
+    );
+  });
+
+  it('runs the operator hardened, with probes on the health port and metrics on 8080', () => {
+    const { objects } = render();
+    const pod = one(objects, 'Deployment').spec.template.spec;
+    const c = container(objects);
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    assert.equal(pod.securityContext.seccompProfile.type, 'RuntimeDefault');
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+    assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+    assert.equal(c.securityContext.seccompProfile.type, 'RuntimeDefault');
+    assert.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'health' });
+    assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'health' });
+    const ports = Object.fromEntries(c.ports.map((p: Obj) => [p.name, p.containerPort]));
+    assert.deepEqual(ports, { metrics: 8080, health: 8081 });
+    assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+    assert.equal(c.args[0], 'operator');
+    assert.ok(c.args.includes('--metrics-port=8080') && c.args.includes('--health-port=8081'));
+    const env = Object.fromEntries(c.env.map((e: Obj) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
+    assert.deepEqual(env, { POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
+    const svc = one(objects, 'Service', 'ts-tilestream-metrics');
+    assert.deepEqual(svc.spec.ports, [
+      { name: 'metrics', port: 8080, targetPort: 'metrics', protocol: 'TCP' },
+    ]);
+    assert.deepEqual(svc.spec.selector, one(objects, 'Deployment').spec.selector.matchLabels);
+    const pdb = one(objects, 'PodDisruptionBudget');
+    assert.deepEqual(pdb.spec.selector.matchLabels, svc.spec.selector);
+    assert.equal(pdb.spec.maxUnavailable, 1);
+  });
+
+  it('passes only flags that `tilestream operator` declares', () => {
+    const known = operatorOptionNames();
+    const { objects } = render([
+      'replicaCount=2',
+      'watchNamespaces=["a"]',
+      'productLabels=["cloud.google.com/gke-accelerator"]',
+      'operator={"logLevel":"debug","workers":4,"resyncSeconds":300}',
+      'trainer={"command":"tilestream"}',
+    ]);
+    const args: string[] = container(objects).args.slice(1);
+    assert.ok(args.length >= 10, args.join(' '));
+    for (const a of args)
+      assert.ok(known.has(a.split('=')[0] ?? ''), `${a} is not an option of tilestream operator`);
+    assert.ok(
+      args.includes('--workers=4') && args.includes('--resync=300') && args.includes('--log-level=debug'),
+    );
+  });
+
+  it('feeds the GPU memory table from the values to --gpu-memory-table in a form the operator parses', () => {
+    const { objects } = render(['gpuMemoryTable={"Tesla-T4":"15Gi","RTX-A6000":49140}']);
+    const cm = one(objects, 'ConfigMap', 'ts-tilestream-gpu-memory');
+    const table = parseGpuMemoryTable(cm.data['gpu-memory-table.yaml'], 'configmap');
+    assert.deepEqual(
+      table,
+      new Map([
+        ['Tesla-T4', 15 * 2 ** 30],
+        ['RTX-A6000', 49140 * 2 ** 20],
+      ]),
+    );
+    const deploy = one(objects, 'Deployment');
+    const c = deploy.spec.template.spec.containers[0];
+    const mount = c.volumeMounts.find((m: Obj) => m.name === 'gpu-memory-table');
+    const flag: string = c.args.find((a: string) => a.startsWith('--gpu-memory-table='));
+    assert.equal(flag, `--gpu-memory-table=${mount.mountPath}/gpu-memory-table.yaml`);
+    const vol = deploy.spec.template.spec.volumes.find((v: Obj) => v.name === 'gpu-memory-table');
+    assert.equal(vol.configMap.name, cm.metadata.name);
+    // an empty table is still valid for the operator, and changing the table rolls the pods
+    const empty = one(render().objects, 'ConfigMap', 'ts-tilestream-gpu-memory');
+    assert.equal(parseGpuMemoryTable(empty.data['gpu-memory-table.yaml'], 'configmap').size, 0);
+    const checksum = (o: Obj[]) =>
+      one(o, 'Deployment').spec.template.metadata.annotations['checksum/gpu-memory-table'];
+    assert.notEqual(checksum(objects), checksum(render().objects));
+  });
+
+  it('lets an air-gapped install set registry, repository, tag or digest and pull secrets', () => {
+    const digest = `sha256:${'b'.repeat(64)}`;
+    const { objects } = render([
+      `image={"registry":"registry.local:5000","repository":"mirror/op","tag":"9.9.9","digest":"${digest}"}`,
+      'trainer={"image":{"registry":"registry.local:5000","repository":"mirror/trainer","tag":"1.2.3","pullPolicy":"Always"}}',
+      'imagePullSecrets=[{"name":"regcred"}]',
+    ]);
+    const pod = one(objects, 'Deployment').spec.template.spec;
+    assert.equal(pod.containers[0].image, `registry.local:5000/mirror/op@${digest}`);
+    assert.deepEqual(pod.imagePullSecrets, [{ name: 'regcred' }]);
+    assert.ok(pod.containers[0].args.includes('--trainer-image=registry.local:5000/mirror/trainer:1.2.3'));
+    assert.ok(pod.containers[0].args.includes('--image-pull-policy=Always'));
+    // defaults: the chart's appVersion as tag
+    const chartMeta = parseYaml(readFileSync(join(chart, 'Chart.yaml'), 'utf8')) as { appVersion: string };
+    assert.equal(
+      container(render().objects).image,
+      `ghcr.io/tilestream/tilestream-operator:${chartMeta.appVersion}`,
+    );
+  });
+
+  it('rejects values that the schema forbids', () => {
+    for (const bad of [
+      'replicaCount=-1',
+      'bogus=1',
+      'gpuMemoryTable={"T4":"lots"}',
+      'leaderElection={"mode":"maybe"}',
+      'image={"repository":"x","digest":"latest"}',
+      'watchNamespaces=["Team_A"]',
+    ]) {
+      const r = helm(['template', 'ts', chart, '--set-json', bad]);
+      assert.notEqual(r.status, 0, `${bad} was accepted`);
+      assert.match(r.out, /values don't meet the specifications of the schema|at '/, bad);
+    }
+  });
+});
+
+describe('helm chart on a real API server (server-side dry run)', { skip }, () => {
+  let plane: ControlPlane | undefined;
+  let planeSkip: string | undefined;
+  before(async () => {
+    if (skip) return;
+    const started = await startControlPlaneOrSkip({ controllers: [] });
+    planeSkip = started.skip;
+    plane = started.plane;
+    // kubectl rather than createNamespace: no serviceaccount controller runs, and a dry run of a
+    // Deployment does not need the ServiceAccount to exist
+    if (plane) {
+      const r = await plane.kubectl(['create', 'namespace', NS]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const ns of ['team-a', 'team-b'])
+        assert.equal((await plane.kubectl(['create', 'namespace', ns])).code, 0);
+    }
+  });
+  after(async () => {
+    await plane?.stop();
+  });
+
+  const cases: [string, string[]][] = [
+    ['default values', []],
+    [
+      'leader election, namespace-scoped, GPU table, air-gapped image',
+      [
+        'replicaCount=2',
+        'watchNamespaces=["team-a","team-b"]',
+        'gpuMemoryTable={"Tesla-T4":"15Gi"}',
+        `image={"registry":"registry.local:5000","repository":"mirror/op","digest":"sha256:${'c'.repeat(64)}"}`,
+        'imagePullSecrets=[{"name":"regcred"}]',
+      ],
+    ],
+  ];
+  for (const [name, values] of cases) {
+    it(`accepts every rendered object: ${name}`, async (t) => {
+      if (!plane) return t.skip(planeSkip ?? 'no control plane');
+      const { text, objects } = render(values);
+      const r = await plane.kubectl(['apply', '--dry-run=server', '-o', 'name', '-f', '-'], { input: text });
+      assert.equal(r.code, 0, r.stderr);
+      const applied = r.stdout.trim().split('\n').filter(Boolean);
+      assert.equal(applied.length, objects.length, r.stdout);
+    });
+  }
+
+  it('installs with helm --dry-run=server and prints NOTES that say what to do next', (t) => {
+    if (!plane) return t.skip(planeSkip ?? 'no control plane');
+    const r = helm([
+      'install',
+      'ts',
+      chart,
+      '--namespace',
+      NS,
+      '--dry-run=server',
+      '--kubeconfig',
+      plane.kubeconfigPath,
+    ]);
+    assert.equal(r.status, 0, r.out);
+    assert.match(r.out, /rollout status deployment\/ts-tilestream/);
+    assert.match(r.out, /kubectl get stj/);
+  });
+});
