@@ -3,8 +3,10 @@
 // the operator's own sources (RBAC rules, CLI flags, GPU table parser, the CRD), and apply the
 // rendered manifests to a real kube-apiserver with a server-side dry run.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Command } from 'commander';
@@ -89,6 +91,17 @@ function operatorOptionNames(): Set<string> {
   const cmd = program.commands.find((c) => c.name() === 'operator');
   assert.ok(cmd);
   return new Set(cmd.options.map((o) => o.long ?? ''));
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 function container(objects: Obj[]): Obj {
@@ -346,5 +359,76 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /rollout status deployment\/ts-tilestream/);
     assert.match(r.out, /kubectl get stj/);
+  });
+
+  it('runs `tilestream operator` with the rendered args under the chart RBAC until ready and leader', async (t) => {
+    if (!plane) return t.skip(planeSkip ?? 'no control plane');
+    // a real install (not a dry run) of the RBAC and CRD, then the operator as the chart's
+    // ServiceAccount: a missing permission shows up as an informer that never syncs
+    const { text, objects } = render(['replicaCount=2', 'gpuMemoryTable={"Tesla-T4":"15Gi"}']);
+    const apply = await plane.kubectl(['apply', '-f', '-'], { input: text });
+    assert.equal(apply.code, 0, apply.stderr);
+    const wait = await plane.kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=30s',
+      'crd/streamingtrainingjobs.tilestream.io',
+    ]);
+    assert.equal(wait.code, 0, wait.stderr);
+    const kubeconfig = await plane.serviceAccountKubeconfig(NS, 'ts-tilestream');
+    const dir = mkdtempSync(join(tmpdir(), 'tilestream-ship-'));
+    const tablePath = join(dir, 'gpu-memory-table.yaml');
+    writeFileSync(tablePath, one(objects, 'ConfigMap').data['gpu-memory-table.yaml']);
+    const [metricsPort, healthPort] = [await freePort(), await freePort()];
+    const args = (container(objects).args as string[]).map((a) =>
+      a.startsWith('--gpu-memory-table=')
+        ? `--gpu-memory-table=${tablePath}`
+        : a.startsWith('--metrics-port=')
+          ? `--metrics-port=${metricsPort}`
+          : a.startsWith('--health-port=')
+            ? `--health-port=${healthPort}`
+            : a,
+    );
+    const child = spawn(
+      process.execPath,
+      [join(root, 'bin', 'tilestream.js'), ...args, '--bind-address=127.0.0.1', `--kubeconfig=${kubeconfig}`],
+      {
+        env: { ...process.env, POD_NAME: 'ts-tilestream-0', POD_NAMESPACE: NS },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => {
+      output += d;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      output += d;
+    });
+    try {
+      const deadline = Date.now() + 30_000;
+      let metrics = '';
+      for (;;) {
+        assert.equal(child.exitCode, null, `operator exited ${child.exitCode}:\n${output}`);
+        const ready = await fetch(`http://127.0.0.1:${healthPort}/readyz`).then(
+          (r) => r.status,
+          () => 0,
+        );
+        if (ready === 200) {
+          metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+            (r) => r.text(),
+            () => '',
+          );
+          if (/^leader_election_master_status\{[^}]*name="tilestream-operator"[^}]*\} 1$/m.test(metrics))
+            break;
+        }
+        assert.ok(Date.now() < deadline, `not ready and leader within 30 s (readyz ${ready}):\n${output}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.doesNotMatch(output, /forbidden/i);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(undefined)));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
