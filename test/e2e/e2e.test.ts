@@ -49,6 +49,8 @@ interface Stj {
     result?: Record<string, unknown>;
     lastCheckpoint?: Record<string, unknown>;
     conditions?: Condition[];
+    tileReductions?: number;
+    restarts?: number;
   };
 }
 interface PodList {
@@ -240,5 +242,68 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
       'the checkpoint lands on the hostPath volume',
     );
     assert.equal(conditionOf(done, 'Succeeded')?.reason, 'TrainingCompleted');
+  });
+
+  it('reduces the tile after an out-of-memory exit and then succeeds', async () => {
+    // The wrapper exits 3 (the trainer's out-of-memory code) on the first attempt only.
+    await apply(job('oom', { image: 'tilestream:e2e-oom' }));
+    const done = await until('oom', 'Succeeded', (s) => s.status?.phase === 'Succeeded');
+    const firstTile = Number(readFileSync(OOM_MARK, 'utf8'));
+    assert.equal(firstTile, 192);
+    const tile = done.status?.plan?.tileSize as number;
+    assert.ok(tile < firstTile, `the re-planned tile ${tile} is smaller than ${firstTile}`);
+    assert.equal(done.status?.tileReductions, 1);
+    assert.equal(conditionOf(done, 'Planned')?.reason, 'TileSizeReduced');
+    // The failed attempt's Job is replaced by attempt 1, which carries the smaller tile.
+    const jobs = await admin.request<{ items: { metadata: { name: string } }[] }>(
+      'GET',
+      `/apis/batch/v1/namespaces/${NS}/jobs`,
+    );
+    assert.ok(jobs.items.some((j) => j.metadata.name === 'oom-1'));
+    assert.equal(done.status?.progress?.fraction, 1);
+  });
+
+  it('resumes from the checkpoint after the trainer is killed mid-run', async () => {
+    const EPOCHS = 6;
+    const STEPS = EPOCHS * 8;
+    await apply(job('resume', { epochs: EPOCHS }));
+    // Kill once step 3 is checkpointed (everySteps: 1): watched on the hostPath volume, since status
+    // reports are throttled and a run of this size takes only seconds.
+    const ckptDir = join(work, 'checkpoints', 'resume');
+    const killedAt = await waitFor(
+      'resume: a checkpoint at step ≥ 3',
+      async () => {
+        const steps = readdirSync(ckptDir).flatMap((f) => {
+          const m = /^ckpt-(\d+)\.tsckpt$/.exec(f);
+          return m ? [Number(m[1])] : [];
+        });
+        const step = Math.max(0, ...steps);
+        return step >= 3 ? step : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 50 },
+    );
+    const [first] = await podsOf('resume');
+    assert.ok(first, 'a trainer pod runs');
+    assert.equal(agent.killContainer(NS, first.metadata.name, 'trainer', 'SIGKILL'), true);
+    const done = await until('resume', 'Succeeded', (s) => s.status?.phase === 'Succeeded', 120_000);
+    assert.ok(killedAt < STEPS, `killed mid-run at step ${killedAt}`);
+    assert.equal(done.status?.progress?.step, STEPS);
+    assert.equal(done.status?.restarts, 1);
+    const pods = await podsOf('resume');
+    assert.equal(pods.length, 2, 'the Job replaced the killed pod');
+    const second = pods.find((p) => p.metadata.name !== first.metadata.name);
+    const log = readFileSync(agent.logPath(NS, second?.metadata.name as string, 'trainer') as string, 'utf8');
+    const resumed = log
+      .split('\n')
+      .flatMap((l) => {
+        try {
+          return [JSON.parse(l) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      })
+      .find((e) => Object.values(e).some((v) => typeof v === 'string' && v.startsWith('resumed from')));
+    assert.ok(resumed, `the new pod resumed from a checkpoint; its log:\n${log.slice(-2000)}`);
+    assert.ok(Number(resumed.step) >= 3, `resumed at step ${resumed.step}, not from scratch`);
   });
 });
