@@ -4,13 +4,15 @@
 // rendered manifests to a real kube-apiserver with a server-side dry run.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Command } from 'commander';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import type { StreamingTrainingJob } from '../../crds/index.ts';
+import { childLabels, LABEL } from '../../operator/children/names.ts';
 import { registerOperatorCommand } from '../../operator/cli.ts';
 import { parseGpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
 import {
@@ -27,6 +29,8 @@ const chart = join(root, 'helm', 'tilestream');
 const CRD_SOURCE = join(root, 'crds', 'tilestream.io_streamingtrainingjobs.yaml');
 const CRD_COPY = join(chart, 'files', 'crd.yaml');
 const NS = 'tilestream-system';
+/** Its module ships the monitoring.coreos.com CRDs (example/prometheus-operator-crd). */
+const PROMETHEUS_OPERATOR = 'v0.85.0';
 
 const found = await ensureBinaries(['helm']);
 const skip = found.ok ? undefined : found.reason;
@@ -128,6 +132,10 @@ describe('helm chart', { skip }, () => {
         '"}',
       '--set-json',
       'imagePullSecrets=[{"name":"regcred"}]',
+      '--set-json',
+      'serviceMonitor={"enabled":true}',
+      '--set-json',
+      'podMonitor={"enabled":true}',
     ]);
     assert.equal(all.status, 0, all.out);
   });
@@ -283,6 +291,30 @@ describe('helm chart', { skip }, () => {
     );
   });
 
+  it('scrapes the operator with a ServiceMonitor and the trainer pods with a PodMonitor when asked', () => {
+    const none = render().objects;
+    assert.equal(find(none, 'ServiceMonitor').length + find(none, 'PodMonitor').length, 0, 'off by default');
+    const { objects } = render(['serviceMonitor={"enabled":true}', 'podMonitor={"enabled":true}']);
+    const sm = one(objects, 'ServiceMonitor');
+    const svc = one(objects, 'Service', 'ts-tilestream-metrics');
+    for (const [k, v] of Object.entries(sm.spec.selector.matchLabels))
+      assert.equal(svc.metadata.labels[k], v, k);
+    assert.deepEqual(sm.spec.namespaceSelector, { matchNames: [NS] });
+    assert.ok(svc.spec.ports.some((p: Obj) => p.name === sm.spec.endpoints[0].port));
+    const pm = one(objects, 'PodMonitor');
+    const stj = { metadata: { name: 'wsi-1', namespace: 'team-a' } } as StreamingTrainingJob;
+    const trainerLabels = childLabels(stj);
+    for (const [k, v] of Object.entries(pm.spec.selector.matchLabels)) assert.equal(trainerLabels[k], v, k);
+    assert.equal(pm.spec.podMetricsEndpoints[0].port, 'metrics');
+    assert.ok(pm.spec.podTargetLabels.includes(LABEL.job));
+    assert.deepEqual(pm.spec.namespaceSelector, { any: true });
+    const scoped = one(
+      render(['podMonitor={"enabled":true}', 'watchNamespaces=["team-a"]']).objects,
+      'PodMonitor',
+    );
+    assert.deepEqual(scoped.spec.namespaceSelector, { matchNames: ['team-a'] });
+  });
+
   it('rejects values that the schema forbids', () => {
     for (const bad of [
       'replicaCount=-1',
@@ -430,5 +462,48 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
       await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(undefined)));
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('accepts the ServiceMonitor and PodMonitor against the Prometheus Operator CRDs', async (t) => {
+    if (!plane) return t.skip(planeSkip ?? 'no control plane');
+    const go = spawnSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' });
+    const crdDir = join(
+      go.stdout.trim(),
+      'github.com',
+      'prometheus-operator',
+      `prometheus-operator@${PROMETHEUS_OPERATOR}`,
+      'example',
+      'prometheus-operator-crd',
+    );
+    if (go.status !== 0 || !existsSync(crdDir))
+      return t.skip(
+        `Prometheus Operator CRDs not in the Go module cache: go mod download github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR}`,
+      );
+    for (const kind of ['servicemonitors', 'podmonitors']) {
+      const r = await plane.kubectl([
+        'apply',
+        '--server-side',
+        '-f',
+        join(crdDir, `monitoring.coreos.com_${kind}.yaml`),
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const wait = await plane.kubectl([
+      'wait',
+      '--for=condition=Established',
+      '--timeout=30s',
+      'crd/servicemonitors.monitoring.coreos.com',
+      'crd/podmonitors.monitoring.coreos.com',
+    ]);
+    assert.equal(wait.code, 0, wait.stderr);
+    const { text } = render([
+      'serviceMonitor={"enabled":true,"labels":{"release":"prom"}}',
+      'podMonitor={"enabled":true}',
+      'watchNamespaces=["team-a"]',
+    ]);
+    const r = await plane.kubectl(['apply', '--dry-run=server', '-o', 'name', '-f', '-'], { input: text });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /servicemonitor\.monitoring\.coreos\.com\/ts-tilestream/);
+    assert.match(r.stdout, /podmonitor\.monitoring\.coreos\.com\/ts-tilestream-trainers/);
   });
 });
