@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Command } from 'commander';
-import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { parseAllDocuments, parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { childLabels, LABEL } from '../../operator/children/names.ts';
 import { registerOperatorCommand } from '../../operator/cli.ts';
@@ -34,6 +34,7 @@ const PROMETHEUS_OPERATOR = 'v0.85.0';
 
 const found = await ensureBinaries(['helm']);
 const skip = found.ok ? undefined : found.reason;
+const promtool = await ensureBinaries(['promtool']);
 const helmBin = found.ok ? found.bin.helm : undefined;
 
 // biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects are checked field by field
@@ -136,6 +137,8 @@ describe('helm chart', { skip }, () => {
       'serviceMonitor={"enabled":true}',
       '--set-json',
       'podMonitor={"enabled":true}',
+      '--set-json',
+      'prometheusRule={"enabled":true}',
     ]);
     assert.equal(all.status, 0, all.out);
   });
@@ -315,6 +318,47 @@ describe('helm chart', { skip }, () => {
     assert.deepEqual(scoped.spec.namespaceSelector, { matchNames: ['team-a'] });
   });
 
+  it('alerts only on metrics the operator and trainer export, in rules promtool accepts', (t) => {
+    const { objects } = render(['prometheusRule={"enabled":true}']);
+    const rule = one(objects, 'PrometheusRule');
+    const rules: Obj[] = rule.spec.groups.flatMap((g: Obj) => g.rules);
+    assert.deepEqual(rules.map((r) => r.alert).sort(), [
+      'TilestreamCheckpointStale',
+      'TilestreamJobFailed',
+      'TilestreamOperatorDown',
+      'TilestreamProgressStalled',
+      'TilestreamReconcileErrors',
+      'TilestreamRepeatedOutOfMemory',
+    ]);
+    const sources = ['operator/metrics.ts', 'trainer/train/observe.ts']
+      .map((f) => readFileSync(join(root, f), 'utf8'))
+      .join('\n');
+    for (const r of rules) {
+      for (const m of String(r.expr).matchAll(/\b((?:tilestream|controller_runtime|workqueue)_[a-z_]+)/g)) {
+        assert.ok(
+          sources.includes(`name: '${m[1]}'`),
+          `${r.alert}: ${m[1]} is not a metric the operator or trainer exports`,
+        );
+      }
+    }
+    // the operator-down alert follows the ServiceMonitor's job label (the Service name)
+    const down = rules.find((r) => r.alert === 'TilestreamOperatorDown');
+    assert.match(down.expr, new RegExp(`job="${one(objects, 'Service').metadata.name}"`));
+    if (!promtool.ok) return t.skip(promtool.reason);
+    const dir = mkdtempSync(join(tmpdir(), 'tilestream-rules-'));
+    try {
+      const file = join(dir, 'rules.yaml');
+      writeFileSync(file, stringifyYaml({ groups: rule.spec.groups }));
+      const r = spawnSync(promtool.bin.promtool ?? 'promtool', ['check', 'rules', file], {
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /SUCCESS: 6 rules found/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('rejects values that the schema forbids', () => {
     for (const bad of [
       'replicaCount=-1',
@@ -464,7 +508,7 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     }
   });
 
-  it('accepts the ServiceMonitor and PodMonitor against the Prometheus Operator CRDs', async (t) => {
+  it('accepts the ServiceMonitor, PodMonitor and PrometheusRule against the Prometheus Operator CRDs', async (t) => {
     if (!plane) return t.skip(planeSkip ?? 'no control plane');
     const go = spawnSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' });
     const crdDir = join(
@@ -479,7 +523,7 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
       return t.skip(
         `Prometheus Operator CRDs not in the Go module cache: go mod download github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR}`,
       );
-    for (const kind of ['servicemonitors', 'podmonitors']) {
+    for (const kind of ['servicemonitors', 'podmonitors', 'prometheusrules']) {
       const r = await plane.kubectl([
         'apply',
         '--server-side',
@@ -494,16 +538,19 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
       '--timeout=30s',
       'crd/servicemonitors.monitoring.coreos.com',
       'crd/podmonitors.monitoring.coreos.com',
+      'crd/prometheusrules.monitoring.coreos.com',
     ]);
     assert.equal(wait.code, 0, wait.stderr);
     const { text } = render([
       'serviceMonitor={"enabled":true,"labels":{"release":"prom"}}',
       'podMonitor={"enabled":true}',
+      'prometheusRule={"enabled":true}',
       'watchNamespaces=["team-a"]',
     ]);
     const r = await plane.kubectl(['apply', '--dry-run=server', '-o', 'name', '-f', '-'], { input: text });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /servicemonitor\.monitoring\.coreos\.com\/ts-tilestream/);
     assert.match(r.stdout, /podmonitor\.monitoring\.coreos\.com\/ts-tilestream-trainers/);
+    assert.match(r.stdout, /prometheusrule\.monitoring\.coreos\.com\/ts-tilestream/);
   });
 });
