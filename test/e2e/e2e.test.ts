@@ -1,5 +1,6 @@
 // End to end on a real control plane (test/controlplane; skipped with the reason when the binaries
-// cannot be had): the CRD, the operator, the four standard fake GPU classes and the node agent,
+// cannot be had): the CRD, the operator (as a service account with only operator/rbac.ts's rules),
+// the four standard fake GPU classes and the node agent,
 // which runs the real `tilestream train` (through pod-trainer.ts, which maps in-pod paths onto the
 // agent's pod folder) on a tiny synthetic dataset on a hostPath volume. Jobs are applied with the
 // plane's kubectl as a user would. Scenarios: no GPU class is big enough → Planned=False and no Job;
@@ -11,12 +12,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { CRD_FILE } from '../../crds/generate.ts';
 import { operatorConfig } from '../../operator/config.ts';
 import { KubeClient } from '../../operator/kube/client.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
+import { LEADER_ELECTION_RULES, OPERATOR_NODE_RULES, OPERATOR_RULES } from '../../operator/rbac.ts';
 import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
@@ -178,6 +181,34 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
       restartDelayMs: 200,
     });
     await plane.createNamespace(NS);
+    // The operator runs as a service account holding exactly the rules operator/rbac.ts lists.
+    const rbac = '/apis/rbac.authorization.k8s.io/v1';
+    const subjects = [{ kind: 'ServiceAccount', name: 'operator', namespace: NS }];
+    await admin.request('POST', `/api/v1/namespaces/${NS}/serviceaccounts`, {
+      body: { metadata: { name: 'operator' } },
+    });
+    await admin.request('POST', `${rbac}/clusterroles`, {
+      body: { metadata: { name: 'e2e-operator' }, rules: [...OPERATOR_RULES, ...OPERATOR_NODE_RULES] },
+    });
+    await admin.request('POST', `${rbac}/clusterrolebindings`, {
+      body: {
+        metadata: { name: 'e2e-operator' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'e2e-operator' },
+        subjects,
+      },
+    });
+    await admin.request('POST', `${rbac}/namespaces/${NS}/roles`, {
+      body: { metadata: { name: 'e2e-leader' }, rules: LEADER_ELECTION_RULES },
+    });
+    await admin.request('POST', `${rbac}/namespaces/${NS}/rolebindings`, {
+      body: {
+        metadata: { name: 'e2e-leader' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'e2e-leader' },
+        subjects,
+      },
+    });
+    const operatorKc = new KubeConfig();
+    operatorKc.loadFromFile(await plane.serviceAccountKubeconfig(NS, 'operator'));
     exit = runOperator(
       operatorConfig({
         identity: 'e2e-0',
@@ -186,7 +217,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
         healthPort: 0,
         trainerImage: 'tilestream:e2e',
       }),
-      { signal: stop.signal, kubeConfig: plane.kubeConfig, log: silentLogger, handleSignals: false },
+      { signal: stop.signal, kubeConfig: operatorKc, log: silentLogger, handleSignals: false },
     );
   });
 
