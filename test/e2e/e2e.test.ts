@@ -1,11 +1,11 @@
 // End to end on a real control plane (test/controlplane; skipped with the reason when the binaries
 // cannot be had): the CRD, the operator (as a service account with only operator/rbac.ts's rules),
-// the four standard fake GPU classes and the node agent,
-// which runs the real `tilestream train` (through pod-trainer.ts, which maps in-pod paths onto the
-// agent's pod folder) on a tiny synthetic dataset on a hostPath volume. Jobs are applied with the
-// plane's kubectl as a user would. Scenarios: no GPU class is big enough → Planned=False and no Job;
-// a job runs to Succeeded with plan, progress and result; a simulated out-of-memory exit → the tile
-// is reduced and the job succeeds; the trainer killed mid-run → a new pod resumes from the checkpoint.
+// the four standard fake GPU classes and the node agent, which runs the real `tilestream train`
+// (through pod-trainer.ts, which maps in-pod paths onto the agent's pod folder) on a tiny synthetic
+// dataset on a hostPath volume. Jobs are applied with the plane's kubectl as a user would.
+// Scenarios: no GPU class is big enough → Planned=False and no Job; a job runs to Succeeded with
+// plan, progress and result; a simulated out-of-memory exit → the tile is reduced and the job
+// succeeds; the trainer killed mid-run → the Job's new pod resumes from the checkpoint.
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -275,7 +275,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     assert.equal(conditionOf(done, 'Succeeded')?.reason, 'TrainingCompleted');
   });
 
-  it('reduces the tile after an out-of-memory exit and then succeeds', async () => {
+  it('reduces the tile after an out-of-memory exit and then succeeds', async (t) => {
     // The wrapper exits 3 (the trainer's out-of-memory code) on the first attempt only.
     await apply(job('oom', { image: 'tilestream:e2e-oom' }));
     const done = await until('oom', 'Succeeded', (s) => s.status?.phase === 'Succeeded');
@@ -283,6 +283,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     assert.equal(firstTile, 192);
     const tile = done.status?.plan?.tileSize as number;
     assert.ok(tile < firstTile, `the re-planned tile ${tile} is smaller than ${firstTile}`);
+    t.diagnostic(`tile ${firstTile} → ${tile} after the out-of-memory exit`);
     assert.equal(done.status?.tileReductions, 1);
     assert.equal(conditionOf(done, 'Planned')?.reason, 'TileSizeReduced');
     // The failed attempt's Job is replaced by attempt 1, which carries the smaller tile.
@@ -294,7 +295,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     assert.equal(done.status?.progress?.fraction, 1);
   });
 
-  it('resumes from the checkpoint after the trainer is killed mid-run', async () => {
+  it('resumes from the checkpoint after the trainer is killed mid-run', async (t) => {
     const EPOCHS = 6;
     const STEPS = EPOCHS * 8;
     await apply(job('resume', { epochs: EPOCHS }));
@@ -335,6 +336,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
       })
       .find((e) => Object.values(e).some((v) => typeof v === 'string' && v.startsWith('resumed from')));
     assert.ok(resumed, `the new pod resumed from a checkpoint; its log:\n${log.slice(-2000)}`);
+    t.diagnostic(`killed after checkpoint ${killedAt}, resumed at step ${resumed.step} of ${STEPS}`);
     assert.ok(Number(resumed.step) >= 3, `resumed at step ${resumed.step}, not from scratch`);
   });
 });
