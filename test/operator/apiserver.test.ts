@@ -109,7 +109,7 @@ describe('the operator on a real kube-apiserver', { skip: started.skip, timeout:
     });
     exit = runOperator(config, {
       signal: stop.signal,
-      kubeConfig: plane.kubeConfig,
+      kubeConfig: operatorKc,
       log: silentLogger,
       handleSignals: false,
     });
