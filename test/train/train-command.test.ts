@@ -211,6 +211,30 @@ describe('tilestream train', () => {
     assert.ok(maxAbsDiff(finalWeights(dir), reference) <= 1e-6);
   });
 
+  it('a second signal exits at once with 143, keeping the last checkpoint', async () => {
+    const dir = join(work, 'ckpt-term2');
+    const run = start(['train', manifest('term2', dir), '--json'], { TILESTREAM_LOG_LEVEL: 'debug' });
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer): void => {
+        if (!/"message":"optimizer step","step":2\b/.test(d.toString())) return;
+        run.child.stderr?.off('data', onData);
+        resolve();
+      };
+      run.child.stderr?.on('data', onData);
+    });
+    // Both signals must be pending at once so their handlers run back to back, whatever the timing:
+    // stop the process, queue SIGTERM and SIGINT (distinct signals are never merged), continue it.
+    run.child.kill('SIGSTOP');
+    run.child.kill('SIGTERM');
+    run.child.kill('SIGINT');
+    run.child.kill('SIGCONT');
+    const r = await run.done;
+    assert.equal(r.code, 143, r.stderr);
+    assert.match(r.stderr, /(SIGTERM|SIGINT) received again: exiting without a new checkpoint/);
+    const ckpt = readCheckpoint(listCheckpoints(dir)[0] as string);
+    assert.ok(ckpt.step >= 1, 'the checkpoints written before the signals are still there');
+  });
+
   it('skips and counts corrupt, missing and wrongly sized images and still completes', async () => {
     const copy = join(work, 'corrupt-data');
     cpSync(dataDir, copy, { recursive: true });

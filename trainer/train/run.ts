@@ -86,9 +86,16 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
 
   let stopRequested = false;
   const onSignal = (signal: string): void => {
-    if (stopRequested) return;
+    if (stopRequested) {
+      // A second signal means now: a large tile can take longer than anyone wants to wait.
+      say('warn', `${signal} received again: exiting without a new checkpoint (the last one is kept)`);
+      process.exit(EXIT.stopped);
+    }
     stopRequested = true;
-    say('warn', `${signal} received: finishing the current tile, writing a checkpoint, then exiting`);
+    say(
+      'warn',
+      `${signal} received: finishing the current tile, writing a checkpoint, then exiting (signal again to exit at once)`,
+    );
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
