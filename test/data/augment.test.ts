@@ -24,6 +24,7 @@ import {
   mulberry32,
   permutation,
 } from '../../trainer/data/random.ts';
+import { crop } from './pixel-window.ts';
 
 await tf.setBackend('cpu');
 
@@ -37,21 +38,6 @@ function augmentWithTf(pixels: Uint8Array, h: number, w: number, c: number, aug:
     for (let k = 0; k < (aug.rot90 ?? 0); k++) x = tf.reverse(tf.transpose(x, [1, 0, 2]), 0);
     return Uint8Array.from(x.dataSync());
   });
-}
-
-function crop(
-  px: Uint8Array,
-  w: number,
-  c: number,
-  top: number,
-  left: number,
-  rows: number,
-  cols: number,
-): Uint8Array {
-  const out = new Uint8Array(rows * cols * c);
-  for (let r = 0; r < rows; r++)
-    out.set(px.subarray(((top + r) * w + left) * c, ((top + r) * w + left + cols) * c), r * cols * c);
-  return out;
 }
 
 const augArb = fc.record({

@@ -12,6 +12,7 @@ import { ImageError, type ImageErrorReason } from '../../trainer/data/image-erro
 import { boxDownsample, normalizePixels } from '../../trainer/data/pixels.ts';
 import { mulberry32 } from '../../trainer/data/random.ts';
 import { readTiffLayout } from '../../trainer/data/tiff-layout.ts';
+import { crop } from './pixel-window.ts';
 import { encodeRawTiff } from './raw-tiff.ts';
 
 await tf.setBackend('cpu');
@@ -42,21 +43,6 @@ async function decodeFull(
   let p = sharp(file, options.page === undefined ? {} : { page: options.page });
   if (options.grey) p = p.toColourspace('b-w');
   return new Uint8Array(await p.raw().toBuffer());
-}
-
-function crop(
-  px: Uint8Array,
-  w: number,
-  c: number,
-  top: number,
-  left: number,
-  rows: number,
-  cols: number,
-): Uint8Array {
-  const out = new Uint8Array(rows * cols * c);
-  for (let r = 0; r < rows; r++)
-    out.set(px.subarray(((top + r) * w + left) * c, ((top + r) * w + left + cols) * c), r * cols * c);
-  return out;
 }
 
 async function expectImageError(
