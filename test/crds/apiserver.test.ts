@@ -3,9 +3,9 @@
 // same field as validateJob, stores the same defaults, enforces immutability, and prints the columns.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { CRD_FILE } from '../../crds/generate.ts';
 import { validateJob } from '../../crds/validate.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+import { installCrd } from '../controlplane/install-crd.ts';
 import {
   edit,
   INVALID_MANIFESTS,
@@ -54,11 +54,7 @@ describe('the CRD on a real kube-apiserver', { skip: started.skip }, () => {
     plane.kubectl(['create', ...args, '-f', '-'], { input: JSON.stringify(m) });
 
   before(async () => {
-    const applied = await plane.kubectl(['apply', '--server-side', '-f', CRD_FILE]);
-    assert.equal(applied.code, 0, `the API server refused the CRD:\n${applied.stderr}`);
-    const crd = 'crd/streamingtrainingjobs.tilestream.io';
-    const ready = await plane.kubectl(['wait', '--for', 'condition=established', '--timeout=60s', crd]);
-    assert.equal(ready.code, 0, ready.stderr);
+    await installCrd(plane);
   });
 
   after(async () => {

@@ -14,7 +14,6 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { CRD_FILE } from '../../crds/generate.ts';
 import { operatorConfig } from '../../operator/config.ts';
 import { KubeClient } from '../../operator/kube/client.ts';
 import { silentLogger } from '../../operator/log.ts';
@@ -24,6 +23,7 @@ import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+import { installCrd } from '../controlplane/install-crd.ts';
 import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
 import { waitFor } from '../controlplane/wait.ts';
 
@@ -159,16 +159,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
 
   before(async () => {
     await ensureSyntheticDataset(dataDir, { height: 192, width: 192, ...SYNTHETIC });
-    const crd = await plane.kubectl(['apply', '--server-side', '-f', CRD_FILE]);
-    assert.equal(crd.code, 0, crd.stderr);
-    const ready = await plane.kubectl([
-      'wait',
-      '--for',
-      'condition=established',
-      '--timeout=60s',
-      'crd/streamingtrainingjobs.tilestream.io',
-    ]);
-    assert.equal(ready.code, 0, ready.stderr);
+    await installCrd(plane);
     nodes = await registerFakeGpuNodes(plane.kubeConfig, STANDARD_GPU_CLASSES, {
       kubeConfigForNode: (n) => plane.nodeKubeConfig(n),
     });

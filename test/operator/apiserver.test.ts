@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
-import { CRD_FILE } from '../../crds/generate.ts';
 import { operatorConfig } from '../../operator/config.ts';
 import { ApiError, CONTENT_TYPE, KubeClient } from '../../operator/kube/client.ts';
 import type { Job } from '../../operator/kube/types.ts';
@@ -18,6 +17,7 @@ import { runOperator } from '../../operator/main.ts';
 import { LEADER_ELECTION_RULES, OPERATOR_NODE_RULES, OPERATOR_RULES } from '../../operator/rbac.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+import { installCrd } from '../controlplane/install-crd.ts';
 import { waitFor } from '../controlplane/wait.ts';
 
 const started = await startControlPlaneOrSkip({
@@ -56,16 +56,7 @@ describe('the operator on a real kube-apiserver', { skip: started.skip, timeout:
   let nodes: Awaited<ReturnType<typeof registerFakeGpuNodes>>;
 
   before(async () => {
-    const crd = await plane.kubectl(['apply', '--server-side', '-f', CRD_FILE]);
-    assert.equal(crd.code, 0, crd.stderr);
-    const ready = await plane.kubectl([
-      'wait',
-      '--for',
-      'condition=established',
-      '--timeout=60s',
-      'crd/streamingtrainingjobs.tilestream.io',
-    ]);
-    assert.equal(ready.code, 0, ready.stderr);
+    await installCrd(plane);
     nodes = await registerFakeGpuNodes(
       plane.kubeConfig,
       [{ name: 'gpu-40g', product: 'A100-SXM4-40GB', memoryMiB: 40960, gpuCount: 8 }],
