@@ -133,7 +133,7 @@ describe('tilestream train', () => {
     assert.match(run.stderr, /spec\.data/);
   });
 
-  it('fails at once with exit code 2 when the data manifest is missing or the tile is off the stride', async () => {
+  it('fails at once with exit code 2 when the data manifest is missing or the tile is off the stride or too small', async () => {
     const missing = await start([
       'train',
       manifest('missing', join(work, 'ckpt-missing'), {
@@ -150,6 +150,10 @@ describe('tilestream train', () => {
     ]).done;
     assert.equal(offStride.code, 2, offStride.stderr);
     assert.match(offStride.stderr, /not a multiple of the body's total stride 16; use 96 or 112/);
+    const tooSmall = await start(['train', manifest('small', join(work, 'ckpt-small')), '--tile-size', '64'])
+      .done;
+    assert.equal(tooSmall.code, 2, tooSmall.stderr);
+    assert.match(tooSmall.stderr, /tile 64 is below the minimum tile 80/);
   });
 
   it('resumes after SIGKILL at five random points to the same weights as an uninterrupted run', async () => {

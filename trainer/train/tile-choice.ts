@@ -5,8 +5,7 @@ import { freemem, totalmem } from 'node:os';
 import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
 import type { BackendName } from '../backend/select.ts';
 import { optimizerFromSpec } from '../plan/memory.ts';
-import { checkTile, formatBytes, planTile } from '../plan/planner.ts';
-import { minimumTile } from '../streaming/geometry.ts';
+import { checkTile, formatBytes, type PlanRequest, planTile } from '../plan/planner.ts';
 import type { Network } from '../streaming/network.ts';
 
 export interface TileChoice {
@@ -31,15 +30,11 @@ export function resolveTile(
   backend: BackendName,
   o: { tileSize?: number; memoryBudget?: number },
 ): TileChoice {
-  const min = Math.max(minimumTile(net.body, 0), minimumTile(net.body, 1), spec.streaming.minTileSize ?? 0);
   const fixed =
     o.tileSize ?? (typeof spec.streaming.tileSize === 'number' ? spec.streaming.tileSize : undefined);
+  // A fixed tile is checked where tiles are made: the planner and the geometry refuse one the body
+  // cannot use, naming the sizes that work (exit code 2).
   if (fixed !== undefined) {
-    if (fixed < min && fixed < Math.max(...image)) {
-      throw new Error(
-        `tile ${fixed} is below the minimum workable tile ${min} of this network; use at least ${min}`,
-      );
-    }
     return {
       size: fixed,
       explanation: `tile ${fixed} px (${o.tileSize !== undefined ? '--tile-size' : 'spec.streaming.tileSize'})`,
@@ -47,14 +42,8 @@ export function resolveTile(
   }
   const budget = o.memoryBudget ?? defaultBudget(backend);
   const plan = planTile({
-    net,
-    image,
-    budgetBytes: budget,
-    headroom: spec.streaming.memoryHeadroom,
+    ...planRequest(spec, net, image, backend, budget, spec.streaming.memoryHeadroom),
     minTile: spec.streaming.minTileSize,
-    optimizer: optimizerFromSpec(spec.training.optimizer),
-    backend,
-    inputGrad: spec.streaming.saliency,
   });
   if (!plan.fits) {
     throw new Error(`no tile fits the memory budget of ${formatBytes(budget)}: ${plan.reason}`);
@@ -88,15 +77,7 @@ export function checkTileFitsBackend(
   tile: number,
 ): void {
   if (backend !== 'wasm') return;
-  const req = {
-    net,
-    image,
-    budgetBytes: WASM_HEAP_BYTES,
-    headroom: 0,
-    optimizer: optimizerFromSpec(spec.training.optimizer),
-    backend,
-    inputGrad: spec.streaming.saliency,
-  } as const;
+  const req = planRequest(spec, net, image, backend, WASM_HEAP_BYTES, 0);
   const plan = checkTile({ ...req, tile });
   if (plan.fits) return;
   const best = planTile(req);
@@ -105,4 +86,24 @@ export function checkTileFitsBackend(
       `${formatBytes(WASM_HEAP_BYTES)} the wasm backend can address; ` +
       (best.fits ? `tile ${best.tile} fits` : 'no tile fits this image on wasm (use the tensorflow backend)'),
   );
+}
+
+/** What the planner needs to know about a job's run. */
+function planRequest(
+  spec: StreamingTrainingJobSpec,
+  net: Network,
+  image: readonly [number, number],
+  backend: BackendName,
+  budgetBytes: number,
+  headroom: number,
+): PlanRequest {
+  return {
+    net,
+    image,
+    budgetBytes,
+    headroom,
+    optimizer: optimizerFromSpec(spec.training.optimizer),
+    backend,
+    inputGrad: spec.streaming.saliency,
+  };
 }
