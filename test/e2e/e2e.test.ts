@@ -12,19 +12,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { operatorConfig } from '../../operator/config.ts';
 import { KubeClient } from '../../operator/kube/client.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
-import { LEADER_ELECTION_RULES, OPERATOR_NODE_RULES, OPERATOR_RULES } from '../../operator/rbac.ts';
 import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { installCrd } from '../controlplane/install-crd.ts';
 import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
+import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 
 const started = await startControlPlaneOrSkip();
@@ -173,33 +172,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     });
     await plane.createNamespace(NS);
     // The operator runs as a service account holding exactly the rules operator/rbac.ts lists.
-    const rbac = '/apis/rbac.authorization.k8s.io/v1';
-    const subjects = [{ kind: 'ServiceAccount', name: 'operator', namespace: NS }];
-    await admin.request('POST', `/api/v1/namespaces/${NS}/serviceaccounts`, {
-      body: { metadata: { name: 'operator' } },
-    });
-    await admin.request('POST', `${rbac}/clusterroles`, {
-      body: { metadata: { name: 'e2e-operator' }, rules: [...OPERATOR_RULES, ...OPERATOR_NODE_RULES] },
-    });
-    await admin.request('POST', `${rbac}/clusterrolebindings`, {
-      body: {
-        metadata: { name: 'e2e-operator' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'e2e-operator' },
-        subjects,
-      },
-    });
-    await admin.request('POST', `${rbac}/namespaces/${NS}/roles`, {
-      body: { metadata: { name: 'e2e-leader' }, rules: LEADER_ELECTION_RULES },
-    });
-    await admin.request('POST', `${rbac}/namespaces/${NS}/rolebindings`, {
-      body: {
-        metadata: { name: 'e2e-leader' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'e2e-leader' },
-        subjects,
-      },
-    });
-    const operatorKc = new KubeConfig();
-    operatorKc.loadFromFile(await plane.serviceAccountKubeconfig(NS, 'operator'));
+    const { kubeConfig: operatorKc } = await createOperatorAccount(plane, NS, { prefix: 'e2e' });
     exit = runOperator(
       operatorConfig({
         identity: 'e2e-0',

@@ -14,10 +14,10 @@ import { ApiError, CONTENT_TYPE, KubeClient } from '../../operator/kube/client.t
 import type { Job } from '../../operator/kube/types.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
-import { LEADER_ELECTION_RULES, OPERATOR_NODE_RULES, OPERATOR_RULES } from '../../operator/rbac.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { installCrd } from '../controlplane/install-crd.ts';
+import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 
 const started = await startControlPlaneOrSkip({
@@ -64,33 +64,7 @@ describe('the operator on a real kube-apiserver', { skip: started.skip, timeout:
     );
     await plane.createNamespace('team');
     // The operator runs as a service account holding exactly the rules operator/rbac.ts lists.
-    const rbac = '/apis/rbac.authorization.k8s.io/v1';
-    await admin.request('POST', '/api/v1/namespaces/team/serviceaccounts', {
-      body: { metadata: { name: 'operator' } },
-    });
-    await admin.request('POST', `${rbac}/clusterroles`, {
-      body: { metadata: { name: 'tilestream-operator' }, rules: [...OPERATOR_RULES, ...OPERATOR_NODE_RULES] },
-    });
-    await admin.request('POST', `${rbac}/namespaces/team/roles`, {
-      body: { metadata: { name: 'tilestream-leader' }, rules: LEADER_ELECTION_RULES },
-    });
-    const subjects = [{ kind: 'ServiceAccount', name: 'operator', namespace: 'team' }];
-    await admin.request('POST', `${rbac}/clusterrolebindings`, {
-      body: {
-        metadata: { name: 'tilestream-operator' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'tilestream-operator' },
-        subjects,
-      },
-    });
-    await admin.request('POST', `${rbac}/namespaces/team/rolebindings`, {
-      body: {
-        metadata: { name: 'tilestream-leader' },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'tilestream-leader' },
-        subjects,
-      },
-    });
-    const operatorKc = new KubeConfig();
-    operatorKc.loadFromFile(await plane.serviceAccountKubeconfig('team', 'operator'));
+    const { kubeConfig: operatorKc } = await createOperatorAccount(plane, 'team');
     const config = operatorConfig({
       leaseNamespace: 'team',
       identity: 'smoke-0',
