@@ -42,6 +42,15 @@ export interface LeaderElectionOptions {
   onLeaderChanged?(identity: string): void;
 }
 
+/** client-go's defaults; exported so tests derive their hand-over bounds from the same numbers. */
+export const LEADER_ELECTION_DEFAULTS = {
+  leaseDurationMs: 15_000,
+  renewDeadlineMs: 10_000,
+  retryPeriodMs: 2_000,
+  /** A candidate waits retryPeriod × (1 + up to this factor) between tries, as client-go does. */
+  retryJitter: 0.2,
+} as const;
+
 /** Kubernetes MicroTime: RFC 3339 with six fractional digits. */
 export function microTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
@@ -55,7 +64,8 @@ export class LeaderElector {
   #lastHolder: string | undefined;
 
   constructor(o: LeaderElectionOptions) {
-    this.#o = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, ...o };
+    const { retryJitter: _jitter, ...defaults } = LEADER_ELECTION_DEFAULTS;
+    this.#o = { ...defaults, ...o };
     const { leaseDurationMs, renewDeadlineMs, retryPeriodMs } = this.#o;
     if (!(leaseDurationMs > renewDeadlineMs && renewDeadlineMs > retryPeriodMs && retryPeriodMs > 0)) {
       throw new Error(
@@ -79,8 +89,8 @@ export class LeaderElector {
   async run(signal: AbortSignal): Promise<void> {
     const { clock, retryPeriodMs, renewDeadlineMs, log } = this.#o;
     while (!signal.aborted && !(await this.#tryAcquireOrRenew())) {
-      // Jitter as client-go (factor 1.2) so candidates do not retry in lockstep.
-      await clock.sleep(retryPeriodMs * (1 + 0.2 * Math.random()), signal);
+      // Jitter as client-go so candidates do not retry in lockstep.
+      await clock.sleep(retryPeriodMs * (1 + LEADER_ELECTION_DEFAULTS.retryJitter * Math.random()), signal);
     }
     if (signal.aborted) return;
     this.#leader = true;
