@@ -163,8 +163,9 @@ const model = object({
       }),
     ),
     initialWeights: path(
-      'Optional path of weights to start from (a tilestream checkpoint or a TensorFlow.js weights manifest). ' +
-        'Relative paths are resolved against spec.data.root.',
+      'Optional tilestream checkpoint (.tsckpt) to start from, e.g. pretrained on another dataset; its body ' +
+        'and trunk must match spec.model, a head of another size starts fresh. Relative paths are resolved ' +
+        'against spec.data.root.',
     ),
   },
   required: ['architecture'],

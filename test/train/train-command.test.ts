@@ -23,7 +23,12 @@ function manifest(name: string, checkpoints: string, overrides: Record<string, u
     kind: 'StreamingTrainingJob',
     metadata: { name },
     spec: {
-      model: { architecture: 'smallcnn', width: 4, head: { pooling: 'max', classes: 1 } },
+      model: {
+        architecture: 'smallcnn',
+        width: 4,
+        head: { pooling: 'max', classes: 1 },
+        ...(overrides.model as object),
+      },
       data: {
         root: dataDir,
         train: 'train.csv',
@@ -41,6 +46,7 @@ function manifest(name: string, checkpoints: string, overrides: Record<string, u
         optimizer: { type: 'adam', learningRate: 0.003 },
         seed: 7,
         backend: 'wasm',
+        ...(overrides.training as object),
       },
       streaming: { tileSize: 96, ...(overrides.streaming as object) },
       checkpoint: { path: checkpoints, everySteps: 1, keep: 2 },
@@ -154,6 +160,50 @@ describe('tilestream train', () => {
       .done;
     assert.equal(tooSmall.code, 2, tooSmall.stderr);
     assert.match(tooSmall.stderr, /tile 64 is below the minimum tile 80/);
+  });
+
+  it('starts from spec.model.initialWeights: body weights taken, a head of another size starts fresh', async () => {
+    const [newest] = listCheckpoints(join(work, 'ckpt-reference'));
+    const lr = 0.003;
+    const file = manifest('finetune', join(work, 'ckpt-finetune'), {
+      // Two softmax classes: the head's shape differs from the binary reference, so it starts fresh.
+      model: { head: { pooling: 'max', classes: 2 }, initialWeights: newest },
+      training: {
+        epochs: 1,
+        seed: 8,
+        loss: 'softmax-cross-entropy',
+        optimizer: { type: 'adam', learningRate: lr },
+      },
+    });
+    const run = await start(['train', file, '--json']).done;
+    assert.equal(run.code, 0, run.stderr);
+    const log = run.stderr
+      .split('\n')
+      .flatMap((l) => (l.startsWith('{') ? [JSON.parse(l) as { message?: string; fresh?: string[] }] : []));
+    const loaded = log.find((e) => e.message?.startsWith('initial weights from'));
+    assert.ok(loaded, `no initial-weights log line in:\n${run.stderr.slice(-2000)}`);
+    assert.deepEqual(loaded.fresh, ['head/dense/kernel', 'head/dense/bias']);
+    // An Adam step moves a weight by at most about lr: after 8 the body is within 8·lr of the
+    // reference's (a fresh start from another seed would be ~0.2 away).
+    const tuned = finalWeights(join(work, 'ckpt-finetune'));
+    let worst = 0;
+    for (const [name, ref] of reference) {
+      if (!name.startsWith('body/')) continue;
+      const x = tuned.get(name) as Float32Array;
+      for (let i = 0; i < ref.length; i++)
+        worst = Math.max(worst, Math.abs((x[i] as number) - (ref[i] as number)));
+    }
+    assert.ok(worst < 1.5 * 8 * lr, `body weights moved ${worst} from the initial weights`);
+
+    const missing = await start([
+      'train',
+      manifest('nofile', join(work, 'ckpt-nofile'), { model: { initialWeights: 'pretrained/none.tsckpt' } }),
+    ]).done;
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(
+      missing.stderr,
+      /spec\.model\.initialWeights: cannot read .*pretrained\/none\.tsckpt \(no such file\)/,
+    );
   });
 
   it('resumes after SIGKILL at five random points to the same weights as an uninterrupted run', async () => {

@@ -10,6 +10,7 @@ import { builtinNetwork } from '../streaming/bodies.ts';
 import { type Network, networkParameterShapes } from '../streaming/network.ts';
 import { checkInputSize, importedNetwork, loadTfjsLayersModel } from '../streaming/tfjs-import.ts';
 import type { CheckpointTensor } from './checkpoint.ts';
+import { readInitialWeights } from './initial-weights.ts';
 import type { LossName } from './losses.ts';
 import type { OptimizerConfig } from './optimizers.ts';
 import type { Schedule } from './schedule.ts';
@@ -19,17 +20,33 @@ export function outputsFor(spec: StreamingTrainingJobSpec): number {
   return spec.training.loss === 'softmax-cross-entropy' ? spec.model.head.classes : 1;
 }
 
-/** The network of the job and, for an imported TF.js model, its weights to start from. */
+/**
+ * The network of the job and the weights to start from: spec.model.initialWeights (a tilestream
+ * checkpoint, resolved against spec.data.root) over, for an imported TF.js model, the model's own.
+ */
 export async function loadNetwork(
   spec: StreamingTrainingJobSpec,
   root: string,
 ): Promise<{ network: Network; initialWeights?: Map<string, CheckpointTensor> }> {
   const m = spec.model;
-  if (m.architecture !== 'tfjs') return { network: builtinNetworkFor(spec) };
-  const imported = await loadTfjsLayersModel(resolve(root, m.tfjsModel), { bodyEnd: m.bodyEnd });
+  const { network, initialWeights } =
+    m.architecture === 'tfjs'
+      ? await importedNetworkWithWeights(spec, resolve(root, m.tfjsModel), m.bodyEnd)
+      : { network: builtinNetworkFor(spec), initialWeights: undefined };
+  if (m.initialWeights === undefined) return { network, ...(initialWeights && { initialWeights }) };
+  const chosen = readInitialWeights(resolve(root, m.initialWeights), networkParameterShapes(network));
+  return { network, initialWeights: new Map([...(initialWeights ?? []), ...chosen]) };
+}
+
+async function importedNetworkWithWeights(
+  spec: StreamingTrainingJobSpec,
+  modelJson: string,
+  bodyEnd: string,
+): Promise<{ network: Network; initialWeights: Map<string, CheckpointTensor> }> {
+  const imported = await loadTfjsLayersModel(modelJson, { bodyEnd });
   const [height, width] = imageSizeOf(spec);
   checkInputSize(imported, height, width);
-  const network = importedNetwork(imported, { pooling: m.head.pooling, outputs: outputsFor(spec) });
+  const network = importedNetwork(imported, { pooling: spec.model.head.pooling, outputs: outputsFor(spec) });
   const initialWeights = new Map<string, CheckpointTensor>();
   const shapes = networkParameterShapes(network);
   for (const [name, w] of imported.weights) {

@@ -14,8 +14,10 @@ import { ensureSyntheticDataset } from '../data/synthetic.ts';
 import { PlanError } from '../plan/planner.ts';
 import { GeometryError, tileGrid } from '../streaming/geometry.ts';
 import { BodyError } from '../streaming/graph.ts';
+import { networkParameterShapes } from '../streaming/network-shape.ts';
 import { TfjsImportError } from '../streaming/tfjs-import/model-json.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
+import { InitialWeightsError } from './initial-weights.ts';
 import {
   dataRootOf,
   datasetOf,
@@ -141,7 +143,8 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
       err instanceof TfjsImportError ||
       err instanceof GeometryError ||
       err instanceof BodyError ||
-      err instanceof PlanError;
+      err instanceof PlanError ||
+      err instanceof InitialWeightsError;
     const code = invalid ? EXIT.invalidInput : EXIT.failure;
     say('error', err.message, { exitCode: code, stack: err.stack });
     writeTermination(`${invalid ? 'invalid input' : 'failed'}: ${err.message.slice(0, 2000)}`);
@@ -208,6 +211,12 @@ async function runJob(
     log: (m, f) => say('info', m, { reason: f.reason }),
   });
   const { network: net, initialWeights } = await loadNetwork(spec, root);
+  if (spec.model.initialWeights !== undefined && initialWeights) {
+    const fresh = [...networkParameterShapes(net).keys()].filter((n) => !initialWeights.has(n));
+    say('info', `initial weights from ${spec.model.initialWeights}: ${initialWeights.size} tensors`, {
+      fresh,
+    });
+  }
   const image = imageSizeOf(spec);
   const tile = resolveTile(spec, net, image, backend.name, o);
   say('info', tile.explanation);
