@@ -32,6 +32,7 @@ describe('metricNames', () => {
     ['x:recorded:rate5m + 0x1F + Inf - NaN', ['x:recorded:rate5m']],
     ['# a comment naming not_a_metric\nreal_metric', ['real_metric']],
     ['absent(up{job="ts-metrics", namespace="ns"} == 1)', ['up']],
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a Grafana ${variable}, not JS
     ['increase(r_total{namespace=~"$namespace"}[$__range]) + ${threshold} + $other', ['r_total']],
     ['a + a', ['a']],
     // Grafana variable queries
