@@ -12,6 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import { Command } from 'commander';
 import { parseAllDocuments, parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
+import { DASHBOARD_UID } from '../../helm/dashboard/dashboard.ts';
+import { DASHBOARD_FILE } from '../../helm/dashboard/generate.ts';
+import { metricNames } from '../../helm/dashboard/promql.ts';
 import { childLabels, LABEL } from '../../operator/children/names.ts';
 import { registerOperatorCommand } from '../../operator/cli.ts';
 import { parseGpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
@@ -139,6 +142,8 @@ describe('helm chart', { skip }, () => {
       'podMonitor={"enabled":true}',
       '--set-json',
       'prometheusRule={"enabled":true}',
+      '--set-json',
+      'grafanaDashboard={"enabled":true,"namespace":"monitoring","labels":{"team":"ml"}}',
     ]);
     assert.equal(all.status, 0, all.out);
   });
@@ -309,6 +314,9 @@ describe('helm chart', { skip }, () => {
     const trainerLabels = childLabels(stj);
     for (const [k, v] of Object.entries(pm.spec.selector.matchLabels)) assert.equal(trainerLabels[k], v, k);
     assert.equal(pm.spec.podMetricsEndpoints[0].port, 'metrics');
+    // the series keep the job's namespace and job labels (dashboard and alerts group by them)
+    assert.equal(sm.spec.endpoints[0].honorLabels, true);
+    assert.equal(pm.spec.podMetricsEndpoints[0].honorLabels, true);
     assert.ok(pm.spec.podTargetLabels.includes(LABEL.job));
     assert.deepEqual(pm.spec.namespaceSelector, { any: true });
     const scoped = one(
@@ -334,10 +342,11 @@ describe('helm chart', { skip }, () => {
       .map((f) => readFileSync(join(root, f), 'utf8'))
       .join('\n');
     for (const r of rules) {
-      for (const m of String(r.expr).matchAll(/\b((?:tilestream|controller_runtime|workqueue)_[a-z_]+)/g)) {
+      // `up` is Prometheus's own per-target series; the scraped-exposition check is metrics-scrape.test.ts
+      for (const name of metricNames(String(r.expr)).filter((n) => n !== 'up')) {
         assert.ok(
-          sources.includes(`name: '${m[1]}'`),
-          `${r.alert}: ${m[1]} is not a metric the operator or trainer exports`,
+          sources.includes(`name: '${name}'`),
+          `${r.alert}: ${name} is not a metric the operator or trainer exports`,
         );
       }
     }
@@ -359,6 +368,34 @@ describe('helm chart', { skip }, () => {
     }
   });
 
+  it('ships the generated dashboard in a ConfigMap labelled grafana_dashboard "1" when asked', () => {
+    assert.equal(find(render().objects, 'ConfigMap', 'ts-tilestream-dashboard').length, 0, 'off by default');
+    const dashboard = JSON.parse(readFileSync(DASHBOARD_FILE, 'utf8')) as Obj;
+    const cm = one(
+      render(['grafanaDashboard={"enabled":true}']).objects,
+      'ConfigMap',
+      'ts-tilestream-dashboard',
+    );
+    assert.equal(cm.metadata.namespace, NS, 'the release namespace by default');
+    assert.equal(cm.metadata.labels.grafana_dashboard, '1');
+    assert.deepEqual(Object.keys(cm.data), ['tilestream.json']);
+    assert.deepEqual(JSON.parse(cm.data['tilestream.json']), dashboard, 'the committed JSON, unchanged');
+    assert.equal(JSON.parse(cm.data['tilestream.json']).uid, DASHBOARD_UID);
+    // legend templates such as {{namespace}} survive: the file is not a Helm template
+    assert.match(cm.data['tilestream.json'], /"legendFormat": "\{\{namespace\}\}\/\{\{job\}\}"/);
+    const placed = one(
+      render([
+        'grafanaDashboard={"enabled":true,"namespace":"monitoring","labels":{"team":"ml"},"annotations":{"grafana_folder":"Training"}}',
+      ]).objects,
+      'ConfigMap',
+      'ts-tilestream-dashboard',
+    );
+    assert.equal(placed.metadata.namespace, 'monitoring');
+    assert.equal(placed.metadata.labels.team, 'ml');
+    assert.equal(placed.metadata.labels.grafana_dashboard, '1');
+    assert.deepEqual(placed.metadata.annotations, { grafana_folder: 'Training' });
+  });
+
   it('rejects values that the schema forbids', () => {
     for (const bad of [
       'replicaCount=-1',
@@ -367,6 +404,8 @@ describe('helm chart', { skip }, () => {
       'leaderElection={"mode":"maybe"}',
       'image={"repository":"x","digest":"latest"}',
       'watchNamespaces=["Team_A"]',
+      'grafanaDashboard={"enabled":true,"namespace":"Monitoring"}',
+      'grafanaDashboard={"enable":true}',
     ]) {
       const r = helm(['template', 'ts', chart, '--set-json', bad]);
       assert.notEqual(r.status, 0, `${bad} was accepted`);
@@ -399,13 +438,14 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
   const cases: [string, string[]][] = [
     ['default values', []],
     [
-      'leader election, namespace-scoped, GPU table, air-gapped image',
+      'leader election, namespace-scoped, GPU table, air-gapped image, dashboard in another namespace',
       [
         'replicaCount=2',
         'watchNamespaces=["team-a","team-b"]',
         'gpuMemoryTable={"Tesla-T4":"15Gi"}',
         `image={"registry":"registry.local:5000","repository":"mirror/op","digest":"sha256:${'c'.repeat(64)}"}`,
         'imagePullSecrets=[{"name":"regcred"}]',
+        'grafanaDashboard={"enabled":true,"namespace":"team-b","labels":{"team":"ml"}}',
       ],
     ],
   ];
@@ -508,7 +548,7 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     }
   });
 
-  it('accepts the ServiceMonitor, PodMonitor and PrometheusRule against the Prometheus Operator CRDs', async (t) => {
+  it('accepts every optional part on (ServiceMonitor, PodMonitor, PrometheusRule against the Prometheus Operator CRDs; dashboard ConfigMap)', async (t) => {
     if (!plane) return t.skip(planeSkip ?? 'no control plane');
     const go = spawnSync('go', ['env', 'GOMODCACHE'], { encoding: 'utf8' });
     const crdDir = join(
@@ -545,6 +585,7 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
       'serviceMonitor={"enabled":true,"labels":{"release":"prom"}}',
       'podMonitor={"enabled":true}',
       'prometheusRule={"enabled":true}',
+      'grafanaDashboard={"enabled":true}',
       'watchNamespaces=["team-a"]',
     ]);
     const r = await plane.kubectl(['apply', '--dry-run=server', '-o', 'name', '-f', '-'], { input: text });
@@ -552,5 +593,6 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     assert.match(r.stdout, /servicemonitor\.monitoring\.coreos\.com\/ts-tilestream/);
     assert.match(r.stdout, /podmonitor\.monitoring\.coreos\.com\/ts-tilestream-trainers/);
     assert.match(r.stdout, /prometheusrule\.monitoring\.coreos\.com\/ts-tilestream/);
+    assert.match(r.stdout, /configmap\/ts-tilestream-dashboard/);
   });
 });
