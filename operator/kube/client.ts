@@ -124,19 +124,43 @@ export class KubeClient {
     signal: AbortSignal,
   ): Promise<void> {
     const ctx = await this.#context(HttpMethod.GET, path, query);
-    const connect = AbortSignal.any([signal, AbortSignal.timeout(this.#timeoutMs)]);
+    if (signal.aborted) return;
+    // The timeout applies until the headers arrive; after that only `signal` (the watchdog) ends it.
+    // fetch's signal also governs the body, so an AbortSignal.timeout there would cut every watch.
+    const connect = new AbortController();
+    const forward = () => connect.abort(signal.reason);
+    signal.addEventListener('abort', forward, { once: true });
+    try {
+      await this.#read(path, ctx, connect, signal, onEvent);
+    } finally {
+      signal.removeEventListener('abort', forward);
+    }
+  }
+
+  async #read(
+    path: string,
+    ctx: RequestContext,
+    connect: AbortController,
+    signal: AbortSignal,
+    onEvent: (e: WatchEvent) => void,
+  ): Promise<void> {
+    const timer = setTimeout(
+      () => connect.abort(new DOMException('no response headers in time', 'TimeoutError')),
+      this.#timeoutMs,
+    );
     let res: Awaited<ReturnType<typeof fetch>>;
     try {
       res = await fetch(ctx.getUrl(), {
         method: 'GET',
         headers: { ...ctx.getHeaders(), Accept: 'application/json' },
         dispatcher: ctx.getDispatcher(),
-        // The connect timeout applies until headers arrive; after that only `signal` (the watchdog) ends it.
-        signal: connect,
+        signal: connect.signal,
       });
     } catch (e) {
       if (signal.aborted) return;
       throw transportError(e, `watch ${path}`, this.#timeoutMs);
+    } finally {
+      clearTimeout(timer);
     }
     if (res.status !== 200) throw apiError(res.status, await res.text().catch(() => ''), `watch ${path}`);
     if (!res.body) return;
