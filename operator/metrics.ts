@@ -259,6 +259,9 @@ export function createOperatorMetrics(o: { version: string; registry?: Registry 
     }),
     queueObserver(name) {
       const l = { name, controller: CONTROLLER };
+      // The series exists from the start: a key handed straight to a waiting worker never changes
+      // the depth, so an idle queue would otherwise never report its 0 (dashboards read it).
+      q.depth.set(l, 0);
       return {
         added: () => q.adds.inc(l),
         depth: (n) => q.depth.set(l, n),
