@@ -178,7 +178,8 @@ export class LeaderElector {
       return true;
     }
     const current = lease.spec ?? {};
-    this.#observe(current, now);
+    // Observed when the read returned (as client-go): a renewal may have landed while it was in flight.
+    this.#observe(current, clock.now());
     const holder = current.holderIdentity ?? '';
     const expired = (this.#observed?.at ?? now) + (current.leaseDurationSeconds ?? 0) * 1000 <= now;
     if (holder !== '' && holder !== identity && !expired) return false;

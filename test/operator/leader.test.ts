@@ -18,7 +18,14 @@ interface StoredLease {
 
 /** An in-memory Lease endpoint: GET, POST (409 if it exists), PUT (409 on a stale resourceVersion). */
 function leaseServer() {
-  const state: { lease: StoredLease | undefined; rv: number; failing: boolean; puts: LeaseSpec[] } = {
+  const state: {
+    lease: StoredLease | undefined;
+    rv: number;
+    failing: boolean;
+    puts: LeaseSpec[];
+    /** Runs while a GET is being answered (a test moves a candidate's clock: a slow read). */
+    onGet?: () => void;
+  } = {
     lease: undefined,
     rv: 1,
     failing: false,
@@ -28,14 +35,16 @@ function leaseServer() {
   api()
     .persist()
     .get(PATH)
-    .reply(
-      () =>
-        (state.failing
+    .reply(() => {
+      state.onGet?.();
+      return (
+        state.failing
           ? status(500, 'InternalError')
           : state.lease
             ? [200, state.lease]
-            : status(404, 'NotFound')) as never,
-    );
+            : status(404, 'NotFound')
+      ) as never;
+    });
   api()
     .persist()
     .post(COLLECTION)
@@ -150,6 +159,32 @@ describe('leader election on a Lease', () => {
     assert.equal(server.lease?.spec.holderIdentity, 'b');
     b.stop.abort();
     await b.running;
+    a.stop.abort();
+    await a.running;
+  });
+
+  it('counts the lease duration from when the record was read, not from when the read began', async () => {
+    const server = leaseServer();
+    const a = candidate('a');
+    await eventually(() => a.elector.isLeader(), 'a leads');
+    // a stops renewing. b's first read takes 3 s on b's clock: a renewal could have landed during it.
+    let b: ReturnType<typeof candidate> | undefined;
+    let slow = true;
+    server.onGet = () => {
+      if (b && slow) {
+        slow = false;
+        b.clock.advance(3000);
+      }
+    };
+    b = candidate('b');
+    const start = b.clock.now();
+    const bb = b;
+    await stepUntil(bb, () => bb.clock.now() - start >= 17_500, 17_500, 'b waits 17.5 s');
+    assert.equal(bb.elector.isLeader(), false, 'not before 3 s + the 15 s lease');
+    await stepUntil(bb, () => bb.elector.isLeader(), 5000, 'b takes over');
+    assert.ok(bb.clock.now() - start >= 18_000);
+    bb.stop.abort();
+    await bb.running;
     a.stop.abort();
     await a.running;
   });
