@@ -13,28 +13,11 @@ import {
   VALID_MANIFESTS,
   validManifest,
 } from './invalid-manifests.ts';
+import { mapLimit } from './map-limit.ts';
 
 // No controllers or scheduler needed: only the API server's validation is under test.
 const started = await startControlPlaneOrSkip({ controllers: [] });
 if (started.skip) process.stderr.write(`SKIP CRD API-server suite: ${started.skip}\n`);
-
-/** Runs `fn` over `items`, `limit` at a time (kubectl start-up dominates; the machine has 2 cores). */
-async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (x: T, i: number) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: limit }, worker));
-  return out;
-}
 
 function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);

@@ -12,12 +12,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { operatorConfig } from '../../operator/config.ts';
-import { KubeClient } from '../../operator/kube/client.ts';
+import { ApiError, isNotFound, KubeClient } from '../../operator/kube/client.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
 import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
+import { createStatusReporter, TRAINER_FIELD_MANAGER } from '../../trainer/train/report-k8s.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
 import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
@@ -25,6 +27,8 @@ import { installCrd } from '../controlplane/install-crd.ts';
 import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
+import { edit, INVALID_MANIFESTS } from '../crds/invalid-manifests.ts';
+import { mapLimit } from '../crds/map-limit.ts';
 
 const started = await startControlPlaneOrSkip();
 if (started.skip) process.stderr.write(`SKIP end-to-end scenarios: ${started.skip}\n`);
@@ -36,6 +40,7 @@ const dataDir = join(work, 'data');
 const OOM_MARK = join(work, 'oom-once');
 const SYNTHETIC = { count: 16, validationCount: 4, seed: 3, format: 'png' as const };
 const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
+const JOB_LABEL = 'tilestream.io/job-name';
 
 interface Condition {
   type: string;
@@ -53,7 +58,22 @@ interface Stj {
     conditions?: Condition[];
     tileReductions?: number;
     restarts?: number;
+    completionTime?: string;
   };
+}
+interface StjObject extends Stj {
+  metadata: {
+    generation?: number;
+    managedFields?: { manager?: string; subresource?: string }[];
+  };
+  spec: Record<string, unknown>;
+}
+interface List {
+  items: { metadata: { name: string; labels?: Record<string, string> } }[];
+}
+interface PodEvent {
+  metadata: { name: string };
+  status?: { containerStatuses?: { name: string; state?: { terminated?: { exitCode: number } } }[] };
 }
 interface PodList {
   items: {
@@ -64,7 +84,15 @@ interface PodList {
 }
 
 /** A tiny synthetic job (the one of test/train/train-command.test.ts) on hostPath volumes. */
-function job(name: string, opts: { image?: string; epochs?: number; minGpuMemory?: string } = {}) {
+function job(
+  name: string,
+  opts: {
+    image?: string;
+    epochs?: number;
+    minGpuMemory?: string;
+    runPolicy?: { suspend?: boolean; ttlSecondsAfterFinished?: number; queueName?: string };
+  } = {},
+) {
   const checkpoints = join(work, 'checkpoints', name);
   mkdirSync(checkpoints, { recursive: true });
   return {
@@ -99,15 +127,38 @@ function job(name: string, opts: { image?: string; epochs?: number; minGpuMemory
         everySteps: 1,
         keep: 2,
       },
+      ...(opts.runPolicy && { runPolicy: opts.runPolicy }),
     },
   };
 }
 
 const conditionOf = (s: Stj, type: string) => s.status?.conditions?.find((c) => c.type === type);
 
+/** The steps of the checkpoints a job has written to its hostPath volume. */
+function checkpointSteps(name: string): number[] {
+  return readdirSync(join(work, 'checkpoints', name)).flatMap((f) => {
+    const m = /^ckpt-(\d+)\.tsckpt$/.exec(f);
+    return m ? [Number(m[1])] : [];
+  });
+}
+
+/** The trainer's JSON log line that says it resumed from a checkpoint, if any. */
+function resumeLine(log: string): Record<string, unknown> | undefined {
+  return log
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    })
+    .find((e) => Object.values(e).some((v) => typeof v === 'string' && v.startsWith('resumed from')));
+}
+
 describe('end to end: kubectl → operator → Job → node agent → trainer', {
   skip: started.skip,
-  timeout: 240_000,
+  timeout: 420_000,
 }, () => {
   const plane = started.plane as ControlPlane;
   const admin = started.plane ? new KubeClient(plane.kubeConfig) : (undefined as unknown as KubeClient);
@@ -155,6 +206,88 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
       throw new Error(`${(err as Error).message}\n${await logsOf(name)}`);
     }
   };
+
+  /** The children the operator makes for a job (and the Job's pods), as `kind/name`, by their job label. */
+  const childrenOf = async (isOurs: (jobLabel: string) => boolean) => {
+    const lists: [string, string][] = [
+      ['job', `/apis/batch/v1/namespaces/${NS}/jobs`],
+      ['pod', `/api/v1/namespaces/${NS}/pods`],
+      ['configmap', `/api/v1/namespaces/${NS}/configmaps`],
+      ['serviceaccount', `/api/v1/namespaces/${NS}/serviceaccounts`],
+      ['role', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/roles`],
+      ['rolebinding', `/apis/rbac.authorization.k8s.io/v1/namespaces/${NS}/rolebindings`],
+    ];
+    const out: string[] = [];
+    for (const [kind, path] of lists) {
+      const list = await admin.request<List>('GET', path, { query: { labelSelector: JOB_LABEL } });
+      for (const o of list.items)
+        if (isOurs(o.metadata.labels?.[JOB_LABEL] ?? '')) out.push(`${kind}/${o.metadata.name}`);
+    }
+    return out.sort();
+  };
+  /**
+   * Exit codes of a job's trainer containers, by pod, from a watch: the agent deletes a pod it stopped
+   * right after reporting the exit, so polling could miss it.
+   */
+  const watchTrainerExits = (name: string) => {
+    const exits = new Map<string, number>();
+    const failed: { error?: Error } = {};
+    const stop = new AbortController();
+    // A long connect timeout: the watch stays open across the whole suspension.
+    const watching = new KubeClient(plane.kubeConfig, { timeoutMs: 300_000 })
+      .stream(
+        `/api/v1/namespaces/${NS}/pods`,
+        { watch: true, labelSelector: `${JOB_LABEL}=${name}` },
+        (e) => {
+          const pod = e.object as unknown as PodEvent;
+          const code = pod.status?.containerStatuses?.find((c) => c.name === 'trainer')?.state?.terminated
+            ?.exitCode;
+          if (code !== undefined) exits.set(pod.metadata.name, code);
+        },
+        stop.signal,
+      )
+      .catch((e: Error) => {
+        failed.error = e;
+      });
+    return {
+      exits,
+      /** Ends the watch; rethrows its error, if it failed (a wait on it then timed out). */
+      stop: async () => {
+        stop.abort();
+        await watching;
+        if (failed.error) throw failed.error;
+      },
+    };
+  };
+  /** A job's newest state and when it was deleted, from a watch. */
+  const watchStj = (name: string) => {
+    const seen: { last?: Stj; deletedAt?: number; error?: Error } = {};
+    const stop = new AbortController();
+    const watching = new KubeClient(plane.kubeConfig, { timeoutMs: 300_000 })
+      .stream(
+        STJ,
+        { watch: true, fieldSelector: `metadata.name=${name}` },
+        (e) => {
+          if (e.type === 'BOOKMARK' || e.type === 'ERROR') return;
+          seen.last = e.object as Stj;
+          if (e.type === 'DELETED') seen.deletedAt = Date.now();
+        },
+        stop.signal,
+      )
+      .catch((e: Error) => {
+        seen.error = e;
+      });
+    return Object.assign(seen, {
+      /** Ends the watch; rethrows its error, if it failed (a wait on it then timed out). */
+      stop: async () => {
+        stop.abort();
+        await watching;
+        if (seen.error) throw seen.error;
+      },
+    });
+  };
+  const patchStj = (name: string, patch: object) =>
+    plane.kubectl(['patch', 'stj', name, '-n', NS, '--type=merge', '-p', JSON.stringify(patch)]);
 
   before(async () => {
     await ensureSyntheticDataset(dataDir, { height: 192, width: 192, ...SYNTHETIC });
@@ -265,15 +398,10 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     await apply(job('resume', { epochs: EPOCHS }));
     // Kill once step 3 is checkpointed (everySteps: 1): watched on the hostPath volume, since status
     // reports are throttled and a run of this size takes only seconds.
-    const ckptDir = join(work, 'checkpoints', 'resume');
     const killedAt = await waitFor(
       'resume: a checkpoint at step ≥ 3',
       async () => {
-        const steps = readdirSync(ckptDir).flatMap((f) => {
-          const m = /^ckpt-(\d+)\.tsckpt$/.exec(f);
-          return m ? [Number(m[1])] : [];
-        });
-        const step = Math.max(0, ...steps);
+        const step = Math.max(0, ...checkpointSteps('resume'));
         return step >= 3 ? step : undefined;
       },
       { timeoutMs: 60_000, intervalMs: 50 },
@@ -289,18 +417,324 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     assert.equal(pods.length, 2, 'the Job replaced the killed pod');
     const second = pods.find((p) => p.metadata.name !== first.metadata.name);
     const log = readFileSync(agent.logPath(NS, second?.metadata.name as string, 'trainer') as string, 'utf8');
-    const resumed = log
-      .split('\n')
-      .flatMap((l) => {
-        try {
-          return [JSON.parse(l) as Record<string, unknown>];
-        } catch {
-          return [];
-        }
-      })
-      .find((e) => Object.values(e).some((v) => typeof v === 'string' && v.startsWith('resumed from')));
+    const resumed = resumeLine(log);
     assert.ok(resumed, `the new pod resumed from a checkpoint; its log:\n${log.slice(-2000)}`);
     t.diagnostic(`killed after checkpoint ${killedAt}, resumed at step ${resumed.step} of ${STEPS}`);
     assert.ok(Number(resumed.step) >= 3, `resumed at step ${resumed.step}, not from scratch`);
+  });
+  /**
+   * Where `kubectl apply` itself answers, before the API server is asked: it looks the object up by
+   * name first, so a manifest without one never reaches validation.
+   */
+  const KUBECTL_APPLY_SAYS: Record<string, string[]> = {
+    'metadata.name missing': ['resource name may not be empty'],
+  };
+
+  it('refuses invalid manifests applied with kubectl, naming the field, and creates nothing', async (t) => {
+    // The fixtures of test/crds (those the API server can be asked), each under its own name in this
+    // namespace, so one wrongly accepted manifest cannot make the next fail for another reason.
+    const cases = INVALID_MANIFESTS.filter((c) => !c.localOnly).map((c, i) => ({
+      ...c,
+      manifest: edit(c.manifest, {
+        'metadata.namespace': NS,
+        ...(!c.path.startsWith('metadata') && { 'metadata.name': `bad-${i}` }),
+      }),
+    }));
+    assert.ok(cases.length >= 30, `${cases.length} cases`);
+    const t0 = Date.now();
+    const failures = await mapLimit(cases, 3, async (c) => {
+      // JSON (also YAML) keeps each value's type: kubectl's YAML 1.1 would read a plain `yes` as true.
+      const r = await plane.kubectl(['apply', '-f', '-'], { input: JSON.stringify(c.manifest) });
+      const expected = KUBECTL_APPLY_SAYS[c.name] ?? [
+        c.path,
+        ...(c.message === undefined ? [] : [c.message]),
+      ];
+      const named = expected.every((text) => r.stderr.includes(text));
+      return r.code !== 0 && named
+        ? null
+        : `${c.name} [${c.path}]: exit ${r.code}: ${(r.stdout + r.stderr).trim()}`;
+    });
+    assert.deepEqual(
+      failures.filter((f) => f !== null),
+      [],
+    );
+    t.diagnostic(`${cases.length} invalid manifests refused in ${Date.now() - t0} ms`);
+    const names = new Set(
+      cases.map((c) => (c.manifest.metadata as { name?: string } | undefined)?.name).filter((n) => n),
+    );
+    const stjs = await admin.request<List>('GET', STJ);
+    assert.deepEqual(
+      stjs.items.map((o) => o.metadata.name).filter((n) => names.has(n)),
+      [],
+    );
+    assert.deepEqual(await childrenOf((job) => names.has(job)), []);
+  });
+
+  it('refuses changes to immutable fields of an existing job, naming the field, and changes nothing', async () => {
+    // With a Kueue queue the trainer Job is made suspended and waits for admission (no Kueue here),
+    // so the job keeps its children and no pod runs.
+    const base = job('immut', { runPolicy: { queueName: 'gpu-queue' } });
+    await apply(base);
+    await until(
+      'immut',
+      'phase Suspended (held for its queue)',
+      (s) => s.status?.phase === 'Suspended',
+      30_000,
+    );
+    const stjBefore = await admin.request<StjObject>('GET', `${STJ}/immut`);
+    const childrenBefore = await childrenOf((j) => j === 'immut');
+    assert.deepEqual(childrenBefore, [
+      'configmap/immut-job',
+      'job/immut-0',
+      'role/immut-trainer',
+      'rolebinding/immut-trainer',
+      'serviceaccount/immut-trainer',
+    ]);
+    const configBefore = await admin.request<{ data: unknown }>(
+      'GET',
+      `/api/v1/namespaces/${NS}/configmaps/immut-job`,
+    );
+    const jobBefore = await admin.request<{ metadata: { generation: number }; spec: unknown }>(
+      'GET',
+      `/apis/batch/v1/namespaces/${NS}/jobs/immut-0`,
+    );
+    // kubectl apply of the edited manifest, as a user would change a job.
+    const refused: [Record<string, unknown>, string, string][] = [
+      [{ 'spec.model.head.pooling': 'avg' }, 'spec.model', 'spec.model is immutable'],
+      [{ 'spec.data.train': 'other.csv' }, 'spec.data', 'spec.data is immutable'],
+      [{ 'spec.data.imageSize.height': 256 }, 'spec.data', 'spec.data is immutable'],
+      [{ 'spec.training.epochs': 5 }, 'spec.training', 'spec.training is immutable'],
+      [{ 'spec.training.optimizer.learningRate': 0.01 }, 'spec.training', 'spec.training is immutable'],
+      [{ 'spec.checkpoint.keep': 5 }, 'spec.checkpoint', 'spec.checkpoint is immutable'],
+      [{ 'spec.checkpoint': undefined }, 'spec', 'spec.checkpoint cannot be added or removed'],
+      [{ 'spec.runPolicy.queueName': 'other-queue' }, 'spec.runPolicy.queueName', 'queueName is immutable'],
+      [{ 'spec.runPolicy.queueName': undefined }, 'spec.runPolicy', 'queueName cannot be added or removed'],
+    ];
+    for (const [edits, path, message] of refused) {
+      const r = await plane.kubectl(['apply', '-f', '-'], { input: stringify(edit(base, edits)) });
+      assert.notEqual(r.code, 0, `${JSON.stringify(edits)} was accepted`);
+      const expected = `${path}: Invalid value: `;
+      assert.ok(
+        r.stderr.includes(expected) && r.stderr.includes(message),
+        `${JSON.stringify(edits)}: expected «${expected}» and «${message}» in: ${r.stderr}`,
+      );
+    }
+    const stjAfter = await admin.request<StjObject>('GET', `${STJ}/immut`);
+    assert.equal(stjAfter.metadata.generation, stjBefore.metadata.generation);
+    assert.deepEqual(stjAfter.spec, stjBefore.spec);
+    assert.deepEqual(await childrenOf((j) => j === 'immut'), childrenBefore, 'no new attempt or child');
+    const configAfter = await admin.request<{ data: unknown }>(
+      'GET',
+      `/api/v1/namespaces/${NS}/configmaps/immut-job`,
+    );
+    assert.deepEqual(configAfter.data, configBefore.data, 'the manifest the trainer reads is unchanged');
+    const jobAfter = await admin.request<{ metadata: { generation: number }; spec: unknown }>(
+      'GET',
+      `/apis/batch/v1/namespaces/${NS}/jobs/immut-0`,
+    );
+    assert.equal(jobAfter.metadata.generation, jobBefore.metadata.generation);
+    assert.deepEqual(jobAfter.spec, jobBefore.spec);
+  });
+
+  it('suspends a running job (checkpoint, exit 143, no pod) and resumes it from that checkpoint', async (t) => {
+    const EPOCHS = 3;
+    const STEPS = EPOCHS * 8;
+    const trainer = watchTrainerExits('pause');
+    try {
+      await apply(job('pause', { epochs: EPOCHS }));
+      await waitFor(
+        'pause: a checkpoint at step ≥ 2',
+        async () => Math.max(0, ...checkpointSteps('pause')) >= 2,
+        { timeoutMs: 60_000, intervalMs: 50 },
+      );
+      const [first] = await podsOf('pause');
+      assert.ok(first, 'a trainer pod runs');
+      const r = await patchStj('pause', { spec: { runPolicy: { suspend: true } } });
+      assert.equal(r.code, 0, r.stderr);
+
+      const suspended = await until(
+        'pause',
+        'Suspended, with its pod stopped and gone',
+        (s) => s.status?.phase === 'Suspended' && trainer.exits.has(first.metadata.name),
+        60_000,
+      );
+      // The trainer caught SIGTERM, wrote a checkpoint and exited 143 (not SIGKILLed: 137).
+      assert.equal(trainer.exits.get(first.metadata.name), 143);
+      assert.equal(conditionOf(suspended, 'Suspended')?.status, 'True');
+      assert.equal(conditionOf(suspended, 'Suspended')?.reason, 'Suspended');
+      assert.equal(conditionOf(suspended, 'Running')?.status, 'False');
+      const stoppedAt = Math.max(...checkpointSteps('pause'));
+      assert.ok(stoppedAt >= 2 && stoppedAt < STEPS, `stopped mid-run at step ${stoppedAt}`);
+      // Its last report names the checkpoint it stopped at.
+      await until(
+        'pause',
+        `lastCheckpoint at step ${stoppedAt}`,
+        (s) => s.status?.lastCheckpoint?.step === stoppedAt,
+        15_000,
+      );
+      await waitFor('pause: no pod left', async () => (await podsOf('pause')).length === 0, {
+        timeoutMs: 30_000,
+      });
+      const held = await admin.request<{ spec: { suspend?: boolean }; status: { active?: number } }>(
+        'GET',
+        `/apis/batch/v1/namespaces/${NS}/jobs/pause-0`,
+      );
+      assert.equal(held.spec.suspend, true, 'the trainer Job is suspended, so no pod is started');
+      assert.equal(held.status.active ?? 0, 0);
+
+      const resumedPatch = await patchStj('pause', { spec: { runPolicy: { suspend: false } } });
+      assert.equal(resumedPatch.code, 0, resumedPatch.stderr);
+      const resuming = await until(
+        'pause',
+        'Suspended=False',
+        (s) => conditionOf(s, 'Suspended')?.status === 'False' || s.status?.phase === 'Succeeded',
+        30_000,
+      );
+      if (resuming.status?.phase !== 'Succeeded')
+        assert.equal(conditionOf(resuming, 'Suspended')?.reason, 'Resumed');
+      const done = await until('pause', 'Succeeded', (s) => s.status?.phase === 'Succeeded', 120_000);
+      assert.equal(done.status?.progress?.step, STEPS);
+      assert.equal(done.status?.progress?.fraction, 1);
+      const pods = await podsOf('pause');
+      const second = pods.find((p) => p.metadata.name !== first.metadata.name);
+      assert.ok(second, 'a new pod ran after the resume');
+      assert.equal(trainer.exits.get(second.metadata.name), 0);
+      const log = readFileSync(agent.logPath(NS, second.metadata.name, 'trainer') as string, 'utf8');
+      const resumed = resumeLine(log);
+      assert.ok(resumed, `the new pod resumed from a checkpoint; its log:\n${log.slice(-2000)}`);
+      assert.equal(Number(resumed.step), stoppedAt, 'resumed where the suspension stopped it');
+      t.diagnostic(
+        `suspended at step ${stoppedAt}, resumed there, finished ${STEPS}/${STEPS}; restarts ${done.status?.restarts}`,
+      );
+    } finally {
+      await trainer.stop();
+    }
+  });
+
+  it('deletes a finished job and all its children once ttlSecondsAfterFinished has passed', async (t) => {
+    const TTL = 2;
+    // Watched, not polled: under load the operator may see the Job complete only after the TTL has
+    // passed, and then deletes the job right after writing Succeeded.
+    const stj = watchStj('ttl');
+    const trainer = watchTrainerExits('ttl');
+    try {
+      await apply(job('ttl', { runPolicy: { ttlSecondsAfterFinished: TTL } }));
+      await waitFor('ttl: planned', async () => stj.last?.status?.plan !== undefined, { timeoutMs: 30_000 });
+      const made = await childrenOf((j) => j === 'ttl');
+      for (const c of ['configmap/ttl-job', 'job/ttl-0', 'role/ttl-trainer', 'rolebinding/ttl-trainer'])
+        assert.ok(made.includes(c), `${c} was made; children: ${made.join(', ')}`);
+      assert.ok(made.includes('serviceaccount/ttl-trainer'), made.join(', '));
+      const deletedAt = await waitFor('ttl: the job deleted', async () => stj.deletedAt, {
+        timeoutMs: 90_000,
+      });
+      // The job's last state, as the DELETED event carries it.
+      const final = stj.last as Stj;
+      assert.equal(final.status?.phase, 'Succeeded', JSON.stringify(final.status));
+      const completed = Date.parse(final.status?.completionTime as string);
+      assert.ok(
+        deletedAt - completed >= TTL * 1000,
+        `deleted ${deletedAt - completed} ms after completion, not before the ${TTL} s TTL`,
+      );
+      assert.deepEqual([...trainer.exits.values()], [0], 'its trainer pod ran and succeeded');
+      // The garbage collector follows the owner references: Job, ConfigMap and RBAC, then the pod.
+      const goneAt = await waitFor(
+        'ttl: all its children deleted',
+        async () => {
+          const left = await childrenOf((j) => j === 'ttl');
+          if (left.length > 0) throw new Error(`still there: ${left.join(', ')}`);
+          return Date.now();
+        },
+        { timeoutMs: 45_000, intervalMs: 250 },
+      );
+      await assert.rejects(get('ttl'), isNotFound);
+      t.diagnostic(
+        `deleted ${((deletedAt - completed) / 1000).toFixed(1)} s after completion (TTL ${TTL} s), children ${((goneAt - deletedAt) / 1000).toFixed(1)} s later`,
+      );
+    } finally {
+      await Promise.all([stj.stop(), trainer.stop()]);
+    }
+  });
+
+  it("lets a trainer's token patch its own job's status and nothing else", async () => {
+    // Suspended jobs: the operator makes each trainer's account without starting a pod.
+    await apply(job('rbac-own', { runPolicy: { suspend: true } }));
+    await apply(job('rbac-other', { runPolicy: { suspend: true } }));
+    for (const n of ['rbac-own', 'rbac-other'])
+      await until(n, 'Suspended', (s) => s.status?.phase === 'Suspended', 30_000);
+    const kubeconfig = await plane.serviceAccountKubeconfig(NS, 'rbac-own-trainer');
+
+    // The trainer's own reporter (trainer/train/report-k8s.ts), as a pod runs it.
+    const report = async (name: string) => {
+      const warnings: string[] = [];
+      const reporter = createStatusReporter({ namespace: NS, name }, 10, (m) => warnings.push(m), {
+        TILESTREAM_STATUS_KUBECONFIG: kubeconfig,
+      });
+      assert.ok(reporter);
+      reporter.report({
+        progress: { epoch: 1, epochs: 1, step: 3, steps: 8, fraction: 0.375, percent: '37%' },
+      });
+      await reporter.flush();
+      return warnings;
+    };
+    assert.deepEqual(await report('rbac-own'), []);
+    const own = await admin.request<StjObject>('GET', `${STJ}/rbac-own`);
+    assert.equal(own.status?.progress?.step, 3);
+    assert.ok(
+      own.metadata.managedFields?.some(
+        (f) => f.manager === TRAINER_FIELD_MANAGER && f.subresource === 'status',
+      ),
+      'the status is applied under the trainer field manager',
+    );
+    const warnings = await report('rbac-other');
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] as string, /forbidden/i);
+
+    const kc = new KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    const asTrainer = new KubeClient(kc);
+    const ssa = (target: string, body: object) => ({
+      body: {
+        apiVersion: 'tilestream.io/v1alpha1',
+        kind: 'StreamingTrainingJob',
+        metadata: { name: target, namespace: NS },
+        ...body,
+      },
+      contentType: 'application/apply-patch+yaml',
+      query: { fieldManager: TRAINER_FIELD_MANAGER, force: true },
+    });
+    const attempts: [string, () => Promise<unknown>][] = [
+      [
+        "apply another job's status",
+        () => {
+          const o = ssa('rbac-other', { status: { progress: { step: 5 } } });
+          return asTrainer.request('PATCH', `${STJ}/rbac-other/status`, o);
+        },
+      ],
+      [
+        'apply its own job (spec)',
+        () => {
+          const o = ssa('rbac-own', { spec: { runPolicy: { suspend: false } } });
+          return asTrainer.request('PATCH', `${STJ}/rbac-own`, o);
+        },
+      ],
+      [
+        'merge-patch its own job (spec)',
+        () =>
+          asTrainer.request('PATCH', `${STJ}/rbac-own`, {
+            body: { spec: { runPolicy: { suspend: false } } },
+            contentType: 'application/merge-patch+json',
+          }),
+      ],
+      ['get its own job', () => asTrainer.request('GET', `${STJ}/rbac-own`)],
+      ['list the jobs of its namespace', () => asTrainer.request('GET', STJ)],
+      ['delete its own job', () => asTrainer.request('DELETE', `${STJ}/rbac-own`)],
+    ];
+    for (const [what, attempt] of attempts) {
+      await assert.rejects(attempt(), (e) => e instanceof ApiError && e.status === 403, `${what}: not 403`);
+    }
+    const other = await admin.request<StjObject>('GET', `${STJ}/rbac-other`);
+    assert.equal(other.status?.progress, undefined, "the other job's status is untouched");
+    const ownAfter = await admin.request<StjObject>('GET', `${STJ}/rbac-own`);
+    assert.equal(ownAfter.metadata.generation, own.metadata.generation, 'its own spec is untouched');
   });
 });

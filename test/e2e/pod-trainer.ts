@@ -52,8 +52,13 @@ const term = process.env.TILESTREAM_TERMINATION_MESSAGE_PATH;
 if (term) env.TILESTREAM_TERMINATION_MESSAGE_PATH = inPod(term);
 
 const child = spawn(process.execPath, [BIN, 'train', localJob, ...rest], { stdio: 'inherit', env });
-// The agent signals the whole process group; exit as the trainer did.
+// The agent signals the whole process group, so the trainer gets SIGTERM too. This wrapper must
+// outlive it: dying at once would end the container (and the agent would SIGKILL the group) before
+// the trainer has written its checkpoint. Exit as the trainer did.
+for (const s of ['SIGTERM', 'SIGINT'] as const) process.on(s, () => {});
 child.on('exit', (code, signal) => {
-  if (signal) process.kill(process.pid, signal);
-  else process.exit(code ?? 1);
+  if (signal) {
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal);
+  } else process.exit(code ?? 1);
 });
