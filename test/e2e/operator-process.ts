@@ -139,7 +139,7 @@ export function leaderGaugeValue(exposition: string, leaseName: string): number 
 
 async function leaderGauge(port: number, leaseName: string): Promise<number | undefined> {
   try {
-    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(3000) });
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) });
     if (!res.ok) return undefined;
     return leaderGaugeValue(await res.text(), leaseName);
   } catch {
