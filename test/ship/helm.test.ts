@@ -475,6 +475,24 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /rollout status deployment\/ts-tilestream/);
     assert.match(r.out, /kubectl get stj/);
+    assert.doesNotMatch(r.out, /grafana_dashboard/, 'no dashboard note when it is off');
+    const withDashboard = helm([
+      'install',
+      'ts',
+      chart,
+      '--namespace',
+      NS,
+      '--dry-run=server',
+      '--kubeconfig',
+      plane.kubeconfigPath,
+      '--set-json',
+      'grafanaDashboard={"enabled":true,"namespace":"team-a"}',
+    ]);
+    assert.equal(withDashboard.status, 0, withDashboard.out);
+    assert.match(
+      withDashboard.out,
+      /ConfigMap\s+team-a\/ts-tilestream-dashboard, labelled grafana_dashboard: "1"/,
+    );
   });
 
   it('runs `tilestream operator` with the rendered args under the chart RBAC until ready and leader', async (t) => {
