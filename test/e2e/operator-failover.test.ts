@@ -218,7 +218,7 @@ describe('operator failover: a separate operator process killed, restarted and r
     await nodes?.stop();
     await plane?.stop();
     rmSync(work, { recursive: true, force: true });
-    if (!process.env.TILESTREAM_KEEP_CP) rmSync(operators.dir, { recursive: true, force: true });
+    operators.cleanUp();
   });
 
   it('(3) restarted after a SIGKILL mid-job: the running Job is adopted, not duplicated, and the status carries on', async (t) => {

@@ -3,7 +3,7 @@
 // chosen ports are read from its startup log line, so there is no race for a free port. Its pids go
 // to a `tilestream-cp-*` run dir with an owner.pid, so the next control plane start reaps operators
 // that a SIGKILLed test run left behind (test/controlplane/processes.ts reapStaleRuns).
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,12 +41,17 @@ export interface OperatorProcess {
 
 /** Starts and stops operator processes; stopAll() in after() kills whatever is still running. */
 export class OperatorProcesses {
-  readonly dir = mkdtempSync(join(tmpdir(), `${RUN_DIR_PREFIX}operators-`));
   readonly #all: OperatorProcess[] = [];
+  #dir: string | undefined;
   #started = 0;
 
-  constructor() {
-    writeFileSync(join(this.dir, 'owner.pid'), `${process.pid}\n`);
+  /** The run dir with the logs; made on the first start (a skipped suite leaves nothing behind). */
+  get dir(): string {
+    if (!this.#dir) {
+      this.#dir = mkdtempSync(join(tmpdir(), `${RUN_DIR_PREFIX}operators-`));
+      writeFileSync(join(this.#dir, 'owner.pid'), `${process.pid}\n`);
+    }
+    return this.#dir;
   }
 
   async start(o: OperatorProcessOptions): Promise<OperatorProcess> {
@@ -109,6 +114,11 @@ export class OperatorProcesses {
   /** Kills every operator still running (after() even when a test failed). */
   async stopAll(): Promise<void> {
     await Promise.all(this.#all.map((p) => p.crash()));
+  }
+
+  /** Removes the logs (keep them with TILESTREAM_KEEP_CP=1, as the control plane's). */
+  cleanUp(): void {
+    if (this.#dir && !process.env.TILESTREAM_KEEP_CP) rmSync(this.#dir, { recursive: true, force: true });
   }
 }
 
