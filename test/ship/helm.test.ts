@@ -152,7 +152,7 @@ describe('helm chart', { skip }, () => {
     assert.equal(
       readFileSync(CRD_COPY, 'utf8'),
       readFileSync(CRD_SOURCE, 'utf8'),
-      `the chart's CRD copy is stale: cp ${CRD_SOURCE} ${CRD_COPY}`,
+      "the chart's CRD copy is stale: run `npm run generate:crd` (it writes both files)",
     );
     const crd = one(render().objects, 'CustomResourceDefinition');
     const source = parseYaml(readFileSync(CRD_SOURCE, 'utf8')) as Obj;
