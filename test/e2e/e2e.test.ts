@@ -5,7 +5,11 @@
 // dataset on a hostPath volume. Jobs are applied with the plane's kubectl as a user would.
 // Scenarios: no GPU class is big enough → Planned=False and no Job; a job runs to Succeeded with
 // plan, progress and result; a simulated out-of-memory exit → the tile is reduced and the job
-// succeeds; the trainer killed mid-run → the Job's new pod resumes from the checkpoint.
+// succeeds; the trainer killed mid-run → the Job's new pod resumes from the checkpoint; invalid
+// manifests (test/crds's fixtures) and immutable-field changes refused by `kubectl apply` naming the
+// field, with nothing created; suspend → the trainer checkpoints on SIGTERM and exits 143, no pod
+// runs → resume from that checkpoint → Succeeded; ttlSecondsAfterFinished → the job and all its
+// children deleted; the trainer's token may apply its own job's status and nothing else (403).
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,9 +75,14 @@ interface StjObject extends Stj {
 interface List {
   items: { metadata: { name: string; labels?: Record<string, string> } }[];
 }
+/** How a trainer container ended; `message` is the termination message (the trainer's JSON summary). */
+interface TrainerExit {
+  exitCode: number;
+  message?: string;
+}
 interface PodEvent {
   metadata: { name: string };
-  status?: { containerStatuses?: { name: string; state?: { terminated?: { exitCode: number } } }[] };
+  status?: { containerStatuses?: { name: string; state?: { terminated?: TrainerExit } }[] };
 }
 interface PodList {
   items: {
@@ -230,7 +239,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
    * right after reporting the exit, so polling could miss it.
    */
   const watchTrainerExits = (name: string) => {
-    const exits = new Map<string, number>();
+    const exits = new Map<string, TrainerExit>();
     const failed: { error?: Error } = {};
     const stop = new AbortController();
     // A long connect timeout: the watch stays open across the whole suspension.
@@ -240,9 +249,8 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
         { watch: true, labelSelector: `${JOB_LABEL}=${name}` },
         (e) => {
           const pod = e.object as unknown as PodEvent;
-          const code = pod.status?.containerStatuses?.find((c) => c.name === 'trainer')?.state?.terminated
-            ?.exitCode;
-          if (code !== undefined) exits.set(pod.metadata.name, code);
+          const end = pod.status?.containerStatuses?.find((c) => c.name === 'trainer')?.state?.terminated;
+          if (end) exits.set(pod.metadata.name, end);
         },
         stop.signal,
       )
@@ -559,12 +567,23 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
         60_000,
       );
       // The trainer caught SIGTERM, wrote a checkpoint and exited 143 (not SIGKILLed: 137).
-      assert.equal(trainer.exits.get(first.metadata.name), 143);
+      const stopped = trainer.exits.get(first.metadata.name) as TrainerExit;
+      assert.equal(stopped.exitCode, 143, JSON.stringify(stopped));
       assert.equal(conditionOf(suspended, 'Suspended')?.status, 'True');
       assert.equal(conditionOf(suspended, 'Suspended')?.reason, 'Suspended');
       assert.equal(conditionOf(suspended, 'Running')?.status, 'False');
+      assert.equal(conditionOf(suspended, 'Running')?.reason, 'Suspended');
       const stoppedAt = Math.max(...checkpointSteps('pause'));
       assert.ok(stoppedAt >= 2 && stoppedAt < STEPS, `stopped mid-run at step ${stoppedAt}`);
+      // Its summary says it stopped on request at the step of its newest checkpoint (a trainer killed
+      // by the signal would leave no summary).
+      let summary: { status?: string; steps?: number } = {};
+      try {
+        summary = JSON.parse(stopped.message ?? '');
+      } catch {
+        // Not a summary (the log tail of a trainer that did not finish): the assertion below says so.
+      }
+      assert.deepEqual([summary.status, summary.steps], ['stopped', stoppedAt], stopped.message);
       // Its last report names the checkpoint it stopped at.
       await until(
         'pause',
@@ -595,10 +614,11 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
       const done = await until('pause', 'Succeeded', (s) => s.status?.phase === 'Succeeded', 120_000);
       assert.equal(done.status?.progress?.step, STEPS);
       assert.equal(done.status?.progress?.fraction, 1);
+      assert.equal(done.status?.restarts, 0, 'a suspension is not a restart');
       const pods = await podsOf('pause');
       const second = pods.find((p) => p.metadata.name !== first.metadata.name);
       assert.ok(second, 'a new pod ran after the resume');
-      assert.equal(trainer.exits.get(second.metadata.name), 0);
+      assert.equal(trainer.exits.get(second.metadata.name)?.exitCode, 0);
       const log = readFileSync(agent.logPath(NS, second.metadata.name, 'trainer') as string, 'utf8');
       const resumed = resumeLine(log);
       assert.ok(resumed, `the new pod resumed from a checkpoint; its log:\n${log.slice(-2000)}`);
@@ -635,7 +655,11 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
         deletedAt - completed >= TTL * 1000,
         `deleted ${deletedAt - completed} ms after completion, not before the ${TTL} s TTL`,
       );
-      assert.deepEqual([...trainer.exits.values()], [0], 'its trainer pod ran and succeeded');
+      assert.deepEqual(
+        [...trainer.exits.values()].map((e) => e.exitCode),
+        [0],
+        'its trainer pod ran and succeeded',
+      );
       // The garbage collector follows the owner references: Job, ConfigMap and RBAC, then the pod.
       const goneAt = await waitFor(
         'ttl: all its children deleted',
