@@ -1,0 +1,118 @@
+// Counting one client's API requests from the API server's own audit log. apiserver_request_total
+// has no user or user-agent label (Kubernetes 1.37: verb, group, version, resource, subresource,
+// scope, component, code, dry_run), so the audit log, filtered to the operator's service account,
+// is the server-side record of exactly what the operator asked for. Pure apart from the file read.
+
+import { readFileSync } from 'node:fs';
+
+/**
+ * An audit policy that records `users` at Metadata level (no bodies) and nothing else. Stage
+ * RequestReceived is omitted; a watch still open at the end has only ResponseStarted, a finished
+ * request ResponseComplete, so each request is counted once by its auditID.
+ */
+export function auditPolicyYaml(users: readonly string[]): string {
+  return [
+    'apiVersion: audit.k8s.io/v1',
+    'kind: Policy',
+    'omitStages: [RequestReceived]',
+    'rules:',
+    '  - level: Metadata',
+    `    users: [${users.map((u) => JSON.stringify(u)).join(', ')}]`,
+    '  - level: None',
+    '',
+  ].join('\n');
+}
+
+export interface AuditEvent {
+  auditID: string;
+  stage: string;
+  verb: string;
+  user?: { username?: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
+  responseStatus?: { code?: number };
+  requestReceivedTimestamp: string;
+}
+
+export interface RequestCounts {
+  total: number;
+  /** get, list, watch, create, patch, update, delete, … */
+  byVerb: Record<string, number>;
+  /** `patch streamingtrainingjobs/status`, `create events`, … */
+  byVerbResource: Record<string, number>;
+  /** HTTP status of finished requests; watches still open count under `open`. */
+  byCode: Record<string, number>;
+}
+
+/** Milliseconds of an RFC 3339 timestamp with any number of fraction digits. */
+export function auditTimeMs(ts: string): number {
+  const ms = Date.parse(ts.replace(/(\.\d{3})\d+/, '$1'));
+  if (Number.isNaN(ms)) throw new Error(`audit event timestamp '${ts}' is not RFC 3339`);
+  return ms;
+}
+
+/** Parses JSON lines; a torn last line (the server still writing) is skipped. */
+export function parseAuditLines(text: string): AuditEvent[] {
+  const lines = text.split('\n').filter((l) => l.trim() !== '');
+  const out: AuditEvent[] = [];
+  for (const [i, line] of lines.entries()) {
+    try {
+      out.push(JSON.parse(line) as AuditEvent);
+    } catch {
+      // Only the last line can be partial; anything else means this is not an audit log.
+      if (i !== lines.length - 1)
+        throw new Error(`audit log line ${i + 1} is not JSON: ${line.slice(0, 200)}`);
+    }
+  }
+  return out;
+}
+
+/** Requests of `user` received in [fromMs, toMs), each counted once; `exclude` drops resources (e.g. leases). */
+export function countRequests(
+  events: readonly AuditEvent[],
+  o: { user: string; fromMs?: number; toMs?: number; excludeResources?: readonly string[] },
+): RequestCounts {
+  const latest = new Map<string, AuditEvent>();
+  for (const e of events) {
+    if (e.user?.username !== o.user) continue;
+    const t = auditTimeMs(e.requestReceivedTimestamp);
+    if ((o.fromMs !== undefined && t < o.fromMs) || (o.toMs !== undefined && t >= o.toMs)) continue;
+    if (o.excludeResources?.includes(e.objectRef?.resource ?? '')) continue;
+    // ResponseComplete supersedes ResponseStarted (a watch that has ended).
+    const prev = latest.get(e.auditID);
+    if (!prev || e.stage === 'ResponseComplete') latest.set(e.auditID, e);
+  }
+  const counts: RequestCounts = { total: 0, byVerb: {}, byVerbResource: {}, byCode: {} };
+  const inc = (m: Record<string, number>, k: string) => {
+    m[k] = (m[k] ?? 0) + 1;
+  };
+  for (const e of latest.values()) {
+    counts.total++;
+    inc(counts.byVerb, e.verb);
+    const r = e.objectRef?.resource;
+    const sub = e.objectRef?.subresource;
+    inc(counts.byVerbResource, r ? `${e.verb} ${r}${sub ? `/${sub}` : ''}` : `${e.verb} (non-resource)`);
+    inc(counts.byCode, e.stage === 'ResponseComplete' ? String(e.responseStatus?.code ?? '?') : 'open');
+  }
+  return counts;
+}
+
+export function readAuditLog(path: string): AuditEvent[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(
+      `cannot read the API server audit log ${path} (started with --audit-log-path?): ${(e as Error).message}`,
+    );
+  }
+  return parseAuditLines(text);
+}
+
+/** The requests-per-job figures: every count divided by the number of jobs. */
+export function perJob(c: RequestCounts, jobs: number): { total: number; byVerb: Record<string, number> } {
+  const r = (n: number) => Math.round((n / jobs) * 100) / 100;
+  return {
+    total: r(c.total),
+    byVerb: Object.fromEntries(Object.entries(c.byVerb).map(([k, v]) => [k, r(v)])),
+  };
+}

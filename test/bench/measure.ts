@@ -1,0 +1,62 @@
+// Small measuring helpers for the benchmarks: a process's memory from /proc, Prometheus text
+// sums, percentiles. Pure except readProcMemory.
+
+import { readFileSync } from 'node:fs';
+
+export interface ProcMemory {
+  /** Resident set size now (VmRSS). */
+  rssBytes: number;
+  /** Peak resident set size over the process's life (VmHWM, the high-water mark). */
+  peakRssBytes: number;
+}
+
+/** VmRSS and VmHWM of a /proc/<pid>/status text (values in kB). */
+export function parseProcStatus(text: string): ProcMemory {
+  const kb = (field: string): number => {
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(text);
+    if (!m) throw new Error(`/proc status has no ${field} line (not Linux, or the process is a zombie)`);
+    return Number(m[1]) * 1024;
+  };
+  return { rssBytes: kb('VmRSS'), peakRssBytes: kb('VmHWM') };
+}
+
+/** The memory of a live process; undefined when /proc has no entry (exited, or not Linux). */
+export function readProcMemory(pid: number): ProcMemory | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  return parseProcStatus(text);
+}
+
+/**
+ * Sum of the samples of metric `name` in a Prometheus text exposition whose labels include all
+ * of `labels`; 0 when there is none (a counter never incremented has no sample).
+ */
+export function sumMetric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = new Map<string, string>();
+    for (const l of (m[3] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      have.set(l[1] as string, l[2] as string);
+    }
+    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) sum += Number(m[4]);
+  }
+  return sum;
+}
+
+/** Nearest-rank percentile (p in [0, 100]) of a non-empty list. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) throw new Error('percentile of an empty list');
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1] as number;
+}
+
+export const MiB = 2 ** 20;
+export const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits;
