@@ -16,15 +16,22 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Command } from 'commander';
 import { stringify } from 'yaml';
+import { parseQuantity } from '../../crds/quantity.ts';
 import { formatProblems, loadJobFile, validateJob } from '../../crds/validate.ts';
+import { operatorConfig } from '../../operator/config.ts';
+import { silentLogger } from '../../operator/log.ts';
+import { runOperator } from '../../operator/main.ts';
 import { openImage } from '../../trainer/data/image.ts';
 import { ImageError } from '../../trainer/data/image-error.ts';
 import { registerSynthCommand } from '../../trainer/data/synth-cli.ts';
 import { registerPlanCommands } from '../../trainer/plan/cli.ts';
 import { ensureBinaries } from '../controlplane/binaries.ts';
+import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
+import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlane } from '../controlplane/harness.ts';
 import { installCrd } from '../controlplane/install-crd.ts';
 import { opensslAvailable } from '../controlplane/pki.ts';
+import { waitFor } from '../controlplane/wait.ts';
 import {
   allDocs,
   docsOf,
@@ -57,8 +64,9 @@ const KUEUE_KINDS = [
   'kueue.x-k8s.io/v1beta2/ResourceFlavor',
 ];
 
-// Only the API server's validation is under test: no controllers or scheduler. The plane starts
-// while the tests before it run (its start is mostly waiting); they never touch it.
+// The API server's validation and the operator's planning are under test: the only controller is
+// node-lifecycle (it lifts the not-ready taint of the fake GPU nodes); no pod is run. The plane
+// starts while the tests before it run (its start is mostly waiting); they never touch it.
 const found = await ensureBinaries(['etcd', 'k8s']);
 const skipPlane = !found.ok
   ? found.reason
@@ -67,7 +75,9 @@ const skipPlane = !found.ok
     : 'openssl 3.x is not installed; it mints the control-plane certificates';
 if (skipPlane) process.stderr.write(`SKIP examples on the API server: ${skipPlane}\n`);
 const planeStart: Promise<ControlPlane> | undefined =
-  found.ok && !skipPlane ? startControlPlane({ bin: found.bin, controllers: [] }) : undefined;
+  found.ok && !skipPlane
+    ? startControlPlane({ bin: found.bin, controllers: ['node-lifecycle-controller'] })
+    : undefined;
 // Awaited in the suite's before(); until then a failed start must not be an unhandled rejection.
 planeStart?.catch(() => {});
 
@@ -258,6 +268,12 @@ describe('examples/: the manifests', () => {
     }
   });
 });
+
+interface StjStatus {
+  phase?: string;
+  conditions?: { type: string; status: string; reason: string; message: string }[];
+  plan?: { tileSize: number; gpuMemoryBytes: number; gpuProduct?: string };
+}
 
 interface PlanJson {
   fits: boolean;
@@ -523,5 +539,75 @@ describe('examples/ on a real kube-apiserver', { skip: skipPlane }, () => {
     assert.deepEqual(rows.map((l) => l.split(/\s+/)[0]).sort(), names);
     const queued = rows.find((l) => l.startsWith('resnet18-queued'));
     assert.match(queued ?? '', /pathology-gpu$/);
+  });
+
+  it('the operator plans every job onto the fake GPU classes (16, 40, 80 GiB and a MIG slice)', async (t) => {
+    const nodes = await registerFakeGpuNodes(plane.kubeConfig, STANDARD_GPU_CLASSES, {
+      kubeConfigForNode: (n) => plane.nodeKubeConfig(n),
+    });
+    const stop = new AbortController();
+    const exit = runOperator(
+      operatorConfig({
+        leaderElect: false,
+        metricsPort: 0,
+        healthPort: 0,
+        trainerImage: 'tilestream:examples',
+      }),
+      { signal: stop.signal, kubeConfig: plane.kubeConfig, log: silentLogger, handleSignals: false },
+    );
+    try {
+      for (const d of jobs()) {
+        const { name } = d.obj.metadata;
+        const ns = namespaceOf(d.obj) as string;
+        const spec = d.obj.spec;
+        const s = await waitFor(
+          `${where(d)}: planned`,
+          async () => {
+            const r = await plane.kubectl(['get', 'stj', name, '-n', ns, '-o', 'json']);
+            const st = (JSON.parse(r.stdout) as { status?: StjStatus }).status;
+            const planned = st?.conditions?.find((c) => c.type === 'Planned');
+            if (planned?.status === 'False')
+              throw new Error(`${where(d)}: ${planned.reason}: ${planned.message}`);
+            return planned?.status === 'True' && st?.plan?.tileSize !== undefined && st.phase !== 'Pending'
+              ? st
+              : undefined;
+          },
+          { timeoutMs: 60_000, intervalMs: 300 },
+        );
+        const chosen = s.plan as NonNullable<StjStatus['plan']>;
+        const tile = spec.streaming?.tileSize ?? 'auto';
+        if (tile === 'auto') assert.ok(chosen.tileSize >= (spec.streaming?.minTileSize ?? 64), where(d));
+        else assert.equal(chosen.tileSize, tile, `${where(d)}: the fixed tile`);
+        if (spec.resources?.minGpuMemory !== undefined) {
+          assert.ok(
+            chosen.gpuMemoryBytes >= parseQuantity(spec.resources.minGpuMemory),
+            `${where(d)}: minGpuMemory`,
+          );
+        }
+        const job = JSON.parse(
+          (await plane.kubectl(['get', 'job', `${name}-0`, '-n', ns, '-o', 'json'])).stdout,
+        ) as { metadata: { labels: Record<string, string> }; spec: { suspend: boolean } };
+        const queue: string | undefined = spec.runPolicy?.queueName;
+        // Kueue's contract: the Job is created suspended with the queue label; Kueue unsuspends it.
+        assert.equal(job.spec.suspend, queue !== undefined, `${where(d)}: Job suspend`);
+        assert.equal(job.metadata.labels['kueue.x-k8s.io/queue-name'], queue, `${where(d)}: queue label`);
+        if (queue !== undefined) {
+          assert.equal(s.phase, 'Suspended');
+          const susp = s.conditions?.find((c) => c.type === 'Suspended');
+          assert.match(susp?.message ?? '', new RegExp(`LocalQueue ${queue}`));
+        }
+        if (d.file === 'single-gpu-auto-tile.yaml') {
+          // The operator and `tilestream plan` agree on the tile for the GPU the operator chose.
+          const p = await plan('here', jobFile(d), '--gpu-memory', String(chosen.gpuMemoryBytes));
+          assert.equal(chosen.tileSize, p.tile, `${where(d)}: operator vs tilestream plan`);
+        }
+      }
+      const table = await plane.kubectl(['get', 'stj', '-A']);
+      t.diagnostic(`kubectl get stj -A\n${table.stdout}`);
+    } finally {
+      stop.abort();
+      assert.equal(await exit, 0);
+      await nodes.stop();
+    }
   });
 });
