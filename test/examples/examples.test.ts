@@ -7,7 +7,9 @@
 //   the level of imageSize is read, and a scaled-down copy of the job trains one step;
 // - on a real kube-apiserver with the CRD installed, every document applies with kubectl (server-side
 //   schema and CEL validation), leaving out only kinds whose CRDs are not installed there — Kueue's,
-//   checked to be exactly those — and each job reads back with the spec validateJob gives.
+//   checked to be exactly those — each job reads back with the spec validateJob gives, and the
+//   operator (in this process) plans every job onto fake GPU nodes: fixed tiles kept, minGpuMemory
+//   honoured, the Kueue job's trainer Job created suspended with the queue label.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -323,6 +325,7 @@ describe('examples/: tilestream plan', () => {
       ['16Gi', 2752, '4×4'],
       ['24Gi', 3408, '3×3'],
       ['40Gi', 4416, '2×2'],
+      ['80Gi', 6288, '2×2'],
     ] as const) {
       const p = await plan(memory === '16Gi' ? 'cli' : 'here', file, '--gpu-memory', memory);
       assert.equal(p.tile, tile, `${memory}: planned tile ${p.tile}, the comment says ${tile}`);
