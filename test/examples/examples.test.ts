@@ -607,6 +607,8 @@ describe('examples/ on a real kube-apiserver', { skip: skipPlane }, () => {
       }
       const table = await plane.kubectl(['get', 'stj', '-A']);
       t.diagnostic(`kubectl get stj -A\n${table.stdout}`);
+      const described = await plane.kubectl(['describe', 'stj', 'resnet34-fixed-tile', '-n', 'pathology']);
+      t.diagnostic(`kubectl describe stj resnet34-fixed-tile -n pathology\n${described.stdout}`);
     } finally {
       stop.abort();
       assert.equal(await exit, 0);
