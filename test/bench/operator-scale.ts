@@ -411,7 +411,14 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     );
 
     op.kill('SIGTERM');
-    const exitCode = await Promise.race([exited, sleep(30_000).then(() => 'timeout' as const)]);
+    let timer: NodeJS.Timeout | undefined;
+    const exitCode = await Promise.race([
+      exited,
+      new Promise<'timeout'>((r) => {
+        timer = setTimeout(() => r('timeout'), 30_000);
+      }),
+    ]);
+    clearTimeout(timer);
     if (exitCode === 'timeout') {
       op.kill('SIGKILL');
       throw new Error(`the operator did not exit within 30 s of SIGTERM:\n${opTail()}`);

@@ -1,0 +1,130 @@
+// The benchmark's pure measuring helpers: audit-log request counting, /proc memory, Prometheus sums.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parse } from 'yaml';
+import {
+  type AuditEvent,
+  auditPolicyYaml,
+  auditTimeMs,
+  countRequests,
+  parseAuditLines,
+  perJob,
+} from './audit-log.ts';
+import { parseProcStatus, percentile, sumMetric } from './measure.ts';
+
+const OP = 'system:serviceaccount:ops:operator';
+const ev = (
+  auditID: string,
+  stage: string,
+  verb: string,
+  resource: string | undefined,
+  at: string,
+  o: { user?: string; code?: number; subresource?: string } = {},
+): AuditEvent => ({
+  auditID,
+  stage,
+  verb,
+  user: { username: o.user ?? OP },
+  ...(resource && {
+    objectRef: { resource, ...(o.subresource && { subresource: o.subresource }) },
+  }),
+  ...(o.code !== undefined && { responseStatus: { code: o.code } }),
+  requestReceivedTimestamp: at,
+});
+
+describe('audit log counting', () => {
+  const t = (s: number) => `2026-11-28T12:00:${String(s).padStart(2, '0')}.123456Z`;
+  const events = [
+    ev('a', 'ResponseComplete', 'patch', 'streamingtrainingjobs', t(1), { code: 200, subresource: 'status' }),
+    // A watch that started and later ended: one request, with the final code.
+    ev('w', 'ResponseStarted', 'watch', 'pods', t(2), { code: 200 }),
+    ev('w', 'ResponseComplete', 'watch', 'pods', t(2), { code: 200 }),
+    // A watch still open: counted once, as open.
+    ev('v', 'ResponseStarted', 'watch', 'jobs', t(3)),
+    ev('c', 'ResponseComplete', 'patch', 'jobs', t(4), { code: 409 }),
+    ev('l', 'ResponseComplete', 'update', 'leases', t(5), { code: 200 }),
+    ev('x', 'ResponseComplete', 'get', 'pods', t(6), { user: 'admin', code: 200 }),
+    ev('n', 'ResponseComplete', 'get', undefined, t(7), { code: 200 }),
+  ];
+
+  it('counts each request of the user once, by verb, resource and code', () => {
+    const c = countRequests(events, { user: OP });
+    assert.equal(c.total, 6);
+    assert.deepEqual(c.byVerb, { patch: 2, watch: 2, update: 1, get: 1 });
+    assert.deepEqual(c.byVerbResource, {
+      'patch streamingtrainingjobs/status': 1,
+      'watch pods': 1,
+      'watch jobs': 1,
+      'patch jobs': 1,
+      'update leases': 1,
+      'get (non-resource)': 1,
+    });
+    assert.deepEqual(c.byCode, { '200': 4, open: 1, '409': 1 });
+  });
+
+  it('keeps only the window [from, to) and drops excluded resources', () => {
+    const c = countRequests(events, {
+      user: OP,
+      fromMs: auditTimeMs(t(2)),
+      toMs: auditTimeMs(t(5)),
+      excludeResources: ['pods'],
+    });
+    assert.deepEqual(c.byVerbResource, { 'watch jobs': 1, 'patch jobs': 1 });
+    assert.equal(countRequests(events, { user: OP, excludeResources: ['leases'] }).total, 5);
+  });
+
+  it('reads microsecond timestamps to the millisecond', () => {
+    assert.equal(auditTimeMs('2026-11-28T12:00:01.123456Z'), Date.UTC(2026, 10, 28, 12, 0, 1, 123));
+    assert.throws(() => auditTimeMs('yesterday'), /not RFC 3339/);
+  });
+
+  it('skips a torn last line but refuses garbage elsewhere', () => {
+    const good = JSON.stringify(events[0]);
+    assert.equal(parseAuditLines(`${good}\n${good}\n{"kind":"Ev`).length, 2);
+    assert.throws(() => parseAuditLines(`{"kind":"Ev\n${good}\n`), /line 1 is not JSON/);
+  });
+
+  it('divides by the number of jobs', () => {
+    assert.deepEqual(perJob(countRequests(events, { user: OP }), 4), {
+      total: 1.5,
+      byVerb: { patch: 0.5, watch: 0.5, update: 0.25, get: 0.25 },
+    });
+  });
+
+  it('writes a policy that records only the given users, without request stage events', () => {
+    const p = parse(auditPolicyYaml([OP]));
+    assert.equal(p.kind, 'Policy');
+    assert.deepEqual(p.omitStages, ['RequestReceived']);
+    assert.deepEqual(p.rules, [{ level: 'Metadata', users: [OP] }, { level: 'None' }]);
+  });
+});
+
+describe('process memory and metrics', () => {
+  it('reads VmRSS and VmHWM from /proc/<pid>/status', () => {
+    const status = 'Name:\tnode\nVmPeak:\t 1000 kB\nVmHWM:\t  331000 kB\nVmRSS:\t  327000 kB\n';
+    assert.deepEqual(parseProcStatus(status), { rssBytes: 327000 * 1024, peakRssBytes: 331000 * 1024 });
+    assert.throws(() => parseProcStatus('Name:\tzombie\n'), /no VmRSS/);
+  });
+
+  it('sums the samples of a metric whose labels match', () => {
+    const text = [
+      '# HELP controller_runtime_reconcile_total x',
+      'controller_runtime_reconcile_total{controller="stj",result="success"} 20',
+      'controller_runtime_reconcile_total{controller="stj",result="requeue_after"} 4',
+      'controller_runtime_reconcile_total_other 99',
+      'leader_election_master_status{name="tilestream-operator"} 1',
+    ].join('\n');
+    assert.equal(sumMetric(text, 'controller_runtime_reconcile_total'), 24);
+    assert.equal(sumMetric(text, 'controller_runtime_reconcile_total', { result: 'success' }), 20);
+    assert.equal(sumMetric(text, 'controller_runtime_reconcile_errors_total'), 0);
+    assert.equal(sumMetric(text, 'leader_election_master_status'), 1);
+  });
+
+  it('takes nearest-rank percentiles', () => {
+    const xs = [5, 1, 4, 2, 3, 6, 7, 8, 9, 10];
+    assert.equal(percentile(xs, 50), 5);
+    assert.equal(percentile(xs, 95), 10);
+    assert.equal(percentile([7], 95), 7);
+    assert.throws(() => percentile([], 50), /empty/);
+  });
+});

@@ -1,0 +1,74 @@
+// The operator scale benchmark at a small N on a real control plane (skipped with the reason when
+// the binaries cannot be had): every job gets Planned, every figure of the JSON is there and sane.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  JOB_SHAPES,
+  parseScaleArgs,
+  runOperatorScale,
+  type ScaleResult,
+  SkipError,
+} from './operator-scale.ts';
+
+const JOBS = 20;
+
+describe('operator scale benchmark', { timeout: 180_000 }, () => {
+  it(`plans ${JOBS} jobs created at once and reports requests, memory and timings`, async (t) => {
+    let r: ScaleResult;
+    try {
+      r = await runOperatorScale({
+        jobs: JOBS,
+        nodesPerClass: 1,
+        timeoutMs: 90_000,
+        progress: (l) => t.diagnostic(l),
+      });
+    } catch (e) {
+      if (e instanceof SkipError) return t.skip(e.message);
+      throw e;
+    }
+    t.diagnostic(JSON.stringify(r));
+    // The JSON carries every figure as a finite number (NaN and Infinity would not survive).
+    assert.deepEqual(JSON.parse(JSON.stringify(r)), r);
+
+    assert.equal(r.plannedTrue, JOBS);
+    assert.ok(r.secondsToFirstPlanned > 0 && r.secondsToFirstPlanned <= r.secondsToAllPlanned);
+    assert.ok(r.createToPlannedSeconds.p50 <= r.createToPlannedSeconds.p95);
+    assert.ok(r.createToPlannedSeconds.p95 <= r.createToPlannedSeconds.max);
+    // Every shape meets four GPU classes; each gets a plan of its own.
+    assert.ok(Object.keys(r.plans).length >= JOB_SHAPES.length, JSON.stringify(r.plans));
+    assert.equal(
+      Object.values(r.plans).reduce((a, b) => a + b, 0),
+      JOBS,
+    );
+
+    const perJob = r.apiRequests.perJob.total;
+    assert.ok(Number.isFinite(perJob) && perJob > 0, `requests per job ${perJob}`);
+    // At least the five children applied and one status write per job, all by server-side apply.
+    assert.ok((r.apiRequests.perJob.byVerb.patch ?? 0) >= 6, JSON.stringify(r.apiRequests.perJob));
+    assert.ok(r.apiRequests.startup > 0 && r.apiRequests.leaderLease >= 0);
+    const serverErrors = Object.keys(r.apiRequests.settled.byCode).filter((c) => c.startsWith('5'));
+    assert.deepEqual(serverErrors, [], JSON.stringify(r.apiRequests.settled.byCode));
+
+    assert.ok(r.operator.peakRssBytes > 0);
+    assert.ok(r.operator.peakRssMiB >= r.operator.rssMiBAtEnd && r.operator.rssMiBAtEnd > 0);
+    assert.equal(r.operator.reconcileErrors, 0);
+    assert.ok(r.operator.reconciles >= JOBS);
+    assert.equal(r.operator.exitCode, 0, 'the operator exits 0 on SIGTERM');
+    // Pods never run (no node agent), but each planned job has its trainer Job.
+    assert.equal(r.children.batchJobs, JOBS);
+    assert.equal(r.children.podsRunning, 0);
+  });
+});
+
+describe('bench arguments', () => {
+  it('reads numbers and --json, and refuses nonsense with the flag named', () => {
+    assert.deepEqual(parseScaleArgs(['--jobs', '500', '--json', '--timeout', '30']), {
+      json: true,
+      jobs: 500,
+      timeoutMs: 30_000,
+    });
+    assert.deepEqual(parseScaleArgs([]), { json: false });
+    assert.throws(() => parseScaleArgs(['--jobs', '0']), /--jobs must be a whole number of at least 1/);
+    assert.throws(() => parseScaleArgs(['--concurrency', 'x']), /--concurrency/);
+  });
+});
