@@ -117,15 +117,22 @@ export function parseJobText(
       problems: errors.map((e) => ({ path: '', message: `${source}: malformed YAML/JSON: ${e.message}` })),
     };
   }
+  let doc = list[0]!;
   if (list.length > 1) {
-    return fail(
-      source,
-      `the file holds ${list.length} documents; expected exactly one StreamingTrainingJob manifest`,
-    );
+    // A file may carry the job's companions (claims, queues) as further documents, as kubectl
+    // applies them; exactly one of them must be the job.
+    const jobs = list.filter((d) => d.get('kind') === 'StreamingTrainingJob');
+    if (jobs.length !== 1) {
+      return fail(
+        source,
+        `the file holds ${list.length} documents of which ${jobs.length} are StreamingTrainingJobs; expected exactly one`,
+      );
+    }
+    doc = jobs[0]!;
   }
   try {
     // maxAliasCount bounds alias expansion ("billion laughs").
-    return { ok: true, value: list[0]!.toJS({ maxAliasCount: 100 }) };
+    return { ok: true, value: doc.toJS({ maxAliasCount: 100 }) };
   } catch (e) {
     return fail(source, `malformed YAML: ${(e as Error).message}`);
   }

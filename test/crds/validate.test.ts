@@ -234,11 +234,23 @@ describe('loadJobFile', () => {
       /malformed YAML\/JSON: .*[Dd]uplicate|unique/,
     ],
     [
-      'two documents',
+      'two jobs in one file',
       () => file('two.yaml', `${stringify(validManifest())}---\n${stringify(validManifest())}`),
-      /holds 2 documents/,
+      /holds 2 documents of which 2 are StreamingTrainingJobs; expected exactly one/,
+    ],
+    [
+      'several documents and no job',
+      () => file('nojob.yaml', `kind: PersistentVolumeClaim\n---\nkind: ConfigMap\n`),
+      /holds 2 documents of which 0 are StreamingTrainingJobs/,
     ],
   ];
+  it('takes the one job of a file that also carries other objects (claims, queues)', async () => {
+    const claim = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: 'data' } };
+    const path = file('with-claim.yaml', `${stringify(claim)}---\n${stringify(validManifest())}`);
+    const result = await loadJobFile(path);
+    assert.equal(result.ok, true, result.ok ? '' : formatProblems(result.problems));
+  });
+
   for (const [name, make, pattern] of fileErrors) {
     it(`explains ${name}`, async () => {
       const problems = problemsOf(await loadJobFile(make()));

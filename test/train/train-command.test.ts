@@ -305,10 +305,13 @@ describe('tilestream train', () => {
     assert.equal(summary.skippedImages, 4, 'two bad files, seen in each of two epochs');
     assert.match(r.stderr, /skipping image train\/\S+: .*(unreadable|not an image|format)/i);
     assert.match(r.stderr, /skipping image train\/\S+: .*missing/i);
-    // saliency: true writes one heatmap per validation image next to the checkpoints.
-    const maps = readdirSync(join(work, 'saliency', 'corrupt'));
+    // saliency: true writes one heatmap per validation image into the checkpoint folder (in a pod,
+    // the writable volume), beside the checkpoints it leaves alone.
+    const saliency = join(work, 'ckpt-corrupt', 'saliency');
+    const maps = readdirSync(saliency);
     assert.equal(maps.length, 4);
-    const meta = await sharp(join(work, 'saliency', 'corrupt', maps[0] as string)).metadata();
+    assert.ok(listCheckpoints(join(work, 'ckpt-corrupt')).length > 0);
+    const meta = await sharp(join(saliency, maps[0] as string)).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 192, 192, 3]);
   });
 });

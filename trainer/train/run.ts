@@ -323,11 +323,11 @@ async function runJob(
   );
   ctx.bar?.clear();
   if (spec.streaming.saliency && result.status === 'completed' && validationData) {
-    const dir = join(
-      checkpointDir ? resolve(checkpointDir, '..') : resolve(o.outputDir ?? '.'),
-      'saliency',
-      job.metadata.name,
-    );
+    // Inside the checkpoint folder: in a pod that is the one writable volume (the root is read-only).
+    const dir =
+      o.outputDir || !checkpointDir
+        ? resolve(o.outputDir ?? '.', 'saliency', job.metadata.name)
+        : join(checkpointDir, 'saliency');
     const files = await writeSaliencyMaps(net, result.params, validationData, grid, dir, (m) =>
       say('warn', m),
     );
