@@ -110,7 +110,8 @@ export function readAuditLog(path: string): AuditEvent[] {
 
 /** The requests-per-job figures: every count divided by the number of jobs. */
 export function perJob(c: RequestCounts, jobs: number): { total: number; byVerb: Record<string, number> } {
-  const r = (n: number) => Math.round((n / jobs) * 100) / 100;
+  // Three decimals: a single extra request (a re-opened watch) over 500 jobs still shows.
+  const r = (n: number) => Math.round((n / jobs) * 1000) / 1000;
   return {
     total: r(c.total),
     byVerb: Object.fromEntries(Object.entries(c.byVerb).map(([k, v]) => [k, r(v)])),

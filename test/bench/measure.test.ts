@@ -10,7 +10,7 @@ import {
   parseAuditLines,
   perJob,
 } from './audit-log.ts';
-import { parseProcStatus, percentile, sumMetric } from './measure.ts';
+import { parseProcStatCpuSeconds, parseProcStatus, percentile, sumMetric } from './measure.ts';
 
 const OP = 'system:serviceaccount:ops:operator';
 const ev = (
@@ -104,6 +104,12 @@ describe('process memory and metrics', () => {
     const status = 'Name:\tnode\nVmPeak:\t 1000 kB\nVmHWM:\t  331000 kB\nVmRSS:\t  327000 kB\n';
     assert.deepEqual(parseProcStatus(status), { rssBytes: 327000 * 1024, peakRssBytes: 331000 * 1024 });
     assert.throws(() => parseProcStatus('Name:\tzombie\n'), /no VmRSS/);
+  });
+
+  it('reads user + system CPU time from /proc/<pid>/stat, even with spaces in the name', () => {
+    const stat = '4242 (node (main) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 11 0 900';
+    assert.equal(parseProcStatCpuSeconds(stat), 12.9);
+    assert.throws(() => parseProcStatCpuSeconds('4242 (node) S 1'), /no utime/);
   });
 
   it('sums the samples of a metric whose labels match', () => {

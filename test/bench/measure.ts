@@ -32,6 +32,29 @@ export function readProcMemory(pid: number): ProcMemory | undefined {
 }
 
 /**
+ * User + system CPU seconds of a /proc/<pid>/stat text. Fields 14 and 15 count clock ticks
+ * (USER_HZ, 100 on Linux); the command name in parentheses may hold spaces, so count after it.
+ */
+export function parseProcStatCpuSeconds(text: string, ticksPerSecond = 100): number {
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) {
+    throw new Error(`/proc stat text has no utime/stime fields: ${text.slice(0, 120)}`);
+  }
+  return (utime + stime) / ticksPerSecond;
+}
+
+export function readProcCpuSeconds(pid: number): number | undefined {
+  try {
+    return parseProcStatCpuSeconds(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Sum of the samples of metric `name` in a Prometheus text exposition whose labels include all
  * of `labels`; 0 when there is none (a counter never incremented has no sample).
  */

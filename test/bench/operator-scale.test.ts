@@ -53,6 +53,9 @@ describe('operator scale benchmark', { timeout: 180_000 }, () => {
     assert.ok(r.operator.peakRssMiB >= r.operator.rssMiBAtEnd && r.operator.rssMiBAtEnd > 0);
     assert.equal(r.operator.reconcileErrors, 0);
     assert.ok(r.operator.reconciles >= JOBS);
+    assert.equal(r.operator.workers, 4, "the operator's default --workers");
+    assert.ok(r.operator.meanReconcileSeconds > 0 && r.operator.meanQueueWaitSeconds >= 0);
+    assert.ok(r.operator.cpuSeconds > 0, 'the operator used CPU while planning');
     assert.equal(r.operator.exitCode, 0, 'the operator exits 0 on SIGTERM');
     // Pods never run (no node agent), but each planned job has its trainer Job.
     assert.equal(r.children.batchJobs, JOBS);
@@ -62,10 +65,11 @@ describe('operator scale benchmark', { timeout: 180_000 }, () => {
 
 describe('bench arguments', () => {
   it('reads numbers and --json, and refuses nonsense with the flag named', () => {
-    assert.deepEqual(parseScaleArgs(['--jobs', '500', '--json', '--timeout', '30']), {
+    assert.deepEqual(parseScaleArgs(['--jobs', '500', '--json', '--timeout', '30', '--workers', '16']), {
       json: true,
       jobs: 500,
       timeoutMs: 30_000,
+      workers: 16,
     });
     assert.deepEqual(parseScaleArgs([]), { json: false });
     assert.throws(() => parseScaleArgs(['--jobs', '0']), /--jobs must be a whole number of at least 1/);

@@ -2,7 +2,7 @@
 // API server with fake GPU nodes (no node agent: pods are bound by the scheduler but never run) →
 // seconds until all are Planned, API requests per job, operator peak memory.
 //
-//   npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--json]
+//   npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers 4] [--json]
 //
 // The operator runs as its own process (`bin/tilestream.js operator`) with the chart's RBAC, so its
 // memory is its own (VmHWM from /proc). Its API requests are counted by the API server itself:
@@ -26,7 +26,7 @@ import { installCrd } from '../controlplane/install-crd.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 import { auditPolicyYaml, countRequests, perJob, type RequestCounts, readAuditLog } from './audit-log.ts';
-import { MiB, percentile, readProcMemory, round, sumMetric } from './measure.ts';
+import { MiB, percentile, readProcCpuSeconds, readProcMemory, round, sumMetric } from './measure.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
 const JOBS_NS = 'bench';
@@ -40,6 +40,8 @@ export interface ScaleOptions {
   concurrency: number;
   /** Fake nodes per standard GPU class (4 classes). */
   nodesPerClass: number;
+  /** The operator's --workers (concurrent reconciles); undefined: its default. */
+  workers?: number;
   /** Give up when not all jobs are Planned by then. */
   timeoutMs: number;
   /** Progress lines (stderr in the CLI). */
@@ -153,8 +155,16 @@ export interface ScaleResult {
     reconciles: number;
     reconcileErrors: number;
     workqueueRetries: number;
+    workers: number;
+    /** Mean time of one reconcile, and mean wait of a key in the queue before a worker took it. */
+    meanReconcileSeconds: number;
+    meanQueueWaitSeconds: number;
     /** Slowest /healthz answer while the jobs were being planned: an event-loop stall shows here. */
     maxHealthzMs: number;
+    /** When that slowest answer was asked for, in seconds from the first create. */
+    maxHealthzAtSeconds: number;
+    /** CPU seconds the operator used from the first create until it was quiet. */
+    cpuSeconds: number;
     exitCode: number | null;
   };
   children: { batchJobs: number; pods: number; podsBound: number; podsRunning: number };
@@ -240,6 +250,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         '--bind-address=127.0.0.1',
         '--trainer-image=tilestream:bench',
         '--log-level=warn',
+        ...(o.workers !== undefined ? [`--workers=${o.workers}`] : []),
       ],
       { stdio: ['ignore', fd, fd], env: { ...process.env, KUBECONFIG: account.kubeconfigPath } },
     );
@@ -262,6 +273,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     );
     const pid = op.pid as number;
     const rssBefore = readProcMemory(pid)?.rssBytes ?? 0;
+    const cpuBefore = readProcCpuSeconds(pid) ?? 0;
 
     // Watch the jobs from before the first create, so every Planned transition is seen.
     const plannedAt = new Map<string, number>();
@@ -307,11 +319,16 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
 
     // Samplers: the operator's RSS and how fast it answers /healthz (event-loop responsiveness).
     let maxHealthzMs = 0;
+    let maxHealthzAt = 0;
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
+        const at = performance.now();
         const r = await httpGet(`${healthUrl}/healthz`, 30_000).catch(() => undefined);
-        if (r && sampling) maxHealthzMs = Math.max(maxHealthzMs, r.ms);
+        if (r && sampling && r.ms > maxHealthzMs) {
+          maxHealthzMs = r.ms;
+          maxHealthzAt = at;
+        }
         await sleep(200);
       }
     })();
@@ -374,7 +391,8 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         wall0,
         ...events.map((e) => Date.parse(e.requestReceivedTimestamp.replace(/(\.\d{3})\d+/, '$1'))),
       );
-      wallQuiet = lastMs + 1;
+      // Requests can end before the watch shows the last job Planned: the window never ends before that.
+      wallQuiet = Math.max(lastMs + 1, wallAll);
       if (Date.now() - lastMs > 3000 || Date.now() - quietStart > 60_000) break;
     }
     sampling = false;
@@ -382,6 +400,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
 
     const metrics = (await httpGet(metricsUrl)).body;
     const mem = readProcMemory(pid);
+    const cpuAfter = readProcCpuSeconds(pid) ?? cpuBefore;
     if (!mem) throw new Error(`cannot read /proc/${pid}/status: the operator is gone, or this is not Linux`);
     stopWatch.abort();
     await watching;
@@ -457,7 +476,12 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         reconciles: sumMetric(metrics, 'controller_runtime_reconcile_total'),
         reconcileErrors: sumMetric(metrics, 'controller_runtime_reconcile_errors_total'),
         workqueueRetries: sumMetric(metrics, 'workqueue_retries_total'),
+        workers: sumMetric(metrics, 'controller_runtime_max_concurrent_reconciles'),
+        meanReconcileSeconds: meanOf(metrics, 'controller_runtime_reconcile_time_seconds'),
+        meanQueueWaitSeconds: meanOf(metrics, 'workqueue_queue_duration_seconds'),
         maxHealthzMs: round(maxHealthzMs, 1),
+        maxHealthzAtSeconds: round((maxHealthzAt - t0) / 1000),
+        cpuSeconds: round(cpuAfter - cpuBefore),
         exitCode,
       },
       children: {
@@ -475,6 +499,12 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     if (operator && operator.exitCode === null) operator.kill('SIGKILL');
     for (const c of cleanups.reverse()) await c();
   }
+}
+
+/** sum/count of a histogram or summary (0 when nothing was observed). */
+function meanOf(metrics: string, name: string): number {
+  const count = sumMetric(metrics, `${name}_count`);
+  return count > 0 ? round(sumMetric(metrics, `${name}_sum`) / count, 3) : 0;
 }
 
 /** The control plane cannot run here (no Go to build it, no openssl); the message says why. */
@@ -515,9 +545,13 @@ export function formatScaleTable(r: ScaleResult): string {
     ],
     [
       'reconciles',
-      `${r.operator.reconciles}, errors ${r.operator.reconcileErrors}, retries ${r.operator.workqueueRetries}`,
+      `${r.operator.reconciles} by ${r.operator.workers} workers (mean ${r.operator.meanReconcileSeconds} s, mean queue wait ${r.operator.meanQueueWaitSeconds} s), errors ${r.operator.reconcileErrors}, retries ${r.operator.workqueueRetries}`,
     ],
-    ['slowest /healthz during the run', `${r.operator.maxHealthzMs} ms`],
+    ['operator CPU while measured', `${r.operator.cpuSeconds} s`],
+    [
+      'slowest /healthz during the run',
+      `${r.operator.maxHealthzMs} ms (asked ${r.operator.maxHealthzAtSeconds} s after the first create)`,
+    ],
     [
       'children',
       `${r.children.batchJobs} batch Jobs, ${r.children.pods} pods (${r.children.podsBound} bound, ${r.children.podsRunning} running)`,
@@ -541,6 +575,7 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
       jobs: { type: 'string' },
       concurrency: { type: 'string' },
       'nodes-per-class': { type: 'string' },
+      workers: { type: 'string' },
       timeout: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
@@ -555,12 +590,14 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
   const jobs = int('jobs', values.jobs, 1);
   const concurrency = int('concurrency', values.concurrency, 1);
   const nodesPerClass = int('nodes-per-class', values['nodes-per-class'], 1);
+  const workers = int('workers', values.workers, 1);
   const timeout = int('timeout', values.timeout, 1);
   return {
     json: values.json ?? false,
     ...(jobs !== undefined && { jobs }),
     ...(concurrency !== undefined && { concurrency }),
     ...(nodesPerClass !== undefined && { nodesPerClass }),
+    ...(workers !== undefined && { workers }),
     ...(timeout !== undefined && { timeoutMs: timeout * 1000 }),
   };
 }
@@ -571,7 +608,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     args = parseScaleArgs(process.argv.slice(2));
   } catch (e) {
     process.stderr.write(
-      `${(e as Error).message}\nusage: npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--timeout <s>] [--json]\n`,
+      `${(e as Error).message}\nusage: npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers <n>] [--timeout <s>] [--json]\n`,
     );
     process.exit(2);
   }
