@@ -2,7 +2,8 @@
 // API server with fake GPU nodes (no node agent: pods are bound by the scheduler but never run) →
 // seconds until all are Planned, API requests per job, operator peak memory.
 //
-//   npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers 4] [--json]
+//   npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers 4]
+//                             [--max-old-space <MiB>] [--json]
 //
 // The operator runs as its own process (`bin/tilestream.js operator`) with the chart's RBAC, so its
 // memory is its own (VmHWM from /proc). Its API requests are counted by the API server itself:
@@ -42,6 +43,8 @@ export interface ScaleOptions {
   nodesPerClass: number;
   /** The operator's --workers (concurrent reconciles); undefined: its default. */
   workers?: number;
+  /** V8's --max-old-space-size for the operator process (MiB): does it fit a smaller heap? */
+  maxOldSpaceMiB?: number;
   /** Give up when not all jobs are Planned by then. */
   timeoutMs: number;
   /** Progress lines (stderr in the CLI). */
@@ -124,6 +127,8 @@ interface List<T> {
 export interface ScaleResult {
   jobs: number;
   concurrency: number;
+  /** The operator's V8 old-space limit when set (MiB). */
+  maxOldSpaceMiB: number | null;
   gpuNodes: number;
   kubernetesVersion: string;
   /** From the first create request to the moment every job had Planned=True. */
@@ -240,6 +245,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     operator = spawn(
       process.execPath,
       [
+        ...(o.maxOldSpaceMiB !== undefined ? [`--max-old-space-size=${o.maxOldSpaceMiB}`] : []),
         BIN,
         'operator',
         `--kubeconfig=${account.kubeconfigPath}`,
@@ -448,6 +454,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     return {
       jobs: o.jobs,
       concurrency: o.concurrency,
+      maxOldSpaceMiB: o.maxOldSpaceMiB ?? null,
       gpuNodes: nodes.names.length,
       kubernetesVersion: version.gitVersion,
       secondsToAllPlanned: round((tAll - t0) / 1000),
@@ -516,6 +523,9 @@ export class SkipError extends Error {
 export function formatScaleTable(r: ScaleResult): string {
   const rows: [string, string][] = [
     ['jobs created at once', `${r.jobs} (${r.concurrency} creates in flight)`],
+    ...(r.maxOldSpaceMiB !== null
+      ? [['operator heap limit', `--max-old-space-size=${r.maxOldSpaceMiB}`] as [string, string]]
+      : []),
     ['fake GPU nodes', `${r.gpuNodes} (4 classes), ${r.kubernetesVersion}`],
     ['all jobs Planned', `${r.secondsToAllPlanned} s`],
     ['first job Planned', `${r.secondsToFirstPlanned} s`],
@@ -576,6 +586,7 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
       concurrency: { type: 'string' },
       'nodes-per-class': { type: 'string' },
       workers: { type: 'string' },
+      'max-old-space': { type: 'string' },
       timeout: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
@@ -591,6 +602,7 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
   const concurrency = int('concurrency', values.concurrency, 1);
   const nodesPerClass = int('nodes-per-class', values['nodes-per-class'], 1);
   const workers = int('workers', values.workers, 1);
+  const maxOldSpaceMiB = int('max-old-space', values['max-old-space'], 16);
   const timeout = int('timeout', values.timeout, 1);
   return {
     json: values.json ?? false,
@@ -598,6 +610,7 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
     ...(concurrency !== undefined && { concurrency }),
     ...(nodesPerClass !== undefined && { nodesPerClass }),
     ...(workers !== undefined && { workers }),
+    ...(maxOldSpaceMiB !== undefined && { maxOldSpaceMiB }),
     ...(timeout !== undefined && { timeoutMs: timeout * 1000 }),
   };
 }
@@ -608,7 +621,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     args = parseScaleArgs(process.argv.slice(2));
   } catch (e) {
     process.stderr.write(
-      `${(e as Error).message}\nusage: npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers <n>] [--timeout <s>] [--json]\n`,
+      `${(e as Error).message}\nusage: npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers <n>] [--max-old-space <MiB>] [--timeout <s>] [--json]\n`,
     );
     process.exit(2);
   }
