@@ -1,6 +1,7 @@
 // The placement policy: which GPU class a job runs on, and with which tile. Pure.
-// Each usable class gets the planner's largest tile for its memory; among classes with a free GPU
-// the largest tile wins, else the largest tile overall (the pod waits for a GPU of that class).
+// Each usable class gets the planner's auto tile for its memory (the fewest tiles, made by the smallest
+// tile giving that count), so a larger tile means fewer tiles; among classes with a free GPU the
+// largest tile wins, else the largest tile overall (the pod waits for a GPU of that class).
 // Ties go to the smaller GPU, leaving larger ones for jobs that need them. A fixed tileSize keeps
 // only the classes where it fits; spec.resources.minGpuMemory keeps only GPUs at least that large.
 

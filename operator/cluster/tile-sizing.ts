@@ -67,7 +67,10 @@ function explain(e: unknown): never {
   throw e;
 }
 
-/** The largest tile that fits the budget (or the spec's fixed tile, if it fits), with its predictions. */
+/**
+ * The planner's auto tile for the budget (the fewest tiles, with the least overlap: planAutoTile), or
+ * the spec's fixed tile if it fits, with its predictions; never above `maxTile`.
+ */
 export function sizeTile(req: SizingRequest): Sizing {
   const { spec } = req;
   const fixed = typeof spec.streaming.tileSize === 'number' ? spec.streaming.tileSize : undefined;
@@ -82,13 +85,14 @@ export function sizeTile(req: SizingRequest): Sizing {
   }
   let inputs = planInputs(spec, req.backend, req.budgetBytes);
   const cap = req.maxTile;
-  if (cap !== undefined && (inputs.tile === undefined || inputs.tile > cap)) {
-    if (inputs.tile === undefined) {
-      // Auto: plan freely first; only a tile above the cap is re-checked at the cap.
-      const free = sizeWith(inputs);
-      if (!free.fits || free.tile <= cap) return free;
-    }
-    inputs = { ...inputs, tile: cap, roundTile: true };
+  if (cap !== undefined) {
+    // Auto: the planner's choice below the cap; a fixed tile above the cap is cut to it.
+    inputs =
+      inputs.tile === undefined
+        ? { ...inputs, maxTile: cap }
+        : inputs.tile > cap
+          ? { ...inputs, tile: cap, roundTile: true }
+          : inputs;
   }
   return sizeWith(inputs);
 }

@@ -274,6 +274,7 @@ interface PlanJson {
   stride: number;
   minimumTile: number;
   usableBytes: number;
+  largestTile?: number;
   streamed: { requiredBytes: number };
 }
 
@@ -310,15 +311,16 @@ describe('examples/: tilestream plan', () => {
   it('single-gpu-auto-tile.yaml: the planner picks the tiles its comment quotes', async () => {
     const file = join(EXAMPLES_DIR, 'single-gpu-auto-tile.yaml');
     const text = readExample('single-gpu-auto-tile.yaml');
-    // The comment's table: GPU memory → tile (grid).
-    for (const [memory, tile, grid] of [
-      ['16Gi', 2752, '4×4'],
-      ['24Gi', 3408, '3×3'],
-      ['40Gi', 4416, '2×2'],
-      ['80Gi', 6288, '2×2'],
+    // The comment's table: GPU memory → tile (grid), and the largest tile that fits (same grid).
+    for (const [memory, tile, grid, largest] of [
+      ['16Gi', 2208, '4×4', 2752],
+      ['24Gi', 2880, '3×3', 3408],
+      ['40Gi', 4208, '2×2', 4416],
+      ['80Gi', 4208, '2×2', 6288],
     ] as const) {
       const p = await plan(memory === '16Gi' ? 'cli' : 'here', file, '--gpu-memory', memory);
       assert.equal(p.tile, tile, `${memory}: planned tile ${p.tile}, the comment says ${tile}`);
+      assert.equal(p.largestTile, largest, `${memory}: the largest tile that fits`);
       assert.equal(p.tiles, Number(grid[0]) ** 2);
       assert.ok(text.includes(`${tile} (${grid})`), `the comment should quote ${tile} (${grid})`);
     }

@@ -17,8 +17,8 @@ const gpuNodes = (): Node[] => [
   makeNode('a100-0').gpus(8, 'A100-SXM4-40GB', 40960).obj(),
   makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj(),
 ];
-/** smallcnn on 16384² images: 13504 px on 40 GiB, 8480 px on 16 GiB. */
-const stjBig = () => makeStj().image(16384);
+/** smallcnn on 20480² images: 2×2 tiles of 10272 px on 40 GiB, 3×3 of 6880 px on 16 GiB. */
+const stjBig = () => makeStj().image(20480);
 
 function world(
   stj: StreamingTrainingJob,
@@ -66,11 +66,11 @@ describe('decide: planning and starting', () => {
     const d = decide(world(stjBig().obj()));
     assert.equal(d.create?.attempt, 0);
     assert.equal(d.create?.plan.gpuClass, 'a100-sxm4-40gb-40960mib');
-    assert.equal(d.create?.plan.tileSize, 13504);
+    assert.equal(d.create?.plan.tileSize, 10272);
     assert.equal(d.create?.suspend, false);
     assert.equal(d.status.phase, 'Planned');
     assert.deepEqual(conditions(d), { Planned: 'True/PlanFound', Running: 'False/TrainerStarting' });
-    assert.equal(d.status.plan?.tileSize, 13504);
+    assert.equal(d.status.plan?.tileSize, 10272);
     assert.match(d.status.plan?.memorySaved ?? '', /^\d+\.\dGi \(\d+%\)$/);
     assert.equal(d.status.observedGeneration, 1);
     assert.ok(
@@ -82,7 +82,7 @@ describe('decide: planning and starting', () => {
     );
     assert.match(
       d.events[0]?.message ?? '',
-      /tile 13504 px on GPU class a100-sxm4-40gb-40960mib \(A100-SXM4-40GB, 40\.0Gi per GPU\): predicted peak/,
+      /tile 10272 px on GPU class a100-sxm4-40gb-40960mib \(A100-SXM4-40GB, 40\.0Gi per GPU\): predicted peak/,
     );
   });
 
@@ -169,7 +169,7 @@ describe('decide: out of memory', () => {
     assert.equal(d.create?.attempt, 1);
     assert.equal(d.create?.tileReductions, 1);
     assert.equal(d.create?.restartsBefore, 1);
-    assert.ok((d.create?.plan.tileSize ?? 0) <= 13504 * 0.75, `smaller tile, got ${d.create?.plan.tileSize}`);
+    assert.ok((d.create?.plan.tileSize ?? 0) <= 10272 * 0.75, `smaller tile, got ${d.create?.plan.tileSize}`);
     assert.deepEqual(d.deleteJobs, ['demo-0']);
     assert.deepEqual(conditions(d), { Planned: 'True/TileSizeReduced', Running: 'False/TrainerRestarted' });
     assert.equal(d.status.tileReductions, 1);
@@ -179,7 +179,7 @@ describe('decide: out of memory', () => {
     assert.equal(warn?.type, 'Warning');
     assert.match(
       warn?.message ?? '',
-      /ran out of memory at tile 13504 px; re-planned with tile \d+ px \(reduction 1 of at most 3\)/,
+      /ran out of memory at tile 10272 px; re-planned with tile \d+ px \(reduction 1 of at most 3\)/,
     );
   });
 

@@ -17,7 +17,10 @@ const cluster = (): Node[] => [
   makeNode('a100-0').gpus(8, 'A100-SXM4-40GB', 40960).obj(),
   makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).obj(),
 ];
-/** smallcnn on 16384² images: the planned tile grows with memory (8480 px at 16 GiB, 13504 at 40 GiB). */
+/**
+ * smallcnn on 16384² images: 16 and 40 GiB both fit 2×2 tiles (largest 8480 and 13504 px), which the
+ * planner makes with its lean 8224 px; 80 GiB holds the whole image as one tile.
+ */
 const bigImages = () => makeStj().image(16384);
 
 function place(
@@ -51,7 +54,15 @@ describe('placement policy', () => {
     const busyH100 = Array.from({ length: 8 }, (_, i) =>
       makePod('other-0', 'team', { name: `h${i}`, node: 'h100-0' }),
     );
-    assert.equal(chosen(place(bigImages(), cluster(), { usage: busyH100 })), 'A100-SXM4-40GB@13504');
+    // Next best: 2×2 tiles, which the 16 GiB V100 holds as well as the A100 — the smaller GPU wins.
+    assert.equal(chosen(place(bigImages(), cluster(), { usage: busyH100 })), 'Tesla-V100-SXM2-16GB@8224');
+    const busyV100 = Array.from({ length: 4 }, (_, i) =>
+      makePod('o', 'team', { name: `v${i}`, node: 'v100-0' }),
+    );
+    assert.equal(
+      chosen(place(bigImages(), cluster(), { usage: [...busyH100, ...busyV100] })),
+      'A100-SXM4-40GB@8224',
+    );
     const all = [
       ...busyH100,
       ...Array.from({ length: 8 }, (_, i) => makePod('o', 'team', { name: `a${i}`, node: 'a100-0' })),
@@ -106,7 +117,7 @@ describe('placement policy', () => {
         .obj(),
       makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).taint('dedicated', 'NoSchedule', 'research').obj(),
     ];
-    assert.equal(chosen(place(bigImages(), nodes)), 'A100-SXM4-40GB@13504');
+    assert.equal(chosen(place(bigImages(), nodes)), 'A100-SXM4-40GB@8224');
     const tolerant = bigImages().resources({
       tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'research', effect: 'NoSchedule' }],
     });
@@ -170,7 +181,13 @@ describe('placement policy', () => {
   });
 
   it('after an out-of-memory exit the tile is capped (rounded down to the stride), and the smallest GPU that holds it wins', () => {
-    assert.equal(chosen(place(bigImages(), cluster(), { maxTile: 10_010 })), 'A100-SXM4-40GB@10000');
+    // Auto: the planner's tile below the cap (3×3 tiles of 5504 px), on the smallest GPU holding it.
+    assert.equal(chosen(place(bigImages(), cluster(), { maxTile: 7_010 })), 'Tesla-V100-SXM2-16GB@5504');
+    // A fixed tile above the cap is cut to it, on the stride (16): 10000 needs more than 16 GiB.
+    assert.equal(
+      chosen(place(bigImages().tileSize(12_000), cluster(), { maxTile: 10_010 })),
+      'A100-SXM4-40GB@10000',
+    );
   });
 });
 

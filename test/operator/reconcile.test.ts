@@ -73,7 +73,7 @@ describe('reconcile against a scripted API server', () => {
   afterEach(() => nock.cleanAll());
 
   it('a new job: applies ConfigMap, ServiceAccount, Role, RoleBinding and Job, then its status and an Event', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     const script = scriptStart();
     const action = await reconcile('team/demo', w.ctx);
@@ -84,7 +84,7 @@ describe('reconcile against a scripted API server', () => {
       'train',
       '/etc/tilestream/job.yaml',
       '--tile-size',
-      '13504',
+      '10272',
       '--metrics-port',
       '9400',
       '--json',
@@ -112,12 +112,12 @@ describe('reconcile against a scripted API server', () => {
         text,
         'tilestream_job_tile_size_pixels{namespace="team",job="demo",gpu_class="a100-sxm4-40gb-40960mib"}',
       ),
-      13504,
+      10272,
     );
   });
 
   it('a second reconcile of an unchanged job makes no API call at all', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     const script = scriptStart();
     await reconcile('team/demo', w.ctx);
@@ -131,7 +131,7 @@ describe('reconcile against a scripted API server', () => {
   });
 
   it('waits for the cache to show a Job it just created instead of acting on the stale cache', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     const script = scriptStart();
     await reconcile('team/demo', w.ctx);
@@ -141,7 +141,7 @@ describe('reconcile against a scripted API server', () => {
   });
 
   it('409 Conflict on the status write is an error to retry (no Event is sent for an unwritten status)', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     const script = scriptStart();
     await reconcile('team/demo', w.ctx);
@@ -161,7 +161,7 @@ describe('reconcile against a scripted API server', () => {
   });
 
   it('404 on the status write: the job was deleted mid-reconcile; done, without error or Event', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     const gone = api()
       .patch('/api/v1/namespaces/team/configmaps/demo-job')
@@ -193,7 +193,7 @@ describe('reconcile against a scripted API server', () => {
   });
 
   it('404 when suspending or deleting a Job that vanished meanwhile is not an error', async () => {
-    const base = makeStj().image(16384);
+    const base = makeStj().image(20480);
     const stj = base.obj();
     const w = makeWorld({ stjs: [stj] });
     const script = scriptStart();
@@ -239,7 +239,7 @@ describe('reconcile against a scripted API server', () => {
   });
 
   it('a Job the API server refuses (422) becomes Planned=False InvalidSpec and a terminal error, not a retry loop', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     let status: Body | undefined;
     const calls = api()
@@ -282,7 +282,7 @@ describe('reconcile against a scripted API server', () => {
   });
 
   it('the trainer ran out of memory: a smaller tile on a new attempt Job, the old Job deleted, TileSizeReduced', async () => {
-    const stj = makeStj().image(16384).obj();
+    const stj = makeStj().image(20480).obj();
     const w = makeWorld({ stjs: [stj] });
     const script = scriptStart();
     await reconcile('team/demo', w.ctx);
@@ -299,7 +299,7 @@ describe('reconcile against a scripted API server', () => {
     assert.deepEqual(next.pending(), []);
     assert.ok(del.isDone());
     const args = argsOf(next.seen.job);
-    assert.ok(Number(args?.[3]) <= 13504 * 0.75);
+    assert.ok(Number(args?.[3]) <= 10272 * 0.75);
     assert.equal((next.seen.status as { status: { tileReductions: number } }).status.tileReductions, 1);
     assert.equal(next.seen.event?.reason, 'TileSizeReduced');
     assert.equal(metricValue(await w.metricsText(), 'tilestream_tile_reductions_total{namespace="team"}'), 1);

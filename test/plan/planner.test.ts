@@ -6,7 +6,14 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { type PlanNetwork, predictStreamed } from '../../trainer/plan/memory.ts';
 import { paperCheck } from '../../trainer/plan/paper.ts';
-import { checkTile, formatBytes, PlanError, planTile, tileConstraints } from '../../trainer/plan/planner.ts';
+import {
+  checkTile,
+  formatBytes,
+  PlanError,
+  planAutoTile,
+  planTile,
+  tileConstraints,
+} from '../../trainer/plan/planner.ts';
 import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 
 const GiB = 2 ** 30;
@@ -56,6 +63,27 @@ describe('planTile', () => {
     const { stride } = tileConstraints(net);
     const smaller = predictStreamed(net, [8192, 8192], [2096 - stride, 2096 - stride]);
     assert.ok(smaller.tiles > plan.streamed.tiles);
+  });
+
+  it('auto: as few tiles as the largest fitting tile, made by its lean tile, never above maxTile', () => {
+    const net: PlanNetwork = { ...builtinNetwork('resnet34', {}), pooling: 'max', outputs: 2 };
+    const req = { net, image: 8192, budgetBytes: 16 * GiB, optimizer: 'adam' as const };
+    const largest = planTile(req);
+    const auto = planAutoTile(req);
+    assert.ok(largest.fits && auto.fits);
+    assert.deepEqual(
+      [auto.tile, auto.largestTile, auto.streamed.tiles],
+      [2096, 2416, largest.streamed.tiles],
+    );
+    assert.ok(auto.streamed.requiredBytes < largest.streamed.requiredBytes);
+    assert.ok(auto.streamed.areaFactor < largest.streamed.areaFactor);
+    // Capped (after an out-of-memory exit): the largest tile under the cap sets the count.
+    const capped = planAutoTile({ ...req, maxTile: 2000 });
+    assert.ok(capped.fits && capped.tile <= 2000 && capped.streamed.tiles > auto.streamed.tiles);
+    assert.equal(capped.tile % tileConstraints(net).stride, 0);
+    // Already lean (one tile of the whole image): nothing to say.
+    const whole = planAutoTile({ net: smallcnn, image: [512, 768], budgetBytes: 64 * GiB });
+    assert.ok(whole.fits && whole.largestTile === undefined && whole.streamed.tiles === 1);
   });
 
   it('a budget that holds the whole image gives one tile of the whole image', () => {

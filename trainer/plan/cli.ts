@@ -30,7 +30,7 @@ import {
   formatBytes,
   type NothingFits,
   PlanError,
-  planTile,
+  planAutoTile,
   type TileFits,
   type TilePlan,
   tileConstraints,
@@ -115,6 +115,8 @@ export interface PlanInputs {
   readonly budgetBytes?: number;
   readonly headroom: number;
   readonly minTile?: number;
+  /** With `auto`: no tile above this (the operator after an out-of-memory exit). */
+  readonly maxTile?: number;
   readonly tile?: number;
   /** A manifest's tileSize is rounded down to the stride (as the trainer does); --tile must be exact. */
   readonly roundTile?: boolean;
@@ -221,6 +223,7 @@ export function runPlan(i: PlanInputs): { net: PlanNetwork; plan: TilePlan } {
     backend: i.backend,
     inputGrad: i.saliency,
     ...(i.minTile !== undefined && { minTile: i.minTile }),
+    ...(i.maxTile !== undefined && { maxTile: i.maxTile }),
   };
   if (i.tile !== undefined) {
     const { stride } = tileConstraints(net, i.minTile ?? 0);
@@ -236,7 +239,7 @@ export function runPlan(i: PlanInputs): { net: PlanNetwork; plan: TilePlan } {
       'say how much memory the GPU has: --gpu-memory <quantity> (e.g. 16Gi), resources.minGpuMemory in the manifest, or a fixed --tile',
     );
   }
-  return { net, plan: planTile({ ...common, budgetBytes: i.budgetBytes }) };
+  return { net, plan: planAutoTile({ ...common, budgetBytes: i.budgetBytes }) };
 }
 
 function describeNetwork(i: PlanInputs, net: PlanNetwork): string {
@@ -295,7 +298,12 @@ export function formatPlan(i: PlanInputs, net: PlanNetwork, plan: TilePlan): str
       `predicted time ${s.timeRatio.toFixed(2)}× conventional`,
   );
   const lean = plan.leanTile;
-  if (lean.tile < plan.tile && lean.areaFactor < s.areaFactor * 0.98) {
+  if (plan.largestTile !== undefined) {
+    lines.push(
+      `              (the fewest tiles, least overlap: the largest tile that fits, ${plan.largestTile}, ` +
+        `makes the same ${s.tiles} tiles with more compute and memory)`,
+    );
+  } else if (lean.tile < plan.tile && lean.areaFactor < s.areaFactor * 0.98) {
     lines.push(
       `              (tile ${lean.tile} needs the same ${lean.tiles} tiles with area factor ${lean.areaFactor.toFixed(2)}: ` +
         `${pct(1 - lean.areaFactor / s.areaFactor)} less compute and less memory; --tile ${lean.tile})`,
@@ -353,6 +361,7 @@ export function planJson(i: PlanInputs, net: PlanNetwork, plan: TilePlan): unkno
     savedBytes: p.savedBytes,
     conventionalFits: p.conventionalFits,
     leanTile: p.leanTile,
+    ...(p.largestTile !== undefined && { largestTile: p.largestTile }),
     streamed: predictionJson(p.streamed),
     conventional: predictionJson(p.conventional),
   };

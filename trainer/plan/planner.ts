@@ -35,6 +35,8 @@ export interface PlanRequest {
   readonly headroom?: number;
   /** Smallest tile side acceptable to the caller (raised to the body's own minimum, rounded up to the stride). */
   readonly minTile?: number;
+  /** Largest tile side the caller accepts (after an out-of-memory exit); rounded down to the stride. */
+  readonly maxTile?: number;
   readonly optimizer?: OptimizerName;
   readonly dtype?: Dtype;
   readonly backend?: BackendName;
@@ -64,6 +66,8 @@ export interface TileFits {
    * compute and memory (largest tiles sometimes only add overlap). Equal to `tile` when none is smaller.
    */
   readonly leanTile: { readonly tile: number; readonly tiles: number; readonly areaFactor: number };
+  /** Set by planAutoTile when it chose a smaller tile than the largest that fits (this one). */
+  readonly largestTile?: number;
 }
 
 export interface NothingFits {
@@ -142,7 +146,7 @@ function predictAt(req: PlanRequest, image: [number, number], tile: number): Str
 
 /**
  * The largest tile (a multiple of the body's total stride, at least the minimum tile, at most
- * the image) whose predicted streamed peak fits budget·(1 − headroom); or why none does.
+ * the image and maxTile) whose predicted streamed peak fits budget·(1 − headroom); or why none does.
  * Required memory grows with the tile, so the search is a bisection over multiples of the stride.
  */
 export function planTile(req: PlanRequest): TilePlan {
@@ -158,6 +162,10 @@ export function planTile(req: PlanRequest): TilePlan {
   }
   let lo = Math.ceil(minimum / stride);
   let hi = Math.ceil(largestSide / stride);
+  if (req.maxTile !== undefined && req.maxTile < largestSide) {
+    // A cap below the minimum tile leaves the minimum (the operator stops reducing there).
+    hi = Math.max(lo, Math.min(hi, Math.floor(req.maxTile / stride)));
+  }
   const fitsAt = (k: number): StreamedPrediction | undefined => {
     const p = predictAt(req, image, k * stride);
     return p.requiredBytes <= usable ? p : undefined;
@@ -179,6 +187,19 @@ export function planTile(req: PlanRequest): TilePlan {
     }
   }
   return evaluate(req, image, Math.min(lo * stride, largestSide), stride, minimum, usable, headroom);
+}
+
+/**
+ * The tile for `tileSize: auto`: as few tiles as the largest fitting tile needs, made by the smallest
+ * tile that gives that count (its lean tile) — the same tiles with less overlap, so less compute and
+ * memory. E.g. ResNet-18 at 8192² on 80 GiB: 6288 and 4208 both give 2×2 tiles; 4208 computes 55% less.
+ */
+export function planAutoTile(req: PlanRequest): TilePlan {
+  const largest = planTile(req);
+  if (!largest.fits || largest.leanTile.tile >= largest.tile) return largest;
+  // Memory grows with the tile, so the smaller lean tile fits whenever the largest does.
+  const lean = checkTile({ ...req, tile: largest.leanTile.tile });
+  return lean.fits ? { ...lean, largestTile: largest.tile } : largest;
 }
 
 /** The predictions for a tile the caller chose; refuses tiles the body cannot stream. */

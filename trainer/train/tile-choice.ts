@@ -1,11 +1,12 @@
 // Which tile a run uses: a flag (the operator passes its plan this way), the job's numeric
-// spec.streaming.tileSize, or 'auto': the planner's largest tile for the memory budget.
+// spec.streaming.tileSize, or 'auto': the planner's auto tile for the memory budget (planAutoTile:
+// as few tiles as the largest fitting tile, with the least overlap).
 
 import { freemem, totalmem } from 'node:os';
 import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
 import type { BackendName } from '../backend/select.ts';
 import { optimizerFromSpec } from '../plan/memory.ts';
-import { checkTile, formatBytes, type PlanRequest, planTile } from '../plan/planner.ts';
+import { checkTile, formatBytes, type PlanRequest, planAutoTile, planTile } from '../plan/planner.ts';
 import type { Network } from '../streaming/network.ts';
 
 export interface TileChoice {
@@ -41,7 +42,7 @@ export function resolveTile(
     };
   }
   const budget = o.memoryBudget ?? defaultBudget(backend);
-  const plan = planTile({
+  const plan = planAutoTile({
     ...planRequest(spec, net, image, backend, budget, spec.streaming.memoryHeadroom),
     minTile: spec.streaming.minTileSize,
   });
