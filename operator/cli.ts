@@ -68,6 +68,14 @@ export function registerOperatorCommand(program: Command, version = program.vers
     )
     .addOption(
       new Option(
+        '--trainer-image-pull-secrets <names>',
+        "secrets in each job's namespace for pulling the trainer image (comma-separated)",
+      )
+        .argParser(collect)
+        .env('TILESTREAM_TRAINER_IMAGE_PULL_SECRETS'),
+    )
+    .addOption(
+      new Option(
         '--gpu-memory-table <file>',
         "YAML/JSON map of GPU product to memory ('Tesla-T4: 16Gi') for nodes without GPU Feature Discovery",
       ).env('TILESTREAM_GPU_MEMORY_TABLE'),

@@ -38,6 +38,7 @@ export interface OperatorOptions {
   trainerImage?: string;
   trainerCommand?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  trainerImagePullSecrets?: string[];
   gpuMemoryTable?: string;
   productLabels?: string[];
   fieldManager?: string;
@@ -118,6 +119,9 @@ export function operatorConfig(
       image: o.trainerImage ?? `tilestream:${version}`,
       ...(o.trainerCommand !== undefined && { command: o.trainerCommand.split(/\s+/).filter(Boolean) }),
       ...(o.imagePullPolicy !== undefined && { imagePullPolicy: o.imagePullPolicy }),
+      ...(listOption(o.trainerImagePullSecrets) && {
+        imagePullSecrets: listOption(o.trainerImagePullSecrets),
+      }),
     },
     gpuMemoryTablePath: o.gpuMemoryTable,
     productLabels: listOption(o.productLabels),

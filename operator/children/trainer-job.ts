@@ -33,6 +33,11 @@ export interface TrainerSettings {
   /** Used when spec.image is unset. */
   image: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /**
+   * Secrets in each job's namespace for pulling the trainer image (a private or air-gapped
+   * registry); the pod names them, so nodes need no registry credentials of their own.
+   */
+  imagePullSecrets?: string[];
   /** Unset: the image's entrypoint (`tilestream`) takes the arguments. */
   command?: string[];
   metricsPort: number;
@@ -200,6 +205,9 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
               },
             }),
           ...(spec.resources.nodeSelector !== undefined && { nodeSelector: spec.resources.nodeSelector }),
+          ...(settings.imagePullSecrets?.length && {
+            imagePullSecrets: settings.imagePullSecrets.map((name) => ({ name })),
+          }),
           tolerations: [
             ...(spec.resources.tolerations ?? []),
             ...(gpu ? [resourceToleration(plan.resourceName as string)] : []),

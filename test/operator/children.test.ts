@@ -96,6 +96,12 @@ describe('trainer Job (pure builder)', () => {
       build(makeStj().spec((s) => (s.image = 'mine:1'))).spec?.template.spec?.containers[0]?.image,
       'mine:1',
     );
+    assert.equal(job.spec?.template.spec?.imagePullSecrets, undefined);
+  });
+
+  it("names the operator's trainer image pull secrets on the pod (a private or air-gapped registry)", () => {
+    const job = build(makeStj(), { settings: { ...settings, imagePullSecrets: ['regcred', 'mirror'] } });
+    assert.deepEqual(job.spec?.template.spec?.imagePullSecrets, [{ name: 'regcred' }, { name: 'mirror' }]);
   });
 
   it('asks for one GPU of the planned resource, pins the class by node affinity, and tolerates the GPU taint', () => {

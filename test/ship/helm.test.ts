@@ -18,6 +18,7 @@ import { metricNames } from '../../helm/dashboard/promql.ts';
 import { childLabels, LABEL } from '../../operator/children/names.ts';
 import { registerOperatorCommand } from '../../operator/cli.ts';
 import { parseGpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
+import { operatorConfig } from '../../operator/config.ts';
 import {
   LEADER_ELECTION_RULES,
   OPERATOR_NODE_RULES,
@@ -242,7 +243,7 @@ describe('helm chart', { skip }, () => {
       'watchNamespaces=["a"]',
       'productLabels=["cloud.google.com/gke-accelerator"]',
       'operator={"logLevel":"debug","workers":4,"resyncSeconds":300}',
-      'trainer={"command":"tilestream"}',
+      'trainer={"command":"tilestream","imagePullSecrets":[{"name":"regcred"},{"name":"mirror"}]}',
     ]);
     const args: string[] = container(objects).args.slice(1);
     assert.ok(args.length >= 10, args.join(' '));
@@ -251,6 +252,14 @@ describe('helm chart', { skip }, () => {
     assert.ok(
       args.includes('--workers=4') && args.includes('--resync=300') && args.includes('--log-level=debug'),
     );
+    // The operator parses these flags into the trainer pods' imagePullSecrets.
+    const parsed = operatorConfig({
+      leaderElect: false,
+      trainerImagePullSecrets: args
+        .filter((a) => a.startsWith('--trainer-image-pull-secrets='))
+        .map((a) => a.split('=')[1] as string),
+    });
+    assert.deepEqual(parsed.trainer.imagePullSecrets, ['regcred', 'mirror']);
   });
 
   it('feeds the GPU memory table from the values to --gpu-memory-table in a form the operator parses', () => {
