@@ -218,6 +218,12 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
   writeFileSync(policy, auditPolicyYaml([OPERATOR_USER]));
   const cleanups: (() => Promise<void> | void)[] = [() => rmSync(work, { recursive: true, force: true })];
   let operator: ChildProcess | undefined;
+  // Ctrl-C (the CLI turns signals into exit) must not leave the operator or the work dir behind.
+  const onExit = () => {
+    operator?.kill('SIGKILL');
+    rmSync(work, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
   const opLog = join(work, 'operator.log');
   try {
     say('starting the control plane (etcd, kube-apiserver with an audit log, controller manager, scheduler)');
@@ -505,6 +511,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
   } finally {
     if (operator && operator.exitCode === null) operator.kill('SIGKILL');
     for (const c of cleanups.reverse()) await c();
+    process.off('exit', onExit);
   }
 }
 
@@ -616,6 +623,9 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  // Exit on a signal so that the 'exit' handlers (here and in the harness) stop what was started.
+  process.once('SIGINT', () => process.exit(130));
+  process.once('SIGTERM', () => process.exit(143));
   let args: ReturnType<typeof parseScaleArgs>;
   try {
     args = parseScaleArgs(process.argv.slice(2));
