@@ -11,7 +11,7 @@
 // runs → resume from that checkpoint → Succeeded; ttlSecondsAfterFinished → the job and all its
 // children deleted; the trainer's token may apply its own job's status and nothing else (403).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -33,6 +33,7 @@ import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 import { edit, INVALID_MANIFESTS } from '../crds/invalid-manifests.ts';
 import { mapLimit } from '../crds/map-limit.ts';
+import { conditionOf, SYNTHETIC, type TinyJobOptions, tinyJob } from './tiny-job.ts';
 
 const started = await startControlPlaneOrSkip();
 if (started.skip) process.stderr.write(`SKIP end-to-end scenarios: ${started.skip}\n`);
@@ -42,7 +43,6 @@ const POD_TRAINER = fileURLToPath(new URL('./pod-trainer.ts', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'tilestream-e2e-'));
 const dataDir = join(work, 'data');
 const OOM_MARK = join(work, 'oom-once');
-const SYNTHETIC = { count: 16, validationCount: 4, seed: 3, format: 'png' as const };
 const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
 const JOB_LABEL = 'tilestream.io/job-name';
 
@@ -92,56 +92,16 @@ interface PodList {
   }[];
 }
 
-/** A tiny synthetic job (the one of test/train/train-command.test.ts) on hostPath volumes. */
-function job(
-  name: string,
-  opts: {
-    image?: string;
-    epochs?: number;
-    minGpuMemory?: string;
-    runPolicy?: { suspend?: boolean; ttlSecondsAfterFinished?: number; queueName?: string };
-  } = {},
-) {
-  const checkpoints = join(work, 'checkpoints', name);
-  mkdirSync(checkpoints, { recursive: true });
-  return {
-    apiVersion: 'tilestream.io/v1alpha1',
-    kind: 'StreamingTrainingJob',
-    metadata: { name, namespace: NS },
-    spec: {
-      image: opts.image ?? 'tilestream:e2e',
-      model: { architecture: 'smallcnn', width: 4, head: { pooling: 'max', classes: 1 } },
-      data: {
-        root: '/data',
-        volume: { hostPath: { path: dataDir } },
-        train: 'train.csv',
-        validation: 'val.csv',
-        imageSize: { height: 192, width: 192 },
-        channels: 1,
-        normalization: { mean: [0.5], std: [0.05] },
-        synthetic: SYNTHETIC,
-      },
-      training: {
-        epochs: opts.epochs ?? 1,
-        batchSize: 2,
-        loss: 'binary-cross-entropy',
-        optimizer: { type: 'adam', learningRate: 0.003 },
-        seed: 7,
-        backend: 'wasm',
-      },
-      resources: { gpus: 1, ...(opts.minGpuMemory && { minGpuMemory: opts.minGpuMemory }) },
-      checkpoint: {
-        path: '/checkpoints',
-        volume: { hostPath: { path: checkpoints } },
-        everySteps: 1,
-        keep: 2,
-      },
-      ...(opts.runPolicy && { runPolicy: opts.runPolicy }),
-    },
-  };
+/** The tiny synthetic job in this suite's namespace, on the trainer wrapper's image by default. */
+function job(name: string, opts: Omit<TinyJobOptions, 'namespace' | 'dataDir' | 'checkpointsDir'> = {}) {
+  return tinyJob(name, {
+    namespace: NS,
+    dataDir,
+    checkpointsDir: join(work, 'checkpoints', name),
+    image: 'tilestream:e2e',
+    ...opts,
+  });
 }
-
-const conditionOf = (s: Stj, type: string) => s.status?.conditions?.find((c) => c.type === type);
 
 /** The steps of the checkpoints a job has written to its hostPath volume. */
 function checkpointSteps(name: string): number[] {

@@ -6,7 +6,7 @@
 // duplicated, and the status carries on; (4) two replicas on one Lease → one leader; the leader killed
 // → the standby takes the Lease within the lease time and reconciles a job applied after the kill.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -23,6 +23,7 @@ import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 import { type OperatorProcess, OperatorProcesses } from './operator-process.ts';
+import { conditionOf, STEPS_PER_EPOCH, SYNTHETIC, tinyJob } from './tiny-job.ts';
 
 const started = await startControlPlaneOrSkip();
 if (started.skip) process.stderr.write(`SKIP operator failover scenarios: ${started.skip}\n`);
@@ -36,8 +37,6 @@ const IMAGE = 'tilestream:e2e';
 const POD_TRAINER = fileURLToPath(new URL('./pod-trainer.ts', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'tilestream-failover-'));
 const dataDir = join(work, 'data');
-const SYNTHETIC = { count: 16, validationCount: 4, seed: 3, format: 'png' as const };
-const STEPS_PER_EPOCH = 8; // 16 images, batch 2
 const TRAINER_LABEL = 'tilestream.io/job-name';
 /** The trainer's status-report throttle (trainer/train/run.ts: createStatusReporter(…, 10_000, …)). */
 const TRAINER_REPORT_INTERVAL_MS = 10_000;
@@ -73,45 +72,15 @@ interface Lease {
   };
 }
 
-/** The tiny synthetic job of e2e.test.ts, checkpointing every step, on hostPath volumes. */
-function job(namespace: string, name: string, epochs: number) {
-  const checkpoints = join(work, 'checkpoints', namespace, name);
-  mkdirSync(checkpoints, { recursive: true });
-  return {
-    apiVersion: 'tilestream.io/v1alpha1',
-    kind: 'StreamingTrainingJob',
-    metadata: { name, namespace },
-    spec: {
-      model: { architecture: 'smallcnn', width: 4, head: { pooling: 'max', classes: 1 } },
-      data: {
-        root: '/data',
-        volume: { hostPath: { path: dataDir } },
-        train: 'train.csv',
-        validation: 'val.csv',
-        imageSize: { height: 192, width: 192 },
-        channels: 1,
-        normalization: { mean: [0.5], std: [0.05] },
-        synthetic: SYNTHETIC,
-      },
-      training: {
-        epochs,
-        batchSize: 2,
-        loss: 'binary-cross-entropy',
-        optimizer: { type: 'adam', learningRate: 0.003 },
-        seed: 7,
-        backend: 'wasm',
-      },
-      resources: { gpus: 1 },
-      checkpoint: {
-        path: '/checkpoints',
-        volume: { hostPath: { path: checkpoints } },
-        everySteps: 1,
-        keep: 2,
-      },
-      runPolicy: { ttlSecondsAfterFinished: 3600 },
-    },
-  };
-}
+/** The tiny synthetic job on the operator's trainer image, kept an hour after it finishes. */
+const job = (namespace: string, name: string, epochs: number) =>
+  tinyJob(name, {
+    namespace,
+    dataDir,
+    checkpointsDir: join(work, 'checkpoints', namespace, name),
+    epochs,
+    runPolicy: { ttlSecondsAfterFinished: 3600 },
+  });
 
 /** Informer warnings in an operator's log (a broken or silent watch); the operators here run long enough to show them. */
 const watchWarnings = (op: OperatorProcess) =>
@@ -119,7 +88,6 @@ const watchWarnings = (op: OperatorProcess) =>
     .split('\n')
     .filter((l) => l.includes('"informer"') && l.includes('"level":"warn"'));
 
-const conditionOf = (s: Stj, type: string) => s.status?.conditions?.find((c) => c.type === type);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('operator failover: a separate operator process killed, restarted and replicated', {
