@@ -133,6 +133,13 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
   const admin = started.plane ? new KubeClient(plane.kubeConfig) : (undefined as unknown as KubeClient);
   const stop = new AbortController();
   let exit: Promise<number>;
+  let operatorMetricsPort = 0;
+  const scrape = async (port: number) => {
+    assert.ok(port > 0, 'a /metrics port');
+    const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+    assert.equal(r.status, 200);
+    return r.text();
+  };
   let nodes: Awaited<ReturnType<typeof registerFakeGpuNodes>>;
   let agent: NodeAgent;
 
@@ -282,7 +289,15 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
         healthPort: 0,
         trainerImage: 'tilestream:e2e',
       }),
-      { signal: stop.signal, kubeConfig: operatorKc, log: silentLogger, handleSignals: false },
+      {
+        signal: stop.signal,
+        kubeConfig: operatorKc,
+        log: silentLogger,
+        handleSignals: false,
+        onListening: (ports) => {
+          operatorMetricsPort = ports.metricsPort;
+        },
+      },
     );
   });
 
@@ -322,6 +337,18 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     // The smallest class that holds it: the 10 GB MIG slice; the whole 192² image is one tile.
     assert.equal(planned.status?.plan?.gpuProduct, 'A100-SXM4-80GB-MIG-1g.10gb');
     assert.equal(planned.status?.plan?.tileSize, 192);
+    // The plan is on the operator's /metrics too: tile and predicted memory saved for this job.
+    const operatorMetrics = await scrape(operatorMetricsPort);
+    assert.match(operatorMetrics, /^tilestream_job_tile_size_pixels\{[^}]*job="tiny"[^}]*\} 192$/m);
+    for (const mode of ['streamed', 'conventional']) {
+      const bytes = new RegExp(
+        `^tilestream_job_predicted_peak_memory_bytes\\{[^}]*job="tiny",mode="${mode}"\\} [1-9]\\d*$`,
+        'm',
+      );
+      assert.match(operatorMetrics, bytes);
+    }
+    // One tile holds the whole 192² image, so streaming saves nothing here (the ratio is clamped at 0).
+    assert.match(operatorMetrics, /^tilestream_job_memory_savings_ratio\{[^}]*job="tiny"[^}]*\} 0$/m);
     const done = await until('tiny', 'Succeeded', (s) => s.status?.phase === 'Succeeded');
     const pods = await podsOf('tiny');
     assert.deepEqual(
@@ -376,6 +403,22 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     );
     const [first] = await podsOf('resume');
     assert.ok(first, 'a trainer pod runs');
+    // The running trainer's /metrics: throughput counters and the tile, labelled with the job.
+    const firstLog = agent.logPath(NS, first.metadata.name, 'trainer') as string;
+    const trainerPort = await waitFor(
+      'resume: the trainer logs its metrics port',
+      async () => Number(/metrics on :(\d+)\/metrics/.exec(readFileSync(firstLog, 'utf8'))?.[1]) || undefined,
+      { timeoutMs: 10_000, intervalMs: 50 },
+    );
+    const trainerMetrics = await scrape(trainerPort);
+    assert.match(
+      trainerMetrics,
+      /^tilestream_trainer_pixels_processed_total\{namespace="e2e",job="resume"\} [1-9]\d*$/m,
+    );
+    assert.match(
+      trainerMetrics,
+      /^tilestream_trainer_tile_size_pixels\{namespace="e2e",job="resume"\} 192$/m,
+    );
     assert.equal(agent.killContainer(NS, first.metadata.name, 'trainer', 'SIGKILL'), true);
     const done = await until('resume', 'Succeeded', (s) => s.status?.phase === 'Succeeded', 120_000);
     assert.ok(killedAt < STEPS, `killed mid-run at step ${killedAt}`);

@@ -30,9 +30,9 @@ if (oomFile && !existsSync(oomFile)) {
   process.exit(3);
 }
 
-// Pods on one machine would share port 9400: leave the metrics server off.
+// Pods on one machine would share port 9400: each trainer takes a free port instead (it logs which).
 const metricsAt = args.indexOf('--metrics-port');
-if (metricsAt >= 0) args.splice(metricsAt, 2);
+if (metricsAt >= 0) args[metricsAt + 1] = '0';
 const [command, jobFile, ...rest] = args;
 if (command !== 'train' || !jobFile) throw new Error(`expected 'train <job file> …', got ${args.join(' ')}`);
 
