@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { validateJob } from '../../crds/validate.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { installCrd } from '../controlplane/install-crd.ts';
+import { sortKeys } from '../sort-keys.ts';
 import {
   edit,
   INVALID_MANIFESTS,
@@ -18,18 +19,6 @@ import { mapLimit } from './map-limit.ts';
 // No controllers or scheduler needed: only the API server's validation is under test.
 const started = await startControlPlaneOrSkip({ controllers: [] });
 if (started.skip) process.stderr.write(`SKIP CRD API-server suite: ${started.skip}\n`);
-
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') {
-    return Object.fromEntries(
-      Object.entries(v)
-        .sort(([a], [b]) => (a < b ? -1 : 1))
-        .map(([k, x]) => [k, sortKeys(x)]),
-    );
-  }
-  return v;
-}
 
 describe('the CRD on a real kube-apiserver', { skip: started.skip }, () => {
   const plane = started.plane as ControlPlane;

@@ -15,31 +15,26 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { operatorConfig } from '../../operator/config.ts';
 import { ApiError, isNotFound, KubeClient } from '../../operator/kube/client.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
-import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
 import { createStatusReporter, TRAINER_FIELD_MANAGER } from '../../trainer/train/report-k8s.ts';
-import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
-import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
-import { installCrd } from '../controlplane/install-crd.ts';
-import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
+import type { NodeAgent } from '../controlplane/node-agent.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 import { edit, INVALID_MANIFESTS } from '../crds/invalid-manifests.ts';
 import { mapLimit } from '../crds/map-limit.ts';
-import { conditionOf, SYNTHETIC, type TinyJobOptions, tinyJob } from './tiny-job.ts';
+import { conditionOf, type TinyJobOptions, tinyJob } from './tiny-job.ts';
+import { POD_TRAINER, startTrainingCluster, type TrainingCluster } from './training-cluster.ts';
 
 const started = await startControlPlaneOrSkip();
 if (started.skip) process.stderr.write(`SKIP end-to-end scenarios: ${started.skip}\n`);
 
 const NS = 'e2e';
-const POD_TRAINER = fileURLToPath(new URL('./pod-trainer.ts', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'tilestream-e2e-'));
 const dataDir = join(work, 'data');
 const OOM_MARK = join(work, 'oom-once');
@@ -140,7 +135,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     assert.equal(r.status, 200);
     return r.text();
   };
-  let nodes: Awaited<ReturnType<typeof registerFakeGpuNodes>>;
+  let cluster: TrainingCluster | undefined;
   let agent: NodeAgent;
 
   const apply = async (manifest: object) => {
@@ -265,19 +260,11 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     plane.kubectl(['patch', 'stj', name, '-n', NS, '--type=merge', '-p', JSON.stringify(patch)]);
 
   before(async () => {
-    await ensureSyntheticDataset(dataDir, { height: 192, width: 192, ...SYNTHETIC });
-    await installCrd(plane);
-    nodes = await registerFakeGpuNodes(plane.kubeConfig, STANDARD_GPU_CLASSES, {
-      kubeConfigForNode: (n) => plane.nodeKubeConfig(n),
+    cluster = await startTrainingCluster(plane, dataDir, {
+      'tilestream:e2e': [process.execPath, POD_TRAINER],
+      'tilestream:e2e-oom': [process.execPath, POD_TRAINER, `--e2e-oom-once=${OOM_MARK}`],
     });
-    agent = await startNodeAgent(plane.kubeConfig, nodes.names, {
-      kubeConfigForNode: plane.nodeKubeConfig,
-      imageCommands: {
-        'tilestream:e2e': [process.execPath, POD_TRAINER],
-        'tilestream:e2e-oom': [process.execPath, POD_TRAINER, `--e2e-oom-once=${OOM_MARK}`],
-      },
-      restartDelayMs: 200,
-    });
+    agent = cluster.agent;
     await plane.createNamespace(NS);
     // The operator runs as a service account holding exactly the rules operator/rbac.ts lists.
     const { kubeConfig: operatorKc } = await createOperatorAccount(plane, NS, { prefix: 'e2e' });
@@ -304,8 +291,7 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
   after(async () => {
     stop.abort();
     if (exit) assert.equal(await exit, 0);
-    await agent?.stop();
-    await nodes?.stop();
+    await cluster?.stop();
     await plane?.stop();
     rmSync(work, { recursive: true, force: true });
   });

@@ -10,20 +10,16 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { KubeClient } from '../../operator/kube/client.ts';
 import { LEADER_ELECTION_DEFAULTS } from '../../operator/leader.ts';
-import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
-import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
-import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
-import { installCrd } from '../controlplane/install-crd.ts';
-import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
+import type { NodeAgent } from '../controlplane/node-agent.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
 import { type OperatorProcess, OperatorProcesses } from './operator-process.ts';
-import { conditionOf, STEPS_PER_EPOCH, SYNTHETIC, tinyJob } from './tiny-job.ts';
+import { conditionOf, STEPS_PER_EPOCH, tinyJob } from './tiny-job.ts';
+import { POD_TRAINER, startTrainingCluster, type TrainingCluster } from './training-cluster.ts';
 
 const started = await startControlPlaneOrSkip();
 if (started.skip) process.stderr.write(`SKIP operator failover scenarios: ${started.skip}\n`);
@@ -34,7 +30,6 @@ const OPERATOR_NS = 'failover';
 const RESTART_NS = 'restart';
 const HANDOVER_NS = 'handover';
 const IMAGE = 'tilestream:e2e';
-const POD_TRAINER = fileURLToPath(new URL('./pod-trainer.ts', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'tilestream-failover-'));
 const dataDir = join(work, 'data');
 const TRAINER_LABEL = 'tilestream.io/job-name';
@@ -101,7 +96,7 @@ describe('operator failover: a separate operator process killed, restarted and r
   const admin = started.plane ? new KubeClient(plane.kubeConfig) : (undefined as unknown as KubeClient);
   const operators = new OperatorProcesses();
   let kubeconfigPath: string;
-  let nodes: Awaited<ReturnType<typeof registerFakeGpuNodes>>;
+  let cluster: TrainingCluster | undefined;
   let agent: NodeAgent;
 
   const kubectl = async (args: string[], input?: string) => {
@@ -165,16 +160,8 @@ describe('operator failover: a separate operator process killed, restarted and r
     ops.flatMap((o) => (o ? [`--- operator ${o.identity}:\n${o.logTail()}`] : [])).join('\n');
 
   before(async () => {
-    await ensureSyntheticDataset(dataDir, { height: 192, width: 192, ...SYNTHETIC });
-    await installCrd(plane);
-    nodes = await registerFakeGpuNodes(plane.kubeConfig, STANDARD_GPU_CLASSES, {
-      kubeConfigForNode: (n) => plane.nodeKubeConfig(n),
-    });
-    agent = await startNodeAgent(plane.kubeConfig, nodes.names, {
-      kubeConfigForNode: plane.nodeKubeConfig,
-      imageCommands: { [IMAGE]: [process.execPath, POD_TRAINER] },
-      restartDelayMs: 200,
-    });
+    cluster = await startTrainingCluster(plane, dataDir, { [IMAGE]: [process.execPath, POD_TRAINER] });
+    agent = cluster.agent;
     for (const ns of [OPERATOR_NS, RESTART_NS, HANDOVER_NS]) await plane.createNamespace(ns);
     ({ kubeconfigPath } = await createOperatorAccount(plane, OPERATOR_NS, { prefix: 'failover' }));
   });
@@ -182,8 +169,7 @@ describe('operator failover: a separate operator process killed, restarted and r
   after(async () => {
     // Even after a failed assertion: no operator process outlives the suite.
     await operators.stopAll();
-    await agent?.stop();
-    await nodes?.stop();
+    await cluster?.stop();
     await plane?.stop();
     rmSync(work, { recursive: true, force: true });
     operators.cleanUp();

@@ -34,6 +34,7 @@ import { type ControlPlane, startControlPlane } from '../controlplane/harness.ts
 import { installCrd } from '../controlplane/install-crd.ts';
 import { opensslAvailable } from '../controlplane/pki.ts';
 import { waitFor } from '../controlplane/wait.ts';
+import { sortKeys } from '../sort-keys.ts';
 import {
   allDocs,
   docsOf,
@@ -120,18 +121,6 @@ function tilestream(args: readonly string[], timeoutMs = 120_000): Promise<Run> 
 const jobs = (): ExampleDoc[] => allDocs().filter(isJob);
 const where = (d: ExampleDoc): string =>
   `examples/${d.file} #${d.index} ${d.obj.kind}/${d.obj.metadata.name}`;
-
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') {
-    return Object.fromEntries(
-      Object.entries(v)
-        .sort(([a], [b]) => (a < b ? -1 : 1))
-        .map(([k, x]) => [k, sortKeys(x)]),
-    );
-  }
-  return v;
-}
 
 const readExample = (file: string): string => readFileSync(join(EXAMPLES_DIR, file), 'utf8');
 

@@ -481,32 +481,15 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
 
   it('installs with helm --dry-run=server and prints NOTES that say what to do next', (t) => {
     if (!plane) return t.skip(planeSkip ?? 'no control plane');
-    const r = helm([
-      'install',
-      'ts',
-      chart,
-      '--namespace',
-      NS,
-      '--dry-run=server',
-      '--kubeconfig',
-      plane.kubeconfigPath,
-    ]);
+    const kubeconfig = plane.kubeconfigPath;
+    const install = (...extra: string[]) =>
+      helm(['install', 'ts', chart, '-n', NS, '--dry-run=server', '--kubeconfig', kubeconfig, ...extra]);
+    const r = install();
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /rollout status deployment\/ts-tilestream/);
     assert.match(r.out, /kubectl get stj/);
     assert.doesNotMatch(r.out, /grafana_dashboard/, 'no dashboard note when it is off');
-    const withDashboard = helm([
-      'install',
-      'ts',
-      chart,
-      '--namespace',
-      NS,
-      '--dry-run=server',
-      '--kubeconfig',
-      plane.kubeconfigPath,
-      '--set-json',
-      'grafanaDashboard={"enabled":true,"namespace":"team-a"}',
-    ]);
+    const withDashboard = install('--set-json', 'grafanaDashboard={"enabled":true,"namespace":"team-a"}');
     assert.equal(withDashboard.status, 0, withDashboard.out);
     assert.match(
       withDashboard.out,
