@@ -15,6 +15,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { operatorConfig } from '../../operator/config.ts';
@@ -40,6 +41,7 @@ const dataDir = join(work, 'data');
 const OOM_MARK = join(work, 'oom-once');
 const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
 const JOB_LABEL = 'tilestream.io/job-name';
+const SMOKE_EXAMPLE = fileURLToPath(new URL('../../examples/cluster-smoke.yaml', import.meta.url));
 
 interface Condition {
   type: string;
@@ -351,6 +353,24 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
       'the checkpoint lands on the hostPath volume',
     );
     assert.equal(conditionOf(done, 'Succeeded')?.reason, 'TrainingCompleted');
+  });
+
+  it('runs examples/cluster-smoke.yaml, applied as it is with kubectl, to Succeeded', async () => {
+    const r = await plane.kubectl(['apply', '-n', NS, '-f', SMOKE_EXAMPLE]);
+    assert.equal(r.code, 0, r.stderr);
+    const done = await until('cluster-smoke', 'Succeeded', (s) => s.status?.phase === 'Succeeded');
+    // The example's fixed tile 128 fits the smallest class, the MIG slice.
+    assert.equal(done.status?.plan?.tileSize, 128);
+    assert.equal(done.status?.plan?.gpuProduct, 'A100-SXM4-80GB-MIG-1g.10gb');
+    const pods = await podsOf('cluster-smoke');
+    assert.deepEqual(
+      pods.map((p) => [p.spec.nodeName, p.status?.phase]),
+      [['gpu-mig-10g-0', 'Succeeded']],
+    );
+    assert.equal(done.status?.progress?.step, 8); // 16 synthetic images made in the pod, batch 2
+    assert.equal(done.status?.progress?.fraction, 1);
+    assert.equal(typeof done.status?.result?.validationAccuracy, 'number');
+    assert.equal(done.status?.lastCheckpoint?.step, 8);
   });
 
   it('reduces the tile after an out-of-memory exit and then succeeds', async (t) => {
