@@ -34,6 +34,15 @@ describe('out-of-memory detection', () => {
       assert.equal(isOutOfMemory(new Error(message)), false, message);
     }
   });
+  it('counts a TypeError as out of memory only when the wasm heap had nearly reached 4 GiB', () => {
+    // A failed allocation can hand tfjs nothing, which it then reads: a TypeError, not a trap.
+    const e = new TypeError("Cannot read properties of undefined (reading 'shape')");
+    const GiB = 1024 ** 3;
+    assert.equal(isOutOfMemory(e), false);
+    assert.equal(isOutOfMemory(e, { wasmHeapBytes: 1.2 * GiB }), false, 'a bug on a roomy heap stays a bug');
+    assert.equal(isOutOfMemory(e, { wasmHeapBytes: 3.9 * GiB }), true);
+    assert.equal(isOutOfMemory(new Error('ENOENT: no such file'), { wasmHeapBytes: 3.9 * GiB }), false);
+  });
 });
 
 describe('tilestream train out of memory', () => {

@@ -12,6 +12,13 @@ export type BackendName = Exclude<BackendChoice, 'auto'>;
 /** The environment variable that picks the backend when the caller asks for 'auto' or nothing. */
 export const BACKEND_ENV = 'TILESTREAM_BACKEND';
 
+/** The wasm backend's heap size now (it only grows), or undefined on another backend. */
+export function wasmHeapBytes(): number | undefined {
+  if (tf.getBackend() !== 'wasm') return undefined;
+  const backend = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
+  return backend.wasm?.HEAPU8?.buffer.byteLength;
+}
+
 /** Packages that provide the 'tensorflow' backend, in order of preference. */
 export const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
 

@@ -2,10 +2,10 @@
 // belongs to this step alone and an aborted wasm module takes only this process down.
 // Usage: node child.ts '<StepRequest JSON>'; prints one line of JSON (a ChildResult).
 
-import { initBackend } from '../backend/select.ts';
+import { initBackend, wasmHeapBytes } from '../backend/select.ts';
 import { type Architecture, builtinNetwork } from '../streaming/bodies.ts';
 import type { Network } from '../streaming/network.ts';
-import { measureStep, wasmHeapBytes } from './measure.ts';
+import { measureStep } from './measure.ts';
 
 export interface StepRequest {
   readonly backend: 'wasm' | 'cpu';

@@ -6,6 +6,7 @@
 // - wasmHeapBytes: the wasm heap's size after the run (it only grows; meaningful in a fresh process).
 
 import * as tf from '@tensorflow/tfjs-core';
+import { wasmHeapBytes } from '../backend/select.ts';
 import { linearLoss } from '../streaming/compare.ts';
 import { tensorSource } from '../streaming/executor.ts';
 import { tileGrid } from '../streaming/geometry.ts';
@@ -57,12 +58,6 @@ async function withBufferCount<R>(run: () => Promise<R>): Promise<{ result: R; p
     engine.trackTensor = track;
     engine.removeDataId = remove;
   }
-}
-
-export function wasmHeapBytes(): number | undefined {
-  if (tf.getBackend() !== 'wasm') return undefined;
-  const backend = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
-  return backend.wasm?.HEAPU8?.buffer.byteLength;
 }
 
 export type StepKind = 'streamed' | 'conventional';

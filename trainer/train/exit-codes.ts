@@ -27,14 +27,23 @@ const OOM_PATTERNS = [
   /Cannot allocate|Failed to allocate/i,
 ];
 
+/** The wasm heap's 32-bit limit; a heap grown past 90% of it was nearly full. */
+const WASM_HEAP_LIMIT = 4 * 1024 ** 3;
+const NEARLY_FULL = 0.9;
+
 /**
  * True for the errors backends raise when a tensor does not fit. The wasm backend has no clean
  * out-of-memory error: past its 4 GB heap, allocations wrap around and the module fails with
  * whatever WebAssembly trap comes first ("null function or function signature mismatch", "table
- * index is out of bounds", "Aborted()"), so every WebAssembly trap counts as out of memory.
+ * index is out of bounds", "Aborted()"), so every WebAssembly trap counts as out of memory. A
+ * failed allocation can also return nothing to tfjs, which then throws a TypeError reading it: that
+ * counts as out of memory when the wasm heap (`wasmHeapBytes`, which only grows) had nearly
+ * reached its limit.
  */
-export function isOutOfMemory(err: Error): boolean {
+export function isOutOfMemory(err: Error, context: { wasmHeapBytes?: number } = {}): boolean {
+  const heapNearlyFull = (context.wasmHeapBytes ?? 0) >= NEARLY_FULL * WASM_HEAP_LIMIT;
   return (
+    (heapNearlyFull && err.name === 'TypeError') ||
     err.name === 'RuntimeError' || // WebAssembly.RuntimeError: a trap
     err.name === 'PredictedOutOfMemoryError' ||
     OOM_PATTERNS.some((p) => p.test(err.message)) ||

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { formatProblems, loadJobFile } from '../../crds/validate.ts';
-import { type BackendChoice, initBackend } from '../backend/select.ts';
+import { type BackendChoice, initBackend, wasmHeapBytes } from '../backend/select.ts';
 import type { BadImage, Dataset } from '../data/dataset.ts';
 import { ManifestError } from '../data/manifest.ts';
 import { ensureSyntheticDataset } from '../data/synthetic.ts';
@@ -129,7 +129,8 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
     return summary.status === 'stopped' ? EXIT.stopped : EXIT.ok;
   } catch (e) {
     const err = e as Error;
-    if (isOutOfMemory(err)) {
+    const heap = wasmHeapBytes();
+    if (isOutOfMemory(err, heap !== undefined ? { wasmHeapBytes: heap } : {})) {
       say('error', `out of memory: ${err.message}; retry with a smaller tile (--tile-size)`, {
         exitCode: EXIT.outOfMemory,
       });
