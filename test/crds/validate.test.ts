@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import {
   formatProblems,
@@ -186,6 +186,7 @@ describe('validateJob reports every problem at once', () => {
 
 describe('loadJobFile', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tilestream-crds-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
   const file = (name: string, text: string) => {
     const p = join(dir, name);
     writeFileSync(p, text);

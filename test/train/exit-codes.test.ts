@@ -46,8 +46,8 @@ describe('out-of-memory detection', () => {
 });
 
 describe('tilestream train out of memory', () => {
-  it('exits with code 3 when a tile does not fit the wasm heap', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
+  it('exits with code 3 when a tile does not fit the wasm heap', async (t) => {
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
     const { spawnSync } = await import('node:child_process');
@@ -55,6 +55,7 @@ describe('tilestream train out of memory', () => {
     const sharp = (await import('sharp')).default;
     const { stringify } = await import('yaml');
     const dir = mkdtempSync(join(tmpdir(), 'oom-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const size = 4096;
     const pixels = Buffer.alloc(size * size);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;

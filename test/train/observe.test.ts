@@ -2,7 +2,7 @@
 // of status.progress to the job's own status (nock stands in for the API server).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -12,9 +12,12 @@ import { createStatusReporter, TRAINER_FIELD_MANAGER } from '../../trainer/train
 
 const SERVER = 'https://k8s.test.invalid:6443';
 
+const work = mkdtempSync(join(tmpdir(), 'kc-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+let kubeconfigs = 0;
+
 function kubeconfig(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'kc-'));
-  const file = join(dir, 'config');
+  const file = join(work, `config-${kubeconfigs++}`);
   writeFileSync(
     file,
     JSON.stringify({

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../trainer/backend/select.ts';
 import {
@@ -96,8 +96,15 @@ describe('checkpoints', () => {
     ['b', { shape: [3], values: Float32Array.from([0.5, -1, 7]) }],
   ]);
 
+  const work = mkdtempSync(join(tmpdir(), 'ckpt-'));
+  after(() => rmSync(work, { recursive: true, force: true }));
+  const folder = (name: string) => {
+    mkdirSync(join(work, name));
+    return join(work, name);
+  };
+
   it('round-trips tensors and metadata and keeps only the newest K', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ckpt-'));
+    const dir = folder('round-trip');
     for (let step = 1; step <= 5; step++) writeCheckpoint(dir, { step, meta: { epoch: step }, tensors }, 3);
     assert.deepEqual(
       listCheckpoints(dir).map((p) => basename(p)),
@@ -111,7 +118,7 @@ describe('checkpoints', () => {
   });
 
   it('falls back to the one before when the newest is truncated or corrupt, with a warning', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ckpt-'));
+    const dir = folder('fallback');
     writeCheckpoint(dir, { step: 1, meta: {}, tensors }, 3);
     const newest = writeCheckpoint(dir, { step: 2, meta: {}, tensors }, 3);
     const bytes = readFileSync(newest);
@@ -127,7 +134,7 @@ describe('checkpoints', () => {
       (e: unknown) => e instanceof CheckpointError && /checksum/.test(e.message),
     );
     assert.equal(
-      loadLatestCheckpoint(mkdtempSync(join(tmpdir(), 'empty-')), () => {}),
+      loadLatestCheckpoint(folder('empty'), () => {}),
       undefined,
     );
   });
