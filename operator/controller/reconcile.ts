@@ -17,10 +17,10 @@ import {
   buildTrainerRoleBinding,
   buildTrainerServiceAccount,
 } from '../children/trainer-rbac.ts';
-import { buildInventory, type GpuClass, type Inventory } from '../cluster/gpu-inventory.ts';
+import { buildInventory, type GpuClass } from '../cluster/gpu-inventory.ts';
 import type { GpuMemoryTable } from '../cluster/gpu-memory-table.ts';
-import { admits, freeGpus, gpuUsage, planPlacement } from '../cluster/placement.ts';
-import { type Sizing, SizingError, type SizingRequest, smallerTile } from '../cluster/tile-sizing.ts';
+import { admits, freeGpus, gpuUsage, planPlacement, prewarmSizing } from '../cluster/placement.ts';
+import { type Sizing, type SizingRequest, smallerTile } from '../cluster/tile-sizing.ts';
 import type { EventRecorder } from '../events.ts';
 import { applyObject, applyStjStatus, deleteObject, mergePatch } from '../kube/api.ts';
 import { ApiError, isNotFound, type KubeClient } from '../kube/client.ts';
@@ -128,7 +128,8 @@ export async function reconcile(key: string, ctx: ReconcileContext): Promise<Act
   );
   const inventory = inventoryOf(ctx);
   const usage = gpuUsage(allPods);
-  if (!stj.status?.plan) await prewarmSizing(stj, inventory, ctx.sizer);
+  // A new job's first plans are the expensive ones: made class by class, letting other work in.
+  if (!stj.status?.plan) await prewarmSizing(stj.spec, inventory, ctx.sizer);
 
   const decision = decide({
     stj,
@@ -152,29 +153,6 @@ export async function reconcile(key: string, ctx: ReconcileContext): Promise<Act
   if (gone) return { kind: 'await-change' };
   ctx.metrics.setJob(namespace ?? '', name, decision.status.plan);
   return { kind: 'requeue', afterMs: decision.requeueAfterMs ?? ctx.config.resyncMs };
-}
-
-/**
- * Sizes a new job for every GPU class that admits it, yielding to the event loop between classes,
- * so that decide() then finds each sizing memoised. A first plan costs up to ~0.2 s a class; done in
- * one go for many new jobs it held /healthz for 2–4 s (npm run bench:operator).
- */
-export async function prewarmSizing(
-  stj: StreamingTrainingJob,
-  inventory: Inventory,
-  sizer: (req: SizingRequest) => Sizing,
-): Promise<void> {
-  if (stj.spec.resources.gpus === 0) return;
-  for (const cls of inventory.classes) {
-    if (!cls.offers.some((o) => admits(stj.spec, o))) continue;
-    await new Promise<void>((r) => setImmediate(r));
-    try {
-      sizer({ spec: stj.spec, budgetBytes: cls.memoryBytes, backend: 'tensorflow' });
-    } catch (e) {
-      // The same error reaches decide() from the memo, which turns it into a condition.
-      if (!(e instanceof SizingError)) throw e;
-    }
-  }
 }
 
 /** Carries a decision out. Returns true when the StreamingTrainingJob turned out to be gone. */

@@ -3,8 +3,15 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { buildInventory } from '../../operator/cluster/gpu-inventory.ts';
 import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
-import { gpuUsage, type Placement, planPlacement } from '../../operator/cluster/placement.ts';
-import { memoizedSizer, SizingError, sizeTile, smallerTile } from '../../operator/cluster/tile-sizing.ts';
+import { gpuUsage, type Placement, planPlacement, prewarmSizing } from '../../operator/cluster/placement.ts';
+import {
+  memoizedSizer,
+  type Sizing,
+  SizingError,
+  type SizingRequest,
+  sizeTile,
+  smallerTile,
+} from '../../operator/cluster/tile-sizing.ts';
 import type { Node } from '../../operator/kube/types.ts';
 import { makeNode, makePod, makeStj } from './builders.ts';
 
@@ -221,6 +228,42 @@ describe('tile sizing', () => {
     assert.throws(
       () => sizeTile({ spec, budgetBytes: GiB, backend: 'tensorflow' }),
       (e: Error) => e instanceof SizingError && /an input height of 16 is too small/.test(e.message),
+    );
+  });
+});
+
+describe('prewarmSizing', () => {
+  it('sizes a new job for each admitting GPU class, letting the event loop run between classes', async () => {
+    const nodes = [
+      makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj(),
+      makeNode('a100-0').gpus(8, 'A100-SXM4-40GB', 40960).obj(),
+      makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).taint('dedicated', 'NoSchedule', 'x').obj(),
+    ];
+    const inventory = buildInventory(nodes, { memoryTable: gpuMemoryTable() });
+    const order: string[] = [];
+    const sizer = (req: SizingRequest): Sizing => {
+      order.push(`size ${req.budgetBytes / 2 ** 30}`);
+      setImmediate(() => order.push('tick'));
+      if (req.budgetBytes < 20 * 2 ** 30) throw new SizingError('too small');
+      return { fits: true, tile: 1024 };
+    };
+    await prewarmSizing(makeStj().image(8192).obj().spec, inventory, sizer);
+    // The tainted H100 does not admit the job; a SizingError is left for decide() to report.
+    assert.deepEqual(order.filter((o) => o !== 'tick').sort(), ['size 16', 'size 40']);
+    for (let i = 1; i < order.length; i++)
+      assert.ok(!(order[i]?.startsWith('size') && order[i - 1]?.startsWith('size')), order.join(', '));
+    order.length = 0;
+    await prewarmSizing(makeStj().resources({ gpus: 0 }).obj().spec, inventory, sizer);
+    assert.deepEqual(order, [], 'a CPU job is sized against its memory, not the GPU classes');
+    await prewarmSizing(
+      makeStj().image(8192).resources({ minGpuMemory: '24Gi' }).obj().spec,
+      inventory,
+      sizer,
+    );
+    assert.deepEqual(
+      order.filter((o) => o !== 'tick'),
+      ['size 40'],
+      'only the classes planPlacement would consider',
     );
   });
 });

@@ -4,13 +4,10 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import nock from 'nock';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
-import { buildInventory } from '../../operator/cluster/gpu-inventory.ts';
-import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
-import { type Sizing, SizingError, type SizingRequest } from '../../operator/cluster/tile-sizing.ts';
-import { prewarmSizing, reconcile, TerminalError } from '../../operator/controller/reconcile.ts';
+import { reconcile, TerminalError } from '../../operator/controller/reconcile.ts';
 import { ApiError } from '../../operator/kube/client.ts';
 import type { Job } from '../../operator/kube/types.ts';
-import { makeNode, makePod, makeStj, withJobStatus } from './builders.ts';
+import { makePod, makeStj, withJobStatus } from './builders.ts';
 import { api } from './kube-fixture.ts';
 import { APPLY, JOBS_PATH, makeWorld, metricValue, RESYNC_MS, STJ_PATH } from './reconcile-fixture.ts';
 
@@ -338,31 +335,5 @@ describe('reconcile against a scripted API server', () => {
     w.ctx.metrics.setJob('team', 'demo', { tileSize: 512, gpuClass: 'x' });
     assert.deepEqual(await reconcile('team/demo', w.ctx), { kind: 'await-change' });
     assert.doesNotMatch(await w.metricsText(), /job="demo"/);
-  });
-});
-
-describe('prewarmSizing', () => {
-  it('sizes a new job for each admitting GPU class, letting the event loop run between classes', async () => {
-    const nodes = [
-      makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj(),
-      makeNode('a100-0').gpus(8, 'A100-SXM4-40GB', 40960).obj(),
-      makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).taint('dedicated', 'NoSchedule', 'x').obj(),
-    ];
-    const inventory = buildInventory(nodes, { memoryTable: gpuMemoryTable() });
-    const order: string[] = [];
-    const sizer = (req: SizingRequest): Sizing => {
-      order.push(`size ${req.budgetBytes / 2 ** 30}`);
-      setImmediate(() => order.push('tick'));
-      if (req.budgetBytes < 20 * 2 ** 30) throw new SizingError('too small');
-      return { fits: true, tile: 1024 };
-    };
-    await prewarmSizing(makeStj().image(8192).obj(), inventory, sizer);
-    // The tainted H100 does not admit the job; a SizingError is left for decide() to report.
-    assert.deepEqual(order.filter((o) => o !== 'tick').sort(), ['size 16', 'size 40']);
-    for (let i = 1; i < order.length; i++)
-      assert.ok(!(order[i]?.startsWith('size') && order[i - 1]?.startsWith('size')), order.join(', '));
-    order.length = 0;
-    await prewarmSizing(makeStj().resources({ gpus: 0 }).obj(), inventory, sizer);
-    assert.deepEqual(order, [], 'a CPU job is sized against its memory, not the GPU classes');
   });
 });
