@@ -102,6 +102,7 @@ export function operatorConfig(
     }
   }
   // Unique per process, as client-go recommends (hostname + random suffix): two replicas never share an identity.
+  const pullSecrets = listOption(o.trainerImagePullSecrets);
   const identity = o.identity ?? `${env.POD_NAME ?? hostname()}_${Math.random().toString(36).slice(2, 10)}`;
   return {
     namespaces: listOption(o.namespace),
@@ -119,9 +120,7 @@ export function operatorConfig(
       image: o.trainerImage ?? `tilestream:${version}`,
       ...(o.trainerCommand !== undefined && { command: o.trainerCommand.split(/\s+/).filter(Boolean) }),
       ...(o.imagePullPolicy !== undefined && { imagePullPolicy: o.imagePullPolicy }),
-      ...(listOption(o.trainerImagePullSecrets) && {
-        imagePullSecrets: listOption(o.trainerImagePullSecrets),
-      }),
+      ...(pullSecrets && { imagePullSecrets: pullSecrets }),
     },
     gpuMemoryTablePath: o.gpuMemoryTable,
     productLabels: listOption(o.productLabels),
