@@ -14,6 +14,7 @@ import {
 } from '../../trainer/backend/kernels/conv2d-backprop-input-conv.ts';
 import { activeProjectKernels } from '../../trainer/backend/kernels/registry.ts';
 import { initBackend } from '../../trainer/backend/select.ts';
+import { paddedCase } from '../conv-case.ts';
 import {
   type Arr4,
   assertClose,
@@ -63,24 +64,7 @@ function caseArb(opts: { dilation: boolean; maxK: number }): fc.Arbitrary<Case> 
         : fc.constant<[number, number]>([1, 1]),
       padFrac: fc.tuple(fc.nat(40), fc.nat(40), fc.nat(40), fc.nat(40)),
     })
-    .map(({ padFrac, ...c }) => {
-      const ekh = (c.kh - 1) * c.dilation[0] + 1;
-      const ekw = (c.kw - 1) * c.dilation[1] + 1;
-      // Paddings up to twice the effective kernel (asymmetric: some windows see only padding), then
-      // grow the input if needed.
-      const pad: Case['pad'] = [
-        padFrac[0] % (2 * ekh),
-        padFrac[1] % (2 * ekh),
-        padFrac[2] % (2 * ekw),
-        padFrac[3] % (2 * ekw),
-      ];
-      return {
-        ...c,
-        pad,
-        h: Math.max(c.h, ekh - pad[0] - pad[1]),
-        w: Math.max(c.w, ekw - pad[2] - pad[3]),
-      };
-    });
+    .map(({ padFrac, ...c }) => paddedCase(c, padFrac));
 }
 
 function tensorOf(a: Arr4): tf.Tensor4D {

@@ -8,6 +8,7 @@ import { initBackend } from '../../trainer/backend/select.ts';
 import type { ActivationFn } from '../../trainer/streaming/graph.ts';
 import { activation, affine, avgPool2d, conv2d, maxPool2d } from '../../trainer/streaming/ops.ts';
 import { watchXnnFailures, type XnnWatch } from '../backend/xnn-watch.ts';
+import { paddedCase } from '../conv-case.ts';
 import {
   type Arr4,
   assertClose,
@@ -98,25 +99,10 @@ const convCaseArb: fc.Arbitrary<ConvCase> = fc
     bias: fc.boolean(),
   })
   .map(({ kind, ch, padFrac, ...c }) => {
-    const ekh = (c.kh - 1) * c.dilation[0] + 1;
-    const ekw = (c.kw - 1) * c.dilation[1] + 1;
-    const pad: ConvCase['pad'] = [
-      padFrac[0] % (2 * ekh),
-      padFrac[1] % (2 * ekh),
-      padFrac[2] % (2 * ekw),
-      padFrac[3] % (2 * ekw),
-    ];
     // dense: groups 1, ch input channels; grouped: 2 groups of ch; depthwise: ch+1 groups of 1.
     const groups = kind === 'dense' ? 1 : kind === 'grouped' ? 2 : ch + 1;
     const cinPerGroup = kind === 'depthwise' ? 1 : ch;
-    return {
-      ...c,
-      groups,
-      cinPerGroup,
-      pad,
-      h: Math.max(c.h, ekh - pad[0] - pad[1]),
-      w: Math.max(c.w, ekw - pad[2] - pad[3]),
-    };
+    return { ...paddedCase(c, padFrac), groups, cinPerGroup };
   });
 
 const base: ConvCase = {
