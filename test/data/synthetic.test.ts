@@ -318,22 +318,25 @@ describe('tilestream synth', () => {
 
   it('writes a PNG dataset with a downsampled copy and prints a JSON summary', async () => {
     const out = join(dir, 'set');
-    const r = await run(
-      'synth',
-      '--out',
-      out,
-      '--size',
-      '48x64',
-      '--count',
-      '4',
-      '--val-count',
-      '2',
-      '--seed',
-      '9',
-      '--downsample',
-      '8',
-      '--json',
-    );
+    // The same dataset twice: the second run must find it in place.
+    const synth = (...extra: string[]) =>
+      run(
+        'synth',
+        '--out',
+        out,
+        '--size',
+        '48x64',
+        '--count',
+        '4',
+        '--val-count',
+        '2',
+        '--seed',
+        '9',
+        '--downsample',
+        '8',
+        ...extra,
+      );
+    const r = await synth('--json');
     const summary = JSON.parse(r.stdout) as {
       generated: number;
       params: Record<string, unknown>;
@@ -360,21 +363,7 @@ describe('tilestream synth', () => {
       channels: 1,
     });
     assert.equal(src.describe().format, 'png');
-    const again = await run(
-      'synth',
-      '--out',
-      out,
-      '--size',
-      '48x64',
-      '--count',
-      '4',
-      '--val-count',
-      '2',
-      '--seed',
-      '9',
-      '--downsample',
-      '8',
-    );
+    const again = await synth();
     assert.match(again.stdout, /already holds this dataset/);
   });
 
