@@ -325,8 +325,16 @@ describe('end to end: kubectl → operator → Job → node agent → trainer', 
     // The smallest class that holds it: the 10 GB MIG slice; the whole 192² image is one tile.
     assert.equal(planned.status?.plan?.gpuProduct, 'A100-SXM4-80GB-MIG-1g.10gb');
     assert.equal(planned.status?.plan?.tileSize, 192);
-    // The plan is on the operator's /metrics too: tile and predicted memory saved for this job.
-    const operatorMetrics = await scrape(operatorMetricsPort);
+    // The plan is on the operator's /metrics too: tile and predicted memory saved for this job. The
+    // operator records them just after it writes the status, so the series may trail the status a little.
+    const operatorMetrics = await waitFor(
+      'tiny: its series on the operator /metrics',
+      async () => {
+        const text = await scrape(operatorMetricsPort);
+        return /^tilestream_job_tile_size_pixels\{[^}]*job="tiny"/m.test(text) ? text : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
     assert.match(operatorMetrics, /^tilestream_job_tile_size_pixels\{[^}]*job="tiny"[^}]*\} 192$/m);
     for (const mode of ['streamed', 'conventional']) {
       const bytes = new RegExp(
