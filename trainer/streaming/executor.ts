@@ -131,24 +131,35 @@ export async function streamForward(
 ): Promise<tf.Tensor4D> {
   const rows: tf.Tensor4D[] = [];
   let row: tf.Tensor4D[] = [];
-  for (const [index, t] of grid.tiles.entries()) {
-    const x = await source.read(t.row.start, t.col.start, t.row.length, t.col.length);
-    const block = tf.tidy(() => {
-      const { begin, size } = ownedRegion(t);
-      return tf.slice(runBody(body, params, x), begin, size);
-    });
-    x.dispose();
-    row.push(block);
-    progress?.('forward', index, grid.tiles.length);
-    if (row.length === grid.cols.tiles.length) {
-      rows.push(row.length === 1 ? (row[0] as tf.Tensor4D) : tf.concat(row, 2));
-      if (row.length > 1) for (const b of row) b.dispose();
-      row = [];
+  try {
+    for (const [index, t] of grid.tiles.entries()) {
+      const x = await source.read(t.row.start, t.col.start, t.row.length, t.col.length);
+      let block: tf.Tensor4D;
+      try {
+        block = tf.tidy(() => {
+          const { begin, size } = ownedRegion(t);
+          return tf.slice(runBody(body, params, x), begin, size);
+        });
+      } finally {
+        x.dispose();
+      }
+      row.push(block);
+      progress?.('forward', index, grid.tiles.length);
+      if (row.length === grid.cols.tiles.length) {
+        rows.push(row.length === 1 ? (row[0] as tf.Tensor4D) : tf.concat(row, 2));
+        if (row.length > 1) for (const b of row) b.dispose();
+        row = [];
+      }
     }
+    const out = rows.length === 1 ? (rows[0] as tf.Tensor4D) : tf.concat(rows, 1);
+    if (rows.length > 1) for (const r of rows) r.dispose();
+    return out;
+  } catch (e) {
+    // A tile that fails to read (a corrupt TIFF tile) or a stop request from `progress`: the loop
+    // goes on with the next image, so the blocks stitched so far must not outlive this one.
+    for (const b of [...row, ...rows]) b.dispose();
+    throw e;
   }
-  const out = rows.length === 1 ? (rows[0] as tf.Tensor4D) : tf.concat(rows, 1);
-  if (rows.length > 1) for (const r of rows) r.dispose();
-  return out;
 }
 
 export interface BackwardResult {
@@ -179,37 +190,46 @@ export async function streamBackward(
   // A body without parameters (pools and activations only) has nothing to learn; without a saliency
   // map there is then no backward pass to run.
   if (names.length === 0 && !inputGrad) return { grads: new Map() };
-  for (const [index, t] of grid.tiles.entries()) {
-    const x = await source.read(t.row.start, t.col.start, t.row.length, t.col.length);
-    const grads = tf.tidy(() => {
-      const { begin, size } = ownedRegion(t);
-      const gBegin = [0, t.row.owned.lo, t.col.owned.lo, 0];
-      const owned = tf.slice(dF, gBegin, size);
-      const dy = tf.pad(owned, [
-        [0, 0],
-        [begin[1], t.row.outLength - begin[1] - (size[1] as number)],
-        [begin[2], t.col.outLength - begin[2] - (size[2] as number)],
-        [0, 0],
-      ]);
-      const f = (xt: tf.Tensor, ...ps: tf.Tensor[]): tf.Tensor =>
-        runBody(body, new Map(names.map((n, i) => [n, ps[i] as tf.Tensor])), xt as tf.Tensor4D);
-      if (inputGrad) return tf.grads(f)([x, ...tensors], dy);
-      return tf.grads((...ps: tf.Tensor[]) => f(x, ...ps))(tensors, dy);
-    });
-    x.dispose();
-    const paramGrads = inputGrad ? grads.slice(1) : grads;
-    paramGrads.forEach((g, i) => {
-      const next = tf.add(sums[i] as tf.Tensor, g);
-      (sums[i] as tf.Tensor).dispose();
-      g.dispose();
-      sums[i] = next;
-    });
-    if (inputGrad) {
-      const dx = grads[0] as tf.Tensor;
-      scatterAdd(inputGrad, source.width, C, t, dx.dataSync() as Float32Array);
-      dx.dispose();
+  try {
+    for (const [index, t] of grid.tiles.entries()) {
+      const x = await source.read(t.row.start, t.col.start, t.row.length, t.col.length);
+      let grads: tf.Tensor[];
+      try {
+        grads = tf.tidy(() => {
+          const { begin, size } = ownedRegion(t);
+          const gBegin = [0, t.row.owned.lo, t.col.owned.lo, 0];
+          const owned = tf.slice(dF, gBegin, size);
+          const dy = tf.pad(owned, [
+            [0, 0],
+            [begin[1], t.row.outLength - begin[1] - (size[1] as number)],
+            [begin[2], t.col.outLength - begin[2] - (size[2] as number)],
+            [0, 0],
+          ]);
+          const f = (xt: tf.Tensor, ...ps: tf.Tensor[]): tf.Tensor =>
+            runBody(body, new Map(names.map((n, i) => [n, ps[i] as tf.Tensor])), xt as tf.Tensor4D);
+          if (inputGrad) return tf.grads(f)([x, ...tensors], dy);
+          return tf.grads((...ps: tf.Tensor[]) => f(x, ...ps))(tensors, dy);
+        });
+      } finally {
+        x.dispose();
+      }
+      try {
+        const paramGrads = inputGrad ? grads.slice(1) : grads;
+        paramGrads.forEach((g, i) => {
+          const next = tf.add(sums[i] as tf.Tensor, g);
+          (sums[i] as tf.Tensor).dispose();
+          sums[i] = next;
+        });
+        if (inputGrad) scatterAdd(inputGrad, source.width, C, t, grads[0]?.dataSync() as Float32Array);
+      } finally {
+        tf.dispose(grads);
+      }
+      options.progress?.('backward', index, grid.tiles.length);
     }
-    options.progress?.('backward', index, grid.tiles.length);
+  } catch (e) {
+    // As in streamForward: the partial sums belong to an image that is being given up.
+    for (const s of sums) s.dispose();
+    throw e;
   }
   const grads = new Map(names.map((n, i) => [n, sums[i] as tf.Tensor]));
   return inputGrad ? { grads, inputGrad } : { grads };

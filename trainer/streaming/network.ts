@@ -123,14 +123,22 @@ export async function streamedStep(
 ): Promise<StepResult> {
   const bodyParams = scoped(params, 'body');
   const F = await streamForward(net.body, bodyParams, source, grid, options.progress);
-  const head = headStep(net, params, F, lossFn);
-  F.dispose();
+  let head: ReturnType<typeof headStep>;
+  try {
+    head = headStep(net, params, F, lossFn);
+  } finally {
+    F.dispose();
+  }
   let back: BackwardResult;
   try {
     back = await streamBackward(net.body, bodyParams, source, grid, head.dF, {
       ...(options.inputGrad !== undefined && { inputGrad: options.inputGrad }),
       ...(options.progress && { progress: options.progress }),
     });
+  } catch (e) {
+    // The image is given up (a tile that fails to read, a stop request): so are the head's gradients.
+    tf.dispose([...head.grads.values()]);
+    throw e;
   } finally {
     head.dF.dispose();
   }
@@ -183,8 +191,12 @@ export async function streamedPredict(
   grid: TileGrid,
 ): Promise<Float32Array> {
   const F = await streamForward(net.body, scoped(params, 'body'), source, grid);
-  const y = headForward(net, params, F);
-  F.dispose();
+  let y: tf.Tensor2D;
+  try {
+    y = headForward(net, params, F);
+  } finally {
+    F.dispose();
+  }
   const out = y.dataSync() as Float32Array;
   y.dispose();
   return Float32Array.from(out);

@@ -136,7 +136,8 @@ export async function train(
           `${what}: '${name}' has shape ${t.shape.join('x')}, the network needs ${p.shape.join('x')}`,
         );
       }
-      p.assign(tf.tensor(t.values, p.shape));
+      // assign copies the value into the variable; the temporary tensor is freed with the tidy.
+      tf.tidy(() => p.assign(tf.tensor(t.values, p.shape)));
     }
   };
   if (config.initialWeights) setParams(config.initialWeights, 'the initial weights', true);

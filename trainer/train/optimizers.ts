@@ -74,7 +74,8 @@ export function createOptimizer(config: OptimizerConfig): Optimizer {
     restore(tensors, scalars) {
       for (const v of slots.values()) v.dispose();
       slots.clear();
-      for (const [n, t] of tensors) slots.set(n, tf.variable(t.clone(), false));
+      // A variable shares t's reference-counted data, so the caller may dispose t (a clone leaked).
+      for (const [n, t] of tensors) slots.set(n, tf.variable(t, false));
       steps = scalars.steps ?? 0;
     },
     dispose() {
