@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { registerSetupCommand } from './backend/native/cli.ts';
 import { registerStreamingBenches } from './bench/cli.ts';
 import { registerSynthCommand } from './data/synth-cli.ts';
 import { registerBenchMemory, registerPlanCommands } from './plan/cli.ts';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerTrainCommand(program);
   registerSynthCommand(program);
   registerPlanCommands(program);
+  registerSetupCommand(program);
   const bench = program
     .command('bench')
     .description('measure streaming against conventional training (JSON with --json)');

@@ -81,7 +81,10 @@ describe('initBackend', () => {
     assert.equal(info.name, 'wasm');
     assert.equal(info.requested, 'auto');
     assert.equal(tf.getBackend(), 'wasm');
-    assert.match(info.reason, /tfjs-node-gpu and @tensorflow\/tfjs-node are not installed/);
+    assert.match(
+      info.reason,
+      /tfjs-node-gpu and @tensorflow\/tfjs-node are not built \(tilestream setup tensorflow \[--gpu\]\)/,
+    );
     assert.match(info.reason, /SIMD on/);
     assert.deepEqual(tried.slice(0, 3), [
       '@tensorflow/tfjs-node-gpu',
@@ -113,7 +116,7 @@ describe('initBackend', () => {
   it("refuses an explicit 'tensorflow' without the package, naming what to install", async () => {
     await assert.rejects(
       initBackend('tensorflow', { env: {}, importModule: loader('absent') }),
-      /backend 'tensorflow' requested by argument is unavailable: .*not installed; install @tensorflow\/tfjs-node-gpu or @tensorflow\/tfjs-node/,
+      /backend 'tensorflow' requested by argument is unavailable: .*not built .*; run 'tilestream setup tensorflow'/,
     );
   });
 

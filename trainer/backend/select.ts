@@ -3,6 +3,13 @@
 // backend. Importing this module initialises nothing; `initBackend` does all the work.
 import * as tf from '@tensorflow/tfjs-core';
 import { activeProjectKernels, registerProjectKernels } from './kernels/registry.ts';
+import { type LocatedBuild, locateBuild, NATIVE_BUILDS, type NativeVariant } from './native/builds.ts';
+import {
+  activeTensorflowFacts,
+  loadBuild,
+  type NativeBackendFacts,
+  restoreRemovedUtilHelpers,
+} from './native/load.ts';
 import { ensureGradientsRegistered } from './tfjs-gradients.ts';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -31,6 +38,8 @@ export interface BackendInfo {
   reason: string;
   /** Kernels the project registered on this backend (see kernels/registry.ts). */
   projectKernels: string[];
+  /** On the tensorflow backend from a `tilestream setup tensorflow` build: which build, what it sees. */
+  tensorflow?: NativeBackendFacts;
 }
 
 export type BackendLogger = (message: string, fields: Record<string, unknown>) => void;
@@ -70,7 +79,39 @@ export function resolveBackendChoice(
 
 class BackendUnavailable extends Error {}
 
-const defaultImport = (specifier: string): Promise<unknown> => import(specifier);
+/** The build the default loader loaded, with its thread settings, for the log. */
+let loadedBuild: { build: LocatedBuild; threads: NativeBackendFacts['threads'] } | undefined;
+
+const VARIANT_OF_PACKAGE: Record<string, NativeVariant> = Object.fromEntries(
+  Object.values(NATIVE_BUILDS).map((b) => [b.npmPackage, b.variant]),
+);
+
+/**
+ * Loads a module; the tensorflow packages come from a `tilestream setup tensorflow` build when one
+ * exists (they are never in the project's node_modules: their installer downloads libtensorflow),
+ * else from wherever Node resolves them, with Node 24's missing util helpers restored.
+ */
+const defaultImport = async (specifier: string): Promise<unknown> => {
+  const variant = VARIANT_OF_PACKAGE[specifier];
+  if (variant === undefined) return import(specifier);
+  const build = locateBuild(variant);
+  if (build !== undefined) {
+    loadedBuild = { build, threads: loadBuild(build).threads };
+    return {};
+  }
+  restoreRemovedUtilHelpers();
+  try {
+    return await import(specifier);
+  } catch (err) {
+    if (!isModuleNotFound(err, specifier)) throw err;
+    throw Object.assign(
+      new Error(
+        `${specifier} is not built (run 'tilestream setup tensorflow${variant === 'gpu' ? ' --gpu' : ''}')`,
+      ),
+      { code: 'ERR_MODULE_NOT_FOUND' },
+    );
+  }
+};
 
 function isModuleNotFound(err: unknown, specifier: string): boolean {
   const e = err as { code?: string; message?: string };
@@ -102,9 +143,17 @@ async function startTensorflow(load: (s: string) => Promise<unknown>): Promise<s
     if (!(await tf.setBackend('tensorflow'))) {
       throw new BackendUnavailable(`${pkg} loaded but the 'tensorflow' backend failed to initialise`);
     }
-    return `${pkg} loaded`;
+    if (loadedBuild === undefined) return `${pkg} loaded`;
+    const f = activeTensorflowFacts(loadedBuild.build, loadedBuild.threads);
+    return (
+      `${pkg} loaded (${f.variant} build, TensorFlow ${f.tensorflowVersion}, ` +
+      `${f.gpu ? 'on a GPU' : 'on the CPU: TensorFlow sees no GPU'}, ${f.threads.intraOp} compute threads ` +
+      `from ${f.threads.source}; ${f.dir})`
+    );
   }
-  throw new BackendUnavailable(`${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not installed`);
+  throw new BackendUnavailable(
+    `${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not built (tilestream setup tensorflow [--gpu])`,
+  );
 }
 
 async function startWasm(load: (s: string) => Promise<unknown>): Promise<string> {
@@ -181,7 +230,7 @@ async function doInit(
       if (!(err instanceof BackendUnavailable)) throw err;
       const hint =
         choice === 'tensorflow'
-          ? `install ${TENSORFLOW_PACKAGES.join(' or ')} (the GPU image has it), or set ${BACKEND_ENV}=wasm or cpu`
+          ? `run 'tilestream setup tensorflow' (or 'setup tensorflow --gpu'; the trainer images have it), or set ${BACKEND_ENV}=wasm or cpu`
           : `set ${BACKEND_ENV}=cpu or pass another backend`;
       throw new Error(`backend '${choice}' requested by ${source} is unavailable: ${err.message}; ${hint}`);
     }
@@ -189,6 +238,9 @@ async function doInit(
   }
   registerProjectKernels(name);
   const info: BackendInfo = { name, requested: choice, reason, projectKernels: activeProjectKernels(name) };
+  if (name === 'tensorflow' && loadedBuild !== undefined) {
+    info.tensorflow = activeTensorflowFacts(loadedBuild.build, loadedBuild.threads);
+  }
   options.log?.(`tensorflow.js backend: ${name}`, { ...info });
   return info;
 }
