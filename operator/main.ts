@@ -69,18 +69,11 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
     namespaces: config.namespaces,
     enqueue: (k) => queue.add(k),
   });
-  const ctx: ReconcileContext = {
-    client,
+  const shared = {
     stores: watches.stores,
     clock,
     log,
     metrics,
-    events: apiEventRecorder(
-      client,
-      { component: 'tilestream-operator', instance: config.leaderElection.identity },
-      () => clock.now(),
-      (m, meta) => log.warn(m, meta),
-    ),
     expectations: new Expectations(clock),
     sizer: memoizedSizer(),
     config: {
@@ -91,22 +84,27 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
       resyncMs: config.resyncMs,
     },
   };
+  /** What the reconciles of one leadership term use: every write carries the term's signal. */
+  const termContext = (term: AbortSignal): ReconcileContext => {
+    const termClient = client.withSignal(term);
+    return {
+      ...shared,
+      client: termClient,
+      events: apiEventRecorder(
+        termClient,
+        { component: 'tilestream-operator', instance: config.leaderElection.identity },
+        { clock, signal: term, warn: (m, meta) => log.warn(m, meta) },
+      ),
+    };
+  };
   metrics.bind({
     phases: () =>
       watches.stores.stjs
         .list()
         .map((s) => ({ namespace: s.metadata.namespace ?? '', phase: s.status?.phase ?? 'Pending' })),
-    classes: () => classSnapshots(ctx),
+    classes: () => classSnapshots(shared),
     inFlightSince: () => queue.inFlightSince(),
     now: () => clock.now(),
-  });
-  const controller = new Controller({
-    queue,
-    reconcile: (key) => reconcile(key, ctx),
-    workers: config.workers,
-    clock,
-    log,
-    metrics,
   });
 
   const stop = new AbortController();
@@ -143,11 +141,20 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
   for (const i of watches.informers) i.start();
 
   let running: Promise<void> | undefined;
-  const lead = async () => {
+  const lead = async (term: AbortSignal) => {
     metrics.leader.set({ name: config.leaderElection.name }, 1);
     await Promise.all(watches.informers.map((i) => i.waitForSync()));
-    if (stop.signal.aborted) return;
+    if (stop.signal.aborted || term.aborted) return;
     for (const key of watches.allKeys()) queue.add(key);
+    const ctx = termContext(term);
+    const controller = new Controller({
+      queue,
+      reconcile: (key) => reconcile(key, ctx),
+      workers: config.workers,
+      clock,
+      log,
+      metrics,
+    });
     running = controller.run();
   };
   // On stop: no new keys, finish the reconciles in flight; only then release the lease.
@@ -171,7 +178,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
       namespace: config.leaderElection.namespace,
       name: config.leaderElection.name,
       identity: config.leaderElection.identity,
-      onStartedLeading: () => void lead(),
+      onStartedLeading: (term) => void lead(term),
       onStoppedLeading: () => {
         metrics.leader.set({ name: config.leaderElection.name }, 0);
         shutdown('lost leadership', 1);
@@ -184,7 +191,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
     stop.signal.addEventListener('abort', () => void drained.then(() => electionStop.abort()), {
       once: true,
     });
-  } else void lead();
+  } else void lead(new AbortController().signal);
 
   await new Promise<void>((resolve) =>
     stop.signal.addEventListener('abort', () => resolve(), { once: true }),

@@ -1,7 +1,9 @@
 // The loop around reconcile (controller-runtime reconcileHandler): N workers take keys from the
 // queue; success forgets the key's retries and schedules the requested requeue; an error retries
 // the key through the rate limiter; a TerminalError is counted and waits for a change. One key is
-// never reconciled by two workers at once (the queue's promise).
+// never reconciled by two workers at once (the queue's promise). A reconcile cancelled because the
+// leader lost its lease is neither retried nor counted as an error: the next leader reconciles
+// every key when it starts.
 
 import { ApiError, TransportError } from '../kube/client.ts';
 import type { Logger } from '../log.ts';
@@ -11,7 +13,7 @@ import { type Action, TerminalError } from './reconcile.ts';
 import type { WorkQueue } from './work-queue.ts';
 
 /** The error kinds, also used as log fields: what failed, so an operator knows where to look. */
-export type ErrorKind = 'conflict' | 'api' | 'timeout' | 'network' | 'terminal' | 'internal';
+export type ErrorKind = 'conflict' | 'api' | 'timeout' | 'network' | 'aborted' | 'terminal' | 'internal';
 
 export function errorKind(e: unknown): ErrorKind {
   if (e instanceof TerminalError) return 'terminal';
@@ -61,7 +63,7 @@ export class Controller {
     const labels = { controller: CONTROLLER };
     const started = clock.now();
     metrics.activeWorkers.inc(labels);
-    let result: 'success' | 'error' | 'requeue_after';
+    let result: 'success' | 'error' | 'requeue_after' | 'cancelled';
     try {
       const action = await this.#o.reconcile(key);
       queue.forget(key);
@@ -70,12 +72,16 @@ export class Controller {
         result = 'requeue_after';
       } else result = 'success';
     } catch (e) {
-      result = 'error';
-      metrics.reconcileErrors.inc(labels);
       const kind = errorKind(e);
       const [namespace, name] = key.split('/');
       const meta = { namespace, name, kind, retries: queue.numRequeues(key) };
-      if (kind === 'terminal') {
+      if (kind === 'aborted') {
+        result = 'cancelled';
+        queue.forget(key);
+        log.info(`reconcile cancelled: ${(e as Error).message}`, meta);
+      } else if (kind === 'terminal') {
+        result = 'error';
+        metrics.reconcileErrors.inc(labels);
         metrics.terminalErrors.inc(labels);
         queue.forget(key);
         log.error(
@@ -83,6 +89,8 @@ export class Controller {
           meta,
         );
       } else {
+        result = 'error';
+        metrics.reconcileErrors.inc(labels);
         queue.addRateLimited(key);
         const level = kind === 'conflict' ? 'debug' : kind === 'internal' ? 'error' : 'warn';
         log[level](`reconcile failed; retrying with backoff: ${(e as Error).message}`, {
@@ -95,6 +103,6 @@ export class Controller {
       metrics.reconcileTime.observe(labels, (clock.now() - started) / 1000);
       queue.done(key);
     }
-    metrics.reconcileTotal.inc({ ...labels, result });
+    if (result !== 'cancelled') metrics.reconcileTotal.inc({ ...labels, result });
   }
 }

@@ -18,15 +18,20 @@ export class ApiError extends Error {
   }
 }
 
-/** The request never got an answer: it timed out, or the connection failed. */
+/**
+ * The request never got an answer: it timed out, the connection failed, or the caller's signal
+ * aborted it (a leader that lost its lease cancels the writes of its term).
+ */
 export class TransportError extends Error {
   override name = 'TransportError';
-  readonly kind: 'timeout' | 'network';
-  constructor(kind: 'timeout' | 'network', message: string) {
+  readonly kind: TransportErrorKind;
+  constructor(kind: TransportErrorKind, message: string) {
     super(message);
     this.kind = kind;
   }
 }
+
+export type TransportErrorKind = 'timeout' | 'network' | 'aborted';
 
 export const isNotFound = (e: unknown): boolean => e instanceof ApiError && e.status === 404;
 export const isConflict = (e: unknown): boolean => e instanceof ApiError && e.status === 409;
@@ -41,6 +46,8 @@ export interface RequestOptions {
   contentType?: string;
   /** Overrides the client's default timeout. */
   timeoutMs?: number;
+  /** Ends the request early (TransportError 'aborted'), whatever its timeout. */
+  signal?: AbortSignal;
 }
 
 export const CONTENT_TYPE = {
@@ -52,6 +59,8 @@ export const CONTENT_TYPE = {
 export interface KubeClientOptions {
   /** Per-request timeout for everything but watches; default 30 s. */
   timeoutMs?: number;
+  /** Aborts every request and watch of this client (see withSignal). */
+  signal?: AbortSignal;
 }
 
 /** A watch event as the API server streams it. */
@@ -64,6 +73,7 @@ export class KubeClient {
   readonly #kc: KubeConfig;
   readonly #server: string;
   readonly #timeoutMs: number;
+  readonly #signal: AbortSignal | undefined;
 
   constructor(kc: KubeConfig, opts: KubeClientOptions = {}) {
     const cluster = kc.getCurrentCluster();
@@ -75,6 +85,18 @@ export class KubeClient {
     this.#kc = kc;
     this.#server = cluster.server.replace(/\/+$/, '');
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#signal = opts.signal;
+  }
+
+  /**
+   * The same client, with every request also ended by `signal`: a leader hands its reconciles a
+   * client bound to its term, so losing the lease cancels their writes in flight.
+   */
+  withSignal(signal: AbortSignal): KubeClient {
+    return new KubeClient(this.#kc, {
+      timeoutMs: this.#timeoutMs,
+      signal: this.#signal ? AbortSignal.any([this.#signal, signal]) : signal,
+    });
   }
 
   get server(): string {
@@ -95,6 +117,8 @@ export class KubeClient {
     const timeoutMs = o.timeoutMs ?? this.#timeoutMs;
     const headers: Record<string, string> = { ...ctx.getHeaders(), Accept: 'application/json' };
     if (o.body !== undefined) headers['Content-Type'] = o.contentType ?? CONTENT_TYPE.json;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const cancel = anySignal(o.signal, this.#signal);
     let res: Awaited<ReturnType<typeof fetch>>;
     let text: string;
     try {
@@ -102,11 +126,12 @@ export class KubeClient {
         method,
         headers,
         dispatcher: ctx.getDispatcher(),
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: cancel ? AbortSignal.any([cancel, timeout]) : timeout,
         ...(o.body !== undefined && { body: JSON.stringify(o.body) }),
       });
       text = await res.text();
     } catch (e) {
+      if (cancel?.aborted) throw abortedError(`${method} ${path}`, cancel);
       throw transportError(e, `${method} ${path}`, timeoutMs);
     }
     if (res.status >= 200 && res.status < 300) return (text === '' ? {} : JSON.parse(text)) as T;
@@ -121,8 +146,9 @@ export class KubeClient {
     path: string,
     query: Query,
     onEvent: (e: WatchEvent) => void,
-    signal: AbortSignal,
+    watchSignal: AbortSignal,
   ): Promise<void> {
+    const signal = anySignal(watchSignal, this.#signal) as AbortSignal;
     const ctx = await this.#context(HttpMethod.GET, path, query);
     if (signal.aborted) return;
     // The timeout applies until the headers arrive; after that only `signal` (the watchdog) ends it.
@@ -204,6 +230,16 @@ function apiError(status: number, text: string, what: string): ApiError {
     // Not a Status object (a proxy's HTML page, say): keep the text.
   }
   return new ApiError(status, reason, `${what}: ${status}${reason ? ` ${reason}` : ''}: ${message}`);
+}
+
+function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const set = signals.filter((s): s is AbortSignal => s !== undefined);
+  return set.length <= 1 ? set[0] : AbortSignal.any(set);
+}
+
+function abortedError(what: string, signal: AbortSignal): TransportError {
+  const why = signal.reason instanceof Error ? signal.reason.message : String(signal.reason);
+  return new TransportError('aborted', `${what}: cancelled: ${why}`);
 }
 
 function transportError(e: unknown, what: string, timeoutMs: number): TransportError {

@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import nock from 'nock';
 import { ManualClock } from '../../operator/controller/clock.ts';
-import { LeaderElector, type LeaseSpec } from '../../operator/leader.ts';
+import { LeaderElector, LeadershipLostError, type LeaseSpec } from '../../operator/leader.ts';
 import { silentLogger } from '../../operator/log.ts';
-import { api, eventually, testClient } from './kube-fixture.ts';
+import { api, eventually, never, testClient } from './kube-fixture.ts';
 
 const COLLECTION = '/apis/coordination.k8s.io/v1/namespaces/ops/leases';
 const PATH = `${COLLECTION}/tilestream-operator`;
@@ -22,6 +22,8 @@ function leaseServer() {
     lease: StoredLease | undefined;
     rv: number;
     failing: boolean;
+    /** GETs are never answered. */
+    hang: boolean;
     puts: LeaseSpec[];
     /** Runs while a GET is being answered (a test moves a candidate's clock: a slow read). */
     onGet?: () => void;
@@ -29,14 +31,16 @@ function leaseServer() {
     lease: undefined,
     rv: 1,
     failing: false,
+    hang: false,
     puts: [],
   };
   const status = (code: number, reason: string) => [code, { kind: 'Status', code, reason }] as const;
   api()
     .persist()
     .get(PATH)
-    .reply(() => {
+    .reply((() => {
       state.onGet?.();
+      if (state.hang) return never();
       return (
         state.failing
           ? status(500, 'InternalError')
@@ -44,7 +48,7 @@ function leaseServer() {
             ? [200, state.lease]
             : status(404, 'NotFound')
       ) as never;
-    });
+    }) as never);
   api()
     .persist()
     .post(COLLECTION)
@@ -74,6 +78,7 @@ function candidate(identity: string) {
   const clock = new ManualClock(Date.UTC(2026, 5, 1));
   const log: string[] = [];
   const stop = new AbortController();
+  const terms: AbortSignal[] = [];
   const elector = new LeaderElector({
     client: testClient({ timeoutMs: 2000 }),
     clock,
@@ -81,18 +86,25 @@ function candidate(identity: string) {
     namespace: 'ops',
     name: 'tilestream-operator',
     identity,
-    onStartedLeading: () => log.push('started'),
+    onStartedLeading: (term) => {
+      terms.push(term);
+      log.push('started');
+    },
     onStoppedLeading: () => log.push('stopped'),
     onLeaderChanged: (who) => log.push(`leader ${who}`),
   });
   const running = elector.run(stop.signal);
-  return { clock, log, elector, stop, running };
+  return { clock, log, elector, stop, running, terms };
 }
 
-/** Advances a candidate's clock one retry period at a time until `cond`, letting I/O settle in between. */
+/**
+ * Advances a candidate's clock 500 ms at a time until `cond`, each time once it waits for a timer
+ * (not for I/O). A leader always has its step-down timer set; a second one means it is sleeping.
+ */
 async function stepUntil(c: ReturnType<typeof candidate>, cond: () => boolean, maxMs: number, what: string) {
   for (let t = 0; t <= maxMs && !cond(); t += 500) {
-    await eventually(() => c.clock.pending > 0 || cond(), `${what}: a timer or the condition`);
+    const idle = () => c.clock.pending > (c.elector.isLeader() ? 1 : 0);
+    await eventually(() => idle() || cond(), `${what}: a timer or the condition`);
     if (!cond()) c.clock.advance(500);
     await new Promise((r) => setImmediate(r));
   }
@@ -199,5 +211,54 @@ describe('leader election on a Lease', () => {
     assert.equal(a.elector.isLeader(), false);
     const elapsed = a.clock.now() - Date.UTC(2026, 5, 1);
     assert.ok(elapsed >= 10_000 && elapsed <= 12_000, `stepped down after ${elapsed} ms`);
+    assert.ok(a.terms[0]?.reason instanceof LeadershipLostError, "the term's signal says why it ended");
+  });
+
+  it('steps down on a timer at the renew deadline while a renewal is still waiting for an answer', async () => {
+    const server = leaseServer();
+    const a = candidate('a');
+    await eventually(() => a.elector.isLeader(), 'a leads');
+    // From now on the API server reads but never answers: every renewal hangs (the client's own
+    // timeout is real time, 2 s, and does not move with the manual clock).
+    let hung = 0;
+    server.onGet = () => {
+      hung++;
+    };
+    server.hang = true;
+    a.clock.advance(2000);
+    await eventually(() => hung === 1, 'a renewal is in flight');
+    assert.equal(a.elector.isLeader(), true);
+    a.clock.advance(7999);
+    assert.equal(a.elector.isLeader(), true, 'leads until the deadline');
+    assert.equal(a.terms[0]?.aborted, false);
+    a.clock.advance(1);
+    assert.equal(a.elector.isLeader(), false, 'steps down at 10 s, with the renewal still hanging');
+    assert.deepEqual(a.log.slice(-1), ['stopped']);
+    assert.ok(a.terms[0]?.aborted, 'the term is aborted');
+    await a.running;
+  });
+
+  it('a leader that reads another holder in the lease steps down at once', async () => {
+    const server = leaseServer();
+    const a = candidate('a');
+    await eventually(() => a.elector.isLeader(), 'a leads');
+    assert.ok(server.lease);
+    server.lease.spec = { ...server.lease.spec, holderIdentity: 'b' };
+    a.clock.advance(2000);
+    await eventually(() => a.log.includes('stopped'), 'a steps down');
+    await a.running;
+    assert.equal(a.clock.now() - Date.UTC(2026, 5, 1), 2000, 'at the first renewal, not at the deadline');
+    assert.equal(server.lease.spec.holderIdentity, 'b', 'and leaves the lease alone');
+  });
+
+  it("on shutdown the term's signal aborts and onStoppedLeading is not called", async () => {
+    leaseServer();
+    const a = candidate('a');
+    await eventually(() => a.elector.isLeader(), 'a leads');
+    a.stop.abort();
+    await a.running;
+    assert.equal(a.terms[0]?.aborted, true);
+    assert.ok(!(a.terms[0]?.reason instanceof LeadershipLostError));
+    assert.deepEqual(a.log, ['leader a', 'started']);
   });
 });

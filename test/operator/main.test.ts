@@ -11,7 +11,7 @@ import { ManualClock } from '../../operator/controller/clock.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
 import { makeNode, makeStj } from './builders.ts';
-import { api, eventually, type TestWatch, testKubeConfig, watchStream } from './kube-fixture.ts';
+import { api, eventually, never, type TestWatch, testKubeConfig, watchStream } from './kube-fixture.ts';
 
 const LIST = { limit: '500' };
 const WATCH = (q: Record<string, string>) => q.watch === 'true';
@@ -136,6 +136,76 @@ describe('the operator process', () => {
     stop.abort();
     assert.equal(await exit, 0);
     assert.ok(release.isDone(), 'the lease was released');
+  });
+
+  it('losing the lease to a hung API server aborts the reconcile in flight and exits 1 at the renew deadline', async () => {
+    scriptCaches();
+    const leasePath = '/apis/coordination.k8s.io/v1/namespaces/ops/leases/tilestream-operator';
+    api()
+      .get(leasePath)
+      .reply(404, { kind: 'Status', code: 404, reason: 'NotFound' })
+      .post('/apis/coordination.k8s.io/v1/namespaces/ops/leases')
+      .reply(201, {});
+    // Then the API server stops answering: lease renewals and the reconcile's first write hang.
+    const hung = { renewals: 0, writes: 0 };
+    api()
+      .persist()
+      .get(leasePath)
+      .reply((() => {
+        hung.renewals++;
+        return never();
+      }) as never);
+    api()
+      .persist()
+      .patch(/\/configmaps\//)
+      .query(true)
+      .reply((() => {
+        hung.writes++;
+        return never();
+      }) as never);
+    const config = operatorConfig({
+      leaseNamespace: 'ops',
+      identity: 'op-0',
+      metricsPort: 0,
+      healthPort: 0,
+      trainerImage: 'registry.local/tilestream:test',
+    });
+    const clock = new ManualClock();
+    const started = clock.now();
+    const lines: string[] = [];
+    const log = { ...silentLogger, info: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+    let exitCode: number | undefined;
+    const stop = new AbortController();
+    const exit = runOperator(config, {
+      signal: stop.signal,
+      kubeConfig: testKubeConfig(),
+      clock,
+      log,
+      handleSignals: false,
+    });
+    void exit.then((code) => {
+      exitCode = code;
+    });
+    try {
+      await eventually(() => hung.writes === 1, 'the reconcile is writing', 10_000);
+      // Step the lease's clock; the client's own request timeout (30 s, real time) never fires here.
+      while (exitCode === undefined && clock.now() - started < 12_000) {
+        clock.advance(250);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await eventually(() => exitCode !== undefined, 'the operator exits', 3000);
+      assert.equal(exitCode, 1);
+      assert.ok(hung.renewals >= 1, 'renewals were attempted');
+      const at = clock.now() - started;
+      assert.ok(at >= 10_000 && at <= 10_500, `stepped down at ${at} ms; the renew deadline is 10 s`);
+      assert.ok(
+        lines.some((l) => /^reconcile cancelled: PATCH .*configmaps.*cancelled: lost leadership/.test(l)),
+        `the write was cancelled, logged: ${lines.join(' | ')}`,
+      );
+    } finally {
+      stop.abort();
+      await exit;
+    }
   });
 
   it('exits 2 with the reason when the GPU memory table cannot be read', async () => {

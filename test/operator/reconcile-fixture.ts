@@ -54,8 +54,7 @@ export function makeWorld(
     events: apiEventRecorder(
       client,
       { component: 'tilestream-operator', instance: 'test-0' },
-      () => clock.now(),
-      () => {},
+      { clock, warn: () => {} },
     ),
     expectations: new Expectations(clock),
     sizer,

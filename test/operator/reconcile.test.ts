@@ -8,7 +8,7 @@ import { reconcile, TerminalError } from '../../operator/controller/reconcile.ts
 import { ApiError } from '../../operator/kube/client.ts';
 import type { Job } from '../../operator/kube/types.ts';
 import { makePod, makeStj, withJobStatus } from './builders.ts';
-import { api } from './kube-fixture.ts';
+import { api, eventually } from './kube-fixture.ts';
 import { APPLY, JOBS_PATH, makeWorld, metricValue, RESYNC_MS, STJ_PATH } from './reconcile-fixture.ts';
 
 type Body = Record<string, unknown> & { metadata?: Record<string, unknown>; spec?: Record<string, unknown> };
@@ -114,6 +114,29 @@ describe('reconcile against a scripted API server', () => {
       ),
       10272,
     );
+  });
+
+  it('an Event that fails once after the status write is sent again later, not lost', async () => {
+    const stj = makeStj().image(20480).obj();
+    const w = makeWorld({ stjs: [stj] });
+    const failed = api()
+      .post('/api/v1/namespaces/team/events')
+      .reply(503, { kind: 'Status', code: 503, reason: 'ServiceUnavailable' });
+    const script = scriptStart();
+    await reconcile('team/demo', w.ctx);
+    assert.ok(failed.isDone(), 'the first try failed');
+    assert.deepEqual(
+      script.pending().map((p) => p.split(' ')[0]),
+      ['POST'],
+      'only the Event is left to send',
+    );
+    // The status is written, so the next reconcile would not decide this Event again.
+    const { stj: stored, job } = afterStart(stj, script.seen);
+    w.stjs.set(stored);
+    w.jobs.set(job);
+    w.clock.advance(1000);
+    await eventually(() => script.done(), 'the Event is sent again');
+    assert.equal(script.seen.event?.reason, 'PlanFound');
   });
 
   it('a second reconcile of an unchanged job makes no API call at all', async () => {
