@@ -3,6 +3,7 @@
 // pass to node:test's `skip` so the suite says why it did not run.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { skipUnlessRequired } from '../require-all.ts';
 
 export type Component = 'etcd' | 'k8s' | 'helm' | 'promtool';
 export type Tool =
@@ -69,6 +70,13 @@ function parseDirs(stdout: string): Map<Component, string> {
 export async function ensureBinaries(
   components: readonly Component[] = ['etcd', 'k8s'],
 ): Promise<BinariesResult> {
+  const found = await findOrBuild(components);
+  // Callers pass the reason to node:test's skip; CI must fail instead.
+  if (!found.ok) skipUnlessRequired(found.reason);
+  return found;
+}
+
+async function findOrBuild(components: readonly Component[]): Promise<BinariesResult> {
   const probe = await run(['--print-dir', ...components], false);
   if (probe.code !== 0 && probe.code !== EXIT_NOT_BUILT) {
     throw new Error(`${BUILD_SCRIPT} --print-dir failed (exit ${probe.code}): ${probe.stderr}`);

@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { skipUnlessRequired } from '../require-all.ts';
 import { type BinariesResult, ensureBinaries, type Tool } from './binaries.ts';
 import { kubeconfigDocument } from './kubeconfig.ts';
 import { createPki, opensslAvailable, type Pki } from './pki.ts';
@@ -496,10 +497,14 @@ export async function startControlPlaneOrSkip(
 ): Promise<{ plane: ControlPlane; skip?: undefined } | { plane?: undefined; skip: string }> {
   if (!opts.bin) {
     const found = await ensureBinaries(['etcd', 'k8s']);
-    if (!found.ok) return { skip: found.reason };
+    if (!found.ok) return { skip: skipUnlessRequired(found.reason) as string };
     opts = { ...opts, bin: found.bin };
   }
   if (!opensslAvailable())
-    return { skip: 'openssl 3.x is not installed; it mints the control-plane certificates' };
+    return {
+      skip: skipUnlessRequired(
+        'openssl 3.x is not installed; it mints the control-plane certificates',
+      ) as string,
+    };
   return { plane: await startControlPlane(opts) };
 }

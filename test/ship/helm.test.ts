@@ -27,14 +27,14 @@ import {
 } from '../../operator/rbac.ts';
 import { ensureBinaries } from '../controlplane/binaries.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+import { skipUnlessRequired } from '../require-all.ts';
+import { PROMETHEUS_OPERATOR } from '../tools.ts';
 
 const root = join(import.meta.dirname, '..', '..');
 const chart = join(root, 'helm', 'tilestream');
 const CRD_SOURCE = join(root, 'crds', 'tilestream.io_streamingtrainingjobs.yaml');
 const CRD_COPY = join(chart, 'files', 'crd.yaml');
 const NS = 'tilestream-system';
-/** Its module ships the monitoring.coreos.com CRDs (example/prometheus-operator-crd). */
-const PROMETHEUS_OPERATOR = 'v0.85.0';
 
 const found = await ensureBinaries(['helm']);
 const skip = found.ok ? undefined : found.reason;
@@ -575,13 +575,15 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
       go.stdout.trim(),
       'github.com',
       'prometheus-operator',
-      `prometheus-operator@${PROMETHEUS_OPERATOR}`,
+      `prometheus-operator@${PROMETHEUS_OPERATOR.version}`,
       'example',
       'prometheus-operator-crd',
     );
     if (go.status !== 0 || !existsSync(crdDir))
       return t.skip(
-        `Prometheus Operator CRDs not in the Go module cache: go mod download github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR}`,
+        skipUnlessRequired(
+          `Prometheus Operator CRDs not in the Go module cache (npm test fetches them first: go mod download ${PROMETHEUS_OPERATOR.module}@${PROMETHEUS_OPERATOR.version})`,
+        ),
       );
     for (const kind of ['servicemonitors', 'podmonitors', 'prometheusrules']) {
       const r = await plane.kubectl([
