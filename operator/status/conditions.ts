@@ -19,6 +19,18 @@ export function rfc3339(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * Milliseconds of an RFC 3339 time, or undefined when the text is not one (Date.parse alone
+ * accepts other, implementation-defined forms, and gives NaN for the rest).
+ */
+export function parseTime(text: string | undefined): number | undefined {
+  if (text === undefined || !RFC3339.test(text.toUpperCase())) return undefined;
+  const ms = Date.parse(text.toUpperCase());
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
 export function truncate(message: string, max = MESSAGE_MAX): string {
   return message.length <= max ? message : `${message.slice(0, max - 14)}… (truncated)`;
 }

@@ -14,7 +14,14 @@ import type { TrainerJobInput } from '../children/trainer-job.ts';
 import type { Placement } from '../cluster/placement.ts';
 import { SizingError } from '../cluster/tile-sizing.ts';
 import type { Job, Pod } from '../kube/types.ts';
-import { type ConditionUpdate, findCondition, isTrue, rfc3339, setCondition } from './conditions.ts';
+import {
+  type ConditionUpdate,
+  findCondition,
+  isTrue,
+  parseTime,
+  rfc3339,
+  setCondition,
+} from './conditions.ts';
 import {
   describePlan,
   exhaustedMessage,
@@ -97,6 +104,10 @@ class Draft {
   readonly #now: number;
   constructor(prev: OwnedStatus, generation: number, now: number) {
     this.status = { ...prev, observedGeneration: generation };
+    // A time that cannot be read (edited by hand, or by another writer) would make the deadline
+    // and the TTL NaN. Dropped, it is taken again from the Job (startTime) or set to now (completionTime).
+    if (parseTime(prev.startTime) === undefined) delete this.status.startTime;
+    if (parseTime(prev.completionTime) === undefined) delete this.status.completionTime;
     this.#generation = generation;
     this.#now = now;
   }
@@ -130,7 +141,10 @@ function keepStart(d: Draft, startTime: string | undefined): void {
 const isTerminal = (s: OwnedStatus) =>
   isTrue(s.conditions, ConditionType.Succeeded) || isTrue(s.conditions, ConditionType.Failed);
 
-/** Seconds left of spec.runPolicy.activeDeadlineSeconds, counted from the first start. */
+/**
+ * Whole seconds left of spec.runPolicy.activeDeadlineSeconds, counted from the first start (from
+ * the next start when none is known), never more than the limit (a start ahead of our clock).
+ */
 function deadlineLeft(
   stj: StreamingTrainingJob,
   startTime: string | undefined,
@@ -138,8 +152,9 @@ function deadlineLeft(
 ): number | undefined {
   const limit = stj.spec.runPolicy.activeDeadlineSeconds;
   if (limit === undefined) return undefined;
-  if (startTime === undefined) return limit;
-  return limit - Math.floor((now - Date.parse(startTime)) / 1000);
+  const started = parseTime(startTime);
+  if (started === undefined) return limit;
+  return Math.min(limit, limit - Math.floor((now - started) / 1000));
 }
 
 /**
@@ -199,10 +214,12 @@ function failureReason(cause: 'invalid' | 'backoff' | 'deadline' | 'other' | 'oo
 
 /** Terminal: only the TTL is left to act on. */
 function finished({ stj, now }: DecideInput, d: Draft): void {
+  // A finished job always has a completion time; one that could not be read restarts the TTL.
+  d.status.completionTime ??= rfc3339(now);
   const ttl = stj.spec.runPolicy.ttlSecondsAfterFinished;
-  const done = d.status.completionTime;
+  const done = parseTime(d.status.completionTime);
   if (ttl === undefined || done === undefined) return;
-  const due = Date.parse(done) + ttl * 1000;
+  const due = done + ttl * 1000;
   if (now >= due) d.decision.deleteStj = true;
   else d.decision.requeueAfterMs = due - now;
 }

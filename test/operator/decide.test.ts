@@ -137,30 +137,31 @@ describe('decide: planning and starting', () => {
   });
 });
 
-describe('decide: out of memory', () => {
-  const oomJob = (b: ReturnType<typeof makeStj>, d: Decision) =>
-    jobFrom(b.obj(), d, {
-      failed: 1,
-      startTime: iso(NOW),
-      conditions: [
-        {
-          type: 'Failed',
-          status: 'True',
-          reason: 'PodFailurePolicy',
-          message:
-            'Container trainer for pod team/demo-0-x failed with exit code 3 matching FailJob rule at index 1',
-          lastTransitionTime: iso(NOW + 60_000),
-        },
-      ],
-    });
-  const oomPod = (job: string) =>
-    makePod(job, 'team', {
-      node: 'a100-0',
-      phase: 'Failed',
-      exitCode: 3,
-      message: 'OOM when allocating tensor',
-    });
+/** The trainer Job of `d` after its trainer exited 3 (out of memory), and that trainer's pod. */
+const oomJob = (b: ReturnType<typeof makeStj>, d: Decision) =>
+  jobFrom(b.obj(), d, {
+    failed: 1,
+    startTime: iso(NOW),
+    conditions: [
+      {
+        type: 'Failed',
+        status: 'True',
+        reason: 'PodFailurePolicy',
+        message:
+          'Container trainer for pod team/demo-0-x failed with exit code 3 matching FailJob rule at index 1',
+        lastTransitionTime: iso(NOW + 60_000),
+      },
+    ],
+  });
+const oomPod = (job: string) =>
+  makePod(job, 'team', {
+    node: 'a100-0',
+    phase: 'Failed',
+    exitCode: 3,
+    message: 'OOM when allocating tensor',
+  });
 
+describe('decide: out of memory', () => {
   it('re-plans with a smaller tile as a new attempt, deletes the failed Job, and says TileSizeReduced', () => {
     const b = stjBig();
     const first = decide(world(b.obj()));
@@ -316,6 +317,44 @@ describe('decide: endings and the TTL', () => {
     assert.equal(conditions(d).Failed, 'True/DeadlineExceeded');
     const early = decide(world(withStart.obj(), { jobs: [oom], now: NOW + 200_000 }));
     assert.equal(early.create?.activeDeadlineSeconds, 400, 'the next attempt gets what is left');
+  });
+});
+
+describe('decide: status times that cannot be read', () => {
+  it('a malformed status.startTime is replaced by the Job start, and the next attempt gets a whole-second deadline', () => {
+    const b = stjBig().runPolicy({ activeDeadlineSeconds: 600 });
+    const first = decide(world(b.obj()));
+    const garbled = b.status({ ...first.status, startTime: 'yesterday at noon' });
+    const d = decide(
+      world(garbled.obj(), { jobs: [oomJob(b, first)], pods: [oomPod('demo-0')], now: NOW + 200_000 }),
+    );
+    assert.equal(d.create?.activeDeadlineSeconds, 400, 'counted from the Job start');
+    assert.equal(d.status.startTime, iso(NOW), 'the status is repaired');
+  });
+
+  it('with no Job start to fall back on, a malformed startTime is dropped and the deadline counts from the next start', () => {
+    const b = stjBig().runPolicy({ activeDeadlineSeconds: 600 });
+    const garbled = b.status({ startTime: '2026-06-01 12:00' });
+    const d = decide(world(garbled.obj()));
+    assert.equal(d.create?.activeDeadlineSeconds, 600);
+    assert.equal(d.status.startTime, undefined);
+  });
+
+  it('a malformed completionTime of a finished job restarts the TTL from now instead of requeueing after NaN ms', () => {
+    const b = stjBig().runPolicy({ ttlSecondsAfterFinished: 3600 });
+    const first = decide(world(b.obj()));
+    const done = jobFrom(b.obj(), first, {
+      succeeded: 1,
+      startTime: iso(NOW),
+      completionTime: iso(NOW + 600_000),
+      conditions: [{ type: 'Complete', status: 'True' }],
+    });
+    const succeeded = decide(world(after(b, first), { jobs: [done], now: NOW + 601_000 }));
+    const garbled = b.status({ ...succeeded.status, completionTime: 'soon' });
+    const d = decide(world(garbled.obj(), { jobs: [done], now: NOW + 700_000 }));
+    assert.equal(d.requeueAfterMs, 3600_000);
+    assert.equal(d.status.completionTime, iso(NOW + 700_000));
+    assert.equal(d.deleteStj, false);
   });
 });
 
