@@ -5,7 +5,9 @@
 // affinity), the data volume read-only and the checkpoint volume read-write, under the restricted
 // Pod Security profile. The pod failure policy fails the Job at once on the trainer's
 // out-of-memory exit (3, the operator re-plans with a smaller tile) and on an invalid manifest
-// (2), and does not count evictions and preemptions (DisruptionTarget) against backoffLimit.
+// (2), and does not count evictions and preemptions (DisruptionTarget) against backoffLimit. The
+// Job then fails with reason PodFailurePolicy; which of the two it was, the operator reads from the
+// failed pod's exit code (status/observe.ts), not from the condition's message.
 
 import type { V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import type { StreamingTrainingJob, VolumeSource } from '../../crds/index.ts';

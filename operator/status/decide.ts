@@ -187,6 +187,8 @@ export function decide(input: DecideInput): Decision {
     else {
       const obs = observeAttempt(current, input.pods);
       if (obs.outcome.state === 'succeeded') succeed(input, d, obs);
+      else if (obs.outcome.state === 'failing')
+        d.decision.requeueAfterMs = 1000; // the pod's exit is on its way
       else if (obs.outcome.state === 'failed' && obs.outcome.cause === 'oom') shrink(input, d, obs);
       else if (obs.outcome.state === 'failed')
         fail(input, d, obs, failureReason(obs.outcome.cause), obs.outcome.message, obs.outcome.at);

@@ -53,3 +53,11 @@ export function minimumTileOomMessage(tile: number): string {
     'use a smaller image (spec.data.imageSize) or a later body end, or run on a GPU with more memory'
   );
 }
+
+export function exitCodeUnreadableMessage(jobName: string): string {
+  return (
+    `trainer Job ${jobName} failed by its pod failure policy: the trainer exited with exit code 2 (invalid ` +
+    'input) or 3 (out of memory), but its pod is gone, so which cannot be read; check spec.data and ' +
+    'spec.streaming.tileSize, then create the job again'
+  );
+}

@@ -1,12 +1,14 @@
 // What the trainer Jobs and Pods of a StreamingTrainingJob say, read as plain facts: which attempt
 // is current, whether it is suspended, starting, running, done or failed (and why: the trainer's
 // out-of-memory exit, an invalid manifest, backoffLimit, the deadline), and how often the trainer
-// was restarted. Pure.
+// was restarted. Causes come from fields (the Job condition's reason, the trainer's exit code),
+// never from the wording of a Kubernetes message. Pure.
 
 import { type JobPlan, parseJobPlan } from '../children/job-plan.ts';
 import { ANNOTATION, LABEL, TRAINER_CONTAINER } from '../children/names.ts';
 import { TRAINER_EXIT } from '../children/trainer-job.ts';
 import type { ContainerStateTerminated, Job, JobCondition, Pod } from '../kube/types.ts';
+import { exitCodeUnreadableMessage } from './messages.ts';
 
 export type FailureCause = 'oom' | 'invalid' | 'backoff' | 'deadline' | 'other';
 
@@ -15,7 +17,16 @@ export type JobOutcome =
   | { state: 'starting' }
   | { state: 'running' }
   | { state: 'succeeded'; at: string | undefined }
-  | { state: 'failed'; at: string | undefined; cause: FailureCause; message: string };
+  | { state: 'failed'; at: string | undefined; cause: FailureCause; message: string }
+  /** Failed by the pod failure policy, but the pod cache has not yet caught up with the exit. */
+  | { state: 'failing' };
+
+/** Reasons of a batch/v1 Job's Failed condition (k8s.io/api/batch/v1 JobReason*). */
+const JOB_REASON = {
+  podFailurePolicy: 'PodFailurePolicy',
+  deadlineExceeded: 'DeadlineExceeded',
+  backoffLimitExceeded: 'BackoffLimitExceeded',
+} as const;
 
 export interface AttemptObservation {
   job: Job;
@@ -58,7 +69,7 @@ const disrupted = (pod: Pod) =>
   pod.status?.phase === 'Failed' &&
   (pod.status.conditions ?? []).some((c) => c.type === 'DisruptionTarget' && c.status === 'True');
 
-/** Why a failed Job failed, from its condition and the exit codes of its pods. */
+/** Why a failed Job failed, from its condition's reason and the exit codes of its pods. */
 function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutcome {
   const exits = pods
     .map((p) => trainerTermination(p))
@@ -68,21 +79,29 @@ function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutco
   const invalid = withCode(TRAINER_EXIT.invalidInput);
   let cause: FailureCause;
   let detail: ContainerStateTerminated | undefined;
-  if (failed.reason === 'DeadlineExceeded') cause = 'deadline';
-  else if (failed.reason === 'BackoffLimitExceeded') {
+  let summary = failed.message ?? failed.reason ?? 'the Job failed';
+  if (failed.reason === JOB_REASON.deadlineExceeded) cause = 'deadline';
+  else if (failed.reason === JOB_REASON.backoffLimitExceeded) {
     cause = 'backoff';
     detail = exits[exits.length - 1];
-  } else if (oom || /exit code 3\b/.test(failed.message ?? '')) {
+  } else if (oom) {
     cause = 'oom';
     detail = oom;
-  } else if (invalid || /exit code 2\b/.test(failed.message ?? '')) {
+  } else if (invalid) {
     cause = 'invalid';
     detail = invalid;
+  } else if (failed.reason === JOB_REASON.podFailurePolicy) {
+    // A FailJob rule of the trainer Job matched, so the trainer exited 2 or 3, and only its pod
+    // says which. A pod still shown running means the pod cache lags behind the Job's: wait.
+    if (pods.some((p) => !trainerTermination(p) && !p.metadata.deletionTimestamp))
+      return { state: 'failing' };
+    cause = 'other';
+    summary = exitCodeUnreadableMessage(job.metadata.name);
   } else {
     cause = 'other';
     detail = exits[exits.length - 1];
   }
-  const parts = [failed.message ?? failed.reason ?? 'the Job failed'];
+  const parts = [summary];
   const said = detail?.message?.trim();
   if (said) parts.push(`trainer: ${said}`);
   return {

@@ -9,7 +9,7 @@ import {
   parseJobPlan,
   planStatus,
 } from '../../operator/children/job-plan.ts';
-import { buildTrainerJob, JOB_FILE } from '../../operator/children/trainer-job.ts';
+import { buildTrainerJob, JOB_FILE, TRAINER_EXIT } from '../../operator/children/trainer-job.ts';
 import {
   buildJobConfigMap,
   buildTrainerRole,
@@ -18,6 +18,7 @@ import {
 } from '../../operator/children/trainer-rbac.ts';
 import { buildInventory } from '../../operator/cluster/gpu-inventory.ts';
 import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
+import { EXIT } from '../../trainer/train/exit-codes.ts';
 import { makeNode, makeStj } from './builders.ts';
 
 const MiB = 2 ** 20;
@@ -179,6 +180,11 @@ describe('trainer Job (pure builder)', () => {
     assert.equal(job.spec?.backoffLimit, 5);
     assert.equal(job.spec?.activeDeadlineSeconds, 3000);
     assert.equal(job.spec?.podReplacementPolicy, 'Failed');
+  });
+
+  it("the exit codes are the trainer's own", () => {
+    const { failure, invalidInput, outOfMemory, stopped } = EXIT;
+    assert.deepEqual(TRAINER_EXIT, { failure, invalidInput, outOfMemory, stopped });
   });
 
   it('is owned by the StreamingTrainingJob, labelled, and carries its plan and attempt', () => {

@@ -137,22 +137,18 @@ describe('decide: planning and starting', () => {
   });
 });
 
+/** A Job's Failed condition after a FailJob rule of its pod failure policy matched (exit 3). */
+const podFailurePolicy = {
+  type: 'Failed',
+  status: 'True',
+  reason: 'PodFailurePolicy',
+  message: 'Container trainer for pod team/demo-0-x failed with exit code 3 matching FailJob rule at index 1',
+  lastTransitionTime: iso(NOW + 60_000),
+} as const;
+
 /** The trainer Job of `d` after its trainer exited 3 (out of memory), and that trainer's pod. */
 const oomJob = (b: ReturnType<typeof makeStj>, d: Decision) =>
-  jobFrom(b.obj(), d, {
-    failed: 1,
-    startTime: iso(NOW),
-    conditions: [
-      {
-        type: 'Failed',
-        status: 'True',
-        reason: 'PodFailurePolicy',
-        message:
-          'Container trainer for pod team/demo-0-x failed with exit code 3 matching FailJob rule at index 1',
-        lastTransitionTime: iso(NOW + 60_000),
-      },
-    ],
-  });
+  jobFrom(b.obj(), d, { failed: 1, startTime: iso(NOW), conditions: [podFailurePolicy] });
 const oomPod = (job: string) =>
   makePod(job, 'team', {
     node: 'a100-0',
@@ -281,12 +277,16 @@ describe('decide: endings and the TTL', () => {
   it('the invalid-manifest exit and the Job deadline map to their reasons', () => {
     const b = stjBig();
     const first = decide(world(b.obj()));
-    const invalid = jobFrom(b.obj(), first, {
-      conditions: [
-        { type: 'Failed', status: 'True', reason: 'PodFailurePolicy', message: 'failed with exit code 2' },
-      ],
-    });
-    assert.equal(conditions(decide(world(after(b, first), { jobs: [invalid] }))).Failed, 'True/InvalidSpec');
+    const invalid = jobFrom(b.obj(), first, { failed: 1, conditions: [podFailurePolicy] });
+    const pods = [
+      makePod('demo-0', 'team', { phase: 'Failed', exitCode: 2, message: 'spec.data: no images' }),
+    ];
+    const d = decide(world(after(b, first), { jobs: [invalid], pods }));
+    assert.equal(conditions(d).Failed, 'True/InvalidSpec');
+    assert.match(
+      d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+      /trainer: spec\.data: no images/,
+    );
     const late = jobFrom(b.obj(), first, {
       conditions: [
         {
@@ -303,19 +303,55 @@ describe('decide: endings and the TTL', () => {
     );
   });
 
+  it('the cause of a pod-failure-policy failure is the pod exit code, whatever the condition says', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    // The wording names exit code 3; the pod says 2. Kubernetes' wording is not an API.
+    const job = jobFrom(b.obj(), first, { failed: 1, conditions: [podFailurePolicy] });
+    const pods = [makePod('demo-0', 'team', { phase: 'Failed', exitCode: 2, message: 'bad manifest' })];
+    const d = decide(world(after(b, first), { jobs: [job], pods }));
+    assert.equal(d.create, undefined, 'no re-plan: the input is invalid, not too big');
+    assert.equal(conditions(d).Failed, 'True/InvalidSpec');
+  });
+
+  it('waits while the pod cache has not yet seen the exit the pod failure policy acted on', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { failed: 1, conditions: [podFailurePolicy] });
+    const stale = [makePod('demo-0', 'team', { node: 'a100-0', phase: 'Running' })];
+    const prev = after(b, first);
+    const d = decide(world(prev, { jobs: [job], pods: stale }));
+    assert.equal(d.create, undefined);
+    assert.deepEqual(d.deleteJobs, []);
+    assert.equal(conditions(d).Failed, undefined, 'not failed on a guess');
+    assert.deepEqual(d.status.conditions, prev.status?.conditions, 'the status is left as it was');
+    assert.equal(d.requeueAfterMs, 1000);
+  });
+
+  it('a pod-failure-policy failure whose pods are gone fails with a reason that says so, not a guess from the wording', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { failed: 1, conditions: [podFailurePolicy] });
+    const d = decide(world(after(b, first), { jobs: [job], pods: [] }));
+    assert.equal(d.create, undefined);
+    assert.equal(conditions(d).Failed, 'True/TrainerFailed');
+    assert.match(
+      d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+      /exit code 2 \(invalid input\) or 3 \(out of memory\).*pod is gone/,
+    );
+  });
+
   it('a re-plan after the deadline has passed fails instead of starting again', () => {
     const b = stjBig().runPolicy({ activeDeadlineSeconds: 600 });
     const first = decide(world(b.obj()));
     assert.equal(first.create?.activeDeadlineSeconds, 600);
     const withStart = b.status({ ...first.status, startTime: iso(NOW) });
-    const oom = jobFrom(b.obj(), first, {
-      startTime: iso(NOW),
-      conditions: [{ type: 'Failed', status: 'True', reason: 'PodFailurePolicy', message: 'exit code 3' }],
-    });
-    const d = decide(world(withStart.obj(), { jobs: [oom], now: NOW + 700_000 }));
+    const oom = oomJob(b, first);
+    const pods = [oomPod('demo-0')];
+    const d = decide(world(withStart.obj(), { jobs: [oom], pods, now: NOW + 700_000 }));
     assert.equal(d.create, undefined);
     assert.equal(conditions(d).Failed, 'True/DeadlineExceeded');
-    const early = decide(world(withStart.obj(), { jobs: [oom], now: NOW + 200_000 }));
+    const early = decide(world(withStart.obj(), { jobs: [oom], pods, now: NOW + 200_000 }));
     assert.equal(early.create?.activeDeadlineSeconds, 400, 'the next attempt gets what is left');
   });
 });
