@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerSetupCommand } from './backend/native/cli.ts';
 import { registerStreamingBenches } from './bench/cli.ts';
+import { registerGpuBench } from './bench/gpu-cli.ts';
 import { registerSynthCommand } from './data/synth-cli.ts';
 import { registerBenchMemory, registerPlanCommands } from './plan/cli.ts';
 import { registerTrainCommand } from './train/cli.ts';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
     .command('bench')
     .description('measure streaming against conventional training (JSON with --json)');
   registerStreamingBenches(bench);
+  registerGpuBench(bench);
   registerBenchMemory(bench);
   return program;
 }
