@@ -455,7 +455,8 @@ const training = object({
     }),
     backend: enumeration(BACKENDS, {
       description:
-        'TensorFlow.js backend: auto (tensorflow if tfjs-node(-gpu) loads, else wasm, else cpu) or a fixed one.',
+        'TensorFlow.js backend: auto (tensorflow when `tilestream setup tensorflow` has built it, as in the trainer ' +
+        'images; else wasm, else cpu) or a fixed one.',
       default: 'auto',
     }),
   },
