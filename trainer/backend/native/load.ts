@@ -17,6 +17,8 @@ export function restoreRemovedUtilHelpers(): void {
   if (typeof u.isNullOrUndefined !== 'function') {
     u.isNullOrUndefined = (v: unknown): boolean => v === null || v === undefined;
   }
+  // Still there but deprecated: each call from the package prints DEP0044 into the training log.
+  if (u.isArray !== Array.isArray) u.isArray = Array.isArray;
 }
 
 /**
