@@ -117,3 +117,50 @@ export function perJob(c: RequestCounts, jobs: number): { total: number; byVerb:
     byVerb: Object.fromEntries(Object.entries(c.byVerb).map(([k, v]) => [k, r(v)])),
   };
 }
+
+export interface LeaseRenewals {
+  /** Successful renewals (update → 200) of the lease received in the window. */
+  renewals: number;
+  /** The largest time between two successive renewals, the later one in the window (0 with none). */
+  maxGapMs: number;
+  /** When the later renewal of that gap was received (epoch ms; 0 with none). */
+  maxGapEndMs: number;
+}
+
+/**
+ * The leader's renewals of its Lease as the API server received them. A leader renews every retry
+ * period (2 s), so a gap well above that is time in which its event loop (or the API) held the renewal
+ * back; at the renew deadline (10 s) it steps down. The renewal just before the window opens the
+ * first gap, so a stall that straddles the window's start is not cut short.
+ */
+export function leaseRenewals(
+  events: readonly AuditEvent[],
+  o: { user: string; fromMs: number; toMs: number; lease?: string },
+): LeaseRenewals {
+  const times = events
+    .filter(
+      (e) =>
+        e.user?.username === o.user &&
+        e.stage === 'ResponseComplete' &&
+        e.verb === 'update' &&
+        e.objectRef?.resource === 'leases' &&
+        (o.lease === undefined || e.objectRef.name === o.lease) &&
+        e.responseStatus?.code === 200,
+    )
+    .map((e) => auditTimeMs(e.requestReceivedTimestamp))
+    .filter((t) => t < o.toMs)
+    .sort((a, b) => a - b);
+  let renewals = 0;
+  let maxGapMs = 0;
+  let maxGapEndMs = 0;
+  for (const [i, t] of times.entries()) {
+    if (t < o.fromMs) continue;
+    renewals++;
+    const before = times[i - 1];
+    if (before !== undefined && t - before > maxGapMs) {
+      maxGapMs = t - before;
+      maxGapEndMs = t;
+    }
+  }
+  return { renewals, maxGapMs, maxGapEndMs };
+}

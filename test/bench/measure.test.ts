@@ -7,6 +7,7 @@ import {
   auditPolicyYaml,
   auditTimeMs,
   countRequests,
+  leaseRenewals,
   parseAuditLines,
   perJob,
 } from './audit-log.ts';
@@ -71,6 +72,42 @@ describe('audit log counting', () => {
     });
     assert.deepEqual(c.byVerbResource, { 'watch jobs': 1, 'patch jobs': 1 });
     assert.equal(countRequests(events, { user: OP, excludeResources: ['leases'] }).total, 5);
+  });
+
+  it('lease renewals: successful updates only, and the largest gap ending inside the window', () => {
+    const renewals = [
+      ev('r1', 'ResponseComplete', 'update', 'leases', t(1), { code: 200 }),
+      ev('r2', 'ResponseComplete', 'update', 'leases', t(3), { code: 200 }),
+      ev('g', 'ResponseComplete', 'get', 'leases', t(5), { code: 200 }),
+      ev('r3', 'ResponseComplete', 'update', 'leases', t(9), { code: 200 }),
+      ev('c', 'ResponseComplete', 'update', 'leases', t(10), { code: 409 }),
+      ev('o', 'ResponseComplete', 'update', 'leases', t(11), { code: 200, user: 'other' }),
+      ev('r4', 'ResponseStarted', 'update', 'leases', t(12)),
+      ev('r4', 'ResponseComplete', 'update', 'leases', t(12), { code: 200 }),
+      ev('r5', 'ResponseComplete', 'update', 'leases', t(20), { code: 200 }),
+    ];
+    assert.deepEqual(
+      leaseRenewals(renewals, { user: OP, fromMs: auditTimeMs(t(2)), toMs: auditTimeMs(t(13)) }),
+      {
+        renewals: 3,
+        maxGapMs: 6000,
+        maxGapEndMs: auditTimeMs(t(9)),
+      },
+    );
+    // The renewal before the window opens the first gap.
+    assert.deepEqual(
+      leaseRenewals(renewals, { user: OP, fromMs: auditTimeMs(t(10)), toMs: auditTimeMs(t(13)) }),
+      {
+        renewals: 1,
+        maxGapMs: 3000,
+        maxGapEndMs: auditTimeMs(t(12)),
+      },
+    );
+    assert.deepEqual(leaseRenewals([], { user: OP, fromMs: 0, toMs: 1 }), {
+      renewals: 0,
+      maxGapMs: 0,
+      maxGapEndMs: 0,
+    });
   });
 
   it('reads microsecond timestamps to the millisecond', () => {

@@ -13,12 +13,13 @@ import {
 const JOBS = 20;
 
 describe('operator scale benchmark', { timeout: 180_000 }, () => {
-  it(`plans ${JOBS} jobs created at once and reports requests, memory and timings`, async (t) => {
+  it(`plans ${JOBS} jobs created at once, then re-plans them all after an OOM storm, and reports requests, memory, timings and event-loop stalls`, async (t) => {
     let r: ScaleResult;
     try {
       r = await runOperatorScale({
         jobs: JOBS,
         nodesPerClass: 1,
+        oomStorm: true,
         timeoutMs: 90_000,
         progress: (l) => t.diagnostic(l),
       });
@@ -57,6 +58,27 @@ describe('operator scale benchmark', { timeout: 180_000 }, () => {
     assert.ok(r.operator.meanReconcileSeconds > 0 && r.operator.meanQueueWaitSeconds >= 0);
     assert.ok(r.operator.cpuSeconds > 0, 'the operator used CPU while planning');
     assert.equal(r.operator.exitCode, 0, 'the operator exits 0 on SIGTERM');
+    // The leader renews every 2 s; a gap past the 10 s renew deadline would have ended its term.
+    assert.ok(r.operator.leaseRenewals > 0, 'the leader renewed its Lease while the jobs were planned');
+    assert.ok(
+      r.operator.maxLeaseRenewalGapSeconds >= 2 && r.operator.maxLeaseRenewalGapSeconds < 10,
+      `lease renewal gap ${r.operator.maxLeaseRenewalGapSeconds} s`,
+    );
+    assert.ok(r.operator.maxHealthzMs > 0);
+
+    // The storm: every trainer exited 3, every job is Planned again with a smaller tile.
+    const storm = r.oomStorm;
+    assert.ok(storm, 'the storm ran');
+    assert.equal(storm.pods, JOBS);
+    assert.equal(storm.replanned, JOBS, JSON.stringify(storm));
+    assert.equal(storm.failed, 0);
+    assert.equal(storm.reconcileErrors, 0);
+    assert.ok(storm.reconciles >= JOBS);
+    assert.ok(storm.leaseRenewals > 0 && storm.maxLeaseRenewalGapSeconds < 10, JSON.stringify(storm));
+    const tile = (plans: Record<string, number>) =>
+      Object.entries(plans).map(([k, n]) => [Number(k.split(' tile ')[1]), n] as const);
+    const before = Math.max(...tile(r.plans).map(([px]) => px));
+    assert.ok(Math.max(...tile(storm.plans).map(([px]) => px)) < before, JSON.stringify(storm.plans));
     // Pods never run (no node agent), but each planned job has its trainer Job.
     assert.equal(r.children.batchJobs, JOBS);
     assert.equal(r.children.podsRunning, 0);
@@ -72,6 +94,7 @@ describe('bench arguments', () => {
       workers: 16,
     });
     assert.deepEqual(parseScaleArgs([]), { json: false });
+    assert.deepEqual(parseScaleArgs(['--oom-storm']), { json: false, oomStorm: true });
     assert.throws(() => parseScaleArgs(['--jobs', '0']), /--jobs must be a whole number of at least 1/);
     assert.throws(() => parseScaleArgs(['--concurrency', 'x']), /--concurrency/);
   });

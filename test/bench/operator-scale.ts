@@ -1,9 +1,12 @@
 // The operator scale benchmark (issue 7): N StreamingTrainingJobs created at once against a real
 // API server with fake GPU nodes (no node agent: pods are bound by the scheduler but never run) →
-// seconds until all are Planned, API requests per job, operator peak memory.
+// seconds until all are Planned, API requests per job, operator peak memory, and how long the
+// operator's event loop was held: its slowest /healthz answer and the largest gap between two
+// renewals of its leader Lease. With --oom-storm, every trainer then exits 3 (out of memory) at once
+// and the same figures are taken while every job is re-planned with a smaller tile.
 //
 //   npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers 4]
-//                             [--max-old-space <MiB>] [--json]
+//                             [--max-old-space <MiB>] [--oom-storm] [--json]
 //
 // The operator runs as its own process (`bin/tilestream.js operator`) with the chart's RBAC, so its
 // memory is its own (VmHWM from /proc). Its API requests are counted by the API server itself:
@@ -26,8 +29,17 @@ import { startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { installCrd } from '../controlplane/install-crd.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
-import { auditPolicyYaml, countRequests, perJob, type RequestCounts, readAuditLog } from './audit-log.ts';
+import {
+  auditPolicyYaml,
+  auditTimeMs,
+  countRequests,
+  leaseRenewals,
+  perJob,
+  type RequestCounts,
+  readAuditLog,
+} from './audit-log.ts';
 import { MiB, percentile, readProcCpuSeconds, readProcMemory, round, sumMetric } from './measure.ts';
+import { failWithOom, livePods, type TrainerPod } from './oom-storm.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
 const JOBS_NS = 'bench';
@@ -45,7 +57,9 @@ export interface ScaleOptions {
   workers?: number;
   /** V8's --max-old-space-size for the operator process (MiB): does it fit a smaller heap? */
   maxOldSpaceMiB?: number;
-  /** Give up when not all jobs are Planned by then. */
+  /** After all are Planned: every trainer exits 3 (out of memory) at once, and every job is re-planned. */
+  oomStorm?: boolean;
+  /** Give up when not all jobs are Planned (or, in the storm, re-planned) by then. */
   timeoutMs: number;
   /** Progress lines (stderr in the CLI). */
   progress?: (line: string) => void;
@@ -115,6 +129,7 @@ interface StjObject {
   metadata: { name: string; resourceVersion?: string };
   status?: {
     phase?: string;
+    tileReductions?: number;
     conditions?: Condition[];
     plan?: { gpuClass?: string; gpuProduct?: string; tileSize?: number };
   };
@@ -168,12 +183,44 @@ export interface ScaleResult {
     maxHealthzMs: number;
     /** When that slowest answer was asked for, in seconds from the first create. */
     maxHealthzAtSeconds: number;
+    /**
+     * The largest time between two renewals of the leader Lease (received by the API server) while
+     * the jobs were being planned; the leader renews every 2 s and steps down after 10 s without one.
+     */
+    maxLeaseRenewalGapSeconds: number;
+    leaseRenewals: number;
     /** CPU seconds the operator used from the first create until it was quiet. */
     cpuSeconds: number;
     exitCode: number | null;
   };
   children: { batchJobs: number; pods: number; podsBound: number; podsRunning: number };
+  /** With --oom-storm; null without. */
+  oomStorm: OomStormResult | null;
   machine: { cpus: number; loadAverageStart: number[]; loadAverageEnd: number[] };
+}
+
+export interface OomStormResult {
+  /** Trainer pods reported as exited 3 (one per job). */
+  pods: number;
+  /** From the first pod's out-of-memory report to the last report's answer. */
+  secondsToReportAll: number;
+  /** From the first report until every job was Planned again with a smaller tile (or Failed). */
+  secondsToAllReplanned: number;
+  replanned: number;
+  /** Jobs that could not shrink (e.g. at their minimum tile) and are Failed instead. */
+  failed: number;
+  /** Per job: its pod's report → Planned=True with tileReductions ≥ 1 (or Failed) seen on a watch. */
+  reportToReplannedSeconds: { p50: number; p95: number; max: number };
+  maxHealthzMs: number;
+  /** In seconds from the first report. */
+  maxHealthzAtSeconds: number;
+  maxLeaseRenewalGapSeconds: number;
+  leaseRenewals: number;
+  reconciles: number;
+  reconcileErrors: number;
+  cpuSeconds: number;
+  /** Plans after the storm: `<gpu class> tile <px>` → count. */
+  plans: Record<string, number>;
 }
 
 function freePort(): Promise<number> {
@@ -206,6 +253,44 @@ function httpGet(url: string, timeoutMs = 5000): Promise<{ status: number; body:
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const isPlanned = (s: StjObject) =>
   s.status?.conditions?.some((c) => c.type === 'Planned' && c.status === 'True') ?? false;
+const isFailed = (s: StjObject) =>
+  s.status?.conditions?.some((c) => c.type === 'Failed' && c.status === 'True') ?? false;
+
+/** The slowest /healthz answer of one phase of the run. */
+interface HealthzWindow {
+  maxMs: number;
+  /** performance.now() when that answer was asked for. */
+  at: number;
+}
+
+/** How many jobs got each plan: `<gpu class> tile <px>` → count. */
+function plansOf(items: readonly StjObject[]): Record<string, number> {
+  const plans: Record<string, number> = {};
+  for (const s of items) {
+    const p = s.status?.plan;
+    const k = p ? `${p.gpuClass ?? p.gpuProduct} tile ${p.tileSize}` : '(no plan)';
+    plans[k] = (plans[k] ?? 0) + 1;
+  }
+  return plans;
+}
+
+/**
+ * Waits until `user` has sent nothing but Lease requests for 3 s (at most 60 s) and returns the end of
+ * its last request (epoch ms), never before `notBefore`.
+ */
+async function waitQuiet(auditLog: string, user: string, fromMs: number, notBefore: number): Promise<number> {
+  const quietStart = Date.now();
+  for (;;) {
+    await sleep(1000);
+    const events = readAuditLog(auditLog).filter(
+      (e) => e.user?.username === user && e.objectRef?.resource !== 'leases',
+    );
+    const lastMs = Math.max(fromMs, ...events.map((e) => auditTimeMs(e.requestReceivedTimestamp)));
+    // Requests can end before the watch shows the last job Planned: the window never ends before that.
+    const quiet = Math.max(lastMs + 1, notBefore);
+    if (Date.now() - lastMs > 3000 || Date.now() - quietStart > 60_000) return quiet;
+  }
+}
 
 /** Runs the benchmark; throws with the reason when the control plane cannot run here. */
 export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promise<ScaleResult> {
@@ -290,10 +375,17 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     // Watch the jobs from before the first create, so every Planned transition is seen.
     const plannedAt = new Map<string, number>();
     const createdAt = new Map<string, number>();
+    // In the storm: Planned again with a smaller tile, or Failed (nothing smaller to try).
+    const replannedAt = new Map<string, number>();
+    const failedAt = new Map<string, number>();
     // A manifest the operator calls invalid would never be Planned: stop at once and say why.
     let invalid: string | undefined;
     const onObject = (s: StjObject, now: number) => {
-      if (isPlanned(s) && !plannedAt.has(s.metadata.name)) plannedAt.set(s.metadata.name, now);
+      const name = s.metadata.name;
+      if (isPlanned(s) && !plannedAt.has(name)) plannedAt.set(name, now);
+      if (isPlanned(s) && (s.status?.tileReductions ?? 0) >= 1 && !replannedAt.has(name))
+        replannedAt.set(name, now);
+      if (isFailed(s) && !failedAt.has(name)) failedAt.set(name, now);
       const c = s.status?.conditions?.find((x) => x.type === 'Planned' && x.reason === 'InvalidSpec');
       if (c) invalid ??= `${s.metadata.name}: ${c.message}`;
     };
@@ -329,17 +421,17 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
       }
     })();
 
-    // Samplers: the operator's RSS and how fast it answers /healthz (event-loop responsiveness).
-    let maxHealthzMs = 0;
-    let maxHealthzAt = 0;
+    // How fast the operator answers /healthz (event-loop responsiveness), per phase of the run.
+    const planning: HealthzWindow = { maxMs: 0, at: 0 };
+    let healthz: HealthzWindow = planning;
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
         const at = performance.now();
         const r = await httpGet(`${healthUrl}/healthz`, 30_000).catch(() => undefined);
-        if (r && sampling && r.ms > maxHealthzMs) {
-          maxHealthzMs = r.ms;
-          maxHealthzAt = at;
+        if (r && sampling && r.ms > healthz.maxMs) {
+          healthz.maxMs = r.ms;
+          healthz.at = at;
         }
         await sleep(200);
       }
@@ -392,30 +484,13 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     say(`all ${o.jobs} planned after ${round((tAll - t0) / 1000)} s; waiting until the operator is quiet`);
 
     // Quiet: no operator request other than the leader Lease for 3 s (at most 60 s).
-    const quietStart = Date.now();
-    let wallQuiet = Date.now();
-    for (;;) {
-      await sleep(1000);
-      const events = readAuditLog(auditLog).filter(
-        (e) => e.user?.username === OPERATOR_USER && e.objectRef?.resource !== 'leases',
-      );
-      const lastMs = Math.max(
-        wall0,
-        ...events.map((e) => Date.parse(e.requestReceivedTimestamp.replace(/(\.\d{3})\d+/, '$1'))),
-      );
-      // Requests can end before the watch shows the last job Planned: the window never ends before that.
-      wallQuiet = Math.max(lastMs + 1, wallAll);
-      if (Date.now() - lastMs > 3000 || Date.now() - quietStart > 60_000) break;
-    }
-    sampling = false;
-    await sampler;
+    const wallQuiet = await waitQuiet(auditLog, OPERATOR_USER, wall0, wallAll);
+    healthz = { maxMs: 0, at: 0 }; // between the phases: not reported
 
     const metrics = (await httpGet(metricsUrl)).body;
     const mem = readProcMemory(pid);
     const cpuAfter = readProcCpuSeconds(pid) ?? cpuBefore;
     if (!mem) throw new Error(`cannot read /proc/${pid}/status: the operator is gone, or this is not Linux`);
-    stopWatch.abort();
-    await watching;
 
     const events = readAuditLog(auditLog);
     const window = { user: OPERATOR_USER, fromMs: wall0, excludeResources: ['leases'] };
@@ -423,14 +498,10 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     const untilAllPlanned = countRequests(events, { ...window, toMs: wallAll });
     const startup = countRequests(events, { user: OPERATOR_USER, fromMs: operatorStart, toMs: wall0 });
     const lease = countRequests(events, { user: OPERATOR_USER, fromMs: wall0, toMs: wallQuiet });
+    const renewals = leaseRenewals(events, { user: OPERATOR_USER, fromMs: wall0, toMs: wallQuiet });
 
     const final = await admin.request<List<StjObject>>('GET', STJ_PATH);
-    const plans: Record<string, number> = {};
-    for (const s of final.items) {
-      const p = s.status?.plan;
-      const k = p ? `${p.gpuClass ?? p.gpuProduct} tile ${p.tileSize}` : '(no plan)';
-      plans[k] = (plans[k] ?? 0) + 1;
-    }
+    const plans = plansOf(final.items);
     const sel = encodeURIComponent(MANAGED_SELECTOR);
     const batchJobs = await admin.request<List<unknown>>(
       'GET',
@@ -440,6 +511,100 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
       'GET',
       `/api/v1/namespaces/${JOBS_NS}/pods`,
     );
+
+    let oomStorm: OomStormResult | null = null;
+    if (o.oomStorm) {
+      // Every trainer Job has its pod (the Job controller creates them at its own pace), then all exit 3.
+      const podsPath = `/api/v1/namespaces/${JOBS_NS}/pods`;
+      const victims = await waitFor(
+        `a trainer pod for each of the ${o.jobs} jobs`,
+        async () => {
+          const live = livePods((await admin.request<List<TrainerPod>>('GET', podsPath)).items);
+          return live.length >= o.jobs && live;
+        },
+        { timeoutMs: o.timeoutMs, intervalMs: 1000 },
+      );
+      const stormMetrics = metrics;
+      const stormCpu = readProcCpuSeconds(pid) ?? cpuAfter;
+      say(`OOM storm: ${victims.length} trainers exit 3 (out of memory) at once`);
+      const storm: HealthzWindow = { maxMs: 0, at: 0 };
+      const reportedAt = new Map<string, number>();
+      const s0 = performance.now();
+      const sWall0 = Date.now();
+      healthz = storm;
+      let reported = s0;
+      const stormProgress = setInterval(
+        () =>
+          say(
+            `reported ${reportedAt.size}/${victims.length}, re-planned ${replannedAt.size}, failed ${failedAt.size}`,
+          ),
+        2000,
+      );
+      const settledJobs = () =>
+        replannedAt.size + [...failedAt.keys()].filter((n) => !replannedAt.has(n)).length;
+      try {
+        await failWithOom(admin, victims, {
+          concurrency: o.concurrency,
+          sent: (stj) => reportedAt.set(stj, performance.now()),
+        });
+        reported = performance.now();
+        const deadline = performance.now() + o.timeoutMs;
+        while (settledJobs() < o.jobs) {
+          if (op.exitCode !== null) throw new Error(`the operator exited (${op.exitCode}):\n${opTail()}`);
+          if (invalid) throw new Error(`the operator called a bench job invalid: ${invalid}`);
+          if (performance.now() > deadline) {
+            throw new Error(
+              `after ${o.timeoutMs / 1000} s of the OOM storm only ${settledJobs()} of ${o.jobs} jobs are re-planned or failed`,
+            );
+          }
+          await sleep(50);
+        }
+      } finally {
+        clearInterval(stormProgress);
+      }
+      const sAll = performance.now();
+      const sWallAll = sWall0 + (sAll - s0);
+      say(
+        `all ${o.jobs} re-planned after ${round((sAll - s0) / 1000)} s; waiting until the operator is quiet`,
+      );
+      const sWallQuiet = await waitQuiet(auditLog, OPERATOR_USER, sWall0, sWallAll);
+      healthz = { maxMs: 0, at: 0 };
+      const after = (await httpGet(metricsUrl)).body;
+      const stormEvents = readAuditLog(auditLog);
+      const stormRenewals = leaseRenewals(stormEvents, {
+        user: OPERATOR_USER,
+        fromMs: sWall0,
+        toMs: sWallQuiet,
+      });
+      const delta = (name: string) => sumMetric(after, name) - sumMetric(stormMetrics, name);
+      const settledAt = new Map([...failedAt, ...replannedAt]);
+      const waits = [...reportedAt.entries()].map(([n, t]) => ((settledAt.get(n) ?? sAll) - t) / 1000);
+      const replannedItems = (await admin.request<List<StjObject>>('GET', STJ_PATH)).items;
+      oomStorm = {
+        pods: victims.length,
+        secondsToReportAll: round((reported - s0) / 1000),
+        secondsToAllReplanned: round((sAll - s0) / 1000),
+        replanned: replannedAt.size,
+        failed: [...failedAt.keys()].filter((n) => !replannedAt.has(n)).length,
+        reportToReplannedSeconds: {
+          p50: round(percentile(waits, 50)),
+          p95: round(percentile(waits, 95)),
+          max: round(Math.max(...waits)),
+        },
+        maxHealthzMs: round(storm.maxMs, 1),
+        maxHealthzAtSeconds: round((storm.at - s0) / 1000),
+        maxLeaseRenewalGapSeconds: round(stormRenewals.maxGapMs / 1000),
+        leaseRenewals: stormRenewals.renewals,
+        reconciles: delta('controller_runtime_reconcile_total'),
+        reconcileErrors: delta('controller_runtime_reconcile_errors_total'),
+        cpuSeconds: round((readProcCpuSeconds(pid) ?? stormCpu) - stormCpu),
+        plans: plansOf(replannedItems),
+      };
+    }
+    sampling = false;
+    await sampler;
+    stopWatch.abort();
+    await watching;
 
     op.kill('SIGTERM');
     let timer: NodeJS.Timeout | undefined;
@@ -492,8 +657,10 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         workers: sumMetric(metrics, 'controller_runtime_max_concurrent_reconciles'),
         meanReconcileSeconds: meanOf(metrics, 'controller_runtime_reconcile_time_seconds'),
         meanQueueWaitSeconds: meanOf(metrics, 'workqueue_queue_duration_seconds'),
-        maxHealthzMs: round(maxHealthzMs, 1),
-        maxHealthzAtSeconds: round((maxHealthzAt - t0) / 1000),
+        maxHealthzMs: round(planning.maxMs, 1),
+        maxHealthzAtSeconds: round((planning.at - t0) / 1000),
+        maxLeaseRenewalGapSeconds: round(renewals.maxGapMs / 1000),
+        leaseRenewals: renewals.renewals,
         cpuSeconds: round(cpuAfter - cpuBefore),
         exitCode,
       },
@@ -503,6 +670,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         podsBound: pods.items.filter((p) => p.spec?.nodeName).length,
         podsRunning: pods.items.filter((p) => p.status?.phase === 'Running').length,
       },
+      oomStorm,
       machine: { cpus: cpus().length, loadAverageStart, loadAverageEnd: loadavg().map((x) => round(x)) },
     };
   } catch (e) {
@@ -570,12 +738,17 @@ export function formatScaleTable(r: ScaleResult): string {
       `${r.operator.maxHealthzMs} ms (asked ${r.operator.maxHealthzAtSeconds} s after the first create)`,
     ],
     [
+      'largest leader Lease renewal gap',
+      `${r.operator.maxLeaseRenewalGapSeconds} s (${r.operator.leaseRenewals} renewals; every 2 s when idle, step-down after 10 s)`,
+    ],
+    [
       'children',
       `${r.children.batchJobs} batch Jobs, ${r.children.pods} pods (${r.children.podsBound} bound, ${r.children.podsRunning} running)`,
     ],
     ...Object.entries(r.plans)
       .sort()
       .map(([k, n]): [string, string] => [`  plan ${k}`, `${n} jobs`]),
+    ...(r.oomStorm ? stormRows(r.oomStorm) : []),
     [
       'machine',
       `${r.machine.cpus} CPUs, load ${r.machine.loadAverageStart.join(' ')} → ${r.machine.loadAverageEnd.join(' ')}`,
@@ -583,6 +756,26 @@ export function formatScaleTable(r: ScaleResult): string {
   ];
   const w = Math.max(...rows.map(([k]) => k.length));
   return `${rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n')}\n`;
+}
+
+function stormRows(s: OomStormResult): [string, string][] {
+  return [
+    ['OOM storm', `${s.pods} trainers exit 3 at once (reported in ${s.secondsToReportAll} s)`],
+    [
+      '  all re-planned or failed',
+      `${s.secondsToAllReplanned} s (${s.replanned} re-planned, ${s.failed} failed)`,
+    ],
+    [
+      '  report → re-planned per job',
+      `p50 ${s.reportToReplannedSeconds.p50} s, p95 ${s.reportToReplannedSeconds.p95} s, max ${s.reportToReplannedSeconds.max} s`,
+    ],
+    ['  slowest /healthz', `${s.maxHealthzMs} ms (asked ${s.maxHealthzAtSeconds} s after the first report)`],
+    ['  largest Lease renewal gap', `${s.maxLeaseRenewalGapSeconds} s (${s.leaseRenewals} renewals)`],
+    ['  reconciles', `${s.reconciles}, errors ${s.reconcileErrors}; operator CPU ${s.cpuSeconds} s`],
+    ...Object.entries(s.plans)
+      .sort()
+      .map(([k, n]): [string, string] => [`  plan ${k}`, `${n} jobs`]),
+  ];
 }
 
 export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> & { json: boolean } {
@@ -595,6 +788,7 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
       workers: { type: 'string' },
       'max-old-space': { type: 'string' },
       timeout: { type: 'string' },
+      'oom-storm': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
   });
@@ -613,6 +807,7 @@ export function parseScaleArgs(argv: readonly string[]): Partial<ScaleOptions> &
   const timeout = int('timeout', values.timeout, 1);
   return {
     json: values.json ?? false,
+    ...(values['oom-storm'] && { oomStorm: true }),
     ...(jobs !== undefined && { jobs }),
     ...(concurrency !== undefined && { concurrency }),
     ...(nodesPerClass !== undefined && { nodesPerClass }),
@@ -631,7 +826,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     args = parseScaleArgs(process.argv.slice(2));
   } catch (e) {
     process.stderr.write(
-      `${(e as Error).message}\nusage: npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers <n>] [--max-old-space <MiB>] [--timeout <s>] [--json]\n`,
+      `${(e as Error).message}\nusage: npm run bench:operator -- [--jobs 500] [--concurrency 20] [--nodes-per-class 2] [--workers <n>] [--max-old-space <MiB>] [--timeout <s>] [--oom-storm] [--json]\n`,
     );
     process.exit(2);
   }
