@@ -266,12 +266,36 @@ describe('tfjs layers-model import equals tfjs-layers', () => {
     // 44: c2 sees 44 (even) but c5 sees 44/4 − 2 = 9, odd.
     assert.throws(
       () => checkInputSize(imported, 44, 48),
-      /height of 44 .*layer 'c5' \(Conv2D, padding 'same', stride 2\) would see an input of 9.*heights that work nearby: 40, 42/,
+      /height of 44 .*layer 'c5' \(Conv2D, padding 'same', stride 2\) would see an input of 9.*heights that work nearby: 40, 56$/,
     );
+    // The advice leads somewhere: both sizes pass the check and tile (the body's total stride is 4;
+    // 42, which suits every 'same' layer, is not a multiple of it, and 48 misaligns 'p3'), with a
+    // width that does too.
+    for (const h of [40, 56]) {
+      checkInputSize(imported, h, 72);
+      tileGrid(imported.network.body, [h, 72], [32, 32]);
+    }
     // tfjs-layers pads that input asymmetrically by size: its trunk output has ⌈9/2⌉ = 5 rows, the explicit body ⌊⌋ = 4.
     const sub = intermediate(model, 'c5');
     const want = tf.tidy(() => (sub.predict(tf.zeros([1, 44, 48, 3])) as tf.Tensor).shape);
     assert.equal(want[1], 5);
+  });
+
+  it("a 1×1 'same' conv and pool with stride 2 take odd sizes: TF pads nothing at any length", async () => {
+    const L = tfl.layers;
+    const input = tfl.input({ shape: [null, null, 3], name: 'image' });
+    let x = apply(L.conv2d({ filters: 4, kernelSize: 3, padding: 'same', name: 'c1' }), input);
+    x = apply(L.conv2d({ filters: 6, kernelSize: 1, strides: 2, padding: 'same', name: 'down' }), x);
+    x = apply(L.maxPooling2d({ poolSize: 1, strides: 2, padding: 'same', name: 'sub' }), x);
+    x = apply(L.conv2d({ filters: 4, kernelSize: 3, padding: 'valid', name: 'c2' }), x);
+    const model = tfl.model({ inputs: input, outputs: x, name: 'pointwise-down' });
+    randomizeWeights(model, 5);
+    const imported = await importAndCompare(model, 'c2', [
+      [33, 35],
+      [37, 40],
+      [29, 31],
+    ]);
+    assert.deepEqual(imported.sameAlignment, []);
   });
 
   it('ResNet-like functional model: ZeroPadding2D folds into conv1, frozen BN folds to affine, residual Adds', async () => {

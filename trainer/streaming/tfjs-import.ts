@@ -7,11 +7,12 @@
 
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { axisName, axisSizes, GeometryError } from './geometry.ts';
+import { axisName, axisProfile, axisSizes, GeometryError } from './geometry.ts';
 import { type Axis, type Body, BodyError, INPUT, type SplitNetwork, splitAt } from './graph.ts';
 import type { Network, Pooling } from './network.ts';
 import { type KerasLayer, parseModelJson, TfjsImportError } from './tfjs-import/model-json.ts';
 import { INFERENCE_IDENTITY, UnsupportedLayerError } from './tfjs-import/refusals.ts';
+import { sameIsExact } from './tfjs-import/same-padding.ts';
 import {
   type SameAlignment,
   type SkippedLayer,
@@ -53,7 +54,7 @@ export interface TfjsLayersTopology {
   readonly head?: ImportedHead;
   /** Parameters by NetworkParams name (`body/…`, `trunk/…`, `head/dense/…`), with how to make each. */
   readonly recipes: readonly WeightRecipe[];
-  /** 'same' layers with stride > 1; see checkInputSize. */
+  /** 'same' layers whose padding depends on their input size (stride > 1, window > 1); see checkInputSize. */
   readonly sameAlignment: readonly SameAlignment[];
   /** Layers of the model that are not in the network, and why. */
   readonly skipped: readonly SkippedLayer[];
@@ -406,9 +407,11 @@ export function importedNetwork(
 }
 
 /**
- * Checks that an image of height × width gives every 'same' layer with stride > 1 an input that
- * is a multiple of its stride (the condition under which its explicit padding equals TF's), and
- * that nothing vanishes. Throws a GeometryError naming the layer and the nearest sizes that work.
+ * Checks that an image of height × width gives every 'same' layer with stride > 1 an input on which
+ * its explicit padding equals TF's (a multiple of the stride, or a remainder the window fits in;
+ * same-padding.ts), and that nothing vanishes. Throws a GeometryError naming the layer and the
+ * nearest sizes that pass this check and also tile (multiples of the body's total stride), or
+ * saying that no such size exists.
  */
 export function checkInputSize(
   model: Pick<TfjsLayersTopology, 'network' | 'sameAlignment'>,
@@ -421,11 +424,36 @@ export function checkInputSize(
   ] as const) {
     const problem = alignmentProblem(model, axis, n);
     if (problem === undefined) continue;
-    const near = nearestAligned(model, axis, n);
+    const what = axisName(axis);
+    const { stride, sizes } = workingSizesNear(model, axis, n);
+    const advice =
+      sizes.length > 0
+        ? `${what}s that work nearby: ${sizes.join(', ')}`
+        : `no image ${what} that tiles (a multiple of the body's total stride ${stride}) suits every layer, ` +
+          "so change the model (padding 'valid' on the layer named, or the layers before it) or end the body elsewhere";
     throw new GeometryError(
-      `an image ${axisName(axis)} of ${n} does not suit the imported model: ${problem}` +
-        (near.length > 0 ? `; ${axisName(axis)}s that work nearby: ${near.join(', ')}` : ''),
+      `an image ${what} of ${n} does not suit the imported model: ${problem}; ${advice}`,
     );
+  }
+}
+
+/** Node output lengths of body and trunk for an input of n, or the GeometryError's message. */
+function lengthsOf(
+  model: Pick<TfjsLayersTopology, 'network'>,
+  axis: Axis,
+  n: number,
+): Map<string, number> | string {
+  const { body, trunk } = model.network;
+  try {
+    const sizes = axisSizes(body, axis, n);
+    if (trunk) {
+      const t = axisSizes(trunk, axis, sizes.get(body.output) as number);
+      for (const [k, v] of t) if (k !== INPUT) sizes.set(k, v);
+    }
+    return sizes;
+  } catch (err) {
+    if (err instanceof GeometryError) return err.message;
+    throw err;
   }
 }
 
@@ -435,45 +463,67 @@ function alignmentProblem(
   n: number,
 ): string | undefined {
   const { body, trunk } = model.network;
-  let sizes: Map<string, number>;
-  try {
-    sizes = axisSizes(body, axis, n);
-    if (trunk) {
-      const t = axisSizes(trunk, axis, sizes.get(body.output) as number);
-      for (const [k, v] of t) if (k !== INPUT) sizes.set(k, v);
-    }
-  } catch (err) {
-    if (err instanceof GeometryError) return err.message;
-    throw err;
-  }
+  const sizes = lengthsOf(model, axis, n);
+  if (typeof sizes === 'string') return sizes;
   for (const a of model.sameAlignment) {
     const s = a.stride[axis] as number;
-    if (s === 1) continue;
+    const k = a.kernel[axis] as number;
     const node = [...body.nodes, ...(trunk?.nodes ?? [])].find((x) => x.name === a.node);
     const inputName = node?.inputs[0] as string;
     const inTrunk = trunk?.nodes.some((x) => x.name === a.node) ?? false;
     const len = inputName === INPUT && inTrunk ? sizes.get(body.output) : sizes.get(inputName);
-    if (len !== undefined && len % s !== 0) {
+    if (len !== undefined && !sameIsExact(len, k, s)) {
       return (
-        `layer '${a.layer}' (${a.className}, padding 'same', stride ${s}) would see an input of ${len}, not a ` +
-        `multiple of ${s}, and TF's 'same' padding then depends on the size (it pads max(k − ${len} mod ${s}, 0) ` +
-        'instead of max(k − s, 0)), so the explicit padding of the imported body would not match the model'
+        `layer '${a.layer}' (${a.className}, padding 'same', stride ${s}) would see an input of ${len}, which ` +
+        `leaves a remainder of ${len % s} that its window of ${k} overhangs, and TF's 'same' padding then depends ` +
+        `on the size (it pads max(k − ${len} mod ${s}, 0) = ${k - (len % s)} instead of max(k − s, 0) = ` +
+        `${Math.max(k - s, 0)}), so the explicit padding of the imported body would not match the model`
       );
     }
   }
   return undefined;
 }
 
-function nearestAligned(
+/**
+ * The nearest image lengths below and above n that pass alignmentProblem and are multiples of the
+ * body's total stride S (so that they tile at any tile size). Every node length grows by P/c when
+ * the input grows by P = lcm of the nodes' cumulative strides c, so the checks repeat with period
+ * P once nothing vanishes (from the receptive fields on): searching P past that finds a working
+ * length if one exists at all, and a working length more than P below n has a nearer one P above.
+ */
+export function workingSizesNear(
   model: Pick<TfjsLayersTopology, 'network' | 'sameAlignment'>,
   axis: Axis,
   n: number,
-): number[] {
-  const found: number[] = [];
-  for (let d = 1; d <= 4096 && found.length < 2; d++) {
-    for (const m of [n - d, n + d]) {
-      if (m >= 1 && found.length < 2 && alignmentProblem(model, axis, m) === undefined) found.push(m);
+): { stride: number; sizes: number[] } {
+  const { body, trunk } = model.network;
+  const profile = axisProfile(body, axis);
+  const S = profile.totalStride;
+  const strides = [...profile.stride.values()];
+  if (trunk) for (const c of axisProfile(trunk, axis).stride.values()) strides.push(S * c);
+  const period = strides.reduce(lcm, S);
+  // From here on nothing vanishes: the body's output has at least the trunk's receptive field.
+  const steady = profile.receptiveField + S * (trunk ? axisProfile(trunk, axis).receptiveField : 1);
+  const works = (m: number): boolean => alignmentProblem(model, axis, m) === undefined;
+  const base = Math.floor(n / S) * S;
+  let below: number | undefined;
+  for (let m = base === n ? n - S : base; m >= Math.max(S, n - period); m -= S) {
+    if (works(m)) {
+      below = m;
+      break;
     }
   }
-  return found.sort((a, b) => a - b);
+  let above: number | undefined;
+  for (let m = base + S; m <= Math.max(n, steady) + period; m += S) {
+    if (works(m)) {
+      above = m;
+      break;
+    }
+  }
+  return { stride: S, sizes: [below, above].filter((m) => m !== undefined) };
+}
+
+function lcm(a: number, b: number): number {
+  const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+  return (a / gcd(a, b)) * b;
 }

@@ -1,10 +1,11 @@
 // Keras/TF padding modes as explicit padding. TF 'same' pads, per axis, a total of
 // max((⌈n/s⌉ − 1)·s + k − n, 0) with ⌊total/2⌋ before and the rest after (k the effective kernel).
-// That depends on n unless n is a multiple of s: then the total is max(k − s, 0) for every n. So
-// 'same' becomes fixed explicit padding that is exact for stride 1 always, and for stride s > 1
-// whenever the layer's input length is a multiple of s — which a caller guarantees by choosing
-// image sizes (see checkInputSize); tiles need nothing more, since the streamed body pads every
-// tile with the full image's explicit padding (streaming-algorithm.md §1.12).
+// With r = n mod s that is max(k − s, 0) when r = 0 and max(k − r, 0) otherwise, so the fixed
+// explicit padding max(k − s, 0) is exact for stride 1 always, and for stride s > 1 whenever the
+// layer's input length is a multiple of s or the window fits in the remainder (k ≤ r: a 1×1
+// kernel pads nothing at every length). A caller guarantees that by choosing image sizes (see
+// checkInputSize); tiles need nothing more, since the streamed body pads every tile with the full
+// image's explicit padding (streaming-algorithm.md §1.12).
 
 import type { Padding, Pair } from '../graph.ts';
 import { TfjsImportError } from './model-json.ts';
@@ -21,6 +22,15 @@ export function samePadding(effectiveKernel: Pair, stride: Pair): Padding {
   return [t, b, l, r];
 }
 
+/**
+ * Whether the fixed explicit padding of `samePadding` equals TF's 'same' padding for an input of
+ * length n along one axis (and so gives the same output length ⌈n/s⌉).
+ */
+export function sameIsExact(n: number, k: number, s: number): boolean {
+  const r = n % s;
+  return r === 0 || k <= r;
+}
+
 /** TF's own 'same' padding for an input of length n along one axis, for tests and diagnostics. */
 export function tfSamePadding(n: number, k: number, s: number): [number, number] {
   const total = Math.max((Math.ceil(n / s) - 1) * s + k - n, 0);
@@ -28,7 +38,7 @@ export function tfSamePadding(n: number, k: number, s: number): [number, number]
   return [lo, total - lo];
 }
 
-/** The explicit padding of a Keras padding mode: 'valid' or 'same' (which may need aligned inputs). */
+/** The explicit padding of a Keras padding mode: 'valid' or 'same' (which may need suitable input sizes). */
 export function kerasPadding(
   mode: unknown,
   effectiveKernel: Pair,
@@ -37,7 +47,13 @@ export function kerasPadding(
 ): { padding: Padding; needsAlignment: boolean } {
   if (mode === undefined || mode === 'valid') return { padding: [0, 0, 0, 0], needsAlignment: false };
   if (mode === 'same') {
-    return { padding: samePadding(effectiveKernel, stride), needsAlignment: stride[0] > 1 || stride[1] > 1 };
+    // A window of 1 along an axis fits every remainder, so only k > 1 with s > 1 depends on the size.
+    const dependsOnSize = (k: number, s: number): boolean => s > 1 && k > 1;
+    return {
+      padding: samePadding(effectiveKernel, stride),
+      needsAlignment:
+        dependsOnSize(effectiveKernel[0], stride[0]) || dependsOnSize(effectiveKernel[1], stride[1]),
+    };
   }
   throw new TfjsImportError(
     `${where}: padding '${String(mode)}' is not supported; use 'valid' or 'same' (causal padding is for 1-D sequences)`,

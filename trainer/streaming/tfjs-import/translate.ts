@@ -34,12 +34,17 @@ export interface WeightRecipe {
   readonly make: (values: readonly Float32Array[]) => Float32Array;
 }
 
-/** A TF 'same' layer with stride > 1: exact only when its input length is a multiple of the stride. */
+/**
+ * A TF 'same' layer with stride > 1 and a window wider than 1: exact only when its input length n
+ * is a multiple of the stride or the window fits in the remainder (k ≤ n mod s; same-padding.ts).
+ */
 export interface SameAlignment {
   readonly layer: string;
   readonly className: string;
-  /** The body or trunk node whose input length must be a multiple of `stride`, per axis. */
+  /** The body or trunk node whose input length must suit `kernel` and `stride`, per axis. */
   readonly node: string;
+  /** The effective (dilated) kernel or pool window, per axis. */
+  readonly kernel: Pair;
   readonly stride: Pair;
 }
 
@@ -371,6 +376,7 @@ export class Translator {
         layer: layer.name,
         className: layer.className,
         node: kind === 'separable' ? `${layer.name}/depthwise` : out,
+        kernel: effective,
         stride,
       });
     }
@@ -445,7 +451,7 @@ export class Translator {
     const padding = addPadding(own, this.#folded.get(input) ?? [0, 0, 0, 0]);
     const out = this.#emit(layer.name, { kind, kernel, stride, padding }, [this.nodeOf(input)]);
     if (needsAlignment)
-      this.alignments.push({ layer: layer.name, className: layer.className, node: out, stride });
+      this.alignments.push({ layer: layer.name, className: layer.className, node: out, kernel, stride });
     this.#finish(layer, out, this.channelsOf(input), null);
   }
 
