@@ -25,10 +25,10 @@ const cluster = (): Node[] => [
   makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).obj(),
 ];
 /**
- * smallcnn on 16384² images: 16 and 40 GiB both fit 2×2 tiles (largest 8480 and 13504 px), which the
- * planner makes with its lean 8224 px; 80 GiB holds the whole image as one tile.
+ * smallcnn on 14336² images: 16 and 40 GiB both fit 2×2 tiles, which the planner makes with its
+ * lean 7200 px; 80 GiB holds the whole image as one tile.
  */
-const bigImages = () => makeStj().image(16384);
+const bigImages = () => makeStj().image(14336);
 
 function place(
   stj: ReturnType<typeof makeStj>,
@@ -51,7 +51,7 @@ describe('placement policy', () => {
   it('auto tile: the class with the largest tile among those with free GPUs', () => {
     const p = place(bigImages());
     assert.equal(p.kind, 'gpu');
-    assert.equal(chosen(p), 'H100-SXM5-80GB@16384', 'the whole image fits on 80 GiB');
+    assert.equal(chosen(p), 'H100-SXM5-80GB@14336', 'the whole image fits on 80 GiB');
     assert.ok(
       p.kind === 'gpu' && p.prediction && p.prediction.conventionalBytes > p.prediction.streamedBytes * 0.99,
     );
@@ -62,30 +62,30 @@ describe('placement policy', () => {
       makePod('other-0', 'team', { name: `h${i}`, node: 'h100-0' }),
     );
     // Next best: 2×2 tiles, which the 16 GiB V100 holds as well as the A100 — the smaller GPU wins.
-    assert.equal(chosen(place(bigImages(), cluster(), { usage: busyH100 })), 'Tesla-V100-SXM2-16GB@8224');
+    assert.equal(chosen(place(bigImages(), cluster(), { usage: busyH100 })), 'Tesla-V100-SXM2-16GB@7200');
     const busyV100 = Array.from({ length: 4 }, (_, i) =>
       makePod('o', 'team', { name: `v${i}`, node: 'v100-0' }),
     );
     assert.equal(
       chosen(place(bigImages(), cluster(), { usage: [...busyH100, ...busyV100] })),
-      'A100-SXM4-40GB@8224',
+      'A100-SXM4-40GB@7200',
     );
     const all = [
       ...busyH100,
       ...Array.from({ length: 8 }, (_, i) => makePod('o', 'team', { name: `a${i}`, node: 'a100-0' })),
       ...Array.from({ length: 4 }, (_, i) => makePod('o', 'team', { name: `v${i}`, node: 'v100-0' })),
     ];
-    assert.equal(chosen(place(bigImages(), cluster(), { usage: all })), 'H100-SXM5-80GB@16384');
+    assert.equal(chosen(place(bigImages(), cluster(), { usage: all })), 'H100-SXM5-80GB@14336');
     const finished = busyH100.map((p) => ({ ...p, status: { ...p.status, phase: 'Succeeded' as const } }));
     assert.equal(
       chosen(place(bigImages(), cluster(), { usage: finished })),
-      'H100-SXM5-80GB@16384',
+      'H100-SXM5-80GB@14336',
       'finished pods free their GPU',
     );
   });
 
   it('a fixed tileSize keeps only classes where it fits, and prefers the smallest GPU that holds it', () => {
-    assert.equal(chosen(place(bigImages().tileSize(8000))), 'Tesla-V100-SXM2-16GB@8000');
+    assert.equal(chosen(place(bigImages().tileSize(7200))), 'Tesla-V100-SXM2-16GB@7200');
     assert.equal(chosen(place(bigImages().tileSize(12000))), 'A100-SXM4-40GB@12000');
   });
 
@@ -124,11 +124,11 @@ describe('placement policy', () => {
         .obj(),
       makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).taint('dedicated', 'NoSchedule', 'research').obj(),
     ];
-    assert.equal(chosen(place(bigImages(), nodes)), 'A100-SXM4-40GB@8224');
+    assert.equal(chosen(place(bigImages(), nodes)), 'A100-SXM4-40GB@7200');
     const tolerant = bigImages().resources({
       tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'research', effect: 'NoSchedule' }],
     });
-    assert.equal(chosen(place(tolerant, nodes)), 'H100-SXM5-80GB@16384');
+    assert.equal(chosen(place(tolerant, nodes)), 'H100-SXM5-80GB@14336');
   });
 
   it('nodeSelector narrows the classes', () => {
@@ -138,7 +138,7 @@ describe('placement policy', () => {
     ];
     assert.equal(
       chosen(place(bigImages().resources({ nodeSelector: { zone: 'b' } }), nodes)),
-      'H100-SXM5-80GB@16384',
+      'H100-SXM5-80GB@14336',
     );
     const none = place(bigImages().resources({ nodeSelector: { zone: 'c' } }), nodes);
     assert.equal(chosen(none), 'unplaceable:NoGPUNodes');
@@ -188,8 +188,8 @@ describe('placement policy', () => {
   });
 
   it('after an out-of-memory exit the tile is capped (rounded down to the stride), and the smallest GPU that holds it wins', () => {
-    // Auto: the planner's tile below the cap (3×3 tiles of 5504 px), on the smallest GPU holding it.
-    assert.equal(chosen(place(bigImages(), cluster(), { maxTile: 7_010 })), 'Tesla-V100-SXM2-16GB@5504');
+    // Auto: the planner's tile below the cap (3×3 tiles of 4832 px), on the smallest GPU holding it.
+    assert.equal(chosen(place(bigImages(), cluster(), { maxTile: 7_010 })), 'Tesla-V100-SXM2-16GB@4832');
     // A fixed tile above the cap is cut to it, on the stride (16): 10000 needs more than 16 GiB.
     assert.equal(
       chosen(place(bigImages().tileSize(12_000), cluster(), { maxTile: 10_010 })),

@@ -78,6 +78,12 @@ export interface MemoryOptions {
   readonly imageStorage?: ImageStorage;
   /** Also compute dL/dimage (saliency): the image tile joins the gradient targets. */
   readonly inputGrad?: boolean;
+  /**
+   * What a buffer is. 'memory' (default): the backend's memory, in which TensorFlow backs a
+   * Reshape or a same-type Cast with its input's buffer. 'engine': tfjs's data ids, one buffer
+   * each (what plan-measure's bufferPeakBytes counts). The two differ on tensorflow only.
+   */
+  readonly accounting?: 'memory' | 'engine';
   /** Debugging: called after every simulated kernel (compare with tf.profile's kernel list). */
   readonly onKernel?: (name: string, numBytes: number) => void;
 }
@@ -122,6 +128,7 @@ interface Resolved {
   optimizer: OptimizerName;
   imageStorage: ImageStorage;
   inputGrad: boolean;
+  countDataIds: boolean;
 }
 
 function resolve(o: MemoryOptions): Resolved {
@@ -131,6 +138,7 @@ function resolve(o: MemoryOptions): Resolved {
     optimizer: o.optimizer ?? 'none',
     imageStorage: o.imageStorage ?? 'uint8',
     inputGrad: o.inputGrad ?? false,
+    countDataIds: o.accounting === 'engine',
   };
 }
 
@@ -251,7 +259,7 @@ export function predictStreamed(
   const r = resolve(options);
   const grid = tileGrid(net.body, image, tile);
   checkTrunk(net, grid, image);
-  const sim = createEngine(r.backend, r.floatBytes);
+  const sim = createEngine(r.backend, r.floatBytes, r.countDataIds);
   if (options.onKernel) sim.onKernel = options.onKernel;
   const C = net.body.inputChannels;
   const Cf = inferChannels(net.body).get(net.body.output) as number;
@@ -412,7 +420,7 @@ export function predictConventional(
   const r = resolve(options);
   // Validates the image against the body and the trunk (GeometryError when a layer would vanish).
   checkTrunk(net, tileGrid(net.body, image, image), image);
-  const sim = createEngine(r.backend, r.floatBytes);
+  const sim = createEngine(r.backend, r.floatBytes, r.countDataIds);
   if (options.onKernel) sim.onKernel = options.onKernel;
   const params = persistent(sim, net, r);
   const names = [...params.keys()];

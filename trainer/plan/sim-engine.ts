@@ -121,6 +121,13 @@ export interface BackendModel {
   readonly name: string;
   /** Kernels whose output shares the input's buffer (a new handle, no copy). */
   readonly aliasing: ReadonlySet<string>;
+  /**
+   * Kernels whose output is a tensor of its own to the engine (a new data id) while the runtime
+   * beneath backs it with the input's memory when the dtype is the same: TensorFlow forwards the
+   * buffer of a Reshape and of a Cast to the same type. Buffers count these as shared, unless the
+   * engine counts data ids (what test/plan's engine-level measurement sees).
+   */
+  readonly forwarding?: ReadonlySet<string>;
   /** Kernels composed of tfjs ops on this backend (the project's kernels, trainer/backend/kernels). */
   readonly composites: Readonly<Record<string, CompositeKernel>>;
 }
@@ -178,10 +185,25 @@ export class SimEngine {
   /** True while a gradient function runs: new tensors are workspace. */
   #inGradient = false;
 
-  constructor(backend: BackendModel, floatBytes: number, grads: ReadonlyMap<string, GradConfig>) {
+  /** Buffers are the engine's data ids (a forwarded output counts as a buffer of its own). */
+  readonly countDataIds: boolean;
+
+  constructor(
+    backend: BackendModel,
+    floatBytes: number,
+    grads: ReadonlyMap<string, GradConfig>,
+    countDataIds = false,
+  ) {
     this.backend = backend;
     this.floatBytes = floatBytes;
     this.#grads = grads;
+    this.countDataIds = countDataIds;
+  }
+
+  /** Whether kernel `name` hands out its input's buffer for an output of `dtype`. */
+  #shares(name: string, input: SimTensor, dtype: SimDtype): boolean {
+    if (this.backend.aliasing.has(name)) return true;
+    return !this.countDataIds && input.dtype === dtype && this.backend.forwarding?.has(name) === true;
   }
 
   bytesPerElement(dtype: SimDtype): number {
@@ -336,7 +358,9 @@ export class SimEngine {
         outs = outputs.map((o) => {
           const dtype = o.dtype ?? 'float32';
           const alias =
-            first !== undefined && this.backend.aliasing.has(name) && sizeOf(first.shape) === sizeOf(o.shape);
+            first !== undefined &&
+            sizeOf(first.shape) === sizeOf(o.shape) &&
+            this.#shares(name, first, dtype);
           return this.#register(o.shape, dtype, alias ? first.buffer : undefined, false);
         });
       }

@@ -685,16 +685,74 @@ const wasmDepthwiseBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
   });
 };
 
+/**
+ * tfjs-node's Step (the Relu and Relu6 gradients' mask) composes ops in a tidy: isNaN(x),
+ * greater(x, 0), ones and a fill of x's shape, a where of them, then Select(nans, x, mask) run on
+ * the backend directly (no kernel of the engine, so no profile sample). About 4.5 tensors of x's
+ * size live at its end, where the other backends make one.
+ */
+const tensorflowStep: CompositeKernel = (sim, inputs) => {
+  const x = inputs.x as T;
+  return sim.tidy(() => {
+    sim.kernel('IsNan', { x }, x.shape, {}, 'bool');
+    const positive = compare(sim, 'Greater', x, sim.make([]));
+    where(sim, positive, ones(sim, x.shape), sim.kernel('Fill', {}, x.shape));
+    return sim.make(x.shape);
+  });
+};
+
+/** tfjs-node's Mean casts its input to float32 first (a copy on this backend), then runs TF's Mean directly. */
+const tensorflowMean: CompositeKernel = (sim, inputs, attrs) => {
+  const x = inputs.x as T;
+  const asFloat = cast(sim, x, 'float32');
+  const out = sim.make(reduceShape(x.shape, attrs.axes as number[]));
+  sim.dispose(asFloat);
+  return out;
+};
+
+/**
+ * The project's tensorflow filter-gradient kernels (tensorflow-explicit-padding.ts filterKernel):
+ * the rows and columns of x past the last window are dropped from the padding and then sliced
+ * off x (a copy) before TensorFlow's op, which runs directly on the backend.
+ */
+const tensorflowBackpropFilter: CompositeKernel = (sim, inputs, attrs) => {
+  const x = inputs.x as T;
+  const dy = inputs.dy as T;
+  const a = attrs as unknown as BackpropAttrs;
+  const [n, h, w, c] = x.shape as [number, number, number, number];
+  const [, outH, outW] = dy.shape as [number, number, number];
+  const [kh, kw] = a.filterShape as [number, number];
+  const [top, bottom, left, right] = convPad(attrs);
+  const [dh, dw] = a.dilations;
+  const cropRows = Math.max(
+    0,
+    -(bottom - Math.max(0, h + top + bottom - ((outH - 1) * a.strides[0] + (kh - 1) * dh + 1))),
+  );
+  const cropCols = Math.max(
+    0,
+    -(right - Math.max(0, w + left + right - ((outW - 1) * a.strides[1] + (kw - 1) * dw + 1))),
+  );
+  const xs = cropRows + cropCols > 0 ? slice(sim, x, [0, 0, 0, 0], [n, h - cropRows, w - cropCols, c]) : x;
+  const out = sim.make(a.filterShape);
+  if (xs !== x) sim.dispose(xs);
+  return out;
+};
+
 export type BackendName = 'cpu' | 'wasm' | 'tensorflow';
 export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm', 'tensorflow'];
 
 /**
  * cpu: Identity, Reshape and lossless Casts hand out the input's buffer (tfjs-backend-cpu
  * identity). wasm: Reshape, and Identity through the project's kernel (identity-wasm.ts; the
- * stock one copies); Cast copies on the heap. A one-input Pack (stack) is an expandDims, a view. tensorflow (tfjs-node-gpu): TF forwards buffers for
- * Identity and same-type Cast, as cpu does; its gradient kernels are TF's own (nothing composed
- * in JS). When trainer/backend/kernels changes what aliases or what is composed, change it here:
- * test/plan/calibration.test.ts compares both the handle and the buffer peaks with measurements.
+ * stock one copies); Cast copies on the heap. A one-input Pack (stack) is an expandDims, a view.
+ * tensorflow (tfjs-node and tfjs-node-gpu, the same JavaScript): Identity shares the data id
+ * (nodejs Identity kernel); Reshape and a Cast to the same type are new data ids that TensorFlow
+ * backs with the input's buffer (forwarding); every other kernel is one TensorFlow op, except
+ * the two that tfjs-node composes in JavaScript, Step and Mean, and the project's filter
+ * gradients (tensorflow-explicit-padding.ts), which may slice x first. When trainer/backend/kernels
+ * changes what aliases or what is composed, change it here: test/plan/calibration.test.ts
+ * compares the handle and buffer peaks (and on tensorflow, TensorFlow's own allocations) with
+ * measurements.
  */
 export const BACKENDS: Readonly<Record<BackendName, BackendModel>> = {
   cpu: { name: 'cpu', aliasing: new Set(['Identity', 'Reshape', 'Cast', 'Pack']), composites: {} },
@@ -707,9 +765,20 @@ export const BACKENDS: Readonly<Record<BackendName, BackendModel>> = {
       DepthwiseConv2dNativeBackpropInput: wasmDepthwiseBackpropInput,
     },
   },
-  tensorflow: { name: 'tensorflow', aliasing: new Set(['Identity', 'Reshape', 'Cast']), composites: {} },
+  tensorflow: {
+    name: 'tensorflow',
+    aliasing: new Set(['Identity']),
+    forwarding: new Set(['Reshape', 'Cast']),
+    composites: {
+      Step: tensorflowStep,
+      Mean: tensorflowMean,
+      Conv2DBackpropFilter: tensorflowBackpropFilter,
+      DepthwiseConv2dNativeBackpropFilter: tensorflowBackpropFilter,
+    },
+  },
 };
 
-export function createEngine(backend: BackendName, floatBytes = 4): SimEngine {
-  return new SimEngine(BACKENDS[backend], floatBytes, GRADIENTS);
+/** A simulated engine for `backend`; `countDataIds`: buffers are the engine's data ids, not memory. */
+export function createEngine(backend: BackendName, floatBytes = 4, countDataIds = false): SimEngine {
+  return new SimEngine(BACKENDS[backend], floatBytes, GRADIENTS, countDataIds);
 }
