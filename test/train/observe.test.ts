@@ -103,6 +103,106 @@ describe('status reports to Kubernetes', () => {
     assert.deepEqual(body.status, { progress: { step: 2, percent: '2%' }, lastCheckpoint: { step: 2 } });
   });
 
+  it('applies the whole reported state every time, so a later report alone drops nothing', async () => {
+    // A server-side apply removes the fields its manager owned but left out: applying only the newest
+    // patch dropped progress and lastCheckpoint when the final result came alone.
+    const bodies: { status: Record<string, unknown> }[] = [];
+    nock(SERVER)
+      .patch(/streamingtrainingjobs\/lesions\/status/, (body) => {
+        bodies.push(body);
+        return true;
+      })
+      .query(true)
+      .times(3)
+      .reply(200, {});
+    const reporter = createStatusReporter({ namespace: 'pathology', name: 'lesions' }, 60_000, () => {}, {
+      TILESTREAM_STATUS_KUBECONFIG: kubeconfig(),
+    });
+    assert.ok(reporter);
+    reporter.report({ progress: { step: 8 } });
+    await reporter.flush();
+    reporter.report({ lastCheckpoint: { step: 8 } });
+    await reporter.flush();
+    reporter.report({ result: { validationAccuracy: 0.75 } });
+    await reporter.flush();
+    await reporter.flush(); // nothing new: no request
+    assert.deepEqual(
+      bodies.map((b) => b.status),
+      [
+        { progress: { step: 8 } },
+        { progress: { step: 8 }, lastCheckpoint: { step: 8 } },
+        { progress: { step: 8 }, lastCheckpoint: { step: 8 }, result: { validationAccuracy: 0.75 } },
+      ],
+    );
+  });
+
+  it('finish() sends the final state again after transient failures until it lands', async () => {
+    const bodies: { status: Record<string, unknown> }[] = [];
+    const path = /streamingtrainingjobs\/lesions\/status/;
+    const record = (body: { status: Record<string, unknown> }) => {
+      bodies.push(body);
+      return true;
+    };
+    nock(SERVER).patch(path, record).query(true).reply(429, { kind: 'Status', message: 'too many requests' });
+    nock(SERVER)
+      .patch(path, record)
+      .query(true)
+      .reply(503, { kind: 'Status', message: 'etcdserver: no leader' });
+    nock(SERVER).patch(path, record).query(true).reply(200, {});
+    const warnings: string[] = [];
+    const slept: number[] = [];
+    const reporter = createStatusReporter(
+      { namespace: 'pathology', name: 'lesions' },
+      60_000,
+      (w) => warnings.push(w),
+      { TILESTREAM_STATUS_KUBECONFIG: kubeconfig() },
+      async (ms) => {
+        slept.push(ms);
+      },
+    );
+    assert.ok(reporter);
+    reporter.report({ progress: { step: 48, fraction: 1 }, result: { validationAccuracy: 0.5 } });
+    assert.equal(await reporter.finish(), true);
+    assert.equal(bodies.length, 3);
+    for (const b of bodies)
+      assert.deepEqual(b.status, {
+        progress: { step: 48, fraction: 1 },
+        result: { validationAccuracy: 0.5 },
+      });
+    assert.deepEqual(slept, [1000, 2000]);
+    assert.equal(warnings.length, 2);
+  });
+
+  it('finish() gives up at once on a refusal, and after its timeout on transient failures', async () => {
+    const path = /streamingtrainingjobs\/lesions\/status/;
+    const make = (warnings: string[]) =>
+      createStatusReporter(
+        { namespace: 'pathology', name: 'lesions' },
+        60_000,
+        (w) => warnings.push(w),
+        { TILESTREAM_STATUS_KUBECONFIG: kubeconfig() },
+        async () => {},
+      );
+    nock(SERVER).patch(path).query(true).reply(403, { kind: 'Status', message: 'forbidden' });
+    const refused: string[] = [];
+    const a = make(refused);
+    a?.report({ progress: { step: 1 } });
+    assert.equal(await a?.finish(), false);
+    assert.match(
+      refused.at(-1) ?? '',
+      /gave up reporting the final status to pathology\/lesions; the summary/,
+    );
+    assert.ok(nock.isDone());
+
+    nock(SERVER).patch(path).query(true).times(100).reply(503, {});
+    const down: string[] = [];
+    const b = make(down);
+    b?.report({ progress: { step: 1 } });
+    // A zero timeout: one try, then the deadline has passed.
+    assert.equal(await b?.finish(0), false);
+    assert.match(down.at(-1) ?? '', /gave up reporting the final status to pathology\/lesions after 0 s/);
+  });
+
   it('keeps training when the API refuses a report, with a warning', async () => {
     nock(SERVER)
       .patch(/streamingtrainingjobs\/lesions\/status/)

@@ -124,7 +124,9 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
         }),
       },
     });
-    await reporter?.flush();
+    // The final progress, checkpoint and result must land even if the API server is restarting
+    // or etcd is down just now (they are also in the summary the termination message carries).
+    await reporter?.finish();
     writeSummary(summary);
     return summary.status === 'stopped' ? EXIT.stopped : EXIT.ok;
   } catch (e) {
