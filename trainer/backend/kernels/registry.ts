@@ -15,10 +15,16 @@ import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 import { sliceWasmKernel } from './slice-wasm.ts';
 import { rememberStockKernel, stockKernel } from './stock-kernels.ts';
 import { sumLeadingAxesKernel } from './sum-leading-axes.ts';
+import {
+  conv2dBackpropFilterTensorflowKernel,
+  conv2dBackpropInputTensorflowKernel,
+  depthwiseBackpropFilterTensorflowKernel,
+  depthwiseBackpropInputTensorflowKernel,
+} from './tensorflow-explicit-padding.ts';
 
 export interface ProjectKernel {
   readonly kernelName: string;
-  readonly backendName: 'cpu' | 'wasm';
+  readonly backendName: 'cpu' | 'wasm' | 'tensorflow';
   readonly kernelFunc: tf.KernelFunc;
   readonly why: string;
 }
@@ -101,6 +107,30 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     backendName: 'cpu',
     kernelFunc: sumLeadingAxesKernel('cpu'),
     why: 'stock kernel transposes before a sum over N,H,W (bias gradients): one pass without it',
+  },
+  {
+    kernelName: tf.Conv2DBackpropFilter,
+    backendName: 'tensorflow',
+    kernelFunc: conv2dBackpropFilterTensorflowKernel,
+    why: "tfjs-node's kernel refuses explicit padding; and TensorFlow's oneDNN kernel corrupts the heap for a 1x1 stride-2 filter over an input with unread trailing cells, which this one trims",
+  },
+  {
+    kernelName: tf.Conv2DBackpropInput,
+    backendName: 'tensorflow',
+    kernelFunc: conv2dBackpropInputTensorflowKernel,
+    why: "tfjs-node's kernel refuses explicit padding, which every streamed convolution uses",
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
+    backendName: 'tensorflow',
+    kernelFunc: depthwiseBackpropFilterTensorflowKernel,
+    why: "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
+  },
+  {
+    kernelName: tf.DepthwiseConv2dNativeBackpropInput,
+    backendName: 'tensorflow',
+    kernelFunc: depthwiseBackpropInputTensorflowKernel,
+    why: "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
   },
 ];
 
