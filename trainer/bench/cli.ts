@@ -6,7 +6,14 @@ import { BACKEND_CHOICES, type BackendChoice, initBackend } from '../backend/sel
 import { formatTable, parseIntOption } from '../cli-util.ts';
 import { benchEquivalence } from './equivalence.ts';
 import { benchResolution } from './resolution.ts';
-import { compareBackends, measureRatio, THROUGHPUT_CASES, type ThroughputResult } from './throughput.ts';
+import { THROUGHPUT_CASES, throughputCase } from './throughput.ts';
+import { benchThroughput, formatThroughput } from './throughput-report.ts';
+
+const list = (s: string): string[] =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
@@ -83,96 +90,55 @@ export function registerStreamingBenches(bench: Command): void {
   bench
     .command('throughput')
     .description(
-      'CPU time per training step, streamed vs conventional, as a ratio next to the predicted 4·A/3; and wasm vs cpu',
+      'time per training step in one run: streamed vs conventional (next to the predicted ratios), and a conventional step on several backends',
     )
     .option(
       '--cases <list>',
-      `comma-separated: ${Object.keys(THROUGHPUT_CASES).join(', ')}`,
+      `cases of the streamed/conventional ratios, comma-separated: ${Object.keys(THROUGHPUT_CASES).join(', ')}`,
       'smallcnn,resnet18',
+    )
+    .option(
+      '--sizes <list>',
+      "image sides of the ratios, comma-separated (tile: half the image); default each case's own (smallcnn 1024, resnet18 2048)",
     )
     .addOption(
       new Option('--backend <name>', 'backend for the streamed/conventional ratios')
         .choices(BACKEND_CHOICES)
-        .default('wasm'),
+        .default('auto'),
     )
     .option(
       '--compare-backends <list>',
-      'backends for the conventional-step comparison (empty to skip)',
-      'wasm,cpu',
+      "backends for the conventional-step comparison; 'auto': tensorflow,wasm when the tensorflow backend is built, else wasm,cpu; empty to skip",
+      'auto',
     )
-    .option('--compare-size <n>', 'image size of the backend comparison', parseIntOption, 512)
-    .option(
-      '--repeats <n>',
-      'timed steps per measurement after one warm-up (median reported)',
-      parseIntOption,
-      2,
-    )
+    .option('--compare-cases <list>', 'cases of the backend comparison', 'smallcnn,resnet18,resnet18-full')
+    .option('--compare-size <n>', 'image side of the backend comparison', parseIntOption, 1024)
+    .option('--repeats <n>', 'timed rounds after one warm-up (medians reported)', parseIntOption, 2)
     .option('--json', 'print JSON')
     .action(
       async (o: {
         cases: string;
+        sizes?: string;
         backend: BackendChoice;
         compareBackends: string;
+        compareCases: string;
         compareSize: number;
         repeats: number;
         json?: boolean;
       }) => {
-        const ratios: ThroughputResult[] = [];
-        const info = await initBackend(o.backend);
-        for (const name of o.cases.split(',').filter(Boolean)) {
-          const c = THROUGHPUT_CASES[name];
-          if (!c)
-            throw new Error(
-              `unknown case '${name}'; choose from ${Object.keys(THROUGHPUT_CASES).join(', ')}`,
-            );
-          ratios.push(await measureRatio(c, info.name, o.repeats, progress));
-        }
-        const backends = o.compareBackends.split(',').filter(Boolean);
-        const backendsResult = backends.length
-          ? await compareBackends(backends, o.compareSize, o.repeats, progress)
-          : null;
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify({ ratios, backends: backendsResult }, null, 2)}\n`);
-          return;
-        }
-        process.stdout.write(
-          formatTable(
-            [
-              'case',
-              'backend',
-              'image',
-              'tile',
-              'tiles',
-              'A',
-              'predicted 4A/3',
-              'measured',
-              'deviation',
-              'conv cpu s',
-              'streamed cpu s',
-            ],
-            ratios.map((r) => [
-              r.case,
-              r.backend,
-              `${r.image}²`,
-              `${r.tile}²`,
-              String(r.tiles),
-              r.areaFactor.toFixed(3),
-              r.predictedRatio.toFixed(3),
-              r.measuredRatio.toFixed(3),
-              `${(100 * r.deviation).toFixed(1)}%`,
-              r.tileCalibratedRatio.toFixed(3),
-              `${(100 * r.tileCalibratedDeviation).toFixed(1)}%`,
-              r.conventionalSeconds.toFixed(2),
-              r.streamedSeconds.toFixed(2),
-            ]),
-          ),
+        const report = await benchThroughput(
+          {
+            cases: list(o.cases).map(throughputCase),
+            ...(o.sizes !== undefined && { sizes: list(o.sizes).map((s) => parseIntOption(s)) }),
+            backend: o.backend,
+            compareBackends: o.compareBackends,
+            compareCases: list(o.compareCases).map(throughputCase),
+            compareSize: o.compareSize,
+            repeats: o.repeats,
+          },
+          progress,
         );
-        if (backendsResult) {
-          const parts = Object.entries(backendsResult.seconds).map(([b, s]) => `${b} ${s.toFixed(2)} s`);
-          process.stdout.write(
-            `\nconventional step, smallcnn ${backendsResult.image}²: ${parts.join(', ')}; wasm speed-up over cpu ${backendsResult.wasmSpeedup.toFixed(1)}x\n`,
-          );
-        }
+        process.stdout.write(o.json ? `${JSON.stringify(report, null, 2)}\n` : formatThroughput(report));
       },
     );
 
