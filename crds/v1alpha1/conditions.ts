@@ -38,6 +38,8 @@ export const ConditionReason = {
   DeadlineExceeded: 'DeadlineExceeded',
   TrainerFailed: 'TrainerFailed',
   InvalidSpec: 'InvalidSpec',
+  /** The trainer could not write a checkpoint to a full volume (its exit code 4); the previous one is kept. */
+  CheckpointVolumeFull: 'CheckpointVolumeFull',
   // Suspended
   Suspended: 'Suspended',
   Resumed: 'Resumed',

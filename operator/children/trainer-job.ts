@@ -4,10 +4,11 @@
 // with the job manifest from the `<name>-job` ConfigMap, one GPU of the planned class (node
 // affinity), the data volume read-only and the checkpoint volume read-write, under the restricted
 // Pod Security profile. The pod failure policy fails the Job at once on the trainer's
-// out-of-memory exit (3, the operator re-plans with a smaller tile) and on an invalid manifest
-// (2), and does not count evictions and preemptions (DisruptionTarget) against backoffLimit. The
-// Job then fails with reason PodFailurePolicy; which of the two it was, the operator reads from the
-// failed pod's exit code (status/observe.ts), not from the condition's message.
+// out-of-memory exit (3, the operator re-plans with a smaller tile), on an invalid manifest (2)
+// and on a full checkpoint volume (4), and does not count evictions and preemptions
+// (DisruptionTarget) against backoffLimit. The Job then fails with reason PodFailurePolicy; which
+// it was, the operator reads from the failed pod's exit code (status/observe.ts), not from the
+// condition's message.
 
 import type { V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import type { StreamingTrainingJob, VolumeSource } from '../../crds/index.ts';
@@ -24,7 +25,13 @@ import {
 } from './names.ts';
 
 /** Exit codes of `tilestream train` (trainer/train/exit-codes.ts; the trainer is not imported here). */
-export const TRAINER_EXIT = { failure: 1, invalidInput: 2, outOfMemory: 3, stopped: 143 } as const;
+export const TRAINER_EXIT = {
+  failure: 1,
+  invalidInput: 2,
+  outOfMemory: 3,
+  checkpointVolumeFull: 4,
+  stopped: 143,
+} as const;
 
 export const JOB_FILE_DIR = '/etc/tilestream';
 export const JOB_FILE = `${JOB_FILE_DIR}/job.yaml`;
@@ -166,6 +173,14 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
               containerName: TRAINER_CONTAINER,
               operator: 'In',
               values: [TRAINER_EXIT.invalidInput],
+            },
+          },
+          {
+            action: 'FailJob',
+            onExitCodes: {
+              containerName: TRAINER_CONTAINER,
+              operator: 'In',
+              values: [TRAINER_EXIT.checkpointVolumeFull],
             },
           },
         ],

@@ -29,7 +29,7 @@ import {
   suspendedMessage,
   tileReducedMessage,
 } from './messages.ts';
-import { type AttemptObservation, currentJob, observeAttempt } from './observe.ts';
+import { type AttemptObservation, currentJob, type FailureCause, observeAttempt } from './observe.ts';
 
 /** The status fields the operator owns (the trainer owns progress, lastCheckpoint and result). */
 export type OwnedStatus = Pick<
@@ -199,10 +199,12 @@ export function decide(input: DecideInput): Decision {
   return { ...d.decision, status: d.status, events: events(prev, d.status) };
 }
 
-function failureReason(cause: 'invalid' | 'backoff' | 'deadline' | 'other' | 'oom'): ConditionReason {
+function failureReason(cause: FailureCause): ConditionReason {
   switch (cause) {
     case 'invalid':
       return ConditionReason.InvalidSpec;
+    case 'volumeFull':
+      return ConditionReason.CheckpointVolumeFull;
     case 'backoff':
       return ConditionReason.BackoffLimitExceeded;
     case 'deadline':

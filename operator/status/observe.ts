@@ -1,8 +1,8 @@
 // What the trainer Jobs and Pods of a StreamingTrainingJob say, read as plain facts: which attempt
 // is current, whether it is suspended, starting, running, done or failed (and why: the trainer's
-// out-of-memory exit, an invalid manifest, backoffLimit, the deadline), and how often the trainer
-// was restarted. Causes come from fields (the Job condition's reason, the trainer's exit code),
-// never from the wording of a Kubernetes message. Pure.
+// out-of-memory exit, an invalid manifest, a full checkpoint volume, backoffLimit, the deadline),
+// and how often the trainer was restarted. Causes come from fields (the Job condition's reason,
+// the trainer's exit code), never from the wording of a Kubernetes message. Pure.
 
 import { type JobPlan, parseJobPlan } from '../children/job-plan.ts';
 import { ANNOTATION, LABEL, TRAINER_CONTAINER } from '../children/names.ts';
@@ -10,7 +10,7 @@ import { TRAINER_EXIT } from '../children/trainer-job.ts';
 import type { ContainerStateTerminated, Job, JobCondition, Pod } from '../kube/types.ts';
 import { exitCodeUnreadableMessage } from './messages.ts';
 
-export type FailureCause = 'oom' | 'invalid' | 'backoff' | 'deadline' | 'other';
+export type FailureCause = 'oom' | 'invalid' | 'volumeFull' | 'backoff' | 'deadline' | 'other';
 
 export type JobOutcome =
   | { state: 'suspended' }
@@ -77,6 +77,7 @@ function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutco
   const withCode = (code: number) => exits.find((t) => t.exitCode === code);
   const oom = withCode(TRAINER_EXIT.outOfMemory);
   const invalid = withCode(TRAINER_EXIT.invalidInput);
+  const full = withCode(TRAINER_EXIT.checkpointVolumeFull);
   let cause: FailureCause;
   let detail: ContainerStateTerminated | undefined;
   let summary = failed.message ?? failed.reason ?? 'the Job failed';
@@ -90,8 +91,11 @@ function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutco
   } else if (invalid) {
     cause = 'invalid';
     detail = invalid;
+  } else if (full) {
+    cause = 'volumeFull';
+    detail = full;
   } else if (failed.reason === JOB_REASON.podFailurePolicy) {
-    // A FailJob rule of the trainer Job matched, so the trainer exited 2 or 3, and only its pod
+    // A FailJob rule of the trainer Job matched, so the trainer exited 2, 3 or 4, and only its pod
     // says which. A pod still shown running means the pod cache lags behind the Job's: wait.
     if (pods.some((p) => !trainerTermination(p) && !p.metadata.deletionTimestamp))
       return { state: 'failing' };

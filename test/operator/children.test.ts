@@ -169,12 +169,13 @@ describe('trainer Job (pure builder)', () => {
     assert.equal(build().spec?.template.spec?.containers[0]?.securityContext?.readOnlyRootFilesystem, true);
   });
 
-  it('fails fast on the out-of-memory and invalid-manifest exits, and ignores disruptions', () => {
+  it('fails fast on the out-of-memory, invalid-manifest and full-checkpoint-volume exits, and ignores disruptions', () => {
     const job = build(makeStj().runPolicy({ backoffLimit: 5 }), { activeDeadlineSeconds: 3000 });
     assert.deepEqual(job.spec?.podFailurePolicy?.rules, [
       { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
       { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [3] } },
       { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [2] } },
+      { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [4] } },
     ]);
     assert.equal(job.spec?.template.spec?.restartPolicy, 'Never', 'podFailurePolicy requires Never');
     assert.equal(job.spec?.backoffLimit, 5);
@@ -183,8 +184,8 @@ describe('trainer Job (pure builder)', () => {
   });
 
   it("the exit codes are the trainer's own", () => {
-    const { failure, invalidInput, outOfMemory, stopped } = EXIT;
-    assert.deepEqual(TRAINER_EXIT, { failure, invalidInput, outOfMemory, stopped });
+    const { failure, invalidInput, outOfMemory, checkpointVolumeFull, stopped } = EXIT;
+    assert.deepEqual(TRAINER_EXIT, { failure, invalidInput, outOfMemory, checkpointVolumeFull, stopped });
   });
 
   it('is owned by the StreamingTrainingJob, labelled, and carries its plan and attempt', () => {

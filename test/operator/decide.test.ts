@@ -303,6 +303,28 @@ describe('decide: endings and the TTL', () => {
     );
   });
 
+  it('the full-checkpoint-volume exit fails the job at once with reason CheckpointVolumeFull and the trainer message', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { failed: 1, conditions: [podFailurePolicy] });
+    const said =
+      'checkpoint volume full: cannot write checkpoint /checkpoints/ckpt-000000005.tsckpt: the volume is ' +
+      'full (ENOSPC); the previous checkpoint /checkpoints/ckpt-000000004.tsckpt is kept';
+    const pods = [makePod('demo-0', 'team', { phase: 'Failed', exitCode: 4, message: said })];
+    const d = decide(world(after(b, first), { jobs: [job], pods }));
+    assert.equal(d.create, undefined, 'no new attempt: it would fail at the next save');
+    assert.equal(conditions(d).Failed, 'True/CheckpointVolumeFull');
+    assert.equal(d.status.phase, 'Failed');
+    assert.match(
+      d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+      /trainer: checkpoint volume full: .*the previous checkpoint \/checkpoints\/ckpt-000000004\.tsckpt is kept/,
+    );
+    assert.ok(
+      d.events.some((e) => e.type === 'Warning' && e.reason === 'CheckpointVolumeFull'),
+      'a Warning Event names it too',
+    );
+  });
+
   it('the cause of a pod-failure-policy failure is the pod exit code, whatever the condition says', () => {
     const b = stjBig();
     const first = decide(world(b.obj()));
@@ -337,7 +359,7 @@ describe('decide: endings and the TTL', () => {
     assert.equal(conditions(d).Failed, 'True/TrainerFailed');
     assert.match(
       d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
-      /exit code 2 \(invalid input\) or 3 \(out of memory\).*pod is gone/,
+      /exit code 2 \(invalid input\), 3 \(out of memory\) or 4 \(checkpoint volume full\).*pod is gone/,
     );
   });
 

@@ -160,7 +160,7 @@ describe('a write that fills the disk', () => {
         writeCheckpoint(dir, data, 1);
         console.log(JSON.stringify({ written: true }));
       } catch (e) {
-        console.log(JSON.stringify({ name: e.name, message: e.message }));
+        console.log(JSON.stringify({ name: e.name, message: e.message, volumeFull: e.volumeFull }));
       }`;
     const r = spawnSync(
       'bash',
@@ -176,7 +176,12 @@ describe('a write that fills the disk', () => {
       { encoding: 'utf8' },
     );
     assert.equal(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout.trim()) as { written?: true; name?: string; message?: string };
+    return JSON.parse(r.stdout.trim()) as {
+      written?: true;
+      name?: string;
+      message?: string;
+      volumeFull?: boolean;
+    };
   }
 
   for (const [where, overshoot] of [
@@ -191,6 +196,7 @@ describe('a write that fills the disk', () => {
       assert.equal(r.name, 'CheckpointError', `the write should fail, got ${JSON.stringify(r)}`);
       assert.match(r.message ?? '', /cannot write checkpoint .*ckpt-000000002\.tsckpt/);
       assert.match(r.message ?? '', /EFBIG/);
+      assert.equal(r.volumeFull, true, 'a full volume is told apart from other write errors');
       assert.match(r.message ?? '', /the previous checkpoint .*ckpt-000000001\.tsckpt is kept/);
       assert.match(r.message ?? '', /free space on the checkpoint volume/i);
       assert.deepEqual(

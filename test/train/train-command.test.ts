@@ -3,8 +3,8 @@
 // exits 143; corrupt images are skipped and counted; a bad manifest is refused naming its fields.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -287,6 +287,27 @@ describe('tilestream train', () => {
     assert.match(r.stderr, /(SIGTERM|SIGINT) received again: exiting without a new checkpoint/);
     const ckpt = readCheckpoint(listCheckpoints(dir)[0] as string);
     assert.ok(ckpt.step >= 1, 'the checkpoints written before the signals are still there');
+  });
+
+  it('exits 4 naming the volume when the checkpoint volume is full, instead of a retryable failure', async () => {
+    // A file-size limit (ulimit -f, KiB) below one checkpoint (~10 KB here) makes every save fail
+    // with EFBIG as a full volume would; Node ignores SIGXFSZ, and the trap makes sure of it. The
+    // logs go to pipes, which the limit does not cover.
+    const dir = join(work, 'ckpt-full');
+    const term = join(work, 'full-termination');
+    const file = manifest('full', dir);
+    const r = spawnSync(
+      'bash',
+      ['-c', `trap '' XFSZ; ulimit -f 4; exec "$0" "$1" train "$2" --json`, process.execPath, BIN, file],
+      { encoding: 'utf8', env: { ...process.env, TILESTREAM_TERMINATION_MESSAGE_PATH: term } },
+    );
+    assert.equal(r.status, 4, r.stderr);
+    assert.match(
+      r.stderr,
+      /cannot write checkpoint .*ckpt-000000001\.tsckpt: the file exceeds the largest size this process or volume allows \(EFBIG\); there is no earlier checkpoint/,
+    );
+    assert.match(readFileSync(term, 'utf8'), /^checkpoint volume full: cannot write checkpoint /);
+    assert.deepEqual(listCheckpoints(dir), []);
   });
 
   it('skips and counts corrupt, missing and wrongly sized images and still completes', async () => {

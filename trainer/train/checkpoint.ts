@@ -65,6 +65,15 @@ interface Header {
 
 export class CheckpointError extends Error {
   override name = 'CheckpointError';
+  /**
+   * A save failed because the checkpoint volume has no room (ENOSPC, EDQUOT, EFBIG): retrying
+   * cannot help until space is freed, so the trainer exits with its own code (exit-codes.ts).
+   */
+  readonly volumeFull: boolean;
+  constructor(message: string, options: ErrorOptions & { volumeFull?: boolean } = {}) {
+    super(message, options);
+    this.volumeFull = options.volumeFull ?? false;
+  }
 }
 
 export function checkpointPath(dir: string, step: number): string {
@@ -122,7 +131,7 @@ export function writeCheckpoint(dir: string, data: CheckpointData, keep: number)
         (full
           ? `. Free space on the checkpoint volume or lower spec.checkpoint.keep (a save needs room for keep + 1 checkpoints of ${mib} MiB)`
           : '. Check that the checkpoint volume is mounted and writable'),
-      { cause: e },
+      { cause: e, volumeFull: full },
     );
   }
   const dfd = openSync(dir, 'r');

@@ -1,5 +1,6 @@
 // Exit codes of `tilestream train`, documented in the README. The operator's pod failure policy
-// matches OUT_OF_MEMORY to retry with a smaller tile instead of counting a failure.
+// matches outOfMemory to retry with a smaller tile instead of counting a failure, and fails the job
+// at once on invalidInput and checkpointVolumeFull, which no retry can fix.
 
 export const EXIT = {
   ok: 0,
@@ -12,6 +13,12 @@ export const EXIT = {
   invalidInput: 2,
   /** The backend ran out of memory (TensorFlow OOM, the wasm heap abort): retry with a smaller tile. */
   outOfMemory: 3,
+  /**
+   * A checkpoint could not be written because its volume is full (ENOSPC, EDQUOT, EFBIG); the
+   * previous checkpoint is kept. Retrying cannot help until space is freed or spec.checkpoint.keep
+   * is lowered, so the operator fails the job at once (reason CheckpointVolumeFull).
+   */
+  checkpointVolumeFull: 4,
   /** Stopped by SIGTERM/SIGINT after writing a checkpoint (128 + SIGTERM). */
   stopped: 143,
 } as const;

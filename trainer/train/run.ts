@@ -16,6 +16,7 @@ import { GeometryError, tileGrid } from '../streaming/geometry.ts';
 import { BodyError } from '../streaming/graph.ts';
 import { networkParameterShapes } from '../streaming/network-shape.ts';
 import { TfjsImportError } from '../streaming/tfjs-import/model-json.ts';
+import { CheckpointError } from './checkpoint.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
 import { InitialWeightsError } from './initial-weights.ts';
 import {
@@ -138,6 +139,13 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
       });
       writeTermination(`out of memory: ${err.message.slice(0, 500)}`);
       return EXIT.outOfMemory;
+    }
+    if (err instanceof CheckpointError && err.volumeFull) {
+      // Every retry would train up to the next save and fail there again: fail at once, naming
+      // the volume; the previous checkpoint is kept for a run with room to resume from.
+      say('error', err.message, { exitCode: EXIT.checkpointVolumeFull });
+      writeTermination(`checkpoint volume full: ${err.message.slice(0, 2000)}`);
+      return EXIT.checkpointVolumeFull;
     }
     // Input that no retry can fix (a missing manifest, a model that cannot stream, a tile the body
     // cannot use) fails the job at once instead of using up its retries.
