@@ -12,8 +12,10 @@
 //   last window (x [1,10,8,3], dy [1,5,4,4]). Those cells never reach the gradient; cropping them
 //   (the same windowed extent) avoids it. TF_ENABLE_ONEDNN_OPTS=0 does too, but costs 1.5–1.9×.
 // - TensorFlow's depthwise gradients refuse unequal row and column strides ("Current
-//   implementation only supports equal length strides"), which its forward op accepts; there dy is
-//   spread with zeros onto the stride-1 output grid and the gradient taken at stride 1.
+//   implementation only supports equal length strides") and, under oneDNN, dilation ("could not
+//   create a primitive descriptor"), both of which its forward op accepts. There the filter is
+//   dilated with zeros, and dy spread with zeros onto the stride-1 output grid. (Streamed
+//   convolutions dilate their kernels themselves, so they never send dilation here.)
 import * as tf from '@tensorflow/tfjs-core';
 import { asTensor4D, convInfo, padOrCrop } from './conv-geometry.ts';
 import { spreadWithZeros } from './conv2d-backprop-input-conv.ts';
@@ -87,9 +89,36 @@ export function windowedPadding(info: tf.backend_util.Conv2DInfo): [number, numb
   return [p.top, p.bottom - excessRows, p.left, p.right - excessCols];
 }
 
+/** A filter's taps spread dilation−1 zeros apart, in JavaScript (filters are small). */
+export function dilateFilter(f: tf.Tensor4D, [dh, dw]: [number, number]): tf.Tensor4D {
+  const [kh, kw, a, b] = f.shape;
+  const ekh = (kh - 1) * dh + 1;
+  const ekw = (kw - 1) * dw + 1;
+  const src = f.dataSync();
+  const out = new Float32Array(ekh * ekw * a * b);
+  const tap = a * b;
+  for (let r = 0; r < kh; r++) {
+    for (let c = 0; c < kw; c++)
+      out.set(src.subarray((r * kw + c) * tap, (r * kw + c + 1) * tap), (r * dh * ekw + c * dw) * tap);
+  }
+  return tf.tensor4d(out, [ekh, ekw, a, b]);
+}
+
+/** What is sent to TensorFlow: stride, dilation and dy adjusted to what its kernels accept. */
+interface Geometry {
+  /** Dilation 1, and equal strides for a depthwise gradient. */
+  info: tf.backend_util.Conv2DInfo;
+  dy: tf.TensorInfo;
+  /** The dilation taken out of `info` (the filter is dilated instead); [1, 1] when none. */
+  dilation: [number, number];
+  /** Tensors made here, disposed by the caller. */
+  made: tf.Tensor[];
+}
+
 /**
- * The geometry and dy to send: as given, or for a depthwise gradient with unequal strides, dy
- * spread onto the stride-1 output grid with the same padding (`spread` is then a new tensor).
+ * TensorFlow's depthwise gradients refuse unequal strides and (under oneDNN) dilation, so for
+ * those: dilation moves into the filter (a zero-dilated filter at dilation 1 reads the same
+ * cells), and dy is spread onto the stride-1 output grid with the same padding.
  */
 function geometry(
   kernelName: string,
@@ -98,9 +127,13 @@ function geometry(
   a: GradAttrs,
   depthwise: boolean,
   dy: tf.TensorInfo,
-): { info: tf.backend_util.Conv2DInfo; dy: tf.TensorInfo; spread?: tf.Tensor } {
+): Geometry {
   const info = convInfo(kernelName, inShape, filterShape, a, a.dilations, depthwise);
-  if (!depthwise || info.strideHeight === info.strideWidth) return { info, dy };
+  const dilation: [number, number] = [info.dilationHeight, info.dilationWidth];
+  const unequal = info.strideHeight !== info.strideWidth;
+  if (!depthwise || (!unequal && dilation[0] === 1 && dilation[1] === 1)) {
+    return { info, dy, dilation: [1, 1], made: [] };
+  }
   const p = info.padInfo;
   const pad: tf.backend_util.ExplicitPadding = [
     [0, 0],
@@ -108,13 +141,27 @@ function geometry(
     [p.left, p.right],
     [0, 0],
   ];
-  const info1 = convInfo(kernelName, inShape, filterShape, { ...a, strides: 1, pad }, a.dilations, true);
+  const effective = [
+    info.effectiveFilterHeight,
+    info.effectiveFilterWidth,
+    filterShape[2] as number,
+    filterShape[3] as number,
+  ];
+  const strides = unequal ? 1 : a.strides;
+  const info1 = convInfo(kernelName, inShape, effective, { ...a, strides, pad }, 1, true);
+  if (!unequal) return { info: info1, dy, dilation, made: [] };
   const spread = tf.tidy(() => {
     const s = spreadWithZeros(asTensor4D(dy, kernelName), info.strideHeight, info.strideWidth);
     return tf.slice(s, [0, 0, 0, 0], [s.shape[0], info1.outHeight, info1.outWidth, s.shape[3]]);
   });
-  return { info: info1, dy: spread, spread };
+  return { info: info1, dy: spread, dilation, made: [spread] };
 }
+
+const dilated = (g: Geometry): boolean => g.dilation[0] > 1 || g.dilation[1] > 1;
+
+/** tfjs-node's executeSingleOutput already returns a Tensor tracked by the engine. */
+const asTensor = (t: tf.TensorInfo): tf.Tensor =>
+  t instanceof tf.Tensor ? t : tf.engine().makeTensorFromTensorInfo(t);
 
 function inputKernel(kernelName: string, depthwise: boolean): tf.KernelFunc {
   return ({ inputs, backend, attrs }) => {
@@ -126,24 +173,23 @@ function inputKernel(kernelName: string, depthwise: boolean): tf.KernelFunc {
     const [t, b, l, r] = windowedPadding(g.info);
     const nb = backend as unknown as NodeBackend;
     try {
+      const f = dilated(g) ? dilateFilter(asTensor4D(filter, kernelName), g.dilation) : filter;
+      if (f !== filter) g.made.push(f as tf.Tensor);
       // The gradient for the padded (or cropped) input, then back to the input's own extent.
       const dxValid = runWithSizes(
         nb,
         kernelName,
         opAttrs(nb, g.info, depthwise),
         [n, h + t + b, w + l + r, c],
-        (s) => [s, filter, g.dy],
+        (s) => [s, f, g.dy],
       );
       if (t === 0 && b === 0 && l === 0 && r === 0) return dxValid;
-      // tfjs-node's executeSingleOutput already returns a Tensor (tracked by the engine).
-      const dxv = (
-        dxValid instanceof tf.Tensor ? dxValid : tf.engine().makeTensorFromTensorInfo(dxValid)
-      ) as tf.Tensor4D;
+      const dxv = asTensor(dxValid) as tf.Tensor4D;
       const dx = tf.tidy(() => padOrCrop(dxv, [-t, -b, -l, -r]));
       dxv.dispose();
       return dx;
     } finally {
-      g.spread?.dispose();
+      tf.dispose(g.made);
     }
   };
 }
@@ -157,15 +203,19 @@ function filterKernel(kernelName: string, depthwise: boolean): tf.KernelFunc {
     const nb = backend as unknown as NodeBackend;
     const x4 = asTensor4D(x, kernelName);
     const xv = tf.tidy(() => padOrCrop(x4, windowedPadding(g.info)));
+    if (xv !== x4) g.made.push(xv);
     try {
-      return runWithSizes(nb, kernelName, opAttrs(nb, g.info, depthwise), a.filterShape, (s) => [
-        xv,
-        s,
-        g.dy,
-      ]);
+      const shape = [g.info.filterHeight, g.info.filterWidth, a.filterShape[2], a.filterShape[3]];
+      const dw = runWithSizes(nb, kernelName, opAttrs(nb, g.info, depthwise), shape, (s) => [xv, s, g.dy]);
+      if (!dilated(g)) return dw;
+      // The gradient of the zero-dilated filter, at the taps of the real one.
+      const full = asTensor(dw);
+      const [dh, dwd] = g.dilation;
+      const taps = tf.stridedSlice(full, [0, 0, 0, 0], shape, [dh, dwd, 1, 1]);
+      full.dispose();
+      return taps;
     } finally {
-      if (xv !== x4) xv.dispose();
-      g.spread?.dispose();
+      tf.dispose(g.made);
     }
   };
 }
