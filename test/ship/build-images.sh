@@ -7,9 +7,10 @@
 # project pins it) and the npm that Node release bundles, laid out as the official image lays them
 # out (/usr/local, user `node` 1000:1000), and tagged with that name.
 #
-# Usage: test/ship/build-images.sh [--check] [--print-state]
+# Usage: test/ship/build-images.sh [--check] [--print-state] [--remove]
 #   --check        exit 0 when images of the current inputs are built, 2 when not (builds nothing)
 #   --print-state  print the path of the state file (images.json) and exit like --check
+#   --remove       delete the whole cache (images, layers, the stand-in base: ≈ 15 GB)
 #
 # Exit codes: 0 built or already current; 2 not built (--check only); 3 cannot run here (not root,
 # or buildah/debootstrap missing and apt-get unavailable: the tests SKIP with this reason, CI fails);
@@ -43,12 +44,13 @@ for arg in "$@"; do
   case "$arg" in
     --check) mode=check ;;
     --print-state) mode=print ;;
+    --remove) mode=remove ;;
     -h | --help)
-      sed -n '2,27p' "$0"
+      sed -n '2,26p' "$0"
       exit 0
       ;;
     *)
-      echo "build-images: unknown argument '$arg' (expected --check or --print-state)" >&2
+      echo "build-images: unknown argument '$arg' (expected --check, --print-state or --remove)" >&2
       exit 64
       ;;
   esac
@@ -84,6 +86,17 @@ is_current() {
 }
 
 case "$mode" in
+  remove)
+    if [ -d "$CACHE/storage" ]; then
+      d="$(cat "$CACHE/storage-driver" 2>/dev/null || echo vfs)"
+      buildah --root "$CACHE/storage" --runroot "$CACHE/run" --storage-driver "$d" rm --all >/dev/null 2>&1 || true
+      buildah --root "$CACHE/storage" --runroot "$CACHE/run" --storage-driver "$d" rmi --all --force >/dev/null 2>&1 || true
+      # the store bind-mounts its layer folder onto itself
+      findmnt -rn -o TARGET | grep "^$CACHE/" | sort -r | xargs -r umount || true
+    fi
+    rm -rf "$CACHE"
+    exit 0
+    ;;
   print)
     echo "$STATE"
     is_current && exit 0 || exit 2
