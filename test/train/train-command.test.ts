@@ -1,6 +1,7 @@
 // `tilestream train` as a user runs it: a real process on real image files. Reliability: killed with
 // SIGKILL five times it resumes to the same weights as an uninterrupted run; SIGTERM checkpoints and
 // exits 143; corrupt images are skipped and counted; a bad manifest is refused naming its fields.
+// On the native tensorflow backend: a short run, and a resume after SIGKILL to the same weights.
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -12,12 +13,18 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { stringify } from 'yaml';
 import { listCheckpoints, readCheckpoint } from '../../trainer/train/checkpoint.ts';
+import { tensorflowSkip } from '../tensorflow-build.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'train-cmd-'));
 const dataDir = join(work, 'data');
 
-function manifest(name: string, checkpoints: string, overrides: Record<string, unknown> = {}): string {
+function manifest(
+  name: string,
+  checkpoints: string,
+  overrides: Record<string, unknown> = {},
+  folder = work,
+): string {
   const job = {
     apiVersion: 'tilestream.io/v1alpha1',
     kind: 'StreamingTrainingJob',
@@ -52,7 +59,7 @@ function manifest(name: string, checkpoints: string, overrides: Record<string, u
       checkpoint: { path: checkpoints, everySteps: 1, keep: 2 },
     },
   };
-  const file = join(work, `${name}.yaml`);
+  const file = join(folder, `${name}.yaml`);
   writeFileSync(file, stringify(job));
   return file;
 }
@@ -334,5 +341,78 @@ describe('tilestream train', () => {
     assert.ok(listCheckpoints(join(work, 'ckpt-corrupt')).length > 0);
     const meta = await sharp(join(saliency, maps[0] as string)).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height, meta.channels], ['png', 192, 192, 3]);
+  });
+});
+
+/** Resolves once the child's debug log reports optimizer step `step` or later. */
+function reachedStep(child: ChildProcess, step: number): Promise<void> {
+  return new Promise((resolve) => {
+    const onData = (d: Buffer): void => {
+      for (const m of d.toString().matchAll(/"message":"optimizer step","step":(\d+)/g)) {
+        if (Number(m[1]) < step) continue;
+        child.stderr?.off('data', onData);
+        resolve();
+        return;
+      }
+    };
+    child.stderr?.on('data', onData);
+  });
+}
+
+describe('tilestream train on the tensorflow backend', { skip: tensorflowSkip() }, () => {
+  // Its own folder: the suite above removes `work` when it ends. 8 images of 128² (2×2 tiles of 96),
+  // batch 2, one epoch: 4 steps.
+  const tfWork = mkdtempSync(join(tmpdir(), 'train-cmd-tf-'));
+  const tfJob = (name: string) =>
+    manifest(
+      name,
+      join(tfWork, `ckpt-${name}`),
+      {
+        data: {
+          root: join(tfWork, 'data'),
+          imageSize: { height: 128, width: 128 },
+          synthetic: { count: 8, validationCount: 2, seed: 3, format: 'png' },
+        },
+        training: { backend: 'tensorflow', epochs: 1 },
+      },
+      tfWork,
+    );
+  let reference: Map<string, Float32Array>;
+  let referenceLog = '';
+
+  before(async () => {
+    const run = await start(['train', tfJob('reference'), '--json']).done;
+    referenceLog = run.stderr;
+    assert.equal(run.code, 0, run.stderr.slice(-3000));
+    const summary = JSON.parse(run.stdout.trim().split('\n').at(-1) as string) as {
+      status: string;
+      backend: string;
+      steps: number;
+    };
+    assert.deepEqual([summary.status, summary.backend, summary.steps], ['completed', 'tensorflow', 4]);
+    reference = finalWeights(join(tfWork, 'ckpt-reference'));
+  });
+
+  after(() => rmSync(tfWork, { recursive: true, force: true }));
+
+  it('logs which TensorFlow build it trains on', () => {
+    assert.match(referenceLog, /@tensorflow\/tfjs-node loaded \(cpu build, TensorFlow 2\.21\.0, on the CPU/);
+  });
+
+  it('resumes after SIGKILL to the same weights as an uninterrupted run', async () => {
+    const dir = join(tfWork, 'ckpt-killed');
+    const file = tfJob('killed');
+    const run = start(['train', file, '--json'], { TILESTREAM_LOG_LEVEL: 'debug' });
+    await reachedStep(run.child, 2);
+    run.child.kill('SIGKILL');
+    const killed = await run.done;
+    assert.equal(killed.signal, 'SIGKILL', 'the run was killed mid-run');
+    const ckpt = readCheckpoint(listCheckpoints(dir)[0] as string);
+    assert.ok(ckpt.step >= 1 && ckpt.step < 4, `killed after step ${ckpt.step} of 4`);
+    const resumed = await start(['train', file, '--json']).done;
+    assert.equal(resumed.code, 0, resumed.stderr.slice(-3000));
+    assert.match(resumed.stderr, /resumed from/);
+    const diff = maxAbsDiff(finalWeights(dir), reference);
+    assert.ok(diff <= 1e-6, `weights differ by ${diff} after the kill`);
   });
 });
