@@ -1,12 +1,14 @@
 // `tilestream operator`: wires the caches, the work queue, the controller, leader election, the
 // probe and metrics servers, and signal handling. Every replica keeps warm caches and answers
 // probes; only the leader reconciles. SIGTERM/SIGINT drain the reconciles in flight, release the
-// lease and exit 0; losing the lease exits 1 so Kubernetes restarts the pod as a candidate.
+// lease, end the planner threads and exit 0; losing the lease exits 1 so Kubernetes restarts the
+// pod as a candidate.
 
 import { readFile } from 'node:fs/promises';
 import { KubeConfig } from '@kubernetes/client-node';
+import { asyncSizer, type Planner } from './cluster/async-sizer.ts';
 import { gpuMemoryTable, parseGpuMemoryTable } from './cluster/gpu-memory-table.ts';
-import { memoizedSizer } from './cluster/tile-sizing.ts';
+import { PlannerPool } from './cluster/planner-pool.ts';
 import type { OperatorConfig } from './config.ts';
 import { type Clock, systemClock } from './controller/clock.ts';
 import { Controller } from './controller/controller.ts';
@@ -33,6 +35,8 @@ export interface RunOptions {
   onListening?: (ports: { healthPort: number; metricsPort: number }) => void;
   /** Handle SIGTERM/SIGINT (default true; tests pass false). */
   handleSignals?: boolean;
+  /** Where tiles are planned (default a PlannerPool of worker threads); closed when the operator stops. */
+  planner?: Planner;
 }
 
 function loadKubeConfig(path: string | undefined): KubeConfig {
@@ -75,7 +79,8 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
     log,
     metrics,
     expectations: new Expectations(clock),
-    sizer: memoizedSizer(),
+    // Tiles are planned on a few worker threads, never on the event loop (Lease renewals, probes).
+    sizer: asyncSizer(o.planner ?? new PlannerPool()),
     config: {
       fieldManager: config.fieldManager,
       trainer: config.trainer,
@@ -200,6 +205,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
   await running;
   await election;
   await Promise.all(watches.informers.map((i) => i.stop()));
+  await shared.sizer.close();
   await servers.close();
   if (o.handleSignals !== false) {
     process.off('SIGTERM', onSignal);

@@ -89,7 +89,11 @@ export function planPlacement(input: PlacementInput): Placement {
   }
 }
 
-function placeOnCpu({ spec, size, maxTile }: PlacementInput): Placement {
+/** What the planner is asked for a CPU job; a SizingError when the spec gives no budget. */
+function cpuSizing(
+  spec: StreamingTrainingJobSpec,
+  maxTile?: number,
+): SizingRequest & { budgetBytes: number } {
   const backend = spec.training.backend === 'cpu' ? 'cpu' : 'wasm';
   const memory = spec.resources.memory !== undefined ? parseQuantity(spec.resources.memory) : undefined;
   const budgetBytes = backend === 'wasm' ? Math.min(memory ?? WASM_HEAP_BYTES, WASM_HEAP_BYTES) : memory;
@@ -98,7 +102,13 @@ function placeOnCpu({ spec, size, maxTile }: PlacementInput): Placement {
       'a CPU job (resources.gpus: 0) on the cpu backend needs spec.resources.memory to size its tile; set it, or set spec.streaming.tileSize',
     );
   }
-  const s = size({ spec, budgetBytes, backend, ...(maxTile !== undefined && { maxTile }) });
+  return { spec, budgetBytes, backend, ...(maxTile !== undefined && { maxTile }) };
+}
+
+function placeOnCpu({ spec, size, maxTile }: PlacementInput): Placement {
+  const req = cpuSizing(spec, maxTile);
+  const { budgetBytes, backend } = req;
+  const s = size(req);
   if (!s.fits) {
     return {
       kind: 'unplaceable',
@@ -136,26 +146,25 @@ function classSizing(spec: StreamingTrainingJobSpec, cls: GpuClass, maxTile?: nu
 }
 
 /**
- * Sizes a GPU job for every class planPlacement would consider, yielding to the event loop between
- * classes, so that planPlacement then finds each sizing memoised (`size` is a memoizedSizer). A first
- * plan costs up to ~0.2 s a class; done in one go for many new jobs it held /healthz for 2–4 s
- * (npm run bench:operator).
+ * Every sizing planPlacement will ask `size` for, with the same `maxTile`: one per GPU class it
+ * considers, or the CPU budget. The operator plans these off its event loop first (async-sizer.ts),
+ * so that planPlacement, which is synchronous, only looks them up. None when the spec cannot be
+ * placed before any sizing (no usable class, no CPU budget): planPlacement says why.
  */
-export async function prewarmSizing(
+export function sizingRequests(
   spec: StreamingTrainingJobSpec,
   inventory: Inventory,
-  size: (req: SizingRequest) => Sizing,
-): Promise<void> {
-  if (spec.resources.gpus === 0) return;
-  for (const { cls } of gpuClassesFor(spec, inventory).bigEnough) {
-    await new Promise<void>((r) => setImmediate(r));
+  maxTile?: number,
+): SizingRequest[] {
+  if (spec.resources.gpus === 0) {
     try {
-      size(classSizing(spec, cls));
+      return [cpuSizing(spec, maxTile)];
     } catch (e) {
-      // The memo keeps the error; planPlacement turns it into a condition.
-      if (!(e instanceof SizingError)) throw e;
+      if (e instanceof SizingError) return [];
+      throw e;
     }
   }
+  return gpuClassesFor(spec, inventory).bigEnough.map(({ cls }) => classSizing(spec, cls, maxTile));
 }
 
 function placeOnGpu({ spec, inventory, usage, size, maxTile }: PlacementInput): Placement {

@@ -143,22 +143,33 @@ export function smallerTile(spec: StreamingTrainingJobSpec, tile: number): numbe
   return Math.max(minimum, Math.floor((tile * SHRINK_FACTOR) / step) * step);
 }
 
-/** sizeTile with a bounded memo: planning a large network takes up to a second, and specs repeat. */
+/**
+ * The memo key of a request: everything of the spec that the planner reads, and the budget, backend
+ * and cap. Two jobs with the same model, image and streaming settings share their sizings.
+ */
+export function sizingKey(req: SizingRequest): string {
+  const s = req.spec;
+  return JSON.stringify([
+    s.model,
+    s.data.imageSize,
+    s.data.channels,
+    s.streaming,
+    s.training.optimizer,
+    s.training.loss,
+    req.budgetBytes,
+    req.backend,
+    req.maxTile,
+  ]);
+}
+
+/**
+ * sizeTile with a bounded memo, in the calling thread (tests and tools; the operator plans off its
+ * event loop with async-sizer.ts).
+ */
 export function memoizedSizer(capacity = 256): (req: SizingRequest) => Sizing {
   const memo = new Map<string, Sizing | SizingError>();
   return (req) => {
-    const s = req.spec;
-    const key = JSON.stringify([
-      s.model,
-      s.data.imageSize,
-      s.data.channels,
-      s.streaming,
-      s.training.optimizer,
-      s.training.loss,
-      req.budgetBytes,
-      req.backend,
-      req.maxTile,
-    ]);
+    const key = sizingKey(req);
     let hit = memo.get(key);
     if (hit === undefined) {
       try {

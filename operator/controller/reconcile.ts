@@ -17,10 +17,24 @@ import {
   buildTrainerRoleBinding,
   buildTrainerServiceAccount,
 } from '../children/trainer-rbac.ts';
-import { buildInventory, type GpuClass } from '../cluster/gpu-inventory.ts';
+import type { AsyncSizer } from '../cluster/async-sizer.ts';
+import { buildInventory, type GpuClass, type Inventory } from '../cluster/gpu-inventory.ts';
 import type { GpuMemoryTable } from '../cluster/gpu-memory-table.ts';
-import { admits, freeGpus, gpuUsage, planPlacement, prewarmSizing } from '../cluster/placement.ts';
-import { type Sizing, type SizingRequest, smallerTile } from '../cluster/tile-sizing.ts';
+import {
+  admits,
+  freeGpus,
+  type GpuUsage,
+  gpuUsage,
+  planPlacement,
+  sizingRequests,
+} from '../cluster/placement.ts';
+import {
+  type Sizing,
+  SizingError,
+  type SizingRequest,
+  sizingKey,
+  smallerTile,
+} from '../cluster/tile-sizing.ts';
 import type { EventRecorder } from '../events.ts';
 import { applyObject, applyStjStatus, deleteObject, mergePatch } from '../kube/api.ts';
 import { ApiError, isNotFound, type KubeClient } from '../kube/client.ts';
@@ -29,7 +43,7 @@ import { controllerOf, type Job, type KubeObject, type Node, type Pod, splitKey 
 import type { Logger } from '../log.ts';
 import type { ClassSnapshot, OperatorMetrics } from '../metrics.ts';
 import { setCondition } from '../status/conditions.ts';
-import { type Decision, decide, type OwnedStatus, ownedStatus } from '../status/decide.ts';
+import { type DecideInput, type Decision, decide, type OwnedStatus, ownedStatus } from '../status/decide.ts';
 import type { Clock } from './clock.ts';
 import type { Expectations } from './expectations.ts';
 import type { Store } from './informer.ts';
@@ -65,7 +79,8 @@ export interface ReconcileContext {
   metrics: OperatorMetrics;
   events: EventRecorder;
   expectations: Expectations;
-  sizer: (req: SizingRequest) => Sizing;
+  /** Plans tiles off the event loop, memoised across jobs (cluster/async-sizer.ts). */
+  sizer: AsyncSizer;
   config: ReconcileConfig;
 }
 
@@ -128,31 +143,88 @@ export async function reconcile(key: string, ctx: ReconcileContext): Promise<Act
   );
   const inventory = inventoryOf(ctx);
   const usage = gpuUsage(allPods);
-  // A new job's first plans are the expensive ones: made class by class, letting other work in.
-  if (!stj.status?.plan) await prewarmSizing(stj.spec, inventory, ctx.sizer);
-
-  const decision = decide({
-    stj,
-    now: ctx.clock.now(),
-    jobs,
-    pods,
-    place: (maxTile) =>
-      planPlacement({
-        spec: stj.spec,
-        inventory,
-        usage,
-        size: ctx.sizer,
-        ...(maxTile !== undefined && { maxTile }),
-      }),
-    smallerTile: (tile) => smallerTile(stj.spec, tile),
-    classUsable: (cls) =>
-      inventory.classes.some((c) => c.name === cls && c.offers.some((o) => admits(stj.spec, o))),
-  });
+  const decision = await decideWithSizings(
+    key,
+    ctx,
+    { inventory, usage },
+    {
+      stj,
+      now: ctx.clock.now(),
+      jobs,
+      pods,
+      smallerTile: (tile) => smallerTile(stj.spec, tile),
+      classUsable: (cls) =>
+        inventory.classes.some((c) => c.name === cls && c.offers.some((o) => admits(stj.spec, o))),
+    },
+  );
 
   const gone = await act(stj, decision, ctx, log);
   if (gone) return { kind: 'await-change' };
   ctx.metrics.setJob(namespace ?? '', name, decision.status.plan);
   return { kind: 'requeue', afterMs: decision.requeueAfterMs ?? ctx.config.resyncMs };
+}
+
+/** decide() asked for a placement whose sizings are not planned yet. */
+class SizingsPending extends Error {
+  override name = 'SizingsPending';
+  readonly requests: readonly SizingRequest[];
+  constructor(requests: readonly SizingRequest[]) {
+    super(`${requests.length} sizing(s) not planned yet`);
+    this.requests = requests;
+  }
+}
+
+/**
+ * decide() with the sizings its placement needs. decide() is synchronous and pure, and which
+ * placement it asks for (a cap after an out-of-memory exit, the cap of earlier reductions) only it
+ * knows; so a placement whose sizings are not memoised yet stops it (SizingsPending), the sizings are
+ * planned off the event loop (ctx.sizer), and it runs again on the same inputs. decide() asks for one
+ * placement per run, so the second pass finds everything; sizings this reconcile waited for are kept
+ * here, so that an eviction from the shared memo cannot make it wait again.
+ */
+async function decideWithSizings(
+  key: string,
+  ctx: ReconcileContext,
+  cluster: { inventory: Inventory; usage: GpuUsage },
+  input: Omit<DecideInput, 'place'>,
+): Promise<Decision> {
+  const spec = input.stj.spec;
+  const known = new Map<string, Sizing | SizingError>();
+  const lookup = (req: SizingRequest) => known.get(sizingKey(req)) ?? ctx.sizer.peek(req);
+  const size = (req: SizingRequest): Sizing => {
+    const v = lookup(req);
+    if (v === undefined) throw new Error(`internal: sizing ${sizingKey(req)} was not planned first`);
+    if (v instanceof SizingError) throw v;
+    return v;
+  };
+  for (let pass = 1; ; pass++) {
+    try {
+      return decide({
+        ...input,
+        place: (maxTile) => {
+          const missing = sizingRequests(spec, cluster.inventory, maxTile).filter((r) => !lookup(r));
+          if (missing.length > 0) throw new SizingsPending(missing);
+          return planPlacement({ spec, ...cluster, size, ...(maxTile !== undefined && { maxTile }) });
+        },
+      });
+    } catch (e) {
+      if (!(e instanceof SizingsPending)) throw e;
+      if (pass >= 3) throw new Error(`internal: decide() still needs sizings after ${pass} passes`);
+      await Promise.all(
+        e.requests.map(async (req) => {
+          let v: Sizing | SizingError;
+          try {
+            v = await ctx.sizer.size(req, key);
+          } catch (err) {
+            // Memoised too: planPlacement turns it into Planned=False InvalidSpec.
+            if (!(err instanceof SizingError)) throw err;
+            v = err;
+          }
+          known.set(sizingKey(req), v);
+        }),
+      );
+    }
+  }
 }
 
 /** Carries a decision out. Returns true when the StreamingTrainingJob turned out to be gone. */

@@ -74,7 +74,11 @@ export interface DecideInput {
   jobs: readonly Job[];
   /** The pods of those Jobs. */
   pods: readonly Pod[];
-  /** Placement on the current cluster, optionally with the tile capped. */
+  /**
+   * Placement on the current cluster, optionally with the tile capped. Called at most once per
+   * decide(), and what it throws goes through: the reconcile throws when the sizings of that
+   * placement are not planned yet, plans them off the event loop and decides again.
+   */
   place(maxTile?: number): Placement;
   /** The tile to retry with after an out-of-memory exit; undefined at the minimum. May throw SizingError. */
   smallerTile(tile: number): number | undefined;

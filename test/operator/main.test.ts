@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { Command } from 'commander';
 import nock from 'nock';
 import { registerOperatorCommand } from '../../operator/cli.ts';
+import { PlannerPool, PoolClosedError } from '../../operator/cluster/planner-pool.ts';
 import { ConfigError, operatorConfig } from '../../operator/config.ts';
 import { ManualClock } from '../../operator/controller/clock.ts';
 import { silentLogger } from '../../operator/log.ts';
@@ -89,6 +90,7 @@ describe('the operator process', () => {
     });
     const stop = new AbortController();
     let ports = { healthPort: 0, metricsPort: 0 };
+    const planner = new PlannerPool();
     const exit = runOperator(config, {
       signal: stop.signal,
       kubeConfig: testKubeConfig(),
@@ -96,6 +98,7 @@ describe('the operator process', () => {
       log: silentLogger,
       version: '9.9.9',
       handleSignals: false,
+      planner,
       onListening: (p) => {
         ports = p;
       },
@@ -136,6 +139,10 @@ describe('the operator process', () => {
     stop.abort();
     assert.equal(await exit, 0);
     assert.ok(release.isDone(), 'the lease was released');
+    // The job's tile was planned on a planner thread, and stopping ended the threads.
+    assert.deepEqual(planner.stats, { planned: 1, threads: 0, queued: 0 });
+    const spec = makeStj().obj().spec;
+    await assert.rejects(planner.run({ spec, budgetBytes: 2 ** 30, backend: 'tensorflow' }), PoolClosedError);
   });
 
   it('losing the lease to a hung API server aborts the reconcile in flight and exits 1 at the renew deadline', async () => {
@@ -173,7 +180,17 @@ describe('the operator process', () => {
     const clock = new ManualClock();
     const started = clock.now();
     const lines: string[] = [];
-    const log = { ...silentLogger, info: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+    // The clock when the leader stepped down: the exit comes a little later in real time, in which
+    // the loop below keeps stepping the clock (shutdown ends the planner threads, among others).
+    let steppedDownAt: number | undefined;
+    const log = {
+      ...silentLogger,
+      info: (m: string) => lines.push(m),
+      error: (m: string) => {
+        if (/lost leadership/.test(m)) steppedDownAt ??= clock.now();
+        lines.push(m);
+      },
+    };
     let exitCode: number | undefined;
     const stop = new AbortController();
     const exit = runOperator(config, {
@@ -196,7 +213,7 @@ describe('the operator process', () => {
       await eventually(() => exitCode !== undefined, 'the operator exits', 3000);
       assert.equal(exitCode, 1);
       assert.ok(hung.renewals >= 1, 'renewals were attempted');
-      const at = clock.now() - started;
+      const at = (steppedDownAt ?? Number.NaN) - started;
       assert.ok(at >= 10_000 && at <= 10_500, `stepped down at ${at} ms; the renew deadline is 10 s`);
       assert.ok(
         lines.some((l) => /^reconcile cancelled: PATCH .*configmaps.*cancelled: lost leadership/.test(l)),

@@ -3,10 +3,9 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { buildInventory } from '../../operator/cluster/gpu-inventory.ts';
 import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
-import { gpuUsage, type Placement, planPlacement, prewarmSizing } from '../../operator/cluster/placement.ts';
+import { gpuUsage, type Placement, planPlacement, sizingRequests } from '../../operator/cluster/placement.ts';
 import {
   memoizedSizer,
-  type Sizing,
   SizingError,
   type SizingRequest,
   sizeTile,
@@ -232,38 +231,61 @@ describe('tile sizing', () => {
   });
 });
 
-describe('prewarmSizing', () => {
-  it('sizes a new job for each admitting GPU class, letting the event loop run between classes', async () => {
+describe('sizingRequests', () => {
+  it('lists exactly the sizings planPlacement asks for: each admitting class, the cap, or the CPU budget', () => {
     const nodes = [
       makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj(),
       makeNode('a100-0').gpus(8, 'A100-SXM4-40GB', 40960).obj(),
       makeNode('h100-0').gpus(8, 'H100-SXM5-80GB', 81920).taint('dedicated', 'NoSchedule', 'x').obj(),
     ];
     const inventory = buildInventory(nodes, { memoryTable: gpuMemoryTable() });
-    const order: string[] = [];
-    const sizer = (req: SizingRequest): Sizing => {
-      order.push(`size ${req.budgetBytes / 2 ** 30}`);
-      setImmediate(() => order.push('tick'));
-      if (req.budgetBytes < 20 * 2 ** 30) throw new SizingError('too small');
-      return { fits: true, tile: 1024 };
+    const asked = (spec: ReturnType<typeof makeStj>, maxTile?: number) => {
+      const seen: SizingRequest[] = [];
+      planPlacement({
+        spec: spec.obj().spec,
+        inventory,
+        usage: new Map(),
+        size: (req) => {
+          seen.push(req);
+          return size(req);
+        },
+        ...(maxTile !== undefined && { maxTile }),
+      });
+      return seen;
     };
-    await prewarmSizing(makeStj().image(8192).obj().spec, inventory, sizer);
-    // The tainted H100 does not admit the job; a SizingError is left for decide() to report.
-    assert.deepEqual(order.filter((o) => o !== 'tick').sort(), ['size 16', 'size 40']);
-    for (let i = 1; i < order.length; i++)
-      assert.ok(!(order[i]?.startsWith('size') && order[i - 1]?.startsWith('size')), order.join(', '));
-    order.length = 0;
-    await prewarmSizing(makeStj().resources({ gpus: 0 }).obj().spec, inventory, sizer);
-    assert.deepEqual(order, [], 'a CPU job is sized against its memory, not the GPU classes');
-    await prewarmSizing(
-      makeStj().image(8192).resources({ minGpuMemory: '24Gi' }).obj().spec,
-      inventory,
-      sizer,
-    );
+    const cases: [string, ReturnType<typeof makeStj>, number | undefined][] = [
+      // The tainted H100 does not admit the job.
+      ['a GPU job', makeStj().image(8192), undefined],
+      ['after an out-of-memory exit', makeStj().image(8192), 2048],
+      ['minGpuMemory', makeStj().image(8192).resources({ minGpuMemory: '24Gi' }), undefined],
+      ['no class large enough', makeStj().image(8192).resources({ minGpuMemory: '100Gi' }), undefined],
+      ['a wasm CPU job', makeStj().resources({ gpus: 0 }), 1024],
+      [
+        'a cpu-backend job without memory (no budget: nothing to size)',
+        makeStj()
+          .resources({ gpus: 0 })
+          .spec((s) => {
+            (s.training as Record<string, unknown>).backend = 'cpu';
+          }),
+        undefined,
+      ],
+    ];
+    for (const [name, spec, maxTile] of cases) {
+      assert.deepEqual(
+        sizingRequests(spec.obj().spec, inventory, maxTile)
+          .map((r) => JSON.stringify(r))
+          .sort(),
+        asked(spec, maxTile)
+          .map((r) => JSON.stringify(r))
+          .sort(),
+        name,
+      );
+    }
     assert.deepEqual(
-      order.filter((o) => o !== 'tick'),
-      ['size 40'],
-      'only the classes planPlacement would consider',
+      sizingRequests(makeStj().image(8192).obj().spec, inventory)
+        .map((r) => r.budgetBytes / GiB)
+        .sort((a, b) => a - b),
+      [16, 40],
     );
   });
 });

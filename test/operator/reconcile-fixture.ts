@@ -2,8 +2,9 @@
 // metrics registry, for the reconcile and controller tests.
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { DEFAULT_TRAINER_SETTINGS } from '../../operator/children/trainer-job.ts';
+import { asyncSizer } from '../../operator/cluster/async-sizer.ts';
 import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
-import { memoizedSizer } from '../../operator/cluster/tile-sizing.ts';
+import { PlannerPool } from '../../operator/cluster/planner-pool.ts';
 import { ManualClock } from '../../operator/controller/clock.ts';
 import { Expectations } from '../../operator/controller/expectations.ts';
 import { StaticStore } from '../../operator/controller/informer.ts';
@@ -16,7 +17,8 @@ import { makeNode } from './builders.ts';
 import { testClient } from './kube-fixture.ts';
 
 export const RESYNC_MS = 600_000;
-const sizer = memoizedSizer();
+// The operator's sizer: planner threads (idle ones do not keep the test process alive).
+const sizer = asyncSizer(new PlannerPool());
 
 export interface World {
   ctx: ReconcileContext;
