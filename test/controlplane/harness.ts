@@ -52,6 +52,9 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
 }
 
+/** The processes of the plane, in start order. */
+export type Component = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';
+
 export interface KubectlResult {
   code: number;
   stdout: string;
@@ -87,6 +90,16 @@ export interface ControlPlane {
   /** Creates a namespace and waits for its `default` ServiceAccount (pods need it). */
   createNamespace(name: string, labels?: Record<string, string>): Promise<void>;
   kubectl(args: readonly string[], opts?: { input?: string; kubeconfig?: string }): Promise<KubectlResult>;
+  /**
+   * Stops one component, as an outage would: SIGTERM (a graceful shutdown) or SIGKILL (a crash).
+   * Its data dir, port and certificates stay, so startComponent brings it back as it was. For
+   * fault-injection tests; the other components keep running and reconnect on their own.
+   */
+  stopComponent(name: Component, opts?: { signal?: 'SIGTERM' | 'SIGKILL' }): Promise<void>;
+  /** Starts a stopped component again with the same flags and waits until it is ready. */
+  startComponent(name: Component): Promise<void>;
+  /** stopComponent then startComponent; resolves once it is ready again. */
+  restartComponent(name: Component, opts?: { signal?: 'SIGTERM' | 'SIGKILL' }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -223,7 +236,11 @@ async function startOnce(
   const pidFile = join(dir, 'pids');
   const keepDir = opts.keepDir ?? process.env.TILESTREAM_KEEP_CP === '1';
   const readyTimeout = opts.readyTimeoutMs ?? 60_000;
-  const procs: ManagedProcess[] = [];
+  /** Each component's current process, flags and readiness probe, in start order. */
+  const components = new Map<
+    Component,
+    { args: string[]; proc: ManagedProcess; ready: (p: ManagedProcess) => Promise<void> }
+  >();
   const logs: Record<string, string> = {};
   let stopped = false;
 
@@ -236,17 +253,50 @@ async function startOnce(
     if (stopped) return;
     stopped = true;
     // Reverse start order: scheduler/KCM, then apiserver, then etcd.
-    for (const p of [...procs].reverse()) await p.stop(10_000);
+    for (const c of [...components.values()].reverse()) await c.proc.stop(10_000);
     process.off('exit', removeDirOnExit);
     removeDirOnExit();
   };
 
-  const start = (name: string, args: string[]): ManagedProcess => {
+  const spawnComponent = (name: Component, args: string[]): ManagedProcess => {
     const logPath = join(dir, `${name}.log`);
     logs[name] = logPath;
-    const p = spawnManaged(name, need(name as Tool), args, { cwd: dir, logPath, pidFile });
-    procs.push(p);
-    return p;
+    return spawnManaged(name, need(name as Tool), args, { cwd: dir, logPath, pidFile });
+  };
+  /** Starts a component and registers how to probe it, so it can be stopped and started again. */
+  const start = (
+    name: Component,
+    args: string[],
+    ready: (p: ManagedProcess) => Promise<void>,
+  ): ManagedProcess => {
+    const proc = spawnComponent(name, args);
+    components.set(name, { args, proc, ready });
+    return proc;
+  };
+  const component = (name: Component) => {
+    const c = components.get(name);
+    if (!c) throw new Error(`no component ${name}; the plane runs ${[...components.keys()].join(', ')}`);
+    return c;
+  };
+  const stopComponent = async (name: Component, o: { signal?: 'SIGTERM' | 'SIGKILL' } = {}) => {
+    const c = component(name);
+    if (o.signal !== 'SIGKILL') {
+      await c.proc.stop(10_000);
+      return;
+    }
+    try {
+      process.kill(-c.proc.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+    await c.proc.exited;
+  };
+  const startComponent = async (name: Component) => {
+    const c = component(name);
+    if (c.proc.exitCode === undefined) throw new Error(`${name} is still running (pid ${c.proc.pid})`);
+    writeFileSync(c.proc.logPath, `\n--- restarted ${new Date().toISOString()}\n`, { flag: 'a' });
+    c.proc = spawnComponent(name, c.args);
+    await c.ready(c.proc);
   };
 
   try {
@@ -266,18 +316,22 @@ async function startOnce(
     const server = `https://127.0.0.1:${apiPort}`;
 
     // --- etcd
-    const etcd = start('etcd', [
-      `--name=tilestream-test`,
-      `--data-dir=${join(dir, 'etcd')}`,
-      `--listen-client-urls=${etcdUrl}`,
-      `--advertise-client-urls=${etcdUrl}`,
-      `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
-      `--initial-cluster=tilestream-test=http://127.0.0.1:${peerPort}`,
-      '--unsafe-no-fsync=true',
-      '--log-level=warn',
-    ]);
-    await waitFor200('etcd', etcd, `${etcdUrl}/health`, readyTimeout);
+    const etcd = start(
+      'etcd',
+      [
+        `--name=tilestream-test`,
+        `--data-dir=${join(dir, 'etcd')}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+        `--initial-cluster=tilestream-test=http://127.0.0.1:${peerPort}`,
+        '--unsafe-no-fsync=true',
+        '--log-level=warn',
+      ],
+      (p) => waitFor200('etcd', p, `${etcdUrl}/health`, readyTimeout),
+    );
+    await component('etcd').ready(etcd);
 
     // --- kubeconfigs
     const writeKubeconfig = (file: string, user: string, groups: readonly string[] = []): string => {
@@ -304,85 +358,101 @@ async function startOnce(
 
     // --- kube-apiserver
     const frontProxy = pki.clientCert('front-proxy-client');
-    const apiserver = start('kube-apiserver', [
-      `--etcd-servers=${etcdUrl}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
-      `--secure-port=${apiPort}`,
-      `--cert-dir=${join(dir, 'apiserver')}`,
-      `--tls-cert-file=${pki.serving.certPath}`,
-      `--tls-private-key-file=${pki.serving.keyPath}`,
-      `--client-ca-file=${pki.caCertPath}`,
-      `--service-account-issuer=${server}`,
-      `--service-account-key-file=${pki.saPubPath}`,
-      `--service-account-signing-key-file=${pki.saKeyPath}`,
-      '--service-cluster-ip-range=10.0.0.0/24',
-      '--authorization-mode=Node,RBAC',
-      // Default-on plugins stay on (ServiceAccount, TaintNodesByCondition, PodSecurity, …);
-      // NodeRestriction is off by default in upstream but on in every real cluster.
-      '--enable-admission-plugins=NodeRestriction',
-      '--allow-privileged=true',
-      // Loopback addresses are invalid in the `kubernetes` Endpoints; skip that reconciler.
-      '--endpoint-reconciler-type=none',
-      '--profiling=false',
-      // Front-proxy (aggregation layer) settings as kubeadm sets them; without them the
-      // controllers' delegated authn logs a missing requestheader CA over and over.
-      `--requestheader-client-ca-file=${pki.caCertPath}`,
-      '--requestheader-allowed-names=front-proxy-client',
-      '--requestheader-username-headers=X-Remote-User',
-      '--requestheader-group-headers=X-Remote-Group',
-      '--requestheader-extra-headers-prefix=X-Remote-Extra-',
-      `--proxy-client-cert-file=${frontProxy.certPath}`,
-      `--proxy-client-key-file=${frontProxy.keyPath}`,
-      ...(opts.extraApiServerFlags ?? []),
-    ]);
     const adminCert = pki.clientCert('admin', ['system:masters']);
     const adminTls: ProbeTls = {
       ca: Buffer.from(caPem),
       cert: readFileSync(adminCert.certPath),
       key: readFileSync(adminCert.keyPath),
     };
-    await waitFor200('kube-apiserver', apiserver, `${server}/readyz`, readyTimeout * 2, adminTls);
-    await waitFor200(
-      'kube-apiserver (namespace default)',
-      apiserver,
-      `${server}/api/v1/namespaces/default`,
-      readyTimeout,
-      adminTls,
+    const apiserver = start(
+      'kube-apiserver',
+      [
+        `--etcd-servers=${etcdUrl}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        `--secure-port=${apiPort}`,
+        `--cert-dir=${join(dir, 'apiserver')}`,
+        `--tls-cert-file=${pki.serving.certPath}`,
+        `--tls-private-key-file=${pki.serving.keyPath}`,
+        `--client-ca-file=${pki.caCertPath}`,
+        `--service-account-issuer=${server}`,
+        `--service-account-key-file=${pki.saPubPath}`,
+        `--service-account-signing-key-file=${pki.saKeyPath}`,
+        '--service-cluster-ip-range=10.0.0.0/24',
+        '--authorization-mode=Node,RBAC',
+        // Default-on plugins stay on (ServiceAccount, TaintNodesByCondition, PodSecurity, …);
+        // NodeRestriction is off by default in upstream but on in every real cluster.
+        '--enable-admission-plugins=NodeRestriction',
+        '--allow-privileged=true',
+        // Loopback addresses are invalid in the `kubernetes` Endpoints; skip that reconciler.
+        '--endpoint-reconciler-type=none',
+        '--profiling=false',
+        // Front-proxy (aggregation layer) settings as kubeadm sets them; without them the
+        // controllers' delegated authn logs a missing requestheader CA over and over.
+        `--requestheader-client-ca-file=${pki.caCertPath}`,
+        '--requestheader-allowed-names=front-proxy-client',
+        '--requestheader-username-headers=X-Remote-User',
+        '--requestheader-group-headers=X-Remote-Group',
+        '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+        `--proxy-client-cert-file=${frontProxy.certPath}`,
+        `--proxy-client-key-file=${frontProxy.keyPath}`,
+        ...(opts.extraApiServerFlags ?? []),
+      ],
+      async (p) => {
+        await waitFor200('kube-apiserver', p, `${server}/readyz`, readyTimeout * 2, adminTls);
+        await waitFor200(
+          'kube-apiserver (namespace default)',
+          p,
+          `${server}/api/v1/namespaces/default`,
+          readyTimeout,
+          adminTls,
+        );
+      },
     );
+    await component('kube-apiserver').ready(apiserver);
 
     // --- kube-controller-manager and kube-scheduler
-    const kcm = start('kube-controller-manager', [
-      `--kubeconfig=${kcmKubeconfig}`,
-      `--authentication-kubeconfig=${kcmKubeconfig}`,
-      `--authorization-kubeconfig=${kcmKubeconfig}`,
-      '--bind-address=127.0.0.1',
-      `--secure-port=${kcmPort}`,
-      `--cert-dir=${join(dir, 'kcm')}`,
-      '--leader-elect=false',
-      '--use-service-account-credentials=true',
-      `--service-account-private-key-file=${pki.saKeyPath}`,
-      `--root-ca-file=${pki.caCertPath}`,
-      `--controllers=${(opts.controllers ?? DEFAULT_CONTROLLERS).join(',')}`,
-      ...(opts.extraControllerManagerFlags ?? []),
-    ]);
-    const scheduler = start('kube-scheduler', [
-      `--kubeconfig=${schedKubeconfig}`,
-      `--authentication-kubeconfig=${schedKubeconfig}`,
-      `--authorization-kubeconfig=${schedKubeconfig}`,
-      '--bind-address=127.0.0.1',
-      `--secure-port=${schedPort}`,
-      `--cert-dir=${join(dir, 'scheduler')}`,
-      '--leader-elect=false',
-      ...(opts.extraSchedulerFlags ?? []),
-    ]);
+    const kcm = start(
+      'kube-controller-manager',
+      [
+        `--kubeconfig=${kcmKubeconfig}`,
+        `--authentication-kubeconfig=${kcmKubeconfig}`,
+        `--authorization-kubeconfig=${kcmKubeconfig}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${kcmPort}`,
+        `--cert-dir=${join(dir, 'kcm')}`,
+        '--leader-elect=false',
+        '--use-service-account-credentials=true',
+        `--service-account-private-key-file=${pki.saKeyPath}`,
+        `--root-ca-file=${pki.caCertPath}`,
+        `--controllers=${(opts.controllers ?? DEFAULT_CONTROLLERS).join(',')}`,
+        ...(opts.extraControllerManagerFlags ?? []),
+      ],
+      (p) =>
+        waitFor200('kube-controller-manager', p, `https://127.0.0.1:${kcmPort}/healthz`, readyTimeout, {
+          insecure: true,
+        }),
+    );
+    const scheduler = start(
+      'kube-scheduler',
+      [
+        `--kubeconfig=${schedKubeconfig}`,
+        `--authentication-kubeconfig=${schedKubeconfig}`,
+        `--authorization-kubeconfig=${schedKubeconfig}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${schedPort}`,
+        `--cert-dir=${join(dir, 'scheduler')}`,
+        '--leader-elect=false',
+        ...(opts.extraSchedulerFlags ?? []),
+      ],
+      (p) =>
+        waitFor200('kube-scheduler', p, `https://127.0.0.1:${schedPort}/healthz`, readyTimeout, {
+          insecure: true,
+        }),
+    );
     await Promise.all([
-      waitFor200('kube-controller-manager', kcm, `https://127.0.0.1:${kcmPort}/healthz`, readyTimeout, {
-        insecure: true,
-      }),
-      waitFor200('kube-scheduler', scheduler, `https://127.0.0.1:${schedPort}/healthz`, readyTimeout, {
-        insecure: true,
-      }),
+      component('kube-controller-manager').ready(kcm),
+      component('kube-scheduler').ready(scheduler),
     ]);
 
     const loadKc = (path: string): KubeConfig => {
@@ -478,6 +548,12 @@ async function startOnce(
           child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
           child.stdin.end(kopts.input ?? '');
         });
+      },
+      stopComponent,
+      startComponent,
+      async restartComponent(name, o) {
+        await stopComponent(name, o);
+        await startComponent(name);
       },
       stop,
     };

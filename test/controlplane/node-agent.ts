@@ -80,6 +80,14 @@ export interface NodeAgent {
   killContainer(namespace: string, name: string, container: string, signal?: NodeJS.Signals): boolean;
   /** SIGKILLs a running container and reports it as the OOM killer would (OOMKilled, 137). */
   oomKill(namespace: string, name: string, container: string): boolean;
+  /** Pods of a namespace with a container process running now, from the agent's own records (no API call). */
+  runningPods(namespace: string): string[];
+  /**
+   * The node's machine is gone: the agent stops watching the node and SIGKILLs the processes of
+   * its pods without reporting anything, so the API keeps their last status (as for a node that
+   * vanished; the pod garbage collector then deletes them once the Node object is gone).
+   */
+  loseNode(nodeName: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -115,6 +123,9 @@ interface PodRun {
   finished: boolean;
   gone: boolean;
   statusChain: Promise<void>;
+  /** The last status write failed (logged once until one succeeds); a retry is scheduled. */
+  statusFailing: boolean;
+  statusRetry?: NodeJS.Timeout;
   timers: Set<NodeJS.Timeout>;
 }
 
@@ -160,7 +171,9 @@ export async function startNodeAgent(
   };
   const runs = new Map<string, PodRun>();
   const byName = new Map<string, string>();
-  const informers: ListWatch<V1Pod>[] = [];
+  const informers = new Map<string, ListWatch<V1Pod>>();
+  /** Nodes whose machine is gone (loseNode): their pods are no longer run or reported. */
+  const lost = new Set<string>();
   let stopping = false;
 
   const writeStatus = (run: PodRun): Promise<void> => {
@@ -172,12 +185,30 @@ export async function startNodeAgent(
           { name: run.name, namespace: run.namespace, body },
           mergePatch,
         );
+        run.statusFailing = false;
       } catch (err) {
-        if (apiErrorCode(err) === 404) run.gone = true;
-        else log(`status of ${run.namespace}/${run.name}: ${errText(err)}`);
+        if (apiErrorCode(err) === 404) {
+          run.gone = true;
+          return;
+        }
+        if (!run.statusFailing)
+          log(`status of ${run.namespace}/${run.name}: ${errText(err)}; retrying every 1 s`);
+        run.statusFailing = true;
+        retryStatus(run);
       }
     });
     return run.statusChain;
+  };
+  // kubelet's status manager syncs every pod's status again until the API server has it; without
+  // that, an exit reported while the API server or etcd is down would never reach the Job.
+  const retryStatus = (run: PodRun): void => {
+    if (run.statusRetry || run.gone || stopping) return;
+    run.statusRetry = setTimeout(() => {
+      if (run.statusRetry) run.timers.delete(run.statusRetry);
+      run.statusRetry = undefined;
+      if (!run.gone && !stopping) void writeStatus(run);
+    }, 1000);
+    run.timers.add(run.statusRetry);
   };
 
   const willRestart = (run: PodRun) => (c: ContainerRecord) => {
@@ -649,7 +680,7 @@ export async function startNodeAgent(
   });
 
   function onPod(node: string, core: CoreV1Api, pod: V1Pod): void {
-    if (stopping) return;
+    if (stopping || lost.has(node)) return;
     const uid = pod.metadata?.uid;
     const name = pod.metadata?.name;
     const namespace = pod.metadata?.namespace;
@@ -696,6 +727,7 @@ export async function startNodeAgent(
       finished: false,
       gone: false,
       statusChain: Promise.resolve(),
+      statusFailing: false,
       timers: new Set(),
     };
     runs.set(uid, run);
@@ -729,14 +761,15 @@ export async function startNodeAgent(
     informer.on('update', (p) => onPod(node, core, p));
     informer.on('delete', (p) => onPodDeleted(p));
     informer.on('error', (err) => {
-      if (stopping) return;
+      if (stopping || lost.has(node)) return;
       log(`pod watch for node ${node} failed (${errText(err)}); restarting in 1 s`);
       setTimeout(() => {
-        if (!stopping) informer.start().catch((e) => log(`restarting pod watch for ${node}: ${errText(e)}`));
+        if (!stopping && !lost.has(node))
+          informer.start().catch((e) => log(`restarting pod watch for ${node}: ${errText(e)}`));
       }, 1000).unref();
     });
     await informer.start();
-    informers.push(informer);
+    informers.set(node, informer);
   }
 
   const find = (namespace: string, name: string, container: string): ContainerRun | undefined => {
@@ -777,9 +810,35 @@ export async function startNodeAgent(
         return false;
       }
     },
+    runningPods(namespace) {
+      return [...runs.values()]
+        .filter((r) => r.namespace === namespace && [...r.init, ...r.main].some((c) => c.proc))
+        .map((r) => r.name);
+    },
+    async loseNode(nodeName) {
+      if (!informers.has(nodeName)) throw new Error(`the agent does not run node ${nodeName}`);
+      lost.add(nodeName);
+      await informers.get(nodeName)?.stop();
+      const gone = [...runs.values()].filter((r) => r.node === nodeName);
+      for (const r of gone) {
+        r.gone = true;
+        r.deleting = true;
+      }
+      // SIGKILL, not stop(): a machine that is gone gives its processes no SIGTERM.
+      const procs = gone.flatMap((r) => [...r.init, ...r.main].flatMap((c) => (c.proc ? [c.proc] : [])));
+      for (const p of procs) {
+        try {
+          process.kill(-p.pid, 'SIGKILL');
+        } catch {
+          // Already exited.
+        }
+      }
+      await Promise.all(procs.map((p) => p.exited));
+      for (const r of gone) forget(r);
+    },
     async stop() {
       stopping = true;
-      for (const i of informers) await i.stop();
+      for (const i of informers.values()) await i.stop();
       const all = [...runs.values()];
       await Promise.all(all.flatMap((r) => [...r.init, ...r.main].map((c) => c.proc?.stop(2000))));
       for (const r of all) forget(r);

@@ -39,6 +39,22 @@ export interface OperatorProcess {
   logTail(lines?: number): string;
 }
 
+/**
+ * An operator process that is started again whenever it exits, as kubelet restarts the operator's
+ * container (restartPolicy Always): the operator exits 1 when it loses its Lease and comes back as a
+ * candidate. `exits` lists the exit codes of the runs that ended, in order.
+ */
+export interface SupervisedOperator {
+  readonly runs: readonly OperatorProcess[];
+  readonly exits: readonly number[];
+  /** The run now going (or the last one, once stopped). */
+  current(): OperatorProcess;
+  /** The logs of every run, newest last. */
+  logs(linesPerRun?: number): string;
+  /** Stops restarting and stops the current run (SIGTERM, drain, release the lease). */
+  stop(): Promise<void>;
+}
+
 /** Starts and stops operator processes; stopAll() in after() kills whatever is still running. */
 export class OperatorProcesses {
   readonly #all: OperatorProcess[] = [];
@@ -109,6 +125,46 @@ export class OperatorProcesses {
       await proc.stop(1000);
       throw new Error(`${(e as Error).message}\n${logTail(logPath)}`);
     }
+  }
+
+  /**
+   * Starts an operator and starts it again `restartDelayMs` after each exit until stop(). A run
+   * that fails to start (it exits before it listens) is retried the same way.
+   */
+  async supervise(o: OperatorProcessOptions, restartDelayMs = 500): Promise<SupervisedOperator> {
+    const runs: OperatorProcess[] = [];
+    const exits: number[] = [];
+    let stopping = false;
+    const startOne = async (): Promise<void> => {
+      for (;;) {
+        try {
+          const run = await this.start(o);
+          runs.push(run);
+          void run.process.exited.then(async (code) => {
+            exits.push(code);
+            if (stopping) return;
+            await new Promise((r) => setTimeout(r, restartDelayMs));
+            if (!stopping) await startOne();
+          });
+          return;
+        } catch {
+          if (stopping) return;
+          await new Promise((r) => setTimeout(r, restartDelayMs));
+        }
+      }
+    };
+    await startOne();
+    return {
+      runs,
+      exits,
+      current: () => runs[runs.length - 1] as OperatorProcess,
+      logs: (lines = 40) =>
+        runs.map((r, i) => `--- operator ${r.identity} run ${i + 1}:\n${r.logTail(lines)}`).join('\n'),
+      async stop() {
+        stopping = true;
+        await runs[runs.length - 1]?.stop();
+      },
+    };
   }
 
   /** Kills every operator still running (after() even when a test failed). */

@@ -17,6 +17,8 @@ export interface TinyJobOptions {
   image?: string;
   epochs?: number;
   minGpuMemory?: string;
+  /** spec.resources.tolerations, for nodes a test taints. */
+  tolerations?: { key: string; operator?: 'Exists' | 'Equal'; value?: string; effect?: string }[];
   runPolicy?: { suspend?: boolean; ttlSecondsAfterFinished?: number; queueName?: string };
 }
 
@@ -47,7 +49,11 @@ export function tinyJob(name: string, o: TinyJobOptions) {
         seed: 7,
         backend: 'wasm',
       },
-      resources: { gpus: 1, ...(o.minGpuMemory && { minGpuMemory: o.minGpuMemory }) },
+      resources: {
+        gpus: 1,
+        ...(o.minGpuMemory && { minGpuMemory: o.minGpuMemory }),
+        ...(o.tolerations && { tolerations: o.tolerations }),
+      },
       checkpoint: {
         path: '/checkpoints',
         volume: { hostPath: { path: o.checkpointsDir } },

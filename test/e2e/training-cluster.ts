@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url';
 import { ensureSyntheticDataset } from '../../trainer/data/synthetic.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
-import { STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
+import { type FakeGpuClass, STANDARD_GPU_CLASSES } from '../controlplane/gpu-node-spec.ts';
 import type { ControlPlane } from '../controlplane/harness.ts';
 import { installCrd } from '../controlplane/install-crd.ts';
 import { type NodeAgent, startNodeAgent } from '../controlplane/node-agent.ts';
@@ -18,15 +18,20 @@ export interface TrainingCluster {
   stop(): Promise<void>;
 }
 
-/** `imageCommands`: image → the command the agent runs for it (e.g. [node, POD_TRAINER, …]). */
+/**
+ * `imageCommands`: image → the command the agent runs for it (e.g. [node, POD_TRAINER, …]).
+ * `extraClasses`: GPU classes registered (and run by the agent) besides the four standard ones.
+ */
 export async function startTrainingCluster(
   plane: ControlPlane,
   dataDir: string,
   imageCommands: Record<string, string[]>,
+  opts: { extraClasses?: readonly FakeGpuClass[] } = {},
 ): Promise<TrainingCluster> {
   await ensureSyntheticDataset(dataDir, { height: 192, width: 192, ...SYNTHETIC });
   await installCrd(plane);
-  const nodes = await registerFakeGpuNodes(plane.kubeConfig, STANDARD_GPU_CLASSES, {
+  const classes = [...STANDARD_GPU_CLASSES, ...(opts.extraClasses ?? [])];
+  const nodes = await registerFakeGpuNodes(plane.kubeConfig, classes, {
     kubeConfigForNode: (n) => plane.nodeKubeConfig(n),
   });
   const agent = await startNodeAgent(plane.kubeConfig, nodes.names, {

@@ -123,13 +123,13 @@ export function writeCheckpoint(dir: string, data: CheckpointData, keep: number)
       // A stale temporary file is pruned by a later save; the write error is what matters here.
     }
     const previous = listCheckpoints(dir)[0];
-    const mib = (parts.reduce((n, p) => n + p.length, 0) / 2 ** 20).toFixed(1);
+    const size = formatSize(parts.reduce((n, p) => n + p.length, 0));
     const { what, full } = describeWriteError(e);
     throw new CheckpointError(
       `cannot write checkpoint ${final}: ${what}; ` +
         (previous ? `the previous checkpoint ${previous} is kept` : 'there is no earlier checkpoint') +
         (full
-          ? `. Free space on the checkpoint volume or lower spec.checkpoint.keep (a save needs room for keep + 1 checkpoints of ${mib} MiB)`
+          ? `. Free space on the checkpoint volume or lower spec.checkpoint.keep (a save needs room for keep + 1 checkpoints of ${size})`
           : '. Check that the checkpoint volume is mounted and writable'),
       { cause: e, volumeFull: full },
     );
@@ -142,6 +142,11 @@ export function writeCheckpoint(dir: string, data: CheckpointData, keep: number)
   }
   prune(dir, keep, final);
   return final;
+}
+
+/** A size for a message: KiB below 1 MiB (a small model's checkpoint showed as "0.0 MiB"), else MiB. */
+function formatSize(bytes: number): string {
+  return bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /** Creates `path` (never an existing file), writes every part in full and fsyncs it. */
