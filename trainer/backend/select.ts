@@ -143,6 +143,7 @@ async function startTensorflow(load: (s: string) => Promise<unknown>): Promise<s
     if (!(await tf.setBackend('tensorflow'))) {
       throw new BackendUnavailable(`${pkg} loaded but the 'tensorflow' backend failed to initialise`);
     }
+    timeKernelsSynchronously(tf.backend());
     if (loadedBuild === undefined) return `${pkg} loaded`;
     const f = activeTensorflowFacts(loadedBuild.build, loadedBuild.threads);
     return (
@@ -154,6 +155,21 @@ async function startTensorflow(load: (s: string) => Promise<unknown>): Promise<s
   throw new BackendUnavailable(
     `${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not built (tilestream setup tensorflow [--gpu])`,
   );
+}
+
+/**
+ * tfjs-node's backend.time() is async, so under tf.profile (the trainer profiles the first image of
+ * each epoch) a kernel that throws, such as a TensorFlow OOM, only rejects a promise nobody awaits:
+ * the process dies of an unhandled rejection, and the engine first fails on the outputs that never
+ * came ("Cannot read properties of undefined (reading 'map')"), so the trainer exited 1, not 3.
+ * Calling the kernel synchronously lets its own error propagate; the timing is the same.
+ */
+function timeKernelsSynchronously(backend: tf.KernelBackend): void {
+  backend.time = (f: () => void): Promise<tf.BackendTimingInfo> => {
+    const start = performance.now();
+    f();
+    return Promise.resolve({ kernelMs: performance.now() - start });
+  };
 }
 
 async function startWasm(load: (s: string) => Promise<unknown>): Promise<string> {
