@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import { isOutOfMemory } from '../../trainer/train/exit-codes.ts';
+import { tensorflowSkip } from '../tensorflow-build.ts';
 
 describe('out-of-memory detection', () => {
   it('recognises what TensorFlow and the wasm backend raise when memory runs out', () => {
@@ -86,5 +88,86 @@ describe('tilestream train out of memory', () => {
     });
     assert.equal(r.status, 3, r.stderr.slice(-2000));
     assert.match(r.stderr, /out of memory: .*retry with a smaller tile/);
+  });
+});
+
+describe('tilestream train out of memory on the tensorflow backend', { skip: tensorflowSkip() }, () => {
+  it('exits with code 3 when TensorFlow cannot allocate a tensor', async (t) => {
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { spawnSync } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const sharp = (await import('sharp')).default;
+    const { stringify } = await import('yaml');
+    const tfl = await import('@tensorflow/tfjs-layers');
+    const { initBackend } = await import('../../trainer/backend/select.ts');
+    const { modelJsonDoc } = await import('../fixtures/tfjs/save-layers-model.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'oom-tf-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+
+    // The failing allocation must come from an op that reports it: TensorFlow 2.21's oneDNN
+    // convolutions log "OOM when allocating tensor" and then segfault (mkl_util.h:848, exit 139),
+    // as does the depthwise one. So the body is one Concatenate of 2048 copies of the 1-channel
+    // input: 2048² × 2048 float32 = 32 GiB in ConcatV2, which reports RESOURCE_EXHAUSTED. Under a
+    // 16 GiB address-space limit (the process starts at about 11 GiB of reservations) it fails at
+    // once, without touching memory; TensorFlow's allocator then waits 10 s for memory to free up.
+    await initBackend('cpu');
+    const input = tfl.input({ shape: [null, null, 1], name: 'image' });
+    const copies = Array.from({ length: 2048 }, () => input);
+    const wide = tfl.layers.concatenate({ name: 'wide' }).apply(copies) as SymbolicTensor;
+    writeFileSync(
+      join(dir, 'model.json'),
+      JSON.stringify(await modelJsonDoc(tfl.model({ inputs: input, outputs: wide }))),
+    );
+    writeFileSync(join(dir, 'weights.bin'), new Uint8Array(0));
+    const size = 2048;
+    const pixels = Buffer.alloc(size * size);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
+    await sharp(pixels, { raw: { width: size, height: size, channels: 1 } })
+      .png({ compressionLevel: 1 })
+      .toFile(join(dir, 'a.png'));
+    writeFileSync(join(dir, 'train.csv'), 'path,label\na.png,1\n');
+    writeFileSync(
+      join(dir, 'job.yaml'),
+      stringify({
+        apiVersion: 'tilestream.io/v1alpha1',
+        kind: 'StreamingTrainingJob',
+        metadata: { name: 'oom-tf' },
+        spec: {
+          model: {
+            architecture: 'tfjs',
+            tfjsModel: 'model.json',
+            bodyEnd: 'wide',
+            head: { pooling: 'max', classes: 1 },
+          },
+          data: { root: '.', train: 'train.csv', imageSize: { height: size, width: size }, channels: 1 },
+          training: { epochs: 1, batchSize: 1, loss: 'binary-cross-entropy', backend: 'tensorflow' },
+          streaming: { tileSize: size },
+        },
+      }),
+    );
+    const bin = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
+    const limitKiB = 16 * 1024 * 1024;
+    // `&&`: without the limit the child must not run (it would really try to take 32 GiB).
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        `ulimit -v ${limitKiB} && exec "$@"`,
+        'bash',
+        process.execPath,
+        bin,
+        'train',
+        join(dir, 'job.yaml'),
+        '--json',
+      ],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    assert.equal(r.status, 3, `signal ${r.signal}\n${r.stderr.slice(-3000)}`);
+    assert.match(
+      r.stderr,
+      /out of memory: .*OOM when allocating tensor with shape\[1,2048,2048,2048\].*retry with a smaller tile/,
+    );
   });
 });
