@@ -68,7 +68,14 @@ describe('tilestream bench gpu', () => {
     assert.equal(devices.gpu, false);
     assert.equal(devices.tensorflowVersion, '2.21.0');
     const step = await runChild(
-      { task: 'step', mode: 'streamed', image: 1152, tile: 576, repeats: 1, width: 4 },
+      {
+        task: 'step',
+        mode: 'streamed',
+        image: 512,
+        tile: 256,
+        repeats: 1,
+        small: { width: 4, bodyEnd: 'layer1' },
+      },
       120_000,
     );
     assert.ok(step.ok, JSON.stringify(step));

@@ -42,7 +42,7 @@ try {
     });
     print({ ...base, pass: r.pass, worst: r.worst, tolerances: r.tolerances, randomCases: r.randomCases });
   } else {
-    const net = benchNetwork(req.width);
+    const net = benchNetwork(req.small);
     const params = initParams(net, 1);
     const x = tf.randomNormal(
       [1, req.image, req.image, net.body.inputChannels],

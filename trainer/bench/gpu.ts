@@ -64,8 +64,8 @@ export function listGpus(
 export const GPU_BENCH_SIZES = [4096, 8192] as const;
 
 /** ResNet-34 as the benchmark streams it: body to layer3, a layer4 trunk, max pooling, 2 classes. */
-export function benchNetwork(width?: number): Network {
-  return { ...builtinNetwork('resnet34', width === undefined ? {} : { width }), pooling: 'max', outputs: 2 };
+export function benchNetwork(small?: { width: number; bodyEnd: string }): Network {
+  return { ...builtinNetwork('resnet34', small ?? {}), pooling: 'max', outputs: 2 };
 }
 
 export interface StepPlan {
@@ -108,8 +108,8 @@ export type ChildRequest =
       image: number;
       tile: number;
       repeats: number;
-      /** Base width of ResNet-34 (64 by default; smaller only to test the child cheaply). */
-      width?: number;
+      /** A narrower, shallower ResNet-34 body, only to test the child cheaply. */
+      small?: { width: number; bodyEnd: string };
     };
 
 export type ChildResult =
