@@ -1,11 +1,17 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { execFile, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
+import { cpuAllowance } from '../../trainer/backend/cpu-allowance.ts';
 import {
   PROJECT_KERNELS,
   registerProjectKernels,
   restoreStockKernels,
 } from '../../trainer/backend/kernels/registry.ts';
+import { locateBuilds, TENSORFLOW_VERSION } from '../../trainer/backend/native/builds.ts';
 import {
   BACKEND_ENV,
   type BackendInfo,
@@ -14,6 +20,8 @@ import {
   resolveBackendChoice,
 } from '../../trainer/backend/select.ts';
 import { gradientsRegistered } from '../../trainer/backend/tfjs-gradients.ts';
+import { skipUnlessRequired } from '../require-all.ts';
+import { tensorflowSkip } from '../tensorflow-build.ts';
 
 // Runs first (node:test keeps file order): nothing may be set up by importing the modules.
 describe('importing trainer/backend', () => {
@@ -209,5 +217,109 @@ describe('initBackend', () => {
       });
       assert.deepEqual(g, [4, 4, 4, 4, 4, 4, 4, 4, 4], `dW of a 3x3 conv over ones on ${name}`);
     }
+  });
+});
+
+interface ChildResult {
+  info: BackendInfo;
+  tensorflowRegistered: boolean;
+  /** Threads TensorFlow started, counted in /proc (select-child.ts). */
+  pools?: { intraOp: number; interOp: number };
+  profiledError?: string | null;
+}
+
+const CHILD = fileURLToPath(new URL('./select-child.ts', import.meta.url));
+
+/** initBackend() in a fresh process (one TensorFlow context per process), optionally under taskset. */
+async function inChild(env: Record<string, string>, taskset?: string): Promise<ChildResult> {
+  const clean = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([k]) => k !== BACKEND_ENV && k !== 'TF_NUM_INTRAOP_THREADS' && k !== 'TF_NUM_INTEROP_THREADS',
+    ),
+  );
+  const [cmd, args] =
+    taskset === undefined
+      ? [process.execPath, [CHILD]]
+      : ['taskset', ['--cpu-list', taskset, process.execPath, CHILD]];
+  const { stdout } = await promisify(execFile)(cmd, args, { env: { ...clean, ...env }, timeout: 60_000 });
+  return JSON.parse(stdout.trim().split('\n').at(-1) as string) as ChildResult;
+}
+
+/** The first CPU this process may run on (for taskset), from /proc/self/status. */
+function firstAllowedCpu(): string {
+  const list = /^Cpus_allowed_list:\s*(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return list?.[1] ?? '0';
+}
+
+const hasTaskset = spawnSync('taskset', ['--version']).status === 0;
+
+describe('initBackend with the real TensorFlow build', { skip: tensorflowSkip() }, () => {
+  const build = locateBuilds()[0];
+  const allowance = cpuAllowance();
+  let auto: ChildResult;
+  let wasm: ChildResult;
+  let fixedThreads: ChildResult;
+  let oneCpu: ChildResult | undefined;
+
+  before(async () => {
+    // In parallel: each child mostly waits for TensorFlow to load.
+    [auto, wasm, fixedThreads, oneCpu] = await Promise.all([
+      inChild({}),
+      inChild({ [BACKEND_ENV]: 'wasm' }),
+      inChild({ TF_NUM_INTRAOP_THREADS: '3' }),
+      hasTaskset ? inChild({}, firstAllowedCpu()) : undefined,
+    ]);
+  });
+
+  it('auto picks tensorflow, and the reason names the build: variant, TensorFlow version, threads, folder', () => {
+    assert.ok(build, 'a build is present (the suite would have skipped)');
+    const { info } = auto;
+    assert.equal(info.name, 'tensorflow');
+    assert.equal(info.requested, 'auto');
+    assert.equal(
+      info.reason,
+      `auto (default): ${build.spec.npmPackage} loaded (${build.spec.variant} build, TensorFlow ${TENSORFLOW_VERSION}, ` +
+        `on the CPU: TensorFlow sees no GPU, ${allowance.cpus} compute threads from ${allowance.source}; ${build.dir})`,
+    );
+    assert.deepEqual(info.tensorflow, {
+      variant: build.spec.variant,
+      tensorflowVersion: TENSORFLOW_VERSION,
+      gpu: false,
+      threads: { intraOp: allowance.cpus, interOp: Math.min(2, allowance.cpus), source: allowance.source },
+      dir: build.dir,
+    });
+  });
+
+  it('TensorFlow starts as many compute threads as the CPU allowance', () => {
+    assert.deepEqual(auto.pools, { intraOp: allowance.cpus, interOp: Math.min(2, allowance.cpus) });
+  });
+
+  it('follows the CPU affinity: one CPU (taskset), one compute thread', {
+    skip: skipUnlessRequired(hasTaskset ? undefined : 'taskset (util-linux) is not installed'),
+  }, () => {
+    assert.deepEqual(oneCpu?.info.tensorflow?.threads, {
+      intraOp: 1,
+      interOp: 1,
+      source: 'CPU affinity (1 CPUs)',
+    });
+    assert.deepEqual(oneCpu?.pools, { intraOp: 1, interOp: 1 });
+  });
+
+  it('TF_NUM_INTRAOP_THREADS overrides the CPU allowance, and TensorFlow uses it', () => {
+    assert.equal(fixedThreads.info.tensorflow?.threads.intraOp, 3);
+    assert.equal(fixedThreads.info.tensorflow?.threads.source, 'TF_NUM_INTRAOP_THREADS');
+    assert.match(fixedThreads.info.reason, /3 compute threads from TF_NUM_INTRAOP_THREADS/);
+    assert.equal(fixedThreads.pools?.intraOp, 3);
+  });
+
+  it('TILESTREAM_BACKEND=wasm still wins over a present build, which is then not even loaded', () => {
+    assert.equal(wasm.info.name, 'wasm');
+    assert.match(wasm.info.reason, /^wasm requested by TILESTREAM_BACKEND: wasm initialised/);
+    assert.equal(wasm.info.tensorflow, undefined);
+    assert.equal(wasm.tensorflowRegistered, false);
+  });
+
+  it("a kernel TensorFlow fails under tf.profile rejects with TensorFlow's own error", () => {
+    assert.match(String(auto.profiledError), /input depth must be evenly divisible by filter depth: 4 vs 3/);
   });
 });
