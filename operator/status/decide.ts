@@ -199,8 +199,23 @@ export function decide(input: DecideInput): Decision {
       else active(input, d, obs);
     }
     if (isTerminal(d.status)) finished(input, d);
+    keepRestarts(d, prev);
   }
   return { ...d.decision, status: d.status, events: events(prev, d.status) };
+}
+
+/**
+ * A restart once counted stays counted. A pod failed by a disruption (a lost node, an eviction) is
+ * not in the Job's failed count (the pod failure policy ignores it) and is seen only while the pod
+ * exists: the pod garbage collector deletes it right after marking it failed, and the count fell
+ * back (1, then 0, on a node that vanished). What the status once showed is carried on, into the
+ * next attempt too. A disruption whose pod is gone before the operator saw it is not counted.
+ */
+function keepRestarts(d: Draft, prev: OwnedStatus): void {
+  const counted = prev.restarts ?? 0;
+  if (d.status.restarts !== undefined && d.status.restarts < counted) d.status.restarts = counted;
+  const create = d.decision.create;
+  if (create && create.restartsBefore < counted) d.decision.create = { ...create, restartsBefore: counted };
 }
 
 function failureReason(cause: FailureCause): ConditionReason {

@@ -243,6 +243,26 @@ describe('decide: endings and the TTL', () => {
     assert.deepEqual(later.status, d.status);
   });
 
+  it('a pod failed by a disruption counts as a restart, and stays counted once the pod garbage collector deletes it', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { startTime: iso(NOW) });
+    // PodGC marks the pod of a lost node Failed with DisruptionTarget (ignored by the pod failure
+    // policy, so not in job.status.failed), then deletes it; the Job's replacement waits to start.
+    const lost = makePod('demo-0', 'team', { node: 'a100-0', phase: 'Failed', disrupted: true });
+    const seen = decide(world(after(b, first), { jobs: [job], pods: [lost] }));
+    assert.equal(seen.status.restarts, 1);
+    const replacement = makePod('demo-0', 'team', { name: 'demo-0-fghij', phase: 'Pending' });
+    const gone = decide(world(after(b, seen), { jobs: [job], pods: [replacement] }));
+    assert.equal(gone.status.restarts, 1, 'not 0 once the disrupted pod is deleted');
+    // Carried into the next attempt when its class is gone and the job is re-planned elsewhere.
+    const onlyV100 = [makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj()];
+    const replanned = decide(world(after(b, gone), { jobs: [job], pods: [replacement], nodes: onlyV100 }));
+    assert.equal(replanned.create?.attempt, 1);
+    assert.equal(replanned.create?.restartsBefore, 1);
+    assert.equal(replanned.status.restarts, 1);
+  });
+
   it('backoffLimit exceeded: Failed with the trainer termination message; restarts count the replaced pods', () => {
     const b = stjBig();
     const first = decide(world(b.obj()));
