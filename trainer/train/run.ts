@@ -33,7 +33,7 @@ import { type TrainResult, train } from './loop.ts';
 import { createLogger, createTrainerMetrics, formatDuration, ProgressBar, serveMetrics } from './observe.ts';
 import { createStatusReporter } from './report-k8s.ts';
 import { writeSaliencyMaps } from './saliency.ts';
-import { checkTileFitsBackend, resolveTile } from './tile-choice.ts';
+import { checkTileFitsBackend, hardMemoryLimit, resolveTile } from './tile-choice.ts';
 
 export interface TrainOptions {
   /** Overrides spec.streaming.tileSize (the operator passes the planned tile this way). */
@@ -231,7 +231,14 @@ async function runJob(
   const image = imageSizeOf(spec);
   const tile = resolveTile(spec, net, image, backend.name, o);
   say('info', tile.explanation);
-  checkTileFitsBackend(spec, net, image, backend.name, tile.size);
+  checkTileFitsBackend(
+    spec,
+    net,
+    image,
+    backend.name,
+    tile.size,
+    hardMemoryLimit(backend.name, backend.tensorflow?.gpu === true),
+  );
   const grid = tileGrid(net.body, image, [tile.size, tile.size]);
   metrics.tileSize.set(tile.size);
   if (tile.predicted) {

@@ -4,6 +4,7 @@
 
 import { freemem, totalmem } from 'node:os';
 import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
+import { memoryAllowance } from '../backend/memory-allowance.ts';
 import type { BackendName } from '../backend/select.ts';
 import { optimizerFromSpec } from '../plan/memory.ts';
 import { checkTile, formatBytes, type PlanRequest, planAutoTile, planTile } from '../plan/planner.ts';
@@ -66,26 +67,55 @@ export class PredictedOutOfMemoryError extends Error {
   override name = 'PredictedOutOfMemoryError';
 }
 
+/** Memory a backend cannot exceed without failing uncleanly, checked before the first step. */
+export interface HardMemoryLimit {
+  bytes: number;
+  /** Completes "more than the N …", e.g. "the wasm backend can address". */
+  what: string;
+}
+
 /**
- * On wasm, a tile that does not fit the heap does not fail cleanly: allocations wrap around and the
- * module traps or returns nothing. So the planner's prediction is checked before the first step.
+ * Where a backend does not fail cleanly when memory runs out, the hard limit to check the
+ * planner's prediction against. wasm: allocations past the 4 GiB heap wrap around and the module
+ * traps or returns nothing. TensorFlow's CPU build: oneDNN convolutions crash (SIGSEGV) on a failed
+ * allocation instead of raising "OOM when allocating", so the process's memory allowance (the pod's
+ * limit, else RAM) is the limit. On a GPU TensorFlow's allocator reports OOM itself (exit 3).
  */
+export function hardMemoryLimit(
+  backend: BackendName,
+  tensorflowOnGpu: boolean,
+  allowance: () => { bytes: number; source: string } = memoryAllowance,
+): HardMemoryLimit | undefined {
+  if (backend === 'wasm') return { bytes: WASM_HEAP_BYTES, what: 'the wasm backend can address' };
+  if (backend === 'tensorflow' && !tensorflowOnGpu) {
+    const a = allowance();
+    return { bytes: a.bytes, what: `${a.source} allows (TensorFlow on the CPU)` };
+  }
+  return undefined;
+}
+
+/** Throws PredictedOutOfMemoryError (exit 3) when the planner predicts the tile exceeds `limit`. */
 export function checkTileFitsBackend(
   spec: StreamingTrainingJobSpec,
   net: Network,
   image: readonly [number, number],
   backend: BackendName,
   tile: number,
+  limit: HardMemoryLimit | undefined,
 ): void {
-  if (backend !== 'wasm') return;
-  const req = planRequest(spec, net, image, backend, WASM_HEAP_BYTES, 0);
+  if (limit === undefined) return;
+  const req = planRequest(spec, net, image, backend, limit.bytes, 0);
   const plan = checkTile({ ...req, tile });
   if (plan.fits) return;
   const best = planTile(req);
   throw new PredictedOutOfMemoryError(
     `out of memory (predicted): tile ${tile} needs about ${formatBytes(plan.smallestTileNeeds)}, more than the ` +
-      `${formatBytes(WASM_HEAP_BYTES)} the wasm backend can address; ` +
-      (best.fits ? `tile ${best.tile} fits` : 'no tile fits this image on wasm (use the tensorflow backend)'),
+      `${formatBytes(limit.bytes)} ${limit.what}; ` +
+      (best.fits
+        ? `tile ${best.tile} fits`
+        : backend === 'wasm'
+          ? 'no tile fits this image on wasm (use the tensorflow backend)'
+          : 'no tile fits this image in this memory'),
   );
 }
 

@@ -37,6 +37,8 @@ export function setTensorflowThreads(env: NodeJS.ProcessEnv = process.env): {
   else source = 'TF_NUM_INTRAOP_THREADS';
   // Eager ops run one at a time from JavaScript, so a small inter-op pool is enough.
   env.TF_NUM_INTEROP_THREADS ??= String(Math.min(2, allowance.cpus));
+  // TensorFlow's INFO lines (CPU features, oneDNN notes) would fill every training log; warnings stay.
+  env.TF_CPP_MIN_LOG_LEVEL ??= '1';
   return {
     intraOp: Number(env.TF_NUM_INTRAOP_THREADS),
     interOp: Number(env.TF_NUM_INTEROP_THREADS),
