@@ -15,6 +15,8 @@
 //   node-lost    the node of a running job vanishes (processes killed, Node deleted): Kubernetes'
 //                pod garbage collector fails and deletes its pod, and as the job's GPU class has no
 //                node left the operator re-plans it onto another class, where it resumes.
+//   node-lost-in-class  the same with another node left in the class: the Job controller runs a
+//                replacement pod there, within the same attempt and plan.
 //   volume-full  the checkpoint volume (a tmpfs) fills up: the trainer exits 4, the Job fails at
 //                once and the job is Failed with reason CheckpointVolumeFull naming the volume; the
 //                last good checkpoint is intact, and the job applied again resumes from it.
@@ -76,6 +78,18 @@ const SPOT: FakeGpuClass = {
   computeMinor: 1,
 };
 const SPOT_TAINT = { key: 'tilestream.test/spot', value: 'true', effect: 'NoSchedule' };
+/** A two-node class only the node-lost-in-class job tolerates: losing one node leaves the other. */
+const PAIR: FakeGpuClass = {
+  name: 'gpu-pair',
+  product: 'Quadro-P4000',
+  memoryMiB: 8192,
+  gpuCount: 1,
+  family: 'pascal',
+  computeMajor: 6,
+  computeMinor: 1,
+  nodes: 2,
+};
+const PAIR_TAINT = { key: 'tilestream.test/pair', value: 'true', effect: 'NoSchedule' };
 /** How long etcd stays down. */
 const ETCD_OUTAGE_MS = 20_000;
 
@@ -384,13 +398,19 @@ describe('faults on a real control plane: nothing is lost', {
       plane,
       dataDir,
       { [IMAGE]: [process.execPath, POD_TRAINER] },
-      { extraClasses: [SPOT] },
+      { extraClasses: [SPOT, PAIR] },
     );
     agent = cluster.agent;
-    await admin.request('PATCH', `/api/v1/nodes/${SPOT.name}-0`, {
-      body: { spec: { taints: [SPOT_TAINT] } },
-      contentType: 'application/merge-patch+json',
-    });
+    for (const [node, taint] of [
+      [`${SPOT.name}-0`, SPOT_TAINT],
+      [`${PAIR.name}-0`, PAIR_TAINT],
+      [`${PAIR.name}-1`, PAIR_TAINT],
+    ] as const) {
+      await admin.request('PATCH', `/api/v1/nodes/${node}`, {
+        body: { spec: { taints: [taint] } },
+        contentType: 'application/merge-patch+json',
+      });
+    }
     await plane.createNamespace(NS);
     const { kubeconfigPath } = await createOperatorAccount(plane, NS, { prefix: 'faults' });
     operator = await operators.supervise({
@@ -621,6 +641,49 @@ describe('faults on a real control plane: nothing is lost', {
     t.diagnostic(
       `restarts ${done.status?.restarts}; resumed at step ${resumed[0]} on ${done.status?.plan?.gpuProduct}`,
     );
+    await assertReferenceWeights(name);
+  });
+
+  it('node-lost-in-class: the node of a running job vanishes and its class has another → the Job runs a new pod there, no re-plan', async (t) => {
+    const name = 'node-lost-in-class';
+    await apply(job(name, { tolerations: [{ key: PAIR_TAINT.key, operator: 'Exists' }] }));
+    const running = await until(name, 'phase Running', (s) => s.status?.phase === 'Running');
+    assert.equal(running.status?.plan?.gpuProduct, PAIR.product, 'planned on the tolerated pair class');
+    const [first] = await podsOf(name);
+    const node = first?.spec.nodeName as string;
+    const other = [`${PAIR.name}-0`, `${PAIR.name}-1`].find((n) => n !== node);
+    assert.ok(node && other, `the pod runs on a pair node (${node})`);
+    await untilCheckpoint(name, 4);
+    const lostAt = checkpointStep(name);
+    const t0 = Date.now();
+    await agent.loseNode(node);
+    cluster?.nodes.stopHeartbeat(node);
+    await admin.request('DELETE', `/api/v1/nodes/${node}`);
+    await waitFor(
+      `${name}: a replacement pod running on ${other}`,
+      async () =>
+        (await podsOf(name)).some((p) => p.spec.nodeName === other && p.status?.phase === 'Running'),
+      { timeoutMs: 150_000, intervalMs: 500 },
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}\n${await diagnose(name)}`);
+    });
+    t.diagnostic(
+      `a new pod ran on ${other} ${((Date.now() - t0) / 1000).toFixed(1)} s after ${node} vanished`,
+    );
+    const done = await until(name, 'Succeeded', (s) => s.status?.phase === 'Succeeded', 120_000);
+    assertFinished(done);
+    // The Job controller replaced the pod within the attempt; the operator had nothing to re-plan.
+    assert.deepEqual(done.status?.plan, running.status?.plan);
+    assert.deepEqual(await childSet(name), oneAttempt(name));
+    assert.equal(conditionOf(done, 'Planned')?.reason, 'PlanFound');
+    assert.doesNotMatch(conditionOf(done, 'Planned')?.message ?? '', /re-planned/);
+    const resumed = (await trainerLogs(name)).flatMap((l) => resumedSteps(l.log));
+    assert.equal(resumed.length, 1, `one resume on ${other} (saw ${resumed.join(', ')})`);
+    assert.ok(
+      (resumed[0] as number) >= lostAt,
+      `resumed at ${resumed[0]}, the node vanished after ${lostAt}`,
+    );
+    t.diagnostic(`restarts ${done.status?.restarts}; resumed at step ${resumed[0]}`);
     await assertReferenceWeights(name);
   });
 
