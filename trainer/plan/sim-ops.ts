@@ -710,33 +710,92 @@ const tensorflowMean: CompositeKernel = (sim, inputs, attrs) => {
   return out;
 };
 
+/** tensorflow-explicit-padding.ts windowedPadding: the padding, less the rows and columns past the last window. */
+function windowedPadding(
+  inShape: Shape,
+  pad: Pad4,
+  out: readonly [number, number],
+  strides: readonly [number, number],
+  filterShape: Shape,
+): Pad4 {
+  const excessRows =
+    (inShape[1] as number) + pad[0] + pad[1] - ((out[0] - 1) * strides[0] + (filterShape[0] as number));
+  const excessCols =
+    (inShape[2] as number) + pad[2] + pad[3] - ((out[1] - 1) * strides[1] + (filterShape[1] as number));
+  return [pad[0], pad[1] - excessRows, pad[2], pad[3] - excessCols];
+}
+
 /**
- * The project's tensorflow filter-gradient kernels (tensorflow-explicit-padding.ts filterKernel):
- * the rows and columns of x past the last window are dropped from the padding and then sliced
- * off x (a copy) before TensorFlow's op, which runs directly on the backend.
+ * tensorflow-explicit-padding.ts geometry (streamed convolutions never send dilation): a depthwise
+ * gradient with unequal strides runs at stride 1 on dy spread with zeros; `made` is freed after the op.
  */
-const tensorflowBackpropFilter: CompositeKernel = (sim, inputs, attrs) => {
-  const x = inputs.x as T;
-  const dy = inputs.dy as T;
-  const a = attrs as unknown as BackpropAttrs;
-  const [n, h, w, c] = x.shape as [number, number, number, number];
-  const [, outH, outW] = dy.shape as [number, number, number];
-  const [kh, kw] = a.filterShape as [number, number];
-  const [top, bottom, left, right] = convPad(attrs);
-  const [dh, dw] = a.dilations;
-  const cropRows = Math.max(
-    0,
-    -(bottom - Math.max(0, h + top + bottom - ((outH - 1) * a.strides[0] + (kh - 1) * dh + 1))),
+function tensorflowGeometry(
+  sim: SimEngine,
+  inShape: Shape,
+  filterShape: Shape,
+  a: BackpropAttrs,
+  depthwise: boolean,
+  dy: T,
+): { strides: readonly [number, number]; out: [number, number]; dy: T; made?: T } {
+  const [sH, sW] = a.strides;
+  if (!depthwise || sH === sW)
+    return { strides: a.strides, out: [dy.shape[1] as number, dy.shape[2] as number], dy };
+  const [top, bottom, left, right] = a.pad;
+  const out: [number, number] = [
+    (inShape[1] as number) + top + bottom - (filterShape[0] as number) + 1,
+    (inShape[2] as number) + left + right - (filterShape[1] as number) + 1,
+  ];
+  const spread = sim.tidy(() =>
+    slice(
+      sim,
+      spreadWithZeros(sim, dy, sH, sW),
+      [0, 0, 0, 0],
+      [dy.shape[0] as number, out[0], out[1], dy.shape[3] as number],
+    ),
   );
-  const cropCols = Math.max(
-    0,
-    -(right - Math.max(0, w + left + right - ((outW - 1) * a.strides[1] + (kw - 1) * dw + 1))),
-  );
-  const xs = cropRows + cropCols > 0 ? slice(sim, x, [0, 0, 0, 0], [n, h - cropRows, w - cropCols, c]) : x;
-  const out = sim.make(a.filterShape);
-  if (xs !== x) sim.dispose(xs);
-  return out;
-};
+  return { strides: [1, 1], out, dy: spread, made: spread };
+}
+
+/**
+ * The project's tensorflow input gradients (tensorflow-explicit-padding.ts inputKernel): TensorFlow's
+ * VALID op (run on the backend directly) for the input padded or cropped to what the windows read,
+ * then that gradient cropped or padded back to the input's extent.
+ */
+const tensorflowBackpropInput =
+  (depthwise: boolean): CompositeKernel =>
+  (sim, inputs, attrs) => {
+    const filter = inputs.filter as T;
+    const a = attrs as unknown as BackpropAttrs;
+    const [n, h, w, c] = a.inputShape as [number, number, number, number];
+    const g = tensorflowGeometry(sim, a.inputShape, filter.shape, a, depthwise, inputs.dy as T);
+    const [t, b, l, r] = windowedPadding(a.inputShape, a.pad, g.out, g.strides, filter.shape);
+    const dxValid = sim.make([n, h + t + b, w + l + r, c]);
+    let dx = dxValid;
+    if (t !== 0 || b !== 0 || l !== 0 || r !== 0) {
+      dx = sim.tidy(() => padOrCrop(sim, dxValid, [-t, -b, -l, -r]));
+      sim.dispose(dxValid);
+    }
+    sim.dispose(g.made);
+    return dx;
+  };
+
+/**
+ * The project's tensorflow filter gradients (tensorflow-explicit-padding.ts filterKernel): x padded
+ * or cropped to what the windows read (a copy), then TensorFlow's VALID op on the backend directly.
+ */
+const tensorflowBackpropFilter =
+  (depthwise: boolean): CompositeKernel =>
+  (sim, inputs, attrs) => {
+    const x = inputs.x as T;
+    const a = attrs as unknown as BackpropAttrs;
+    const g = tensorflowGeometry(sim, x.shape, a.filterShape, a, depthwise, inputs.dy as T);
+    const amounts = windowedPadding(x.shape, a.pad, g.out, g.strides, a.filterShape);
+    const xv = sim.tidy(() => padOrCrop(sim, x, amounts));
+    const dw = sim.make(a.filterShape);
+    sim.dispose(g.made);
+    if (xv !== x) sim.dispose(xv);
+    return dw;
+  };
 
 export type BackendName = 'cpu' | 'wasm' | 'tensorflow';
 export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm', 'tensorflow'];
@@ -748,8 +807,9 @@ export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm', 'tensorflow
  * tensorflow (tfjs-node and tfjs-node-gpu, the same JavaScript): Identity shares the data id
  * (nodejs Identity kernel); Reshape and a Cast to the same type are new data ids that TensorFlow
  * backs with the input's buffer (forwarding); every other kernel is one TensorFlow op, except
- * the two that tfjs-node composes in JavaScript, Step and Mean, and the project's filter
- * gradients (tensorflow-explicit-padding.ts), which may slice x first. When trainer/backend/kernels
+ * the two that tfjs-node composes in JavaScript, Step and Mean, and the project's convolution
+ * gradients (tensorflow-explicit-padding.ts), which pad or crop x, or the input gradient, to
+ * what the windows read around TensorFlow's VALID op. When trainer/backend/kernels
  * changes what aliases or what is composed, change it here: test/plan/calibration.test.ts
  * compares the handle and buffer peaks (and on tensorflow, TensorFlow's own allocations) with
  * measurements.
@@ -772,8 +832,10 @@ export const BACKENDS: Readonly<Record<BackendName, BackendModel>> = {
     composites: {
       Step: tensorflowStep,
       Mean: tensorflowMean,
-      Conv2DBackpropFilter: tensorflowBackpropFilter,
-      DepthwiseConv2dNativeBackpropFilter: tensorflowBackpropFilter,
+      Conv2DBackpropInput: tensorflowBackpropInput(false),
+      Conv2DBackpropFilter: tensorflowBackpropFilter(false),
+      DepthwiseConv2dNativeBackpropInput: tensorflowBackpropInput(true),
+      DepthwiseConv2dNativeBackpropFilter: tensorflowBackpropFilter(true),
     },
   },
 };
