@@ -252,9 +252,10 @@ EOF
     "$mnt"/var/cache/apt/*.bin "$mnt"/var/cache/apt/archives/*.deb "$mnt"/var/log/*.log
   # As the official node image: the distribution under /usr/local (bin/node, include/node for
   # node-gyp, share), npm beside it, the `node` user 1000:1000.
-  chroot "$mnt" groupadd --gid 1000 node >>"$LOG" 2>&1 &&
-    chroot "$mnt" useradd --uid 1000 --gid node --shell /bin/bash --create-home node >>"$LOG" 2>&1 ||
+  if ! { chroot "$mnt" groupadd --gid 1000 node &&
+    chroot "$mnt" useradd --uid 1000 --gid node --shell /bin/bash --create-home node; } >>"$LOG" 2>&1; then
     fail "creating the node user"
+  fi
   tar -xzf "$node_tgz" -C "$mnt/usr/local" --strip-components=1 --no-same-owner package/bin package/include package/share
   find "$mnt/usr/local/include/node/openssl/archs" -mindepth 1 -maxdepth 1 ! -name linux-x86_64 -exec rm -rf {} +
   mkdir -p "$mnt/usr/local/lib/node_modules/npm"
@@ -330,6 +331,7 @@ bh rmi --prune >>"$LOG" 2>&1 || true
 image_size() { # name -> bytes of its layers, uncompressed (the store's own records)
   local id
   id="$(bh inspect --type image --format '{{.FromImageID}}' "$1")"
+  # shellcheck disable=SC2016 # JavaScript template strings, not shell
   node -e '
     const fs = require("node:fs");
     const [dir, driver, id] = process.argv.slice(1);
