@@ -20,6 +20,12 @@ export {
   TILE_SIZE_MAX,
   TILE_SIZE_MIN,
 } from './v1alpha1/schema.ts';
+export {
+  POLICY_RULES,
+  policyFromConfigMap,
+  policyViolations,
+  type TenantPolicy,
+} from './v1alpha1/tenant-policy.ts';
 export type * from './v1alpha1/types.ts';
 export {
   formatProblems,

@@ -89,6 +89,12 @@ export function registerOperatorCommand(program: Command, version = program.vers
         .env('TILESTREAM_PRODUCT_LABELS'),
     )
     .addOption(
+      new Option(
+        '--tenant-policy <namespace/name>',
+        'ConfigMap of the tenant policy (allowed images, volume kinds, hostPath prefixes): each job is re-checked against it before its children are created; a missing ConfigMap refuses every job',
+      ).env('TILESTREAM_TENANT_POLICY'),
+    )
+    .addOption(
       new Option('--field-manager <name>', 'server-side apply field manager').env('TILESTREAM_FIELD_MANAGER'),
     )
     .addOption(

@@ -18,6 +18,8 @@ export interface OperatorConfig {
   gpuMemoryTablePath: string | undefined;
   /** Node labels naming the GPU product when GFD is absent; undefined: the built-in list. */
   productLabels: string[] | undefined;
+  /** The tenant policy's ConfigMap; undefined: no re-check (the admission policy alone, if any). */
+  tenantPolicy: { namespace: string; name: string } | undefined;
   fieldManager: string;
   workers: number;
   resyncMs: number;
@@ -41,6 +43,7 @@ export interface OperatorOptions {
   trainerImagePullSecrets?: string[];
   gpuMemoryTable?: string;
   productLabels?: string[];
+  tenantPolicy?: string;
   fieldManager?: string;
   workers?: number;
   resync?: number;
@@ -101,6 +104,12 @@ export function operatorConfig(
       throw new ConfigError(`${flag} must be a port number (0–65535), got ${port}`);
     }
   }
+  const policyRef = o.tenantPolicy?.split('/');
+  if (policyRef && (policyRef.length !== 2 || !policyRef[0] || !policyRef[1])) {
+    throw new ConfigError(
+      `--tenant-policy must be <namespace>/<name> of a ConfigMap, got '${o.tenantPolicy}'`,
+    );
+  }
   // Unique per process, as client-go recommends (hostname + random suffix): two replicas never share an identity.
   const pullSecrets = listOption(o.trainerImagePullSecrets);
   const identity = o.identity ?? `${env.POD_NAME ?? hostname()}_${Math.random().toString(36).slice(2, 10)}`;
@@ -124,6 +133,7 @@ export function operatorConfig(
     },
     gpuMemoryTablePath: o.gpuMemoryTable,
     productLabels: listOption(o.productLabels),
+    tenantPolicy: policyRef && { namespace: policyRef[0] as string, name: policyRef[1] as string },
     fieldManager: o.fieldManager ?? FIELD_MANAGER,
     workers,
     resyncMs: resyncSeconds * 1000,

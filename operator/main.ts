@@ -84,6 +84,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
     config: {
       fieldManager: config.fieldManager,
       trainer: config.trainer,
+      ...(config.tenantPolicy && { tenantPolicy: config.tenantPolicy }),
       memoryTable: table,
       ...(config.productLabels && { productLabels: config.productLabels }),
       resyncMs: config.resyncMs,

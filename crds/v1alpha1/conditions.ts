@@ -38,6 +38,8 @@ export const ConditionReason = {
   DeadlineExceeded: 'DeadlineExceeded',
   TrainerFailed: 'TrainerFailed',
   InvalidSpec: 'InvalidSpec',
+  /** The tenant policy refuses the spec (an image, a volume kind or a hostPath the admin does not allow). */
+  PolicyViolation: 'PolicyViolation',
   /** The trainer could not write a checkpoint to a full volume (its exit code 4); the previous one is kept. */
   CheckpointVolumeFull: 'CheckpointVolumeFull',
   // Suspended

@@ -44,6 +44,7 @@ import type { Logger } from '../log.ts';
 import type { ClassSnapshot, OperatorMetrics } from '../metrics.ts';
 import { setCondition } from '../status/conditions.ts';
 import { type DecideInput, type Decision, decide, type OwnedStatus, ownedStatus } from '../status/decide.ts';
+import { tenantPolicyRefusal } from '../tenant-policy.ts';
 import type { Clock } from './clock.ts';
 import type { Expectations } from './expectations.ts';
 import type { Store } from './informer.ts';
@@ -69,6 +70,8 @@ export interface ReconcileConfig {
   productLabels?: readonly string[];
   /** Requeue of a healthy job, insurance against missed events. */
   resyncMs: number;
+  /** The tenant policy's ConfigMap, re-checked before a job's children are created. */
+  tenantPolicy?: { namespace: string; name: string };
 }
 
 export interface ReconcileContext {
@@ -239,6 +242,13 @@ async function act(
   let status = d.status;
   let events = d.events;
   if (d.create) {
+    const policyRefusal = await tenantPolicyRefusal(ctx.client, ctx.config.tenantPolicy, stj);
+    if (policyRefusal !== undefined) {
+      status = refused(d.status, policyRefusal, stj, ctx.clock.now(), ConditionReason.PolicyViolation);
+      await writeStatus(stj, status, ctx);
+      await ctx.events.record(stj, 'Warning', ConditionReason.PolicyViolation, policyRefusal);
+      throw new TerminalError(policyRefusal);
+    }
     const job = buildTrainerJob({ stj, ...d.create, settings: ctx.config.trainer });
     try {
       for (const child of [
@@ -331,14 +341,20 @@ async function writeStatus(
   return true;
 }
 
-function refused(prev: OwnedStatus, message: string, stj: StreamingTrainingJob, now: number): OwnedStatus {
+function refused(
+  prev: OwnedStatus,
+  message: string,
+  stj: StreamingTrainingJob,
+  now: number,
+  reason: ConditionReason = ConditionReason.InvalidSpec,
+): OwnedStatus {
   const { plan: _plan, ...rest } = prev;
   return {
     ...rest,
     phase: 'Pending',
     conditions: setCondition(
       (prev.conditions ?? []).filter((c) => c.type !== ConditionType.Running),
-      { type: ConditionType.Planned, status: 'False', reason: ConditionReason.InvalidSpec, message },
+      { type: ConditionType.Planned, status: 'False', reason, message },
       stj.metadata.generation ?? 0,
       now,
     ),

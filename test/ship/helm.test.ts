@@ -514,7 +514,10 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     const kubeconfig = await plane.serviceAccountKubeconfig(NS, 'ts-tilestream');
     const dir = mkdtempSync(join(tmpdir(), 'tilestream-ship-'));
     const tablePath = join(dir, 'gpu-memory-table.yaml');
-    writeFileSync(tablePath, one(objects, 'ConfigMap').data['gpu-memory-table.yaml']);
+    writeFileSync(
+      tablePath,
+      one(objects, 'ConfigMap', 'ts-tilestream-gpu-memory').data['gpu-memory-table.yaml'],
+    );
     const [metricsPort, healthPort] = [await freePort(), await freePort()];
     const args = (container(objects).args as string[]).map((a) =>
       a.startsWith('--gpu-memory-table=')
