@@ -137,6 +137,7 @@ for (const backend of ['cpu', 'wasm', 'tensorflow'] as const) {
               'Conv2DBackpropInput',
               'DepthwiseConv2dNativeBackpropFilter',
               'DepthwiseConv2dNativeBackpropInput',
+              'Step',
             ]
           : backend === 'wasm'
             ? [

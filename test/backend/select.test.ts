@@ -117,12 +117,14 @@ describe('initBackend', () => {
     assert.equal(info.name, 'tensorflow');
     assert.match(info.reason, /@tensorflow\/tfjs-node loaded/);
     assert.equal(tf.getBackend(), 'tensorflow');
-    // Only the four convolution gradients that tfjs-node gets wrong (kernels/tensorflow-explicit-padding.ts).
+    // The four convolution gradients that tfjs-node gets wrong (kernels/tensorflow-explicit-padding.ts)
+    // and the two-op ReLU gradient mask (kernels/step-tensorflow.ts).
     assert.deepEqual(info.projectKernels, [
       'Conv2DBackpropFilter',
       'Conv2DBackpropInput',
       'DepthwiseConv2dNativeBackpropFilter',
       'DepthwiseConv2dNativeBackpropInput',
+      'Step',
     ]);
     tf.removeBackend('tensorflow');
   });

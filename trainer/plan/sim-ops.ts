@@ -686,14 +686,19 @@ const wasmDepthwiseBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
 };
 
 /**
- * tfjs-node's Step (the Relu and Relu6 gradients' mask) composes ops in a tidy: isNaN(x),
- * greater(x, 0), ones and a fill of x's shape, a where of them, then Select(nans, x, mask) run on
- * the backend directly (no kernel of the engine, so no profile sample). About 4.5 tensors of x's
- * size live at its end, where the other backends make one.
+ * Step (the Relu and Relu6 gradients' mask) on tensorflow: the project's kernel
+ * (kernels/step-tensorflow.ts) runs Relu then Sign on the backend directly (no kernel of the engine,
+ * so no profile sample), disposing the Relu: two tensors of x's size at its peak. Other alphas go to
+ * tfjs-node's composition — isNaN(x), greater(x, 0), ones and a fill of x's shape, a where of them,
+ * then Select(nans, x, mask) — about 4.5 tensors of x's size at its end.
  */
-const tensorflowStep: CompositeKernel = (sim, inputs) => {
+const tensorflowStep: CompositeKernel = (sim, inputs, attrs) => {
   const x = inputs.x as T;
   return sim.tidy(() => {
+    if ((attrs.alpha ?? 0) === 0) {
+      sim.make(x.shape); // the Relu, disposed by the kernel
+      return sim.make(x.shape);
+    }
     sim.kernel('IsNan', { x }, x.shape, {}, 'bool');
     const positive = compare(sim, 'Greater', x, sim.make([]));
     where(sim, positive, ones(sim, x.shape), sim.kernel('Fill', {}, x.shape));
@@ -807,8 +812,8 @@ export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm', 'tensorflow
  * tensorflow (tfjs-node and tfjs-node-gpu, the same JavaScript): Identity shares the data id
  * (nodejs Identity kernel); Reshape and a Cast to the same type are new data ids that TensorFlow
  * backs with the input's buffer (forwarding); every other kernel is one TensorFlow op, except
- * the two that tfjs-node composes in JavaScript, Step and Mean, and the project's convolution
- * gradients (tensorflow-explicit-padding.ts), which pad or crop x, or the input gradient, to
+ * Mean, which tfjs-node composes in JavaScript, Step (the project's two-op kernel,
+ * step-tensorflow.ts) and the project's convolution gradients (tensorflow-explicit-padding.ts), which pad or crop x, or the input gradient, to
  * what the windows read around TensorFlow's VALID op. When trainer/backend/kernels
  * changes what aliases or what is composed, change it here: test/plan/calibration.test.ts
  * compares the handle and buffer peaks (and on tensorflow, TensorFlow's own allocations) with

@@ -13,6 +13,7 @@ import {
 import { identityWasmKernel } from './identity-wasm.ts';
 import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 import { sliceWasmKernel } from './slice-wasm.ts';
+import { stepTensorflowKernel } from './step-tensorflow.ts';
 import { rememberStockKernel, stockKernel } from './stock-kernels.ts';
 import { sumLeadingAxesKernel } from './sum-leading-axes.ts';
 import {
@@ -131,6 +132,12 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     backendName: 'tensorflow',
     kernelFunc: depthwiseBackpropInputTensorflowKernel,
     why: "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
+  },
+  {
+    kernelName: tf.Step,
+    backendName: 'tensorflow',
+    kernelFunc: stepTensorflowKernel,
+    why: "tfjs-node composes the ReLU gradient's mask from six ops (~4.5 activations held); Sign(Relu(x)) holds two",
   },
 ];
 

@@ -21,7 +21,7 @@ import { asTensor4D, convInfo, padOrCrop } from './conv-geometry.ts';
 import { spreadWithZeros } from './conv2d-backprop-input-conv.ts';
 
 /** The part of tfjs-node's NodeJSKernelBackend these kernels use. */
-interface NodeBackend {
+export interface NodeBackend {
   binding: {
     TF_ATTR_INT: number;
     TF_ATTR_STRING: number;
