@@ -49,6 +49,12 @@ export function registerOperatorCommand(program: Command, version = program.vers
         .argParser(intOption)
         .env('TILESTREAM_HEALTH_PORT'),
     )
+    .addOption(
+      new Option(
+        '--metrics-auth',
+        'serve /metrics only to scrapers with a bearer token that the API server authenticates (TokenReview) and allows to get /metrics (SubjectAccessReview)',
+      ).env('TILESTREAM_METRICS_AUTH'),
+    )
     .addOption(new Option('--bind-address <host>', 'address the servers listen on (default: all)'))
     .addOption(
       new Option('--trainer-image <image>', 'trainer image when spec.image is unset').env(

@@ -14,6 +14,8 @@ export interface OperatorConfig {
   metricsPort: number;
   healthPort: number;
   bindAddress: string | undefined;
+  /** /metrics only for authenticated, authorised scrapers. */
+  metricsAuth: boolean;
   trainer: TrainerSettings;
   gpuMemoryTablePath: string | undefined;
   /** Node labels naming the GPU product when GFD is absent; undefined: the built-in list. */
@@ -37,6 +39,7 @@ export interface OperatorOptions {
   metricsPort?: number;
   healthPort?: number;
   bindAddress?: string;
+  metricsAuth?: boolean;
   trainerImage?: string;
   trainerCommand?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
@@ -124,6 +127,7 @@ export function operatorConfig(
     metricsPort: o.metricsPort ?? 8080,
     healthPort: o.healthPort ?? 8081,
     bindAddress: o.bindAddress,
+    metricsAuth: o.metricsAuth === true,
     trainer: {
       ...DEFAULT_TRAINER_SETTINGS,
       image: o.trainerImage ?? `tilestream:${version}`,

@@ -1,10 +1,12 @@
 // /healthz, /readyz and /metrics over plain HTTP (controller-runtime serves probes on :8081 and
 // metrics on :8080; one server when both ports are the same). Readiness means the caches have
-// synced; liveness means the process answers.
+// synced; liveness means the process answers. With authorizeMetrics, /metrics answers only
+// scrapers the API server authenticates and RBAC allows (metrics-auth.ts).
 
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { AuthVerdict } from './metrics-auth.ts';
 
 export interface ProbeOptions {
   healthPort: number;
@@ -14,6 +16,8 @@ export interface ProbeOptions {
   registry: Registry;
   /** Checks for /readyz by name; ready when all pass. */
   readiness: () => Record<string, boolean>;
+  /** When set, every /metrics request must pass it (metrics-auth.ts); probes stay open to the kubelet. */
+  authorizeMetrics?: (req: IncomingMessage, path: string) => Promise<AuthVerdict>;
 }
 
 export interface ProbeServers {
@@ -44,6 +48,15 @@ function handler(o: ProbeOptions, serve: { health: boolean; metrics: boolean }) 
       );
     }
     if (serve.metrics && url.pathname === '/metrics') {
+      if (o.authorizeMetrics) {
+        let verdict: AuthVerdict;
+        try {
+          verdict = await o.authorizeMetrics(req, url.pathname);
+        } catch (e) {
+          return text(500, `metrics: cannot check the scraper's access: ${(e as Error).message}\n`);
+        }
+        if (!verdict.ok) return text(verdict.status, `${verdict.message}\n`);
+      }
       try {
         return text(200, await o.registry.metrics(), o.registry.contentType);
       } catch (e) {

@@ -23,6 +23,7 @@ import { KubeClient } from './kube/client.ts';
 import { LeaderElector } from './leader.ts';
 import { createLogger, type Logger } from './log.ts';
 import { CONTROLLER, createOperatorMetrics } from './metrics.ts';
+import { metricsAuthorizer } from './metrics-auth.ts';
 
 export interface RunOptions {
   /** Aborting it stops the operator as SIGTERM does (tests). */
@@ -133,6 +134,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
     metricsPort: config.metricsPort,
     ...(config.bindAddress !== undefined && { host: config.bindAddress }),
     registry: metrics.registry,
+    ...(config.metricsAuth && { authorizeMetrics: metricsAuthorizer(client) }),
     readiness: () =>
       Object.fromEntries(watches.informers.map((i) => [`informer ${i.resource}`, i.hasSynced()])),
   });

@@ -38,9 +38,14 @@ export const OPERATOR_RULES: readonly PolicyRule[] = [
   { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
 ];
 
-/** Cluster-scoped: the GPU inventory reads nodes (a ClusterRole even when namespaces are restricted). */
+/**
+ * Cluster-scoped (a ClusterRole even when namespaces are restricted): the GPU inventory reads nodes;
+ * an authenticated /metrics (--metrics-auth) asks who a scraper is and whether it may read.
+ */
 export const OPERATOR_NODE_RULES: readonly PolicyRule[] = [
   { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] },
+  { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+  { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
 ];
 
 /** In the lease namespace only: leader election. */

@@ -5,8 +5,9 @@
 // `datasource` variable and filters by the `namespace` and `job` variables where the series have them.
 //
 // Labels: `namespace` and `job` are the StreamingTrainingJob's, as the operator and the trainer expose
-// them. The chart's ServiceMonitor and PodMonitor scrape with honorLabels so that Prometheus keeps
-// them (otherwise they arrive as exported_namespace / exported_job).
+// them. The chart's ServiceMonitor scrapes the operator with honorLabels so that Prometheus keeps
+// them; its PodMonitor sets a trainer's from the pod's namespace and the operator's pod label
+// tilestream.io/job-name, so that a trainer cannot forge them.
 
 import * as bargauge from '@grafana/grafana-foundation-sdk/bargauge';
 import type * as cog from '@grafana/grafana-foundation-sdk/cog';

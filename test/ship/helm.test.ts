@@ -333,9 +333,26 @@ describe('helm chart', { skip }, () => {
     const trainerLabels = childLabels(stj);
     for (const [k, v] of Object.entries(pm.spec.selector.matchLabels)) assert.equal(trainerLabels[k], v, k);
     assert.equal(pm.spec.podMetricsEndpoints[0].port, 'metrics');
-    // the series keep the job's namespace and job labels (dashboard and alerts group by them)
+    // the series keep the job's namespace and job labels (dashboard and alerts group by them): the
+    // operator's as it exposes them, a trainer's from its pod's namespace and operator-set label,
+    // so that a trainer cannot put its series in another namespace or job
     assert.equal(sm.spec.endpoints[0].honorLabels, true);
-    assert.equal(pm.spec.podMetricsEndpoints[0].honorLabels, true);
+    // Prometheus sends its own token to the authenticated /metrics
+    assert.equal(sm.spec.endpoints[0].bearerTokenFile, '/var/run/secrets/kubernetes.io/serviceaccount/token');
+    const reader = one(objects, 'ClusterRole', 'ts-tilestream-metrics-reader');
+    assert.deepEqual(reader.rules, [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
+    const trainerEndpoint = pm.spec.podMetricsEndpoints[0];
+    assert.equal(trainerEndpoint.honorLabels, false);
+    assert.deepEqual(trainerEndpoint.relabelings, [
+      {
+        sourceLabels: [`__meta_kubernetes_pod_label_${LABEL.job.replace(/[./-]/g, '_')}`],
+        targetLabel: 'job',
+        action: 'replace',
+      },
+    ]);
+    assert.deepEqual(trainerEndpoint.metricRelabelings, [
+      { regex: 'exported_(namespace|job)', action: 'labeldrop' },
+    ]);
     assert.ok(pm.spec.podTargetLabels.includes(LABEL.job));
     assert.deepEqual(pm.spec.namespaceSelector, { any: true });
     const scoped = one(
@@ -501,9 +518,23 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     if (!plane) return t.skip(planeSkip ?? 'no control plane');
     // a real install (not a dry run) of the RBAC and CRD, then the operator as the chart's
     // ServiceAccount: a missing permission shows up as an informer that never syncs
-    const { text, objects } = render(['replicaCount=2', 'gpuMemoryTable={"Tesla-T4":"15Gi"}']);
+    const { text, objects } = render([
+      'replicaCount=2',
+      'gpuMemoryTable={"Tesla-T4":"15Gi"}',
+      `metrics.auth.readers=[{"name":"prometheus","namespace":"${NS}"}]`,
+    ]);
     const apply = await plane.kubectl(['apply', '-f', '-'], { input: text });
     assert.equal(apply.code, 0, apply.stderr);
+    // /metrics is authenticated (--metrics-auth): a scraper bound to <release>-metrics-reader reads
+    // it; the operator's own token (not bound) is forbidden; no token is unauthorised
+    assert.ok((container(objects).args as string[]).includes('--metrics-auth'));
+    assert.equal((await plane.kubectl(['create', 'serviceaccount', 'prometheus', '-n', NS])).code, 0);
+    const cp = plane;
+    const tokenOf = async (sa: string) =>
+      JSON.parse(readFileSync(await cp.serviceAccountKubeconfig(NS, sa), 'utf8')).users[0].user
+        .token as string;
+    const scraper = { authorization: `Bearer ${await tokenOf('prometheus')}` };
+    const notReader = { authorization: `Bearer ${await tokenOf('ts-tilestream')}` };
     const wait = await plane.kubectl([
       'wait',
       '--for=condition=Established',
@@ -553,7 +584,7 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
           () => 0,
         );
         if (ready === 200) {
-          metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then(
+          metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { headers: scraper }).then(
             (r) => r.text(),
             () => '',
           );
@@ -564,6 +595,15 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
         await new Promise((r) => setTimeout(r, 250));
       }
       assert.doesNotMatch(output, /forbidden/i);
+      const url = `http://127.0.0.1:${metricsPort}/metrics`;
+      assert.equal((await fetch(url)).status, 401);
+      const forbidden = await fetch(url, { headers: notReader });
+      assert.equal(forbidden.status, 403);
+      assert.match(
+        await forbidden.text(),
+        /system:serviceaccount:tilestream-system:ts-tilestream" may not get \/metrics/,
+      );
+      assert.equal((await fetch(`http://127.0.0.1:${healthPort}/readyz`)).status, 200, 'probes stay open');
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(undefined)));

@@ -80,6 +80,12 @@ of operator/rbac.ts (test/ship/helm.test.ts compares them).
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["get", "list", "watch"]
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
 {{- end -}}
 
 {{- define "tilestream.leaderElectionRules" -}}
