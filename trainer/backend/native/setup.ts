@@ -340,6 +340,16 @@ export async function setupTensorflow(o: SetupOptions): Promise<SetupResult> {
     const addon = join(pkgDir, 'lib', `napi-v${NAPI_VERSION}`, 'tfjs_binding.node');
     if (!existsSync(addon)) throw new SetupError(`node-gyp succeeded but ${addon} is missing`);
     rmSync(join(pkgDir, 'build'), { recursive: true, force: true });
+    // node-gyp is a build tool: it does not belong in a trainer image (deletes only; no network).
+    await run(
+      'npm',
+      ['prune', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'],
+      {
+        cwd: stage,
+        env,
+        what: 'npm prune of the build tools',
+      },
+    );
 
     // 4. Prove it loads before calling it built: a child process (a failed dlopen must not take
     // this process with it) runs one op and prints the TensorFlow version.
@@ -379,5 +389,13 @@ export async function setupTensorflow(o: SetupOptions): Promise<SetupResult> {
   }
   const build = locateBuild(o.variant, env);
   if (build === undefined) throw new SetupError(`the build was moved to ${final} but its stamp is missing`);
+  // Builds of this variant from older pins are ≈ 0.9 GB (CPU) to 6 GB (GPU) each and nothing uses
+  // them any more (a checkout still on the old pins builds again).
+  for (const name of readdirSync(root)) {
+    if (name.startsWith(`${o.variant}-`) && name !== key) {
+      say(`removing the build of older pins ${join(root, name)}`);
+      rmSync(join(root, name), { recursive: true, force: true });
+    }
+  }
   return { status: 'built', build, seconds: (Date.now() - t0) / 1000 };
 }
