@@ -105,16 +105,41 @@ function volumes(stj: StreamingTrainingJob): { volumes: V1Volume[]; mounts: V1Vo
   return { volumes: vols, mounts };
 }
 
+/** Host memory of a trainer besides its images and a CPU step: Node.js, TensorFlow and CUDA's host libraries. */
+export const HOST_BASELINE_BYTES = 2 ** 30;
+/** Decoded images (H·W·C bytes) held on the host at once: the one in training, the next read, its decode buffer. */
+export const HOST_IMAGES = 3;
+/** Backend threads to reserve: a GPU step needs one host thread feeding the device; a CPU step computes on two. */
+export const DEFAULT_CPU = { gpu: 1, cpu: 2 } as const;
+const MiB = 2 ** 20;
+
+/**
+ * Requests for a job without spec.resources.memory/cpu, so that its pods are Burstable, not
+ * BestEffort (the first evicted under memory pressure). Memory: the host baseline, HOST_IMAGES
+ * decoded images, and on a CPU placement the memory budget the step was planned in; CPU: the
+ * backend's threads. No limits: a memory limit at an estimate would turn an underestimate into an
+ * OOM kill (exit 137, not the trainer's retry-smaller exit 3), and a CPU limit only throttles.
+ * spec.resources.memory sets request = limit instead.
+ */
+export function defaultRequests(stj: StreamingTrainingJob, plan: JobPlan): { memory: string; cpu: string } {
+  const { imageSize, channels } = stj.spec.data;
+  const imageBytes = imageSize.height * imageSize.width * (channels ?? 3);
+  const onCpu = plan.gpuClass === undefined;
+  const bytes = HOST_BASELINE_BYTES + HOST_IMAGES * imageBytes + (onCpu ? (plan.budgetBytes ?? 0) : 0);
+  return { memory: `${Math.ceil(bytes / MiB)}Mi`, cpu: String(onCpu ? DEFAULT_CPU.cpu : DEFAULT_CPU.gpu) };
+}
+
 function resources(stj: StreamingTrainingJob, plan: JobPlan) {
   const r = stj.spec.resources;
   const limits: Record<string, string> = {};
   const requests: Record<string, string> = {};
+  const defaults = defaultRequests(stj, plan);
   if (r.gpus > 0 && plan.resourceName) limits[plan.resourceName] = String(r.gpus);
   if (r.memory !== undefined) {
     limits.memory = String(r.memory);
     requests.memory = String(r.memory);
-  }
-  if (r.cpu !== undefined) requests.cpu = String(r.cpu);
+  } else requests.memory = defaults.memory;
+  requests.cpu = r.cpu !== undefined ? String(r.cpu) : defaults.cpu;
   return {
     ...(Object.keys(limits).length > 0 && { limits }),
     ...(Object.keys(requests).length > 0 && { requests }),

@@ -127,6 +127,29 @@ describe('trainer Job (pure builder)', () => {
     assert.deepEqual(pod?.tolerations, [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
   });
 
+  it('without spec.resources.memory/cpu: requests from the plan (Burstable, not BestEffort), no memory or CPU limit', () => {
+    // GPU: 1 GiB host baseline + 3 decoded 8192² RGB images (192 MiB each), one CPU
+    const gpu = build(
+      makeStj()
+        .image(8192)
+        .spec((s) => ((s.data as { channels: number }).channels = 3)),
+    );
+    assert.deepEqual(gpu.spec?.template.spec?.containers[0]?.resources, {
+      limits: { 'nvidia.com/gpu': '1' },
+      requests: { memory: `${1024 + 3 * 192}Mi`, cpu: '1' },
+    });
+    // CPU placement: the step's planned budget is host memory too; two CPUs for the backend's threads
+    const cpuPlan: JobPlan = { tileSize: 512, budgetBytes: 4 * GiB };
+    const cpu = build(makeStj().resources({ gpus: 0 }), { plan: cpuPlan });
+    assert.deepEqual(cpu.spec?.template.spec?.containers[0]?.resources, {
+      requests: { memory: `${1024 + 4096 + Math.ceil((3 * 512 * 512) / MiB)}Mi`, cpu: '2' },
+    });
+    // each given value wins on its own
+    const mixed = build(makeStj().image(8192).resources({ cpu: '6' }));
+    assert.equal(mixed.spec?.template.spec?.containers[0]?.resources?.requests?.cpu, '6');
+    assert.equal(mixed.spec?.template.spec?.containers[0]?.resources?.requests?.memory, `${1024 + 3 * 64}Mi`);
+  });
+
   it('a MIG-mixed class requests its MIG resource', () => {
     const inv = buildInventory([makeNode('m').migMixed('A100-SXM4-80GB', '3g.40gb', 2, 40192).obj()], {
       memoryTable: gpuMemoryTable(),

@@ -12,7 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
 import { policyFromConfigMap, policyViolations } from '../../crds/v1alpha1/tenant-policy.ts';
-import { buildTrainerJob, DEFAULT_TRAINER_SETTINGS } from '../../operator/children/trainer-job.ts';
+import {
+  buildTrainerJob,
+  DEFAULT_TRAINER_SETTINGS,
+  defaultRequests,
+} from '../../operator/children/trainer-job.ts';
 import { buildTrainerServiceAccount } from '../../operator/children/trainer-rbac.ts';
 import { ensureBinaries } from '../controlplane/binaries.ts';
 import { type ControlPlane, DEFAULT_CONTROLLERS, startControlPlaneOrSkip } from '../controlplane/harness.ts';
@@ -315,5 +319,51 @@ describe('tenant policy on a real API server', { skip: started.skip }, () => {
       failed.map((e) => e.message),
       [],
     );
+  });
+
+  it('a job without spec.resources.memory/cpu: its trainer pod is Burstable with the default requests', async () => {
+    const m = edit(validManifest(), { 'spec.resources.memory': undefined });
+    const spec = edit(m, { 'spec.resources.cpu': undefined });
+    spec.metadata = { name: 'no-resources', namespace: TEAM };
+    const created = await kubectl(['create', '-o', 'json', '-f', '-'], {
+      input: JSON.stringify(spec),
+      kubeconfig: alice,
+    });
+    assert.equal(created.code, 0, created.stderr);
+    const stj = JSON.parse(created.stdout) as StreamingTrainingJob;
+    const plan = {
+      tileSize: 512,
+      gpuClass: 'a100',
+      resourceName: 'nvidia.com/gpu',
+      selector: [{ key: 'nvidia.com/gpu.product', values: ['A100-SXM4-40GB'] }],
+    };
+    const job = buildTrainerJob({
+      stj,
+      plan,
+      attempt: 0,
+      tileReductions: 0,
+      restartsBefore: 0,
+      suspend: false,
+      settings: { ...DEFAULT_TRAINER_SETTINGS, image: `${TRAINER_REPO}:0.1.0` },
+    });
+    const docs = [buildTrainerServiceAccount(stj), job].map((o) => stringify(o)).join('---\n');
+    assert.equal((await kubectl(['create', '-n', TEAM, '-f', '-'], { input: docs })).code, 0);
+    const pod: Obj = await waitFor('the trainer pod', async () => {
+      const r = await kubectl([
+        'get',
+        'pods',
+        '-n',
+        TEAM,
+        '-l',
+        `job-name=${job.metadata?.name}`,
+        '-o',
+        'json',
+      ]);
+      return JSON.parse(r.stdout).items[0];
+    });
+    assert.equal(pod.status.qosClass, 'Burstable');
+    const expected = defaultRequests(stj, plan);
+    assert.deepEqual(pod.spec.containers[0].resources.requests, { ...expected, 'nvidia.com/gpu': '1' });
+    assert.equal(pod.spec.containers[0].resources.limits.memory, undefined, 'no memory limit by default');
   });
 });
