@@ -592,8 +592,15 @@ const resources = object({
     minGpuMemory: quantity(
       'Only GPUs with at least this much memory are considered, whatever the tile size.',
     ),
-    cpu: quantity('CPU request and limit of the trainer container.'),
-    memory: quantity('Memory request and limit of the trainer container (host memory, not GPU memory).'),
+    cpu: quantity(
+      'CPU request of the trainer container (no CPU limit is set: it would only throttle). Unset: 1 for a GPU ' +
+        'job (the host thread feeding the GPU), 2 for a CPU job (the backend threads).',
+    ),
+    memory: quantity(
+      'Memory request and limit of the trainer container (host memory, not GPU memory). Unset: a request ' +
+        'from the plan (1 GiB for the runtime, three decoded images of data.imageSize, and on a CPU job the ' +
+        'planned step memory) and no limit.',
+    ),
     nodeSelector: map(string({ description: 'Label value.', maxLength: 63 }), {
       description: 'Node labels the trainer pod requires, in addition to the chosen GPU class.',
       maxProperties: 64,
