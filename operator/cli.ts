@@ -55,6 +55,12 @@ export function registerOperatorCommand(program: Command, version = program.vers
         'serve /metrics only to scrapers with a bearer token that the API server authenticates (TokenReview) and allows to get /metrics (SubjectAccessReview)',
       ).env('TILESTREAM_METRICS_AUTH'),
     )
+    .addOption(
+      new Option(
+        '--metrics-cert-dir <dir>',
+        'serve /metrics over HTTPS with tls.crt and tls.key from this folder (reloaded when they change)',
+      ).env('TILESTREAM_METRICS_CERT_DIR'),
+    )
     .addOption(new Option('--bind-address <host>', 'address the servers listen on (default: all)'))
     .addOption(
       new Option('--trainer-image <image>', 'trainer image when spec.image is unset').env(

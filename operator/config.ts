@@ -16,6 +16,8 @@ export interface OperatorConfig {
   bindAddress: string | undefined;
   /** /metrics only for authenticated, authorised scrapers. */
   metricsAuth: boolean;
+  /** tls.crt + tls.key: /metrics over HTTPS. */
+  metricsCertDir: string | undefined;
   trainer: TrainerSettings;
   gpuMemoryTablePath: string | undefined;
   /** Node labels naming the GPU product when GFD is absent; undefined: the built-in list. */
@@ -40,6 +42,7 @@ export interface OperatorOptions {
   healthPort?: number;
   bindAddress?: string;
   metricsAuth?: boolean;
+  metricsCertDir?: string;
   trainerImage?: string;
   trainerCommand?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
@@ -128,6 +131,7 @@ export function operatorConfig(
     healthPort: o.healthPort ?? 8081,
     bindAddress: o.bindAddress,
     metricsAuth: o.metricsAuth === true,
+    metricsCertDir: o.metricsCertDir,
     trainer: {
       ...DEFAULT_TRAINER_SETTINGS,
       image: o.trainerImage ?? `tilestream:${version}`,

@@ -3,8 +3,11 @@
 // synced; liveness means the process answers. With authorizeMetrics, /metrics answers only
 // scrapers the API server authenticates and RBAC allows (metrics-auth.ts).
 
+import { readFileSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import type { AuthVerdict } from './metrics-auth.ts';
 
@@ -16,6 +19,13 @@ export interface ProbeOptions {
   registry: Registry;
   /** Checks for /readyz by name; ready when all pass. */
   readiness: () => Record<string, boolean>;
+  /**
+   * A folder with tls.crt and tls.key (a kubernetes.io/tls Secret, e.g. cert-manager's): /metrics is
+   * served over HTTPS, so scrapers' bearer tokens never cross the network in clear. The files are
+   * re-read when they change (checked every `tlsReloadMs`), as controller-runtime's certwatcher does.
+   */
+  metricsCertDir?: string;
+  tlsReloadMs?: number;
   /** When set, every /metrics request must pass it (metrics-auth.ts); probes stay open to the kubelet. */
   authorizeMetrics?: (req: IncomingMessage, path: string) => Promise<AuthVerdict>;
 }
@@ -80,8 +90,37 @@ function listen(server: Server, port: number, host: string | undefined): Promise
   });
 }
 
+function readTls(dir: string): { cert: Buffer; key: Buffer; stamp: string } {
+  const certPath = join(dir, 'tls.crt');
+  const keyPath = join(dir, 'tls.key');
+  const stamp = [certPath, keyPath].map((p) => statSync(p).mtimeMs).join('/');
+  return { cert: readFileSync(certPath), key: readFileSync(keyPath), stamp };
+}
+
+/** The HTTPS metrics server, reloading its certificate when the files change. */
+function tlsServer(o: ProbeOptions, dir: string): { server: HttpsServer; stop: () => void } {
+  let tls = readTls(dir);
+  const server = createHttpsServer(
+    { cert: tls.cert, key: tls.key },
+    handler(o, { health: false, metrics: true }),
+  );
+  const timer = setInterval(() => {
+    try {
+      const next = readTls(dir);
+      if (next.stamp === tls.stamp) return;
+      server.setSecureContext({ cert: next.cert, key: next.key });
+      tls = next;
+    } catch {
+      // mid-rotation (one file written, not the other) or briefly absent: keep the old pair
+    }
+  }, o.tlsReloadMs ?? 60_000);
+  timer.unref();
+  return { server, stop: () => clearInterval(timer) };
+}
+
 export async function startProbeServers(o: ProbeOptions): Promise<ProbeServers> {
   const servers: Server[] = [];
+  const stops: (() => void)[] = [];
   const close = () =>
     Promise.all(
       servers.map(
@@ -91,8 +130,15 @@ export async function startProbeServers(o: ProbeOptions): Promise<ProbeServers> 
             s.close(() => r());
           }),
       ),
-    ).then(() => undefined);
+    ).then(() => {
+      for (const stop of stops) stop();
+    });
   try {
+    if (o.metricsCertDir !== undefined && o.healthPort === o.metricsPort && o.healthPort !== 0) {
+      throw new Error(
+        '--metrics-cert-dir needs --metrics-port and --health-port to differ (probes stay HTTP)',
+      );
+    }
     if (o.healthPort === o.metricsPort && o.healthPort !== 0) {
       const s = createServer(handler(o, { health: true, metrics: true }));
       servers.push(s);
@@ -100,7 +146,12 @@ export async function startProbeServers(o: ProbeOptions): Promise<ProbeServers> 
       return { healthPort: port, metricsPort: port, close };
     }
     const h = createServer(handler(o, { health: true, metrics: false }));
-    const m = createServer(handler(o, { health: false, metrics: true }));
+    let m: Server;
+    if (o.metricsCertDir !== undefined) {
+      const t = tlsServer(o, o.metricsCertDir);
+      m = t.server;
+      stops.push(t.stop);
+    } else m = createServer(handler(o, { health: false, metrics: true }));
     servers.push(h, m);
     const healthPort = await listen(h, o.healthPort, o.host);
     const metricsPort = await listen(m, o.metricsPort, o.host);

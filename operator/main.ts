@@ -135,6 +135,7 @@ export async function runOperator(config: OperatorConfig, o: RunOptions = {}): P
     ...(config.bindAddress !== undefined && { host: config.bindAddress }),
     registry: metrics.registry,
     ...(config.metricsAuth && { authorizeMetrics: metricsAuthorizer(client) }),
+    ...(config.metricsCertDir !== undefined && { metricsCertDir: config.metricsCertDir }),
     readiness: () =>
       Object.fromEntries(watches.informers.map((i) => [`informer ${i.resource}`, i.hasSynced()])),
   });

@@ -1,13 +1,20 @@
 // /metrics behind a TokenReview and a SubjectAccessReview (operator/metrics-auth.ts) with a nock'd
 // API server: no token 401, a token the API server does not know 401, a user RBAC does not allow
 // 403, an allowed one 200; verdicts are cached per token for their TTL; probes need no token.
+// With --metrics-cert-dir, /metrics is HTTPS with the folder's pair, reloaded when it is rotated.
 
 import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import nock from 'nock';
 import { Registry } from 'prom-client';
 import { startProbeServers } from '../../operator/health.ts';
 import { metricsAuthorizer } from '../../operator/metrics-auth.ts';
+import { createPki, opensslAvailable } from '../controlplane/pki.ts';
+import { waitFor } from '../controlplane/wait.ts';
 import { api, testClient } from './kube-fixture.ts';
 
 type Body = { spec: Record<string, unknown> };
@@ -108,5 +115,86 @@ describe('authenticated /metrics', () => {
   it('probes stay open to the kubelet', async () => {
     assert.equal((await get('/readyz')).status, 200);
     assert.equal((await get('/healthz')).status, 200);
+  });
+});
+
+describe('/metrics over HTTPS (--metrics-cert-dir)', {
+  skip: opensslAvailable() ? undefined : 'no openssl',
+}, () => {
+  function httpsGet(port: number, ca: string, token?: string): Promise<{ status: number }> {
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/metrics',
+          ca,
+          servername: 'localhost',
+          ...(token && { headers: { authorization: `Bearer ${token}` } }),
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  it('serves /metrics with the folder tls.crt/tls.key, still authenticated, and reloads a rotated pair', async () => {
+    nock.disableNetConnect();
+    nock.enableNetConnect('127.0.0.1');
+    const dir = mkdtempSync(join(tmpdir(), 'tilestream-metrics-tls-'));
+    const certDir = join(dir, 'tls');
+    mkdirSync(certDir);
+    mkdirSync(join(dir, 'a'));
+    mkdirSync(join(dir, 'b'));
+    const first = createPki(join(dir, 'a'));
+    const install = (pki: ReturnType<typeof createPki>) => {
+      copyFileSync(pki.serving.certPath, join(certDir, 'tls.crt'));
+      copyFileSync(pki.serving.keyPath, join(certDir, 'tls.key'));
+    };
+    install(first);
+    const servers = await startProbeServers({
+      healthPort: 0,
+      metricsPort: 0,
+      host: '127.0.0.1',
+      registry: new Registry(),
+      readiness: () => ({}),
+      metricsCertDir: certDir,
+      tlsReloadMs: 100,
+      authorizeMetrics: metricsAuthorizer(testClient()),
+    });
+    try {
+      const ca1 = readFileSync(first.caCertPath, 'utf8');
+      assert.equal((await httpsGet(servers.metricsPort, ca1)).status, 401);
+      reviews({ token: 'prom', user: 'system:serviceaccount:monitoring:prometheus', allowed: true });
+      const ok = await httpsGet(servers.metricsPort, ca1, 'prom');
+      assert.equal(ok.status, 200);
+      await assert.rejects(
+        fetch(`http://127.0.0.1:${servers.metricsPort}/metrics`),
+        'no plain HTTP on the TLS port',
+      );
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${servers.healthPort}/readyz`)).status,
+        200,
+        'probes stay HTTP',
+      );
+      // cert-manager renews: a new pair from another CA is served without a restart
+      const second = createPki(join(dir, 'b'));
+      install(second);
+      const ca2 = readFileSync(second.caCertPath, 'utf8');
+      await waitFor(
+        'the rotated certificate',
+        async () => (await httpsGet(servers.metricsPort, ca2, 'prom').catch(() => undefined))?.status === 200,
+        { timeoutMs: 5000 },
+      );
+    } finally {
+      await servers.close();
+      rmSync(dir, { recursive: true, force: true });
+      nock.cleanAll();
+      nock.enableNetConnect();
+    }
   });
 });

@@ -339,6 +339,24 @@ describe('helm chart', { skip }, () => {
     assert.equal(sm.spec.endpoints[0].honorLabels, true);
     // Prometheus sends its own token to the authenticated /metrics
     assert.equal(sm.spec.endpoints[0].bearerTokenFile, '/var/run/secrets/kubernetes.io/serviceaccount/token');
+    assert.equal(sm.spec.endpoints[0].scheme, undefined, 'plain HTTP without metrics.tls');
+    // with a TLS Secret: the operator serves HTTPS from it, Prometheus verifies against its ca.crt
+    const tls = render([
+      'serviceMonitor={"enabled":true}',
+      'metrics.tls={"secretName":"metrics-tls"}',
+    ]).objects;
+    const tlsEndpoint = one(tls, 'ServiceMonitor').spec.endpoints[0];
+    assert.equal(tlsEndpoint.scheme, 'https');
+    assert.deepEqual(tlsEndpoint.tlsConfig, {
+      serverName: `ts-tilestream-metrics.${NS}.svc`,
+      ca: { secret: { name: 'metrics-tls', key: 'ca.crt' } },
+    });
+    const tlsPod = one(tls, 'Deployment').spec.template.spec;
+    assert.ok(tlsPod.containers[0].args.includes('--metrics-cert-dir=/etc/tilestream-metrics-tls'));
+    assert.deepEqual(
+      tlsPod.volumes.find((v: Obj) => v.name === 'metrics-tls'),
+      { name: 'metrics-tls', secret: { secretName: 'metrics-tls' } },
+    );
     const reader = one(objects, 'ClusterRole', 'ts-tilestream-metrics-reader');
     assert.deepEqual(reader.rules, [{ nonResourceURLs: ['/metrics'], verbs: ['get'] }]);
     const trainerEndpoint = pm.spec.podMetricsEndpoints[0];
