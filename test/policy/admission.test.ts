@@ -211,11 +211,12 @@ describe('tenant policy on a real API server', { skip: started.skip }, () => {
     await setPolicy(DEFAULT_POLICY);
   });
 
-  it('the issue 15 job (checkpoint hostPath "/") is refused naming the field and the rule', async () => {
+  it('the issue 15 job (checkpoint hostPath "/") is refused naming the field and the rule', async (t) => {
     const out = await createAs(
       alice,
       edit(validManifest(), { 'spec.checkpoint.volume': { hostPath: { path: '/' } } }),
     );
+    t.diagnostic(out.trim());
     assert.match(
       out,
       /spec\.checkpoint\.volume\.hostPath: hostPath volumes are not allowed; the tenant policy \(ConfigMap tilestream-system\/ts-tilestream-tenant-policy, allowedVolumeKinds\) allows persistentVolumeClaim/,
