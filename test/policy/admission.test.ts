@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
 import { policyFromConfigMap, policyViolations } from '../../crds/v1alpha1/tenant-policy.ts';
 import {
@@ -137,6 +137,10 @@ describe('tenant policy on a real API server', { skip: started.skip }, () => {
       { encoding: 'utf8', env: { ...process.env, HELM_CACHE_HOME: '/tmp/tilestream-helm-cache' } },
     );
     assert.equal(r.status, 0, r.stderr);
+    // the chart's default policy is the one the cases call DEFAULT_POLICY
+    const rendered = parseAllDocuments(r.stdout).map((d) => d.toJS() as Obj);
+    const cm = rendered.find((o) => o?.kind === 'ConfigMap' && o.metadata.name === POLICY);
+    assert.deepEqual(cm.data, DEFAULT_POLICY);
     const applied = await kubectl(['apply', '-f', '-'], { input: r.stdout });
     assert.equal(applied.code, 0, applied.stderr);
     alice = plane.kubeconfigFor('alice');

@@ -8,7 +8,7 @@ export const TRAINER_REPO = 'ghcr.io/tilestream/tilestream-trainer';
 
 /** The chart's default policy (values.yaml tenantPolicy, trainer.image). */
 export const DEFAULT_POLICY: Record<string, string> = {
-  allowedImages: `${TRAINER_REPO}:*\n${TRAINER_REPO}@*\n`,
+  allowedImages: `${TRAINER_REPO}:*\n${TRAINER_REPO}@*\n${TRAINER_REPO}-cpu:*\n${TRAINER_REPO}-cpu@*\n`,
   allowedVolumeKinds: 'persistentVolumeClaim\n',
   hostPathPrefixes: '',
 };
@@ -44,6 +44,12 @@ export const POLICY_CASES: readonly PolicyCase[] = [
     name: 'a digest of the chart trainer image',
     policy: DEFAULT_POLICY,
     job: edit(v(), { 'spec.image': `${TRAINER_REPO}@sha256:${'a'.repeat(64)}` }),
+    refusedAt: [],
+  },
+  {
+    name: 'the CPU build of the chart trainer image',
+    policy: DEFAULT_POLICY,
+    job: edit(v(), { 'spec.image': `${TRAINER_REPO}-cpu:0.1.0` }),
     refusedAt: [],
   },
   {

@@ -93,7 +93,7 @@ describe('the operator re-checks the tenant policy', { skip: started.skip, timeo
       planned?.message,
       'the tenant policy refuses this job: spec.image: docker.io/library/busybox:1 is not an allowed trainer ' +
         `image; the tenant policy (ConfigMap ${POLICY.namespace}/${POLICY.name}, allowedImages) allows ` +
-        `${TRAINER_REPO}:*, ${TRAINER_REPO}@*`,
+        `${TRAINER_REPO}:*, ${TRAINER_REPO}@*, ${TRAINER_REPO}-cpu:*, ${TRAINER_REPO}-cpu@*`,
     );
     await assert.rejects(admin.request('GET', `/apis/batch/v1/namespaces/${NS}/jobs/outside-0`), isNotFound);
     const events = await admin.request<{

@@ -70,7 +70,7 @@ describe('operator re-check of the tenant policy', () => {
       s.conditions[0]?.message,
       'the tenant policy refuses this job: spec.image: docker.io/library/busybox:1 is not an allowed ' +
         'trainer image; the tenant policy (ConfigMap tilestream-system/ts-tilestream-tenant-policy, ' +
-        `allowedImages) allows ${TRAINER_REPO}:*, ${TRAINER_REPO}@*`,
+        `allowedImages) allows ${TRAINER_REPO}:*, ${TRAINER_REPO}@*, ${TRAINER_REPO}-cpu:*, ${TRAINER_REPO}-cpu@*`,
     );
   });
 

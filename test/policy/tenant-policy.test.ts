@@ -70,7 +70,8 @@ describe('tenant policy', () => {
       m,
       'spec.image: docker.io/library/busybox:1 is not an allowed trainer image; the tenant policy ' +
         '(ConfigMap tilestream-system/ts-tilestream-tenant-policy, allowedImages) allows ' +
-        'ghcr.io/tilestream/tilestream-trainer:*, ghcr.io/tilestream/tilestream-trainer@*',
+        'ghcr.io/tilestream/tilestream-trainer:*, ghcr.io/tilestream/tilestream-trainer@*, ' +
+        'ghcr.io/tilestream/tilestream-trainer-cpu:*, ghcr.io/tilestream/tilestream-trainer-cpu@*',
     );
   });
 
