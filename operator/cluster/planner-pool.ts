@@ -4,12 +4,15 @@
 //
 // Guarantees: at most `threads` planner threads; requests wait in FIFO order for a free thread; a
 // thread's result is exactly sizeTile's (a SizingError stays a SizingError). A thread that dies
-// fails only the request it was running (the next request starts a new thread). Idle threads never
-// keep the process alive (unref'd), and close() ends them all. Caveats: no memo here (async-sizer.ts
-// keeps one); a plan that never returns holds its thread (the planner is a bounded search).
+// fails only the request it was running (the next request starts a new thread); one that runs out of
+// memory fails it with a SizingError, since planning the same spec again would too. Idle threads
+// never keep the process alive (unref'd), and close() ends them all. Caveats: no memo here
+// (async-sizer.ts keeps one); a plan that never returns holds its thread (the planner is a bounded
+// search).
 
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { getHeapStatistics } from 'node:v8';
+import { type ResourceLimits, Worker } from 'node:worker_threads';
 import { type Sizing, SizingError, type SizingRequest } from './tile-sizing.ts';
 
 /** What the pool posts to a planner thread. */
@@ -34,9 +37,20 @@ export function defaultPlannerThreads(cpus = availableParallelism()): number {
   return Math.max(1, Math.min(2, cpus - 1));
 }
 
+/**
+ * A planner thread's V8 limits. The old generation is the process's (--max-old-space-size, the
+ * chart's operator.maxHeapMiB), so a thread can plan what the event loop could before. The young
+ * generation is kept small: by default V8 gave each thread ~100 MiB of it for the planner's
+ * short-lived garbage (a thread's RSS +185 MiB planning the benchmark's 32 sizings, +63 MiB at
+ * 8 MiB, in the same time).
+ */
+export const PLANNER_RESOURCE_LIMITS: ResourceLimits = { maxYoungGenerationSizeMb: 8 };
+
 export interface PlannerPoolOptions {
   /** Default defaultPlannerThreads(). */
   threads?: number;
+  /** Default PLANNER_RESOURCE_LIMITS. */
+  resourceLimits?: ResourceLimits;
   /** The thread's module (tests substitute one); default planner-worker.ts. */
   workerUrl?: URL;
 }
@@ -61,6 +75,7 @@ export class PoolClosedError extends Error {
 export class PlannerPool {
   readonly threads: number;
   readonly #url: URL;
+  readonly #limits: ResourceLimits;
   readonly #threads = new Set<Thread>();
   readonly #queue: Task[] = [];
   #nextId = 1;
@@ -74,6 +89,7 @@ export class PlannerPool {
     }
     this.threads = threads;
     this.#url = o.workerUrl ?? new URL('./planner-worker.ts', import.meta.url);
+    this.#limits = o.resourceLimits ?? PLANNER_RESOURCE_LIMITS;
   }
 
   /** Sizes `req` on a planner thread: sizeTile's result, its SizingError, or the fault of the thread. */
@@ -119,7 +135,7 @@ export class PlannerPool {
   }
 
   #spawn(): Thread {
-    const worker = new Worker(this.#url, { name: 'tilestream-planner' });
+    const worker = new Worker(this.#url, { name: 'tilestream-planner', resourceLimits: this.#limits });
     const thread: Thread = { worker, task: undefined };
     worker.unref();
     worker.on('message', (reply: PlannerReply) => {
@@ -141,17 +157,36 @@ export class PlannerPool {
       if (!this.#threads.delete(thread)) return; // closed
       const task = thread.task;
       thread.task = undefined;
-      task?.reject(
-        new Error(
-          `the planner thread stopped (exit code ${code}${failure ? `: ${failure.message}` : ''}) while sizing`,
-          ...(failure ? [{ cause: failure }] : []),
-        ),
-      );
+      if ((failure as NodeJS.ErrnoException | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+        task?.reject(outOfMemory(task.req, this.#limits));
+      } else {
+        task?.reject(
+          new Error(
+            `the planner thread stopped (exit code ${code}${failure ? `: ${failure.message}` : ''}) while sizing`,
+            ...(failure ? [{ cause: failure }] : []),
+          ),
+        );
+      }
       this.#dispatch();
     });
     this.#threads.add(thread);
     return thread;
   }
+}
+
+/**
+ * A spec whose planning outgrew a planner thread's heap. The planner's memory grows with the image's
+ * pixels (about 0.25 bytes each: 16384² takes ~90 MiB, 65536² ~1 GiB), so planning it again would
+ * fail again: a SizingError, which the job shows as a condition instead of a retry loop.
+ */
+function outOfMemory(req: SizingRequest, limits: ResourceLimits): SizingError {
+  const heapMiB = limits.maxOldGenerationSizeMb ?? Math.round(getHeapStatistics().heap_size_limit / 2 ** 20);
+  const { height, width } = req.spec.data.imageSize;
+  return new SizingError(
+    `the operator cannot plan a ${height}×${width} px image: the planner ran out of memory (a planner ` +
+      `thread's heap is limited to about ${heapMiB} MiB, the operator's --max-old-space-size). Raise ` +
+      `the operator's heap (Helm operator.maxHeapMiB, with its memory limit) or use a smaller data.imageSize`,
+  );
 }
 
 /** The thread's error as an Error of this thread: a SizingError stays one (it becomes a condition). */

@@ -64,7 +64,8 @@ describe('operator scale benchmark', { timeout: 180_000 }, () => {
       r.operator.maxLeaseRenewalGapSeconds >= 2 && r.operator.maxLeaseRenewalGapSeconds < 10,
       `lease renewal gap ${r.operator.maxLeaseRenewalGapSeconds} s`,
     );
-    assert.ok(r.operator.maxHealthzMs > 0);
+    assert.ok(r.operator.healthzAnswers > 0 && r.operator.healthzP99Ms <= r.operator.maxHealthzMs);
+    assert.ok(r.operator.healthzOver1s <= r.operator.healthzAnswers);
 
     // The storm: every trainer exited 3, every job is Planned again with a smaller tile.
     const storm = r.oomStorm;
@@ -75,6 +76,7 @@ describe('operator scale benchmark', { timeout: 180_000 }, () => {
     assert.equal(storm.reconcileErrors, 0);
     assert.ok(storm.reconciles >= JOBS);
     assert.ok(storm.leaseRenewals > 0 && storm.maxLeaseRenewalGapSeconds < 10, JSON.stringify(storm));
+    assert.ok(storm.healthzAnswers > 0 && storm.healthzP99Ms <= storm.maxHealthzMs);
     const tile = (plans: Record<string, number>) =>
       Object.entries(plans).map(([k, n]) => [Number(k.split(' tile ')[1]), n] as const);
     const before = Math.max(...tile(r.plans).map(([px]) => px));

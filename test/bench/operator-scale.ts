@@ -183,6 +183,10 @@ export interface ScaleResult {
     maxHealthzMs: number;
     /** When that slowest answer was asked for, in seconds from the first create. */
     maxHealthzAtSeconds: number;
+    /** /healthz answers while the jobs were planned (one asked 200 ms after the last answer), their p99, and how many took over 1 s. */
+    healthzAnswers: number;
+    healthzP99Ms: number;
+    healthzOver1s: number;
     /**
      * The largest time between two renewals of the leader Lease (received by the API server) while
      * the jobs were being planned; the leader renews every 2 s and steps down after 10 s without one.
@@ -214,6 +218,9 @@ export interface OomStormResult {
   maxHealthzMs: number;
   /** In seconds from the first report. */
   maxHealthzAtSeconds: number;
+  healthzAnswers: number;
+  healthzP99Ms: number;
+  healthzOver1s: number;
   maxLeaseRenewalGapSeconds: number;
   leaseRenewals: number;
   reconciles: number;
@@ -256,11 +263,22 @@ const isPlanned = (s: StjObject) =>
 const isFailed = (s: StjObject) =>
   s.status?.conditions?.some((c) => c.type === 'Failed' && c.status === 'True') ?? false;
 
-/** The slowest /healthz answer of one phase of the run. */
+/** The /healthz answers of one phase of the run: their times and the slowest. */
 interface HealthzWindow {
   maxMs: number;
   /** performance.now() when that answer was asked for. */
   at: number;
+  ms: number[];
+}
+const healthzWindow = (): HealthzWindow => ({ maxMs: 0, at: 0, ms: [] });
+
+/** The figures of a window besides the slowest: how many answers, their p99, how many took over 1 s. */
+function healthzFigures(w: HealthzWindow) {
+  return {
+    healthzAnswers: w.ms.length,
+    healthzP99Ms: w.ms.length > 0 ? round(percentile(w.ms, 99), 1) : 0,
+    healthzOver1s: w.ms.filter((ms) => ms > 1000).length,
+  };
 }
 
 /** How many jobs got each plan: `<gpu class> tile <px>` → count. */
@@ -422,13 +440,14 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
     })();
 
     // How fast the operator answers /healthz (event-loop responsiveness), per phase of the run.
-    const planning: HealthzWindow = { maxMs: 0, at: 0 };
+    const planning = healthzWindow();
     let healthz: HealthzWindow = planning;
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
         const at = performance.now();
         const r = await httpGet(`${healthUrl}/healthz`, 30_000).catch(() => undefined);
+        if (r && sampling) healthz.ms.push(r.ms);
         if (r && sampling && r.ms > healthz.maxMs) {
           healthz.maxMs = r.ms;
           healthz.at = at;
@@ -485,7 +504,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
 
     // Quiet: no operator request other than the leader Lease for 3 s (at most 60 s).
     const wallQuiet = await waitQuiet(auditLog, OPERATOR_USER, wall0, wallAll);
-    healthz = { maxMs: 0, at: 0 }; // between the phases: not reported
+    healthz = healthzWindow(); // between the phases: not reported
 
     const metrics = (await httpGet(metricsUrl)).body;
     const mem = readProcMemory(pid);
@@ -527,7 +546,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
       const stormMetrics = metrics;
       const stormCpu = readProcCpuSeconds(pid) ?? cpuAfter;
       say(`OOM storm: ${victims.length} trainers exit 3 (out of memory) at once`);
-      const storm: HealthzWindow = { maxMs: 0, at: 0 };
+      const storm = healthzWindow();
       const reportedAt = new Map<string, number>();
       const s0 = performance.now();
       const sWall0 = Date.now();
@@ -568,7 +587,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         `all ${o.jobs} re-planned after ${round((sAll - s0) / 1000)} s; waiting until the operator is quiet`,
       );
       const sWallQuiet = await waitQuiet(auditLog, OPERATOR_USER, sWall0, sWallAll);
-      healthz = { maxMs: 0, at: 0 };
+      healthz = healthzWindow();
       const after = (await httpGet(metricsUrl)).body;
       const stormEvents = readAuditLog(auditLog);
       const stormRenewals = leaseRenewals(stormEvents, {
@@ -593,6 +612,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         },
         maxHealthzMs: round(storm.maxMs, 1),
         maxHealthzAtSeconds: round((storm.at - s0) / 1000),
+        ...healthzFigures(storm),
         maxLeaseRenewalGapSeconds: round(stormRenewals.maxGapMs / 1000),
         leaseRenewals: stormRenewals.renewals,
         reconciles: delta('controller_runtime_reconcile_total'),
@@ -659,6 +679,7 @@ export async function runOperatorScale(opts: Partial<ScaleOptions> = {}): Promis
         meanQueueWaitSeconds: meanOf(metrics, 'workqueue_queue_duration_seconds'),
         maxHealthzMs: round(planning.maxMs, 1),
         maxHealthzAtSeconds: round((planning.at - t0) / 1000),
+        ...healthzFigures(planning),
         maxLeaseRenewalGapSeconds: round(renewals.maxGapMs / 1000),
         leaseRenewals: renewals.renewals,
         cpuSeconds: round(cpuAfter - cpuBefore),
@@ -735,7 +756,7 @@ export function formatScaleTable(r: ScaleResult): string {
     ['operator CPU while measured', `${r.operator.cpuSeconds} s`],
     [
       'slowest /healthz during the run',
-      `${r.operator.maxHealthzMs} ms (asked ${r.operator.maxHealthzAtSeconds} s after the first create)`,
+      `${r.operator.maxHealthzMs} ms (asked ${r.operator.maxHealthzAtSeconds} s after the first create); p99 ${r.operator.healthzP99Ms} ms, ${r.operator.healthzOver1s} of ${r.operator.healthzAnswers} over 1 s`,
     ],
     [
       'largest leader Lease renewal gap',
@@ -769,7 +790,10 @@ function stormRows(s: OomStormResult): [string, string][] {
       '  report → re-planned per job',
       `p50 ${s.reportToReplannedSeconds.p50} s, p95 ${s.reportToReplannedSeconds.p95} s, max ${s.reportToReplannedSeconds.max} s`,
     ],
-    ['  slowest /healthz', `${s.maxHealthzMs} ms (asked ${s.maxHealthzAtSeconds} s after the first report)`],
+    [
+      '  slowest /healthz',
+      `${s.maxHealthzMs} ms (asked ${s.maxHealthzAtSeconds} s after the first report); p99 ${s.healthzP99Ms} ms, ${s.healthzOver1s} of ${s.healthzAnswers} over 1 s`,
+    ],
     ['  largest Lease renewal gap', `${s.maxLeaseRenewalGapSeconds} s (${s.leaseRenewals} renewals)`],
     ['  reconciles', `${s.reconciles}, errors ${s.reconcileErrors}; operator CPU ${s.cpuSeconds} s`],
     ...Object.entries(s.plans)

@@ -127,6 +127,29 @@ describe('PlannerPool', () => {
     }
   });
 
+  it("a plan that outgrows its thread's heap is a SizingError naming the image and the limit", async () => {
+    // The planner's memory grows with the pixels: 32768² needs ~250 MiB, far above this 32 MiB heap.
+    const pool = new PlannerPool({
+      threads: 1,
+      resourceLimits: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 8 },
+    });
+    try {
+      await assert.rejects(
+        pool.run(gpu(makeStj().image(32768), 80)),
+        (e: Error) =>
+          e instanceof SizingError &&
+          /^the operator cannot plan a 32768×32768 px image: the planner ran out of memory \(a planner thread's heap is limited to about 32 MiB/.test(
+            e.message,
+          ),
+      );
+      // A new thread takes the next request.
+      const req = gpu(makeStj().image(4096), 16);
+      assert.deepEqual(await pool.run(req), sizeTile(req));
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('close() ends every thread and rejects the requests running or waiting; later requests too', async () => {
     const pool = new PlannerPool({ threads: 1, workerUrl: FAULTS });
     const running = pool.run(task(1, 2000));
