@@ -524,6 +524,22 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
     assert.match(r.out, /rollout status deployment\/ts-tilestream/);
     assert.match(r.out, /kubectl get stj/);
     assert.doesNotMatch(r.out, /grafana_dashboard/, 'no dashboard note when it is off');
+    // metrics need a token by default; the policy and the roles are named
+    assert.match(
+      r.out,
+      /curl -s -H "Authorization: Bearer \$\(kubectl -n <ns> create token <account>\)" http:\/\/localhost:8080\/metrics/,
+    );
+    assert.match(r.out, /Tenant policy: ConfigMap tilestream-system\/ts-tilestream-tenant-policy/);
+    assert.match(r.out, /Volume kinds allowed: persistentVolumeClaim\./);
+    assert.match(r.out, /edit or admin role in a namespace may create StreamingTrainingJobs/);
+    const open = install(
+      '--set',
+      'metrics.auth.enabled=false',
+      '--set',
+      'metrics.tls.secretName=metrics-tls',
+    );
+    assert.equal(open.status, 0, open.out);
+    assert.match(open.out, /curl -sk https:\/\/localhost:8080\/metrics/);
     const withDashboard = install('--set-json', 'grafanaDashboard={"enabled":true,"namespace":"team-a"}');
     assert.equal(withDashboard.status, 0, withDashboard.out);
     assert.match(
