@@ -378,6 +378,22 @@ describe('helm chart', { skip }, () => {
       'PodMonitor',
     );
     assert.deepEqual(scoped.spec.namespaceSelector, { matchNames: ['team-a'] });
+    // the tenant policy binds cluster-wide, or only in the watched namespaces
+    const binding = (values: string[]) =>
+      one(render(values).objects, 'ValidatingAdmissionPolicyBinding', 'ts-tilestream-tenant-policy').spec;
+    assert.equal(binding([]).matchResources, undefined);
+    assert.deepEqual(binding(['watchNamespaces=["team-a","team-b"]']).matchResources, {
+      namespaceSelector: {
+        matchExpressions: [
+          { key: 'kubernetes.io/metadata.name', operator: 'In', values: ['team-a', 'team-b'] },
+        ],
+      },
+    });
+    assert.deepEqual(binding([]).paramRef, {
+      name: 'ts-tilestream-tenant-policy',
+      namespace: NS,
+      parameterNotFoundAction: 'Deny',
+    });
   });
 
   it('alerts only on metrics the operator and trainer export, in rules promtool accepts', (t) => {
