@@ -31,6 +31,8 @@ export interface AuditEvent {
   objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
   responseStatus?: { code?: number };
   requestReceivedTimestamp: string;
+  /** When the stage was reached: for ResponseComplete, when the answer was sent. */
+  stageTimestamp?: string;
 }
 
 export interface RequestCounts {
@@ -125,42 +127,68 @@ export interface LeaseRenewals {
   maxGapMs: number;
   /** When the later renewal of that gap was received (epoch ms; 0 with none). */
   maxGapEndMs: number;
+  /**
+   * The largest part of a gap that was neither the retry period nor the API server answering the
+   * leader's Lease requests (the earlier update and the reads before the later one): the time the
+   * operator took to send them, i.e. its event loop (plus the network, negligible on one machine).
+   */
+  maxOperatorDelayMs: number;
 }
 
 /**
  * The leader's renewals of its Lease as the API server received them. A leader renews every retry
- * period (2 s), so a gap well above that is time in which its event loop (or the API) held the renewal
- * back; at the renew deadline (10 s) it steps down. The renewal just before the window opens the
- * first gap, so a stall that straddles the window's start is not cut short.
+ * period (2 s): it waits that long after a renewal's answer, reads the Lease and writes it. So a gap
+ * is the retry period, plus the API server's time to answer the earlier write and the read, plus
+ * the operator's own delay in sending them; at the renew deadline (10 s) it steps down. The
+ * renewal just before the window opens the first gap, so a stall that straddles the window's start
+ * is not cut short.
  */
 export function leaseRenewals(
   events: readonly AuditEvent[],
-  o: { user: string; fromMs: number; toMs: number; lease?: string },
+  o: { user: string; fromMs: number; toMs: number; lease?: string; retryPeriodMs?: number },
 ): LeaseRenewals {
-  const times = events
+  const retryPeriodMs = o.retryPeriodMs ?? 2000;
+  const lease = events
     .filter(
       (e) =>
         e.user?.username === o.user &&
         e.stage === 'ResponseComplete' &&
-        e.verb === 'update' &&
         e.objectRef?.resource === 'leases' &&
-        (o.lease === undefined || e.objectRef.name === o.lease) &&
-        e.responseStatus?.code === 200,
+        (o.lease === undefined || e.objectRef.name === o.lease),
     )
-    .map((e) => auditTimeMs(e.requestReceivedTimestamp))
-    .filter((t) => t < o.toMs)
-    .sort((a, b) => a - b);
-  let renewals = 0;
-  let maxGapMs = 0;
-  let maxGapEndMs = 0;
-  for (const [i, t] of times.entries()) {
-    if (t < o.fromMs) continue;
-    renewals++;
-    const before = times[i - 1];
-    if (before !== undefined && t - before > maxGapMs) {
-      maxGapMs = t - before;
-      maxGapEndMs = t;
+    .map((e) => {
+      const at = auditTimeMs(e.requestReceivedTimestamp);
+      const done = e.stageTimestamp !== undefined ? auditTimeMs(e.stageTimestamp) : at;
+      return {
+        at,
+        apiMs: Math.max(0, done - at),
+        renewal: e.verb === 'update' && e.responseStatus?.code === 200,
+      };
+    })
+    .filter((r) => r.at < o.toMs)
+    .sort((a, b) => a.at - b.at);
+  const out: LeaseRenewals = { renewals: 0, maxGapMs: 0, maxGapEndMs: 0, maxOperatorDelayMs: 0 };
+  let previous: (typeof lease)[number] | undefined;
+  let apiSince = 0; // API time of the requests since the previous renewal was received
+  for (const r of lease) {
+    if (!r.renewal) {
+      apiSince += r.apiMs;
+      continue;
     }
+    if (r.at >= o.fromMs) {
+      out.renewals++;
+      if (previous) {
+        const gap = r.at - previous.at;
+        if (gap > out.maxGapMs) {
+          out.maxGapMs = gap;
+          out.maxGapEndMs = r.at;
+        }
+        const delay = gap - retryPeriodMs - previous.apiMs - apiSince;
+        out.maxOperatorDelayMs = Math.max(out.maxOperatorDelayMs, delay);
+      }
+    }
+    previous = r;
+    apiSince = 0;
   }
-  return { renewals, maxGapMs, maxGapEndMs };
+  return out;
 }

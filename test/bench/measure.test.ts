@@ -92,6 +92,7 @@ describe('audit log counting', () => {
         renewals: 3,
         maxGapMs: 6000,
         maxGapEndMs: auditTimeMs(t(9)),
+        maxOperatorDelayMs: 4000,
       },
     );
     // The renewal before the window opens the first gap.
@@ -101,13 +102,35 @@ describe('audit log counting', () => {
         renewals: 1,
         maxGapMs: 3000,
         maxGapEndMs: auditTimeMs(t(12)),
+        maxOperatorDelayMs: 1000,
       },
     );
     assert.deepEqual(leaseRenewals([], { user: OP, fromMs: 0, toMs: 1 }), {
       renewals: 0,
       maxGapMs: 0,
       maxGapEndMs: 0,
+      maxOperatorDelayMs: 0,
     });
+  });
+
+  it("lease renewals: a gap less the retry period and the API server's answers is the operator's delay", () => {
+    const at = (ms: number) => new Date(Date.UTC(2026, 10, 28, 12, 0, 0, ms)).toISOString();
+    const timed = (e: AuditEvent, doneMs: number): AuditEvent => ({ ...e, stageTimestamp: at(doneMs) });
+    const events = [
+      timed(ev('a', 'ResponseComplete', 'update', 'leases', at(0), { code: 200 }), 500),
+      // The read after the 2 s wait took the API server 1.5 s; the write went out 100 ms after it.
+      timed(ev('g', 'ResponseComplete', 'get', 'leases', at(2600), { code: 200 }), 4100),
+      timed(ev('b', 'ResponseComplete', 'update', 'leases', at(4200), { code: 200 }), 4300),
+    ];
+    assert.deepEqual(
+      leaseRenewals(events, { user: OP, fromMs: auditTimeMs(at(0)), toMs: auditTimeMs(at(9000)) }),
+      {
+        renewals: 2,
+        maxGapMs: 4200,
+        maxGapEndMs: auditTimeMs(at(4200)),
+        maxOperatorDelayMs: 200,
+      },
+    );
   });
 
   it('reads microsecond timestamps to the millisecond', () => {

@@ -65,6 +65,10 @@ describe('operator scale benchmark', { timeout: 180_000 }, () => {
       `lease renewal gap ${r.operator.maxLeaseRenewalGapSeconds} s`,
     );
     assert.ok(r.operator.healthzAnswers > 0 && r.operator.healthzP99Ms <= r.operator.maxHealthzMs);
+    assert.ok(
+      r.operator.maxLeaseOperatorDelaySeconds >= 0 &&
+        r.operator.maxLeaseOperatorDelaySeconds <= r.operator.maxLeaseRenewalGapSeconds,
+    );
     assert.ok(r.operator.healthzOver1s <= r.operator.healthzAnswers);
 
     // The storm: every trainer exited 3, every job is Planned again with a smaller tile.
