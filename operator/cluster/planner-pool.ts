@@ -11,7 +11,6 @@
 // search).
 
 import { availableParallelism } from 'node:os';
-import { getHeapStatistics } from 'node:v8';
 import { type ResourceLimits, Worker } from 'node:worker_threads';
 import { type Sizing, SizingError, type SizingRequest } from './tile-sizing.ts';
 
@@ -30,8 +29,8 @@ export type PlannerReply =
  * The default number of planner threads: one less than the CPUs, at most 2, at least 1. The main
  * thread keeps a CPU for the event loop (API requests, probes, the Lease), so more threads than
  * CPUs − 1 would slow it down again; and two are plenty, because plans repeat (a handful of distinct
- * networks × GPU classes, each planned once and memoised) while each thread costs an isolate with its
- * own heap (≈ 30–60 MiB under the chart's 512Mi limit).
+ * networks × GPU classes, each planned once and memoised) while each thread is an isolate with its
+ * own heap (≈ 60 MiB of RSS for the benchmark's plans, under the chart's 512Mi limit).
  */
 export function defaultPlannerThreads(cpus = availableParallelism()): number {
   return Math.max(1, Math.min(2, cpus - 1));
@@ -40,9 +39,9 @@ export function defaultPlannerThreads(cpus = availableParallelism()): number {
 /**
  * A planner thread's V8 limits. The old generation is the process's (--max-old-space-size, the
  * chart's operator.maxHeapMiB), so a thread can plan what the event loop could before. The young
- * generation is kept small: by default V8 gave each thread ~100 MiB of it for the planner's
- * short-lived garbage (a thread's RSS +185 MiB planning the benchmark's 32 sizings, +63 MiB at
- * 8 MiB, in the same time).
+ * generation is kept small: the planner makes mostly short-lived garbage, and with V8's default a
+ * thread's heap grew to 165 MiB planning the benchmark's 32 sizings (RSS +185 MiB); with 8 MiB of
+ * young generation to 32 MiB (RSS +63 MiB), in the same time.
  */
 export const PLANNER_RESOURCE_LIMITS: ResourceLimits = { maxYoungGenerationSizeMb: 8 };
 
@@ -125,12 +124,25 @@ export class PlannerPool {
       let thread = [...this.#threads].find((t) => t.task === undefined);
       if (!thread) {
         if (this.#threads.size >= this.threads) return;
-        thread = this.#spawn();
+        try {
+          thread = this.#spawn();
+        } catch (e) {
+          const task = this.#queue.shift() as Task;
+          task.reject(new Error(`cannot start a planner thread: ${(e as Error).message}`, { cause: e }));
+          continue;
+        }
       }
       const task = this.#queue.shift() as Task;
+      try {
+        thread.worker.postMessage({ id: task.id, req: task.req } satisfies PlannerTask);
+      } catch (e) {
+        task.reject(
+          new Error(`cannot hand the request to a planner thread: ${(e as Error).message}`, { cause: e }),
+        );
+        continue;
+      }
       thread.task = task;
       thread.worker.ref(); // a request in flight keeps the process alive until it is answered
-      thread.worker.postMessage({ id: task.id, req: task.req } satisfies PlannerTask);
     }
   }
 
@@ -180,12 +192,15 @@ export class PlannerPool {
  * fail again: a SizingError, which the job shows as a condition instead of a retry loop.
  */
 function outOfMemory(req: SizingRequest, limits: ResourceLimits): SizingError {
-  const heapMiB = limits.maxOldGenerationSizeMb ?? Math.round(getHeapStatistics().heap_size_limit / 2 ** 20);
+  const limit =
+    limits.maxOldGenerationSizeMb !== undefined
+      ? `limited to ${limits.maxOldGenerationSizeMb} MiB`
+      : `limited as the operator's own, by --max-old-space-size`;
   const { height, width } = req.spec.data.imageSize;
   return new SizingError(
     `the operator cannot plan a ${height}×${width} px image: the planner ran out of memory (a planner ` +
-      `thread's heap is limited to about ${heapMiB} MiB, the operator's --max-old-space-size). Raise ` +
-      `the operator's heap (Helm operator.maxHeapMiB, with its memory limit) or use a smaller data.imageSize`,
+      `thread's heap is ${limit}). Raise the operator's heap (Helm operator.maxHeapMiB, with its ` +
+      'memory limit) or use a smaller data.imageSize',
   );
 }
 

@@ -138,7 +138,7 @@ describe('PlannerPool', () => {
         pool.run(gpu(makeStj().image(32768), 80)),
         (e: Error) =>
           e instanceof SizingError &&
-          /^the operator cannot plan a 32768×32768 px image: the planner ran out of memory \(a planner thread's heap is limited to about 32 MiB/.test(
+          /^the operator cannot plan a 32768×32768 px image: the planner ran out of memory \(a planner thread's heap is limited to 32 MiB\)/.test(
             e.message,
           ),
       );
