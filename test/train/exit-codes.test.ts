@@ -161,6 +161,10 @@ describe('tilestream train out of memory on the tensorflow backend', { skip: ten
         'train',
         join(dir, 'job.yaml'),
         '--json',
+        // Past the planner's check against the memory allowance (which alone would exit 3 before
+        // training, test/train/memory-limit.test.ts), so that TensorFlow's own OOM is what is tested.
+        '--memory-budget',
+        '1Ti',
       ],
       { encoding: 'utf8', timeout: 120_000 },
     );

@@ -79,6 +79,10 @@ describe('hard memory limits checked before training', () => {
     });
     assert.equal(hardMemoryLimit('tensorflow', true, allowance), undefined);
     assert.equal(hardMemoryLimit('cpu', false, allowance), undefined);
+    assert.deepEqual(hardMemoryLimit('tensorflow', false, allowance, 64 * GiB), {
+      bytes: 64 * GiB,
+      what: 'the --memory-budget allows',
+    });
   });
 
   it('refuse a tile predicted over the limit with PredictedOutOfMemoryError (exit 3), naming a tile that fits', () => {

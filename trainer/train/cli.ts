@@ -22,7 +22,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--epochs <n>', 'override spec.training.epochs', parseIntOption)
     .option(
       '--memory-budget <quantity>',
-      "memory for tileSize 'auto' (e.g. 3Gi); default depends on the backend",
+      "memory for tileSize 'auto' (e.g. 3Gi), and on TensorFlow without a GPU the limit a tile is checked against before training; default depends on the backend",
       (v) => parseQuantity(v),
     )
     .option(

@@ -237,7 +237,7 @@ async function runJob(
     image,
     backend.name,
     tile.size,
-    hardMemoryLimit(backend.name, backend.tensorflow?.gpu === true),
+    hardMemoryLimit(backend.name, backend.tensorflow?.gpu === true, undefined, o.memoryBudget),
   );
   const grid = tileGrid(net.body, image, [tile.size, tile.size]);
   metrics.tileSize.set(tile.size);

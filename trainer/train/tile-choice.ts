@@ -85,9 +85,12 @@ export function hardMemoryLimit(
   backend: BackendName,
   tensorflowOnGpu: boolean,
   allowance: () => { bytes: number; source: string } = memoryAllowance,
+  memoryBudget?: number,
 ): HardMemoryLimit | undefined {
   if (backend === 'wasm') return { bytes: WASM_HEAP_BYTES, what: 'the wasm backend can address' };
   if (backend === 'tensorflow' && !tensorflowOnGpu) {
+    // A user who knows better (e.g. swap, or a prediction too cautious for their model) says so.
+    if (memoryBudget !== undefined) return { bytes: memoryBudget, what: 'the --memory-budget allows' };
     const a = allowance();
     return { bytes: a.bytes, what: `${a.source} allows (TensorFlow on the CPU)` };
   }
