@@ -36,8 +36,11 @@ describe('managed processes', () => {
       logPath: join(dir, 'log'),
     });
     const childPidFile = join(dir, 'child.pid');
-    for (let i = 0; i < 50 && !existsSync(childPidFile); i++) await sleep(20);
-    const grandchild = Number(readFileSync(childPidFile, 'utf8'));
+    // The shell creates the file before it writes the pid: wait for a whole line (an empty read
+    // made this fail once under load).
+    const pidLine = (): string => (existsSync(childPidFile) ? readFileSync(childPidFile, 'utf8') : '');
+    for (let i = 0; i < 250 && !/^\d+\n$/.test(pidLine()); i++) await sleep(20);
+    const grandchild = Number(pidLine());
     assert.ok(alive(grandchild));
     const code = await p.stop(2000);
     assert.equal(code, 143, 'sh ends by SIGTERM');
