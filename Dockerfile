@@ -60,7 +60,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 FROM deps AS tensorflow-setup
 ENV TILESTREAM_TENSORFLOW_CACHE=/opt/tilestream/tensorflow
 COPY bin/setup-tensorflow.ts ./bin/
-COPY trainer/backend/cpu-allowance.ts ./trainer/backend/
+COPY trainer/backend/cpu-allowance.ts trainer/backend/cgroup.ts ./trainer/backend/
 COPY trainer/backend/native ./trainer/backend/native
 
 FROM tensorflow-setup AS tensorflow-cpu

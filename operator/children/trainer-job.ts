@@ -12,6 +12,7 @@
 
 import type { V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import type { StreamingTrainingJob, VolumeSource } from '../../crds/index.ts';
+import { EXIT as TRAINER_EXIT } from '../../trainer/train/exit-codes.ts';
 import { resourceToleration } from '../cluster/tolerations.ts';
 import type { JobPlan } from './job-plan.ts';
 import {
@@ -24,14 +25,11 @@ import {
   trainerJobName,
 } from './names.ts';
 
-/** Exit codes of `tilestream train` (trainer/train/exit-codes.ts; the trainer is not imported here). */
-export const TRAINER_EXIT = {
-  failure: 1,
-  invalidInput: 2,
-  outOfMemory: 3,
-  checkpointVolumeFull: 4,
-  stopped: 143,
-} as const;
+/**
+ * Exit codes of `tilestream train`, defined once by the trainer (a module with no imports, so the
+ * operator loads nothing of the trainer's runtime with it).
+ */
+export { TRAINER_EXIT };
 
 export const JOB_FILE_DIR = '/etc/tilestream';
 export const JOB_FILE = `${JOB_FILE_DIR}/job.yaml`;

@@ -2,9 +2,9 @@
 // quota of its cgroup and every ancestor (a pod's CPU limit lands there as cpu.max on cgroup v2,
 // cpu.cfs_quota_us on v1). A 4-CPU limit on a 64-core node must give 4 compute threads, not 64:
 // more threads than quota only adds throttling.
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { type Read, readOrUndefined, tightestCgroupLimit } from './cgroup.ts';
 
 export interface CpuAllowance {
   /** Whole CPUs to size thread pools with (at least 1). */
@@ -12,16 +12,6 @@ export interface CpuAllowance {
   /** Where the figure comes from, for the log. */
   source: string;
 }
-
-type Read = (path: string) => string | undefined;
-
-const readOrUndefined: Read = (path) => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-};
 
 /** cgroup v2 cpu.max ("max 100000" or "250000 100000") as CPUs, undefined when unlimited. */
 export function parseCpuMax(text: string): number | undefined {
@@ -39,44 +29,21 @@ export function parseCfsQuota(quotaText: string, periodText: string): number | u
   return q > 0 && p > 0 ? q / p : undefined;
 }
 
-/** The folders from a cgroup's own up to the hierarchy root. */
-function upToRoot(mount: string, cgroupPath: string): string[] {
-  const parts = cgroupPath.split('/').filter((s) => s !== '');
-  const dirs: string[] = [];
-  for (let i = parts.length; i >= 0; i--) dirs.push(join(mount, ...parts.slice(0, i)));
-  return dirs;
-}
-
 /**
  * The smallest CFS quota on the way from this process's cgroup to the root, in CPUs (fractional),
  * or undefined when none is set. `read` is injectable for tests.
  */
 export function cgroupCpuQuota(read: Read = readOrUndefined, root = '/sys/fs/cgroup'): number | undefined {
-  const self = read('/proc/self/cgroup') ?? '';
-  let limit: number | undefined;
-  const tighten = (v: number | undefined): void => {
-    if (v !== undefined && (limit === undefined || v < limit)) limit = v;
+  const v2 = (dir: string): number | undefined => {
+    const t = read(join(dir, 'cpu.max')); // the root has none
+    return t === undefined ? undefined : parseCpuMax(t);
   };
-  for (const line of self.split('\n')) {
-    const [, controllers, path] = line.split(':');
-    if (path === undefined || controllers === undefined) continue;
-    if (controllers === '') {
-      // v2 (unified): cpu.max in each folder; the root has none.
-      for (const dir of upToRoot(root, path)) {
-        const t = read(join(dir, 'cpu.max'));
-        if (t !== undefined) tighten(parseCpuMax(t));
-      }
-    } else if (controllers.split(',').includes('cpu')) {
-      for (const mount of [join(root, 'cpu'), join(root, 'cpu,cpuacct')]) {
-        for (const dir of upToRoot(mount, path)) {
-          const q = read(join(dir, 'cpu.cfs_quota_us'));
-          const p = read(join(dir, 'cpu.cfs_period_us'));
-          if (q !== undefined && p !== undefined) tighten(parseCfsQuota(q, p));
-        }
-      }
-    }
-  }
-  return limit;
+  const v1 = (dir: string): number | undefined => {
+    const q = read(join(dir, 'cpu.cfs_quota_us'));
+    const p = read(join(dir, 'cpu.cfs_period_us'));
+    return q === undefined || p === undefined ? undefined : parseCfsQuota(q, p);
+  };
+  return tightestCgroupLimit({ v2, v1, v1Controller: 'cpu', v1Mounts: ['cpu', 'cpu,cpuacct'] }, read, root);
 }
 
 /** CPUs this process may use; a fractional quota rounds up (1.5 CPUs → 2 threads, throttled to 1.5). */

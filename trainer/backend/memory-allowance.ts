@@ -3,19 +3,9 @@
 // memory.limit_in_bytes on v1). Used where the backend cannot report running out cleanly — on
 // TensorFlow's CPU build, oneDNN convolutions crash on a failed allocation instead of raising
 // "OOM when allocating" — so the planner's prediction is checked against it before training.
-import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
-
-type Read = (path: string) => string | undefined;
-
-const readOrUndefined: Read = (path) => {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-};
+import { type Read, readOrUndefined, tightestCgroupLimit } from './cgroup.ts';
 
 /** A cgroup memory limit in bytes, undefined when unlimited ("max", or v1's page-rounded 2^63). */
 export function parseMemoryLimit(text: string): number | undefined {
@@ -27,25 +17,20 @@ export function parseMemoryLimit(text: string): number | undefined {
 
 /** The tightest memory limit from this process's cgroup up to the root, or undefined. */
 export function cgroupMemoryLimit(read: Read = readOrUndefined, root = '/sys/fs/cgroup'): number | undefined {
-  let limit: number | undefined;
-  for (const line of (read('/proc/self/cgroup') ?? '').split('\n')) {
-    const [, controllers, path] = line.split(':');
-    if (path === undefined || controllers === undefined) continue;
-    const [file, mount] =
-      controllers === ''
-        ? ['memory.max', root]
-        : controllers.split(',').includes('memory')
-          ? ['memory.limit_in_bytes', join(root, 'memory')]
-          : [undefined, undefined];
-    if (file === undefined || mount === undefined) continue;
-    const parts = path.split('/').filter((p) => p !== '');
-    for (let i = parts.length; i >= 0; i--) {
-      const text = read(join(mount, ...parts.slice(0, i), file));
-      const v = text === undefined ? undefined : parseMemoryLimit(text);
-      if (v !== undefined && (limit === undefined || v < limit)) limit = v;
-    }
-  }
-  return limit;
+  const file = (name: string) => (dir: string) => {
+    const t = read(join(dir, name));
+    return t === undefined ? undefined : parseMemoryLimit(t);
+  };
+  return tightestCgroupLimit(
+    {
+      v2: file('memory.max'),
+      v1: file('memory.limit_in_bytes'),
+      v1Controller: 'memory',
+      v1Mounts: ['memory'],
+    },
+    read,
+    root,
+  );
 }
 
 /** Bytes this process may use, and where the figure comes from. */
