@@ -1,9 +1,9 @@
 // Finds the control-plane binaries in the tools cache, building what is missing with
 // build-binaries.sh. A missing Go toolchain is not an error but a reason to skip, which callers
 // pass to node:test's `skip` so the suite says why it did not run.
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { skipUnlessRequired } from '../require-all.ts';
+import { type RunResult, run } from '../run-command.ts';
 
 export type Component = 'etcd' | 'k8s' | 'helm' | 'promtool';
 export type Tool =
@@ -29,27 +29,8 @@ export const BUILD_SCRIPT = join(import.meta.dirname, 'build-binaries.sh');
 export const EXIT_NO_GO = 3;
 const EXIT_NOT_BUILT = 2;
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], echoStderr: boolean): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', [BUILD_SCRIPT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (echoStderr) process.stderr.write(d);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
+function runScript(args: string[], echoStderr: boolean): Promise<RunResult> {
+  return run('bash', [BUILD_SCRIPT, ...args], echoStderr);
 }
 
 function parseDirs(stdout: string): Map<Component, string> {
@@ -77,7 +58,7 @@ export async function ensureBinaries(
 }
 
 async function findOrBuild(components: readonly Component[]): Promise<BinariesResult> {
-  const probe = await run(['--print-dir', ...components], false);
+  const probe = await runScript(['--print-dir', ...components], false);
   if (probe.code !== 0 && probe.code !== EXIT_NOT_BUILT) {
     throw new Error(`${BUILD_SCRIPT} --print-dir failed (exit ${probe.code}): ${probe.stderr}`);
   }
@@ -88,7 +69,7 @@ async function findOrBuild(components: readonly Component[]): Promise<BinariesRe
         reason: `control-plane binaries (${components.join(', ')}) are not built and TILESTREAM_NO_BUILD=1; run ${BUILD_SCRIPT}`,
       };
     }
-    const build = await run([...components], true);
+    const build = await runScript([...components], true);
     if (build.code === EXIT_NO_GO) {
       return {
         ok: false,

@@ -2,10 +2,12 @@
 // a cache outside the repository, and a small shell for running commands in them. npm test builds
 // them before its suites (test/prepare.ts: `bash test/ship/build-images.sh`); a suite that finds
 // them missing builds them itself unless TILESTREAM_NO_BUILD=1.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { skipUnlessRequired } from '../require-all.ts';
+import { type RunResult, run } from '../run-command.ts';
+
+export { type RunResult, run };
 
 export const IMAGES_SCRIPT = join(import.meta.dirname, 'build-images.sh');
 /** Exit code of build-images.sh when this machine cannot build images (not root, no apt-get). */
@@ -31,30 +33,6 @@ export interface ImagesState {
 }
 
 export type ImagesResult = { ok: true; state: ImagesState } | { ok: false; reason: string };
-
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to completion, keeping its output; never rejects for a non-zero exit. */
-export function run(cmd: string, args: string[], echoStderr = false): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (echoStderr) process.stderr.write(d);
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
-  });
-}
 
 /**
  * The built images of the current sources, building them when they are missing or stale (a cold
