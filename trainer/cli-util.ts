@@ -1,6 +1,7 @@
-// Small helpers shared by the command-line modules.
+// Small helpers shared by the command-line modules (commander option parsers, output).
 
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
+import { parseQuantity, QuantityError } from '../crds/quantity.ts';
 
 /** Commander parser for a non-negative integer option. */
 export function parseIntOption(value: string): number {
@@ -8,13 +9,29 @@ export function parseIntOption(value: string): number {
   return Number(value);
 }
 
-/** A plain left-aligned text table. */
-export function formatTable(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => c.padEnd(widths[i] as number))
-      .join('  ')
-      .trimEnd();
-  return `${[line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n')}\n`;
+/** Commander parser for a positive integer option. */
+export function parsePositiveInt(value: string): number {
+  if (!/^\s*\d+\s*$/.test(value) || Number(value) < 1) {
+    throw new InvalidArgumentError(`expected a positive whole number, got '${value}'`);
+  }
+  return Number(value);
+}
+
+/** A memory quantity as Kubernetes writes it ('16Gi', '40960Mi', '17179869184'), in bytes. */
+export function parseMemory(value: string): number {
+  let bytes: number;
+  try {
+    bytes = parseQuantity(value.trim());
+  } catch (e) {
+    if (e instanceof QuantityError) throw new InvalidArgumentError(e.message);
+    throw e;
+  }
+  if (!(bytes > 0)) throw new InvalidArgumentError(`memory must be more than zero, got '${value}'`);
+  return bytes;
+}
+
+/** Where a command prints: commander's configured output (tests capture it), else stdout. */
+export function commandOutput(cmd: Command): (text: string) => void {
+  const out = cmd.configureOutput().writeOut;
+  return out ?? ((text: string) => void process.stdout.write(text));
 }

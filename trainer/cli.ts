@@ -4,7 +4,8 @@ import { registerSetupCommand } from './backend/native/cli.ts';
 import { registerStreamingBenches } from './bench/cli.ts';
 import { registerGpuBench } from './bench/gpu-cli.ts';
 import { registerSynthCommand } from './data/synth-cli.ts';
-import { registerBenchMemory, registerPlanCommands } from './plan/cli.ts';
+import { registerPlanCommands } from './plan/cli.ts';
+import { registerBenchMemory } from './plan-measure/cli.ts';
 import { registerTrainCommand } from './train/cli.ts';
 
 const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {

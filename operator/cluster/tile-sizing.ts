@@ -4,9 +4,10 @@
 // numeric tileSize and no memory prediction.
 
 import type { StreamingTrainingJobSpec } from '../../crds/index.ts';
-import { inputsFromSpec, networkOf, type PlanInputs, runPlan } from '../../trainer/plan/cli.ts';
+import { completeInputs, inputsFromSpec, type PlanInputs } from '../../trainer/plan/inputs.ts';
 import type { BackendName } from '../../trainer/plan/memory.ts';
 import { PlanError, tileConstraints } from '../../trainer/plan/planner.ts';
+import { networkOf, runPlan } from '../../trainer/plan/run.ts';
 import { GeometryError } from '../../trainer/streaming/geometry.ts';
 import { BodyError } from '../../trainer/streaming/graph.ts';
 
@@ -43,22 +44,13 @@ const TFJS_TILE_STEP = 32;
 export const SHRINK_FACTOR = 0.75;
 
 function planInputs(spec: StreamingTrainingJobSpec, backend: BackendName, budgetBytes: number): PlanInputs {
-  const partial = inputsFromSpec(spec, 'spec');
-  return {
-    dtype: 'float32',
-    optimizer: 'adam',
-    pooling: 'max',
-    classes: 2,
-    saliency: false,
-    headroom: 0.1,
-    channels: 3,
-    source: 'spec',
-    ...partial,
+  return completeInputs({
+    ...inputsFromSpec(spec, 'spec'),
     // The planner asks for outputs; softmax has one per class, other losses a single one.
     ...(spec.training.loss !== 'softmax-cross-entropy' && { classes: 1 }),
     backend,
     budgetBytes,
-  } as PlanInputs;
+  });
 }
 
 function explain(e: unknown): never {

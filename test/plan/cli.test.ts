@@ -9,12 +9,8 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import {
-  EXIT_DOES_NOT_FIT,
-  EXIT_INVALID,
-  registerBenchMemory,
-  registerPlanCommands,
-} from '../../trainer/plan/cli.ts';
+import { EXIT_DOES_NOT_FIT, EXIT_INVALID, registerPlanCommands } from '../../trainer/plan/cli.ts';
+import { registerBenchMemory } from '../../trainer/plan-measure/cli.ts';
 
 interface Run {
   status: number;

@@ -204,7 +204,7 @@ describe('memory model: invariants', () => {
 });
 
 describe('the planner imports no TensorFlow', () => {
-  it('loading trainer/plan (model, planner, CLI) resolves no @tensorflow module', () => {
+  it('loading trainer/plan (model, planner, inputs, run, report, CLI) resolves no @tensorflow module', () => {
     const root = fileURLToPath(new URL('../../', import.meta.url));
     const script = `
       import { registerHooks } from 'node:module';
@@ -212,6 +212,9 @@ describe('the planner imports no TensorFlow', () => {
       registerHooks({ resolve(s, c, next) { if (s.includes('@tensorflow')) seen.push(s); return next(s, c); } });
       await import('./trainer/plan/planner.ts');
       await import('./trainer/plan/memory.ts');
+      await import('./trainer/plan/inputs.ts');
+      await import('./trainer/plan/run.ts');
+      await import('./trainer/plan/format.ts');
       await import('./trainer/plan/cli.ts');
       console.log(JSON.stringify(seen));
     `;

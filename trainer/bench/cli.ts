@@ -3,7 +3,8 @@
 
 import { type Command, Option } from 'commander';
 import { BACKEND_CHOICES, type BackendChoice, initBackend } from '../backend/select.ts';
-import { formatTable, parseIntOption } from '../cli-util.ts';
+import { parseIntOption } from '../cli-util.ts';
+import { formatTable } from '../text-table.ts';
 import { benchEquivalence } from './equivalence.ts';
 import { benchResolution } from './resolution.ts';
 import { THROUGHPUT_CASES, throughputCase } from './throughput.ts';

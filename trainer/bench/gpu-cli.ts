@@ -1,7 +1,8 @@
 // `tilestream bench gpu`: see bench/gpu.ts. Exit 0 when every check ran and passed, 1 when one
 // failed, 2 when this machine has no GPU (or no GPU build) to check.
 import type { Command } from 'commander';
-import { formatTable, parseIntOption } from '../cli-util.ts';
+import { parseIntOption } from '../cli-util.ts';
+import { formatTable } from '../text-table.ts';
 import { benchGpu, GPU_BENCH_SIZES, type GpuBenchStep } from './gpu.ts';
 
 export const EXIT_NO_GPU = 2;

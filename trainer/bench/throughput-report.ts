@@ -2,7 +2,7 @@
 // fit this machine), in which order, and the report as a table.
 
 import { type BackendChoice, type BackendName, initBackend, parseBackendChoice } from '../backend/select.ts';
-import { formatTable } from '../cli-util.ts';
+import { formatTable } from '../text-table.ts';
 import {
   type BackendComparison,
   compareBackends,

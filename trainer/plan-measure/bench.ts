@@ -6,8 +6,6 @@
 import { spawn } from 'node:child_process';
 import { totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { formatTable } from '../cli-util.ts';
-import type { BenchMemoryFlags } from '../plan/cli.ts';
 import {
   type MemoryPrediction,
   type PlanNetwork,
@@ -18,6 +16,7 @@ import { formatBytes, planTile, tileConstraints } from '../plan/planner.ts';
 import { type Architecture, builtinNetwork } from '../streaming/bodies.ts';
 import { axisProfile, axisSizes } from '../streaming/geometry.ts';
 import { type Body, inferChannels } from '../streaming/graph.ts';
+import { formatTable } from '../text-table.ts';
 import type { ChildResult, StepRequest } from './child.ts';
 
 /** The networks of the bench: narrow enough for wasm to train them at 4096² in seconds. */
@@ -33,6 +32,20 @@ export const BENCH_NETWORKS: readonly { arch: Architecture; width?: number; labe
 const FLOPS_PER_SECOND = { wasm: 3e9, cpu: 1.5e8 } as const;
 /** The wasm heap is 32-bit; leave room for the module itself. */
 const WASM_HEAP_LIMIT = 3.8 * 2 ** 30;
+
+/** The options of benchMemory (the flags of `tilestream bench memory`). */
+export interface BenchMemoryFlags {
+  backend: 'wasm' | 'cpu';
+  sizes: number[];
+  memory: number;
+  tile: number;
+  measure: boolean;
+  maxSeconds: number;
+  paper?: boolean;
+  json?: boolean;
+  /** Only these architectures. */
+  networks?: Architecture[];
+}
 
 export interface Measured {
   readonly peakBytes: number;
