@@ -3,27 +3,24 @@
 // the trunk after the cut and a description of its classification head. The model file is read
 // without @tensorflow/tfjs-layers; topology and weights are translated into the body DAG of
 // graph.ts with explicit padding. What is supported and refused, and why: tfjs-import/translate.ts
-// and tfjs-import/refusals.ts; the 'same'-padding condition: tfjs-import/same-padding.ts.
+// (the layer table; one module per layer family in tfjs-import/layers/) and tfjs-import/refusals.ts;
+// the 'same'-padding condition: tfjs-import/same-padding.ts.
 
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { axisName, axisProfile, axisSizes, GeometryError } from './geometry.ts';
 import { type Axis, type Body, BodyError, INPUT, type SplitNetwork, splitAt } from './graph.ts';
 import type { Network, Pooling } from './network.ts';
+import type { SameAlignment, SkippedLayer, WeightRecipe } from './tfjs-import/layers/context.ts';
 import { type KerasLayer, parseModelJson, TfjsImportError } from './tfjs-import/model-json.ts';
 import { INFERENCE_IDENTITY, UnsupportedLayerError } from './tfjs-import/refusals.ts';
 import { sameIsExact } from './tfjs-import/same-padding.ts';
-import {
-  type SameAlignment,
-  type SkippedLayer,
-  Translator,
-  type WeightRecipe,
-} from './tfjs-import/translate.ts';
+import { Translator } from './tfjs-import/translate.ts';
 import { decodeWeight, type WeightArray, WeightIndex, type WeightLocation } from './tfjs-import/weights.ts';
 
+export type { SameAlignment, SkippedLayer, WeightRecipe } from './tfjs-import/layers/context.ts';
 export { TfjsImportError } from './tfjs-import/model-json.ts';
 export { UnsupportedLayerError } from './tfjs-import/refusals.ts';
-export type { SameAlignment, SkippedLayer, WeightRecipe } from './tfjs-import/translate.ts';
 export type { WeightArray } from './tfjs-import/weights.ts';
 
 export interface TfjsImportOptions {
