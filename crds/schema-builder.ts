@@ -55,12 +55,17 @@ export type RuleReason =
  */
 export interface ValidationRule<Self = never> {
   rule: string;
+  /** The message; with messageExpression, what a client without CEL shows (kubectl explain, old servers). */
   message: string;
+  /** CEL for a message with the values in it; `describe` is its JavaScript twin. */
+  messageExpression?: string;
   /** Relative JSONPath of the field to blame, e.g. `.minTileSize`; the API server reports it. */
   fieldPath?: string;
   reason?: RuleReason;
   /** Runs on the defaulted value, only when that value has no type or required-field problems. */
   check?: (self: Self) => boolean;
+  /** The message validateJob shows when `check` fails (the twin of messageExpression). */
+  describe?: (self: Self) => string;
 }
 
 // Phantom type information: never present at run time.

@@ -62,7 +62,9 @@ export function runRules(rules: readonly ValidationRule[], self: unknown, path: 
     if (r.check === undefined) continue;
     // A rule's check is typed for its own node; the walk only calls it on a value that matched that node.
     const check = r.check as (self: unknown) => boolean;
-    if (!check(self)) out.push({ path: joinFieldPath(path, r.fieldPath), message: r.message });
+    if (check(self)) continue;
+    const describe = r.describe as ((self: unknown) => string) | undefined;
+    out.push({ path: joinFieldPath(path, r.fieldPath), message: describe ? describe(self) : r.message });
   }
   return out;
 }

@@ -39,6 +39,14 @@ export const PRINTER_COLUMNS: readonly PrinterColumn[] = [
     jsonPath: '.status.progress.percent',
     description: 'Fraction of the run done.',
   },
+  {
+    // The Running condition is always present once the operator has seen the job, and when False its
+    // reason says why no trainer runs (NoGPUWithSufficientMemory, Suspended, DataNotFound, ...).
+    name: 'Reason',
+    type: 'string',
+    jsonPath: ".status.conditions[?(@.type=='Running')].reason",
+    description: "Why the trainer is or is not running: the Running condition's reason.",
+  },
   { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp', description: 'Time since creation.' },
   {
     name: 'Epoch',

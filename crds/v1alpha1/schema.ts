@@ -18,6 +18,7 @@ import {
   number,
   object,
   string,
+  type ValidationRule,
 } from '../schema-builder.ts';
 import { PHASES } from './conditions.ts';
 
@@ -27,6 +28,30 @@ const INT32_MAX = 2 ** 31 - 1;
 const PATH_MAX = 4096;
 /** DNS-1123 subdomain (object names: PVCs). */
 const DNS1123_SUBDOMAIN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+/**
+ * Kubernetes label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue): a key is an
+ * optional DNS-subdomain prefix of at most 253 characters and '/', then a name of at most 63; a value
+ * is at most 63 characters, alphanumeric at both ends. RE2 and ECMAScript read these alike.
+ */
+export const LABEL_NAME_PATTERN = '[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?';
+export const LABEL_KEY_PATTERN = `^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?${LABEL_NAME_PATTERN}$`;
+/** The prefix of a key, when it has one, is at most 253 characters. */
+export const LABEL_PREFIX_PATTERN = '^[^/]{1,253}/';
+export const LABEL_VALUE_PATTERN = '^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$';
+const LABEL_KEY_HINT =
+  "must be a label key: an optional DNS subdomain prefix (at most 253 characters) and '/', then a name of " +
+  "at most 63 letters, digits, '-', '_' and '.' that starts and ends with a letter or digit";
+const LABEL_VALUE_HINT =
+  "must be a label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit";
+/** A regular expression as a single-quoted CEL string literal's text (backslashes escaped). */
+const celText = (re: string) => re.replace(/\\/g, '\\\\');
+/** A label key as validateJob checks it (the CEL rules say the same with matches()). */
+export function isLabelKey(k: string): boolean {
+  return (
+    new RegExp(LABEL_KEY_PATTERN).test(k) && (!k.includes('/') || new RegExp(LABEL_PREFIX_PATTERN).test(k))
+  );
+}
+
 /** Tile sizes are bounded so that the memory model's arithmetic stays far inside int32. */
 export const TILE_SIZE_MIN = 64;
 export const TILE_SIZE_MAX = 65536;
@@ -187,6 +212,82 @@ const model = object({
     immutable('spec.model', 'create a new StreamingTrainingJob to train a different model'),
   ],
 });
+
+/**
+ * The smallest tile each built-in body can stream (trainer/plan's tileConstraints: the receptive
+ * field's extent rounded up to the total stride; it does not depend on width or channels). Kept here,
+ * not imported, because crds/ imports nothing of the trainer; test/crds/minimum-tiles.test.ts checks
+ * it against the planner. Tiles below TILE_SIZE_MIN are refused by tileSize's own bounds anyway.
+ */
+export const MODEL_MINIMUM_TILES: readonly {
+  architecture: 'resnet18' | 'resnet34' | 'midl2018' | 'smallcnn';
+  bodyEnd?: (typeof RESNET_STAGES)[number];
+  minimumPx: number;
+}[] = [
+  { architecture: 'resnet18', bodyEnd: 'layer1', minimumPx: 48 },
+  { architecture: 'resnet18', bodyEnd: 'layer2', minimumPx: 112 },
+  { architecture: 'resnet18', bodyEnd: 'layer3', minimumPx: 224 },
+  { architecture: 'resnet18', bodyEnd: 'layer4', minimumPx: 448 },
+  { architecture: 'resnet34', bodyEnd: 'layer1', minimumPx: 64 },
+  { architecture: 'resnet34', bodyEnd: 'layer2', minimumPx: 192 },
+  { architecture: 'resnet34', bodyEnd: 'layer3', minimumPx: 576 },
+  { architecture: 'resnet34', bodyEnd: 'layer4', minimumPx: 960 },
+  { architecture: 'midl2018', minimumPx: 208 },
+  { architecture: 'smallcnn', minimumPx: 80 },
+];
+
+/** `architecture` or `architecture/bodyEnd`: the key of a body in minimumTileRule's CEL map. */
+function bodyKey(m: { architecture: string; bodyEnd?: string }): string {
+  if (m.architecture !== 'resnet18' && m.architecture !== 'resnet34') return m.architecture;
+  return `${m.architecture}/${m.bodyEnd ?? RESNET_DEFAULT_BODY_END}`;
+}
+
+/**
+ * A fixed spec.streaming.tileSize below the body's minimum tile is refused at admission, unless the
+ * tile covers the whole image (then the image is one tile). TensorFlow.js models are read by the
+ * trainer only, so their minimum is checked when the trainer starts.
+ */
+function minimumTileRule(): ValidationRule<{
+  model: { architecture: string; bodyEnd?: string };
+  data: { imageSize: { height: number; width: number } };
+  streaming: { tileSize: number | string };
+}> {
+  const table = new Map(MODEL_MINIMUM_TILES.map((m) => [bodyKey(m), m.minimumPx]));
+  const celMap = `{${[...table].map(([k, px]) => `'${k}': ${px}`).join(', ')}}`;
+  const key =
+    "(self.model.architecture in ['resnet18', 'resnet34'] ? self.model.architecture + '/' + " +
+    `(has(self.model.bodyEnd) ? self.model.bodyEnd : '${RESNET_DEFAULT_BODY_END}') : self.model.architecture)`;
+  const t = 'self.streaming.tileSize';
+  return {
+    rule:
+      `type(${t}) == string || !(${key} in ${celMap}) || ${t} >= ${celMap}[${key}] || ` +
+      `${t} >= self.data.imageSize.height || ${t} >= self.data.imageSize.width`,
+    message: "streaming.tileSize is below the minimum tile of the model's body; use a larger tile or 'auto'",
+    messageExpression:
+      `'streaming.tileSize ' + string(${t}) + ' is below the minimum tile of ' + ${key} + ' (' + ` +
+      `string(${celMap}[${key}]) + " px, from its receptive field and total stride); use " + ` +
+      `string(${celMap}[${key}]) + " or more, or 'auto'"`,
+    fieldPath: '.streaming.tileSize',
+    check: (s) => {
+      const minimum = table.get(bodyKey(s.model));
+      const tile = s.streaming.tileSize;
+      return (
+        typeof tile === 'string' ||
+        minimum === undefined ||
+        tile >= minimum ||
+        tile >= s.data.imageSize.height ||
+        tile >= s.data.imageSize.width
+      );
+    },
+    describe: (s) => {
+      const minimum = table.get(bodyKey(s.model));
+      return (
+        `streaming.tileSize ${s.streaming.tileSize} is below the minimum tile of ${bodyKey(s.model)} (${minimum} px, ` +
+        `from its receptive field and total stride); use ${minimum} or more, or 'auto'`
+      );
+    },
+  };
+}
 
 // ---------------------------------------------------------------- spec.data
 
@@ -533,17 +634,21 @@ const toleration = object({
   properties: {
     key: string({
       description: 'Taint key to match; empty with operator Exists matches every taint.',
-      maxLength: 316,
-      pattern:
-        '^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$',
-      patternHint:
-        "must be a label key: an optional DNS prefix and '/', then a name of letters, digits, '-', '_' and '.'",
+      maxLength: 317,
+      // Empty (operator Exists) or a label key; the prefix length is a rule below.
+      pattern: `^(${LABEL_KEY_PATTERN.slice(1, -1)})?$`,
+      patternHint: LABEL_KEY_HINT,
     }),
     operator: enumeration(['Exists', 'Equal'], {
       description: 'Equal (key and value match) or Exists (key matches, value must be empty).',
       default: 'Equal',
     }),
-    value: string({ description: 'Taint value for operator Equal.', maxLength: 63 }),
+    value: string({
+      description: 'Taint value for operator Equal.',
+      maxLength: 63,
+      pattern: LABEL_VALUE_PATTERN,
+      patternHint: LABEL_VALUE_HINT,
+    }),
     effect: enumeration(['NoSchedule', 'PreferNoSchedule', 'NoExecute'], {
       description: 'Taint effect to match; unset matches all effects.',
     }),
@@ -568,6 +673,13 @@ const toleration = object({
       fieldPath: '.key',
       reason: 'FieldValueRequired',
       check: (t) => t.operator === 'Exists' || (t.key !== undefined && t.key !== ''),
+    },
+    {
+      rule: `!has(self.key) || !self.key.contains('/') || self.key.matches('${LABEL_PREFIX_PATTERN}')`,
+      message: 'key: the prefix before / must be at most 253 characters (a label key)',
+      fieldPath: '.key',
+      check: (t) =>
+        t.key === undefined || !t.key.includes('/') || new RegExp(LABEL_PREFIX_PATTERN).test(t.key),
     },
     {
       rule: "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
@@ -601,10 +713,29 @@ const resources = object({
         'from the plan (1 GiB for the runtime, three decoded images of data.imageSize, and on a CPU job the ' +
         'planned step memory) and no limit.',
     ),
-    nodeSelector: map(string({ description: 'Label value.', maxLength: 63 }), {
-      description: 'Node labels the trainer pod requires, in addition to the chosen GPU class.',
-      maxProperties: 64,
-    }),
+    nodeSelector: map(
+      string({
+        description: 'Label value.',
+        maxLength: 63,
+        pattern: LABEL_VALUE_PATTERN,
+        patternHint: LABEL_VALUE_HINT,
+      }),
+      {
+        description:
+          'Node labels the trainer pod requires, in addition to the chosen GPU class. Keys and values follow ' +
+          "Kubernetes' label syntax.",
+        maxProperties: 64,
+        rules: [
+          {
+            rule:
+              `self.all(k, k.matches('${celText(LABEL_KEY_PATTERN)}') && ` +
+              `(!k.contains('/') || k.matches('${LABEL_PREFIX_PATTERN}')))`,
+            message: `every key ${LABEL_KEY_HINT}`,
+            check: (m) => Object.keys(m).every(isLabelKey),
+          },
+        ],
+      },
+    ),
     tolerations: array(toleration, {
       description: 'Tolerations of the trainer pod (GPU nodes are often tainted).',
       maxItems: 32,
@@ -738,6 +869,7 @@ export const specSchema = object({
       fieldPath: '.model.head.classes',
       check: (s) => s.training.loss !== 'softmax-cross-entropy' || s.model.head.classes >= 2,
     },
+    minimumTileRule(),
     {
       rule: 'has(self.checkpoint) == has(oldSelf.checkpoint)',
       message: 'spec.checkpoint cannot be added or removed after creation',

@@ -68,11 +68,11 @@ describe('the committed CRD YAML', () => {
     assert.deepEqual(version.subresources, { status: {} });
   });
 
-  it('prints Phase, Tile, GPU, Saved, Progress and Age by default, each from a field the schema has', () => {
+  it('prints Phase, Tile, GPU, Saved, Progress, Reason and Age by default, each from a field the schema has', () => {
     const cols = version.additionalPrinterColumns;
     assert.deepEqual(
       cols.filter((c) => !c.priority).map((c) => c.name),
-      ['Phase', 'Tile', 'GPU', 'Saved', 'Progress', 'Age'],
+      ['Phase', 'Tile', 'GPU', 'Saved', 'Progress', 'Reason', 'Age'],
     );
     for (const c of cols) {
       if (c.jsonPath === '.metadata.creationTimestamp') continue;

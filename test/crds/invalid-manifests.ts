@@ -454,6 +454,64 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     path: 'spec.resources.nodeSelector.pool',
   },
   {
+    name: 'node selector key that is not a label key',
+    manifest: edit(v(), { 'spec.resources.nodeSelector': { 'gpu pool': 'a' } }),
+    path: 'spec.resources.nodeSelector',
+    message: 'every key must be a label key',
+  },
+  {
+    name: 'node selector key whose name is longer than 63 characters',
+    manifest: edit(v(), { 'spec.resources.nodeSelector': { [`example.com/${'n'.repeat(64)}`]: 'a' } }),
+    path: 'spec.resources.nodeSelector',
+    message: 'every key must be a label key',
+  },
+  {
+    name: 'node selector key whose prefix is longer than 253 characters',
+    manifest: edit(v(), { 'spec.resources.nodeSelector': { [`${'p'.repeat(254)}/pool`]: 'a' } }),
+    path: 'spec.resources.nodeSelector',
+    message: 'every key must be a label key',
+  },
+  {
+    name: 'node selector value that is not a label value',
+    manifest: edit(v(), { 'spec.resources.nodeSelector': { pool: 'a/b' } }),
+    path: 'spec.resources.nodeSelector.pool',
+  },
+  {
+    name: 'toleration key that is not a label key',
+    manifest: toleration({ key: 'gpu node', operator: 'Exists' }),
+    path: 'spec.resources.tolerations[0].key',
+  },
+  {
+    name: 'toleration key whose prefix is longer than 253 characters',
+    manifest: toleration({ key: `${'p'.repeat(254)}/gpu`, operator: 'Exists' }),
+    path: 'spec.resources.tolerations[0].key',
+    message: 'the prefix before / must be at most 253 characters',
+  },
+  {
+    name: 'toleration value that is not a label value',
+    manifest: toleration({ key: 'gpu', value: 'a b' }),
+    path: 'spec.resources.tolerations[0].value',
+  },
+  {
+    name: 'fixed tileSize below the minimum tile of resnet18 (default body end layer3)',
+    manifest: edit(v(), {
+      'spec.model': { architecture: 'resnet18', head: { classes: 1 } },
+      'spec.streaming': { tileSize: 128, minTileSize: 64 },
+    }),
+    path: 'spec.streaming.tileSize',
+    message: 'below the minimum tile of resnet18/layer3 (224 px',
+  },
+  {
+    name: 'fixed tileSize below the minimum tile of resnet34 to layer4',
+    manifest: edit(v(), {
+      'spec.model': { architecture: 'resnet34', bodyEnd: 'layer4', head: { classes: 1 } },
+      'spec.data.imageSize': { height: 2048, width: 2048 },
+      'spec.streaming': { tileSize: 576, minTileSize: 64 },
+    }),
+    path: 'spec.streaming.tileSize',
+    message: 'below the minimum tile of resnet34/layer4 (960 px',
+  },
+  {
     name: 'tolerations as an object',
     manifest: edit(v(), { 'spec.resources.tolerations': { key: 'gpu' } }),
     path: 'spec.resources.tolerations',
@@ -597,6 +655,27 @@ export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = 
       'spec.training.schedule': { type: 'cosine', warmupEpochs: 2 },
       'spec.training.backend': 'wasm',
       'spec.streaming.saliency': true,
+    }),
+  },
+  {
+    name: 'prefixed node selector keys and an empty label value',
+    manifest: edit(v(), {
+      'spec.resources.nodeSelector': { 'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-40GB', pool: '' },
+    }),
+  },
+  {
+    name: 'a tile below the body minimum that covers the whole image',
+    manifest: edit(v(), {
+      'spec.model': { architecture: 'midl2018', head: { classes: 1 } },
+      'spec.data.imageSize': { height: 128, width: 128 },
+      'spec.streaming': { tileSize: 128, minTileSize: 64 },
+    }),
+  },
+  {
+    name: 'resnet18 to layer2 with a tile its default body end could not use',
+    manifest: edit(v(), {
+      'spec.model': { architecture: 'resnet18', bodyEnd: 'layer2', head: { classes: 1 } },
+      'spec.streaming': { tileSize: 128, minTileSize: 64 },
     }),
   },
 ];

@@ -39,6 +39,15 @@ export function* valueNodes(schema: JSONSchemaProps, value: unknown, path = ''):
 /** The node a relative JSONPath such as `.model.head.classes` names under `node`, if any. */
 export function resolveFieldPath(node: JSONSchemaProps, fieldPath: string): JSONSchemaProps | undefined {
   let cur: JSONSchemaProps | undefined = node;
-  for (const part of fieldPath.replace(/^\./, '').split('.')) cur = cur?.properties?.[part];
+  // A filter on a list (`conditions[?(@.type=='Running')]`) selects items: descend into `items`.
+  const parts = fieldPath
+    .replace(/\[\?\(.*?\)\]/g, '[]')
+    .replace(/^\./, '')
+    .split('.');
+  for (const part of parts) {
+    const list = part.endsWith('[]');
+    cur = cur?.properties?.[list ? part.slice(0, -2) : part];
+    if (list) cur = cur?.items;
+  }
   return cur;
 }
