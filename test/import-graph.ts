@@ -43,7 +43,7 @@ export function parseImports(root: string, file: string, text: string): ImportEd
       node.moduleSpecifier !== undefined &&
       ts.isStringLiteral(node.moduleSpecifier)
     ) {
-      add(node, node.moduleSpecifier.text, exportIsTypeOnly(node) ? 'type' : 'static');
+      add(node, node.moduleSpecifier.text, node.isTypeOnly ? 'type' : 'static');
     } else if (
       ts.isCallExpression(node) &&
       node.expression.kind === ts.SyntaxKind.ImportKeyword &&
@@ -67,10 +67,6 @@ function importIsTypeOnly(node: ts.ImportDeclaration): boolean {
   // Only `import type …` is erased. `import { type A } from 'x'` still loads x: under
   // verbatimModuleSyntax it leaves `import {} from 'x'` behind, as Node's type stripping does.
   return node.importClause?.isTypeOnly === true;
-}
-
-function exportIsTypeOnly(node: ts.ExportDeclaration): boolean {
-  return node.isTypeOnly;
 }
 
 function locate(root: string, file: string, specifier: string): { target?: string; external?: string } {

@@ -1,6 +1,6 @@
-// `tilestream bench memory`: for the built-in networks at a range of image sizes, the predicted
-// peak memory of conventional and streamed training next to the measured one wherever the run
-// fits this machine (the wasm heap's 4 GiB, the time limit). Each measurement runs in a child
+// The measurements of `tilestream bench memory` (the command is cli.ts): for the built-in networks
+// at a range of image sizes, the predicted peak memory of conventional and streamed training next
+// to the measured one wherever the run fits this machine (the wasm heap's 4 GiB, the time limit). Each measurement runs in a child
 // process (child.ts), so the wasm heap it reports is that step's own high-water mark.
 
 import { spawn } from 'node:child_process';
