@@ -117,8 +117,8 @@ describe('initBackend', () => {
     assert.equal(info.name, 'tensorflow');
     assert.match(info.reason, /@tensorflow\/tfjs-node loaded/);
     assert.equal(tf.getBackend(), 'tensorflow');
-    // The four convolution gradients that tfjs-node gets wrong (kernels/tensorflow-explicit-padding.ts)
-    // and the two-op ReLU gradient mask (kernels/step-tensorflow.ts).
+    // The four convolution gradients that tfjs-node gets wrong and the two-op ReLU gradient mask
+    // (trainer/kernels/tensorflow-explicit-padding.ts).
     assert.deepEqual(info.projectKernels, [
       'Conv2DBackpropFilter',
       'Conv2DBackpropInput',

@@ -139,7 +139,7 @@ const namedConvCases: Array<[string, Partial<ConvCase>]> = [
   ['kernel 1x1 stride 2 (stride > kernel)', { kh: 1, kw: 1, stride: [2, 2], pad: [0, 0, 0, 0] }],
   // TensorFlow's oneDNN filter gradient corrupted the heap on this shape (a 1x1 stride-2 filter,
   // under 16 input channels, rows and columns past the last window); see
-  // backend/kernels/tensorflow-explicit-padding.ts.
+  // trainer/kernels/tensorflow-explicit-padding.ts.
   [
     'kernel 1x1 stride 2, last row and column unread',
     { kh: 1, kw: 1, stride: [2, 2], pad: [0, 0, 0, 0], h: 10, w: 8 },

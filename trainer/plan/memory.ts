@@ -9,6 +9,7 @@
 import { axisProfile, axisSizes, GeometryError, type TileGrid, tileGrid } from '../streaming/geometry.ts';
 import { type Body, inferChannels, parameterShapes } from '../streaming/graph.ts';
 import { type Network, networkParameterShapes } from '../streaming/network-shape.ts';
+import { type BackendName, createEngine } from './sim-backends.ts';
 import { headForward, loss, runBody } from './sim-body.ts';
 import {
   BODY_CONTEXT,
@@ -21,12 +22,12 @@ import {
   TERMS,
   type Term,
 } from './sim-engine.ts';
-import { add, type BackendName, concat, createEngine, pad4, slice, zerosLike } from './sim-ops.ts';
+import { add, concat, pad4, slice, zerosLike } from './sim-ops.ts';
 
+export type { BackendName } from './sim-backends.ts';
+export { BACKEND_NAMES } from './sim-backends.ts';
 export type { Breakdown, Term } from './sim-engine.ts';
 export { TERMS } from './sim-engine.ts';
-export type { BackendName } from './sim-ops.ts';
-export { BACKEND_NAMES } from './sim-ops.ts';
 export { networkParameterShapes };
 
 /** The network as the planner sees it: structurally the same as streaming/network.ts Network. */

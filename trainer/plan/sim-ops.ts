@@ -1,24 +1,22 @@
 // Symbolic versions of the tfjs-core 4.22 ops and gradient configs that a tilestream training
-// step runs, and the backends' kernel behaviour that changes memory: which kernels alias their
-// input's buffer, and which kernels the project composes from other ops (trainer/backend/kernels).
-// Each function mirrors the tfjs source it names, op for op, so that the simulated allocations
-// match the real ones; test/plan/calibration.test.ts checks the sum against tf.profile.
+// step runs (the backends' kernels are in sim-backends.ts). Each function mirrors the tfjs source
+// it names, op for op, so that the simulated allocations match the real ones;
+// test/plan/calibration.test.ts checks the sum against tf.profile.
 
+import type { Pad4 } from '../kernels/ops.ts';
 import {
   type Attrs,
-  type BackendModel,
-  type CompositeKernel,
   type GradConfig,
   type SimDtype,
-  SimEngine,
+  type SimEngine,
   type SimTensor,
   sizeOf,
 } from './sim-engine.ts';
 
+export type { Pad4 };
+
 type T = SimTensor;
 type Shape = readonly number[];
-/** Explicit padding of a 4-D NHWC op: [top, bottom, left, right]. */
-export type Pad4 = readonly [number, number, number, number];
 
 // ---------------------------------------------------------------- shapes
 
@@ -44,7 +42,7 @@ function reductionAxes(inShape: Shape, outShape: Shape): number[] {
   return axes;
 }
 
-function reduceShape(shape: Shape, axes: readonly number[], keepDims = false): number[] {
+export function reduceShape(shape: Shape, axes: readonly number[], keepDims = false): number[] {
   return keepDims
     ? shape.map((d, i) => (axes.includes(i) ? 1 : d))
     : shape.filter((_, i) => !axes.includes(i));
@@ -80,7 +78,8 @@ const sub = (sim: SimEngine, a: T | number, b: T): T =>
     : binary(sim, 'Sub', a, b);
 const div = (sim: SimEngine, a: T, b: number): T => binary(sim, 'RealDiv', a, b);
 export const minimum = (sim: SimEngine, a: T, b: number): T => binary(sim, 'Minimum', a, b);
-const compare = (sim: SimEngine, name: string, a: T, b: T | number): T => binary(sim, name, a, b, 'bool');
+export const compare = (sim: SimEngine, name: string, a: T, b: T | number): T =>
+  binary(sim, name, a, b, 'bool');
 
 export const unary = (sim: SimEngine, name: string, x: T, attrs: Attrs = {}): T =>
   sim.kernel(name, { x }, x.shape, attrs);
@@ -92,7 +91,7 @@ export const clone = (sim: SimEngine, x: T): T => sim.clone(x);
 const step = (sim: SimEngine, x: T): T => unary(sim, 'Step', x);
 export const zerosLike = (sim: SimEngine, x: T): T => unary(sim, 'ZerosLike', x);
 /** tf.ones: makeTensor, no kernel. */
-const ones = (sim: SimEngine, shape: Shape): T => sim.make(shape);
+export const ones = (sim: SimEngine, shape: Shape): T => sim.make(shape);
 
 export function pad(sim: SimEngine, x: T, paddings: readonly (readonly [number, number])[]): T {
   const shape = x.shape.map((d, i) => d + (paddings[i]?.[0] ?? 0) + (paddings[i]?.[1] ?? 0));
@@ -153,7 +152,7 @@ export function matMul(sim: SimEngine, a: T, b: T, tA = false, tB = false): T {
 }
 
 /** tf.where with equal shapes: broadcastTo clones each argument inside the op's scope. */
-function where(sim: SimEngine, cond: T, a: T, b: T): T {
+export function where(sim: SimEngine, cond: T, a: T, b: T): T {
   return sim.tidy(() => {
     const c = sim.clone(cond);
     const ta = sim.clone(a);
@@ -494,67 +493,8 @@ export const GRADIENTS: ReadonlyMap<string, GradConfig> = new Map<string, GradCo
   ],
 ]);
 
-// ---------------------------------------------------------------- backends
-
-/** trainer/backend/kernels/conv2d-backprop-input-conv.ts spreadWithZeros. */
-function spreadWithZeros(sim: SimEngine, t: T, sH: number, sW: number): T {
-  if (sH === 1 && sW === 1) return t;
-  const [b, h, w, ch] = t.shape as [number, number, number, number];
-  const t6 = reshape(sim, t, [b, h, 1, w, 1, ch]);
-  const padded = pad(sim, t6, [
-    [0, 0],
-    [0, 0],
-    [0, sH - 1],
-    [0, 0],
-    [0, sW - 1],
-    [0, 0],
-  ]);
-  return reshape(sim, padded, [b, h * sH, w * sW, ch]);
-}
-
-/** conv-geometry.ts padOrCrop: a slice for negative amounts, then a pad for positive ones. */
-function padOrCrop(sim: SimEngine, x: T, amounts: Pad4): T {
-  let t = x;
-  if (amounts.some((v) => v < 0)) {
-    const [n, h, w, c] = t.shape as [number, number, number, number];
-    const [top, bottom, left, right] = amounts.map((v) => Math.max(0, -v)) as [
-      number,
-      number,
-      number,
-      number,
-    ];
-    t = slice(sim, t, [0, top, left, 0], [n, h - top - bottom, w - left - right, c]);
-  }
-  if (amounts.some((v) => v > 0)) t = pad4(sim, t, amounts.map((v) => Math.max(0, v)) as unknown as Pad4);
-  return t;
-}
-
-/** conv-geometry.ts conv2dSignedPad: crop with a slice, pad inside the convolution; zeros when nothing real is left. */
-function conv2dSignedPad(
-  sim: SimEngine,
-  x: T,
-  filter: T,
-  amounts: Pad4,
-  dilations: readonly [number, number],
-): T {
-  const crop = amounts.map((v) => Math.min(0, v)) as unknown as Pad4;
-  const [n, h, w] = x.shape as [number, number, number];
-  const [kh, kw, , co] = filter.shape as [number, number, number, number];
-  if (h + crop[0] + crop[1] <= 0 || w + crop[2] + crop[3] <= 0) {
-    const outH = h + amounts[0] + amounts[1] - ((kh - 1) * dilations[0] + 1) + 1;
-    const outW = w + amounts[2] + amounts[3] - ((kw - 1) * dilations[1] + 1) + 1;
-    return sim.make([n, Math.max(0, outH), Math.max(0, outW), co]);
-  }
-  const xc = crop.some((v) => v < 0) ? padOrCrop(sim, x, crop) : x;
-  return conv2d(sim, xc, filter, {
-    strides: [1, 1],
-    pad: amounts.map((v) => Math.max(0, v)) as unknown as Pad4,
-    dilations,
-  });
-}
-
 /** tf.stack: a Pack kernel (one input: an expandDims, which shares the buffer). */
-function stack(sim: SimEngine, xs: readonly T[], axis: number): T {
+export function stack(sim: SimEngine, xs: readonly T[], axis: number): T {
   const shape = [...(xs[0] as T).shape];
   shape.splice(axis, 0, xs.length);
   const inputs: Record<string, T> = {};
@@ -564,288 +504,18 @@ function stack(sim: SimEngine, xs: readonly T[], axis: number): T {
   return sim.kernel('Pack', inputs, shape, { axis });
 }
 
-/** conv-geometry.ts rotatedFilter: the filter turned by 180° in JS, made with tf.tensor (no kernel). */
-const rotatedFilter = (sim: SimEngine, shape: Shape): T => sim.make(shape);
-
-interface BackpropAttrs extends ConvAttrs {
-  readonly inputShape: Shape;
-  readonly filterShape: Shape;
-}
-
-/** The padding tfjs's computeConv2DInfo derives for explicit padding: as given. */
-const convPad = (a: Attrs): Pad4 => (a as unknown as ConvAttrs).pad;
-
-const wasmConv2dBackpropFilter: CompositeKernel = (sim, inputs, attrs) => {
-  const x = inputs.x as T;
-  const dy = inputs.dy as T;
-  const a = attrs as unknown as BackpropAttrs;
-  const [KH, KW] = a.filterShape as [number, number];
-  const [sH, sW] = a.strides;
-  const [, H, W] = x.shape as [number, number, number];
-  const [, Ho, Wo] = dy.shape as [number, number, number];
-  const [top, , left] = convPad(attrs);
-  return sim.tidy(() => {
-    const usedH = (Ho - 1) * sH + KH;
-    const usedW = (Wo - 1) * sW + KW;
-    const xT = transpose(sim, x, [3, 1, 2, 0]);
-    const dyT = transpose(sim, dy, [1, 2, 0, 3]);
-    const r = conv2dSignedPad(sim, xT, dyT, [top, usedH - H - top, left, usedW - W - left], [sH, sW]);
-    return transpose(sim, r, [1, 2, 0, 3]);
-  });
-};
-
-/** conv2d-backprop-input-conv.ts useSubPixel: strided, except small 1×1 filters. */
-function useSubPixel(filterShape: Shape, strides: readonly [number, number]): boolean {
-  const [kh, kw, ci, co] = filterShape as [number, number, number, number];
-  if (strides[0] === 1 && strides[1] === 1) return false;
-  return !(kh === 1 && kw === 1 && ci * co < 64 * 64);
-}
-
-/** conv2d-backprop-input-conv.ts phaseAxis: the taps and dy padding of one output phase. */
-function phaseAxis(phase: number, k: number, s: number, pad: number, outLen: number, dyLen: number) {
-  const first = (phase + pad) % s;
-  const taps = first < k ? Math.ceil((k - first) / s) : 0;
-  const before = taps - 1 - Math.floor((phase + pad) / s);
-  return { taps, before, after: outLen + taps - 1 - before - dyLen };
-}
-
-const wasmConv2dBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
-  const dy = inputs.dy as T;
-  const filter = inputs.filter as T;
-  const a = attrs as unknown as BackpropAttrs;
-  const [KH, KW, ci, co] = filter.shape as [number, number, number, number];
-  const [sH, sW] = a.strides;
-  const [B, inH, inW] = a.inputShape as [number, number, number];
-  const [top, , left] = convPad(attrs);
-  if (useSubPixel(filter.shape, a.strides)) {
-    // conv2dBackpropInputSubPixel: one stride-1 correlation per output phase, interleaved by stacks.
-    const [, Ho, Wo] = dy.shape as [number, number, number];
-    const qh = Math.ceil(inH / sH);
-    const qw = Math.ceil(inW / sW);
-    return sim.tidy(() => {
-      const rows: T[] = [];
-      for (let fh = 0; fh < sH; fh++) {
-        const ph = phaseAxis(fh, KH, sH, top, qh, Ho);
-        const cols: T[] = [];
-        for (let fw = 0; fw < sW; fw++) {
-          const pw = phaseAxis(fw, KW, sW, left, qw, Wo);
-          if (ph.taps === 0 || pw.taps === 0) {
-            cols.push(sim.make([B, qh, qw, ci]));
-            continue;
-          }
-          const sub = sim.make([ph.taps, pw.taps, co, ci]);
-          cols.push(conv2dSignedPad(sim, dy, sub, [ph.before, ph.after, pw.before, pw.after], [1, 1]));
-        }
-        rows.push(reshape(sim, stack(sim, cols, 3), [B, qh, qw * sW, ci]));
-      }
-      const full = reshape(sim, stack(sim, rows, 2), [B, qh * sH, qw * sW, ci]);
-      if (qh * sH === inH && qw * sW === inW) return full;
-      return slice(sim, full, [0, 0, 0, 0], [B, inH, inW, ci]);
-    });
-  }
-  return sim.tidy(() => {
-    const spread = spreadWithZeros(sim, dy, sH, sW);
-    const amounts: Pad4 = [
-      KH - 1 - top,
-      inH + top - (spread.shape[1] as number),
-      KW - 1 - left,
-      inW + left - (spread.shape[2] as number),
-    ];
-    return conv2dSignedPad(sim, spread, rotatedFilter(sim, [KH, KW, co, ci]), amounts, [1, 1]);
-  });
-};
-
-const wasmDepthwiseBackpropInput: CompositeKernel = (sim, inputs, attrs) => {
-  const dy = inputs.dy as T;
-  const filter = inputs.filter as T;
-  const a = attrs as unknown as BackpropAttrs;
-  const [KH, KW, C, M] = filter.shape as [number, number, number, number];
-  const [sH, sW] = a.strides;
-  const [, inH, inW] = a.inputShape as [number, number, number];
-  const [top, , left] = convPad(attrs);
-  return sim.tidy(() => {
-    const spread = spreadWithZeros(sim, dy, sH, sW);
-    const [b, h, w] = spread.shape as [number, number, number];
-    const amounts: Pad4 = [KH - 1 - top, inH + top - h, KW - 1 - left, inW + left - w];
-    if (
-      h + Math.min(0, amounts[0]) + Math.min(0, amounts[1]) <= 0 ||
-      w + Math.min(0, amounts[2]) + Math.min(0, amounts[3]) <= 0
-    ) {
-      return sim.make([b, inH, inW, C]);
-    }
-    const padded = padOrCrop(sim, spread, amounts);
-    const rotated = reshape(sim, rotatedFilter(sim, filter.shape), [KH, KW, C * M, 1]);
-    const r = depthwiseConv2d(sim, padded, rotated, {
-      strides: [1, 1],
-      pad: [0, 0, 0, 0],
-      dilations: [1, 1],
-    });
-    if (M === 1) return r;
-    return sum(sim, reshape(sim, r, [b, inH, inW, C, M]), [4]);
-  });
-};
-
-/**
- * Step (the Relu and Relu6 gradients' mask) on tensorflow: the project's kernel
- * (kernels/step-tensorflow.ts) runs Relu then Sign on the backend directly (no kernel of the engine,
- * so no profile sample), disposing the Relu: two tensors of x's size at its peak. Other alphas go to
- * tfjs-node's composition — isNaN(x), greater(x, 0), ones and a fill of x's shape, a where of them,
- * then Select(nans, x, mask) — about 4.5 tensors of x's size at its end.
- */
-const tensorflowStep: CompositeKernel = (sim, inputs, attrs) => {
-  const x = inputs.x as T;
-  return sim.tidy(() => {
-    if ((attrs.alpha ?? 0) === 0) {
-      sim.make(x.shape); // the Relu, disposed by the kernel
-      return sim.make(x.shape);
-    }
-    sim.kernel('IsNan', { x }, x.shape, {}, 'bool');
-    const positive = compare(sim, 'Greater', x, sim.make([]));
-    where(sim, positive, ones(sim, x.shape), sim.kernel('Fill', {}, x.shape));
-    return sim.make(x.shape);
-  });
-};
-
-/** tfjs-node's Mean casts its input to float32 first (a copy on this backend), then runs TF's Mean directly. */
-const tensorflowMean: CompositeKernel = (sim, inputs, attrs) => {
-  const x = inputs.x as T;
-  const asFloat = cast(sim, x, 'float32');
-  const out = sim.make(reduceShape(x.shape, attrs.axes as number[]));
-  sim.dispose(asFloat);
-  return out;
-};
-
-/** tensorflow-explicit-padding.ts windowedPadding: the padding, less the rows and columns past the last window. */
-function windowedPadding(
-  inShape: Shape,
-  pad: Pad4,
-  out: readonly [number, number],
-  strides: readonly [number, number],
-  filterShape: Shape,
-): Pad4 {
-  const excessRows =
-    (inShape[1] as number) + pad[0] + pad[1] - ((out[0] - 1) * strides[0] + (filterShape[0] as number));
-  const excessCols =
-    (inShape[2] as number) + pad[2] + pad[3] - ((out[1] - 1) * strides[1] + (filterShape[1] as number));
-  return [pad[0], pad[1] - excessRows, pad[2], pad[3] - excessCols];
-}
-
-/**
- * tensorflow-explicit-padding.ts geometry (streamed convolutions never send dilation): a depthwise
- * gradient with unequal strides runs at stride 1 on dy spread with zeros; `made` is freed after the op.
- */
-function tensorflowGeometry(
+/** tf.stridedSlice with no masks: a StridedSlice kernel. */
+export function stridedSlice(
   sim: SimEngine,
-  inShape: Shape,
-  filterShape: Shape,
-  a: BackpropAttrs,
-  depthwise: boolean,
-  dy: T,
-): { strides: readonly [number, number]; out: [number, number]; dy: T; made?: T } {
-  const [sH, sW] = a.strides;
-  if (!depthwise || sH === sW)
-    return { strides: a.strides, out: [dy.shape[1] as number, dy.shape[2] as number], dy };
-  const [top, bottom, left, right] = a.pad;
-  const out: [number, number] = [
-    (inShape[1] as number) + top + bottom - (filterShape[0] as number) + 1,
-    (inShape[2] as number) + left + right - (filterShape[1] as number) + 1,
-  ];
-  const spread = sim.tidy(() =>
-    slice(
-      sim,
-      spreadWithZeros(sim, dy, sH, sW),
-      [0, 0, 0, 0],
-      [dy.shape[0] as number, out[0], out[1], dy.shape[3] as number],
-    ),
-  );
-  return { strides: [1, 1], out, dy: spread, made: spread };
-}
-
-/**
- * The project's tensorflow input gradients (tensorflow-explicit-padding.ts inputKernel): TensorFlow's
- * VALID op (run on the backend directly) for the input padded or cropped to what the windows read,
- * then that gradient cropped or padded back to the input's extent.
- */
-const tensorflowBackpropInput =
-  (depthwise: boolean): CompositeKernel =>
-  (sim, inputs, attrs) => {
-    const filter = inputs.filter as T;
-    const a = attrs as unknown as BackpropAttrs;
-    const [n, h, w, c] = a.inputShape as [number, number, number, number];
-    const g = tensorflowGeometry(sim, a.inputShape, filter.shape, a, depthwise, inputs.dy as T);
-    const [t, b, l, r] = windowedPadding(a.inputShape, a.pad, g.out, g.strides, filter.shape);
-    const dxValid = sim.make([n, h + t + b, w + l + r, c]);
-    let dx = dxValid;
-    if (t !== 0 || b !== 0 || l !== 0 || r !== 0) {
-      dx = sim.tidy(() => padOrCrop(sim, dxValid, [-t, -b, -l, -r]));
-      sim.dispose(dxValid);
-    }
-    sim.dispose(g.made);
-    return dx;
-  };
-
-/**
- * The project's tensorflow filter gradients (tensorflow-explicit-padding.ts filterKernel): x padded
- * or cropped to what the windows read (a copy), then TensorFlow's VALID op on the backend directly.
- */
-const tensorflowBackpropFilter =
-  (depthwise: boolean): CompositeKernel =>
-  (sim, inputs, attrs) => {
-    const x = inputs.x as T;
-    const a = attrs as unknown as BackpropAttrs;
-    const g = tensorflowGeometry(sim, x.shape, a.filterShape, a, depthwise, inputs.dy as T);
-    const amounts = windowedPadding(x.shape, a.pad, g.out, g.strides, a.filterShape);
-    const xv = sim.tidy(() => padOrCrop(sim, x, amounts));
-    const dw = sim.make(a.filterShape);
-    sim.dispose(g.made);
-    if (xv !== x) sim.dispose(xv);
-    return dw;
-  };
-
-export type BackendName = 'cpu' | 'wasm' | 'tensorflow';
-export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'wasm', 'tensorflow'];
-
-/**
- * cpu: Identity, Reshape and lossless Casts hand out the input's buffer (tfjs-backend-cpu
- * identity). wasm: Reshape, and Identity through the project's kernel (identity-wasm.ts; the
- * stock one copies); Cast copies on the heap. A one-input Pack (stack) is an expandDims, a view.
- * tensorflow (tfjs-node and tfjs-node-gpu, the same JavaScript): Identity shares the data id
- * (nodejs Identity kernel); Reshape and a Cast to the same type are new data ids that TensorFlow
- * backs with the input's buffer (forwarding); every other kernel is one TensorFlow op, except
- * Mean, which tfjs-node composes in JavaScript, Step (the project's two-op kernel,
- * step-tensorflow.ts) and the project's convolution gradients (tensorflow-explicit-padding.ts), which pad or crop x, or the input gradient, to
- * what the windows read around TensorFlow's VALID op. When trainer/backend/kernels
- * changes what aliases or what is composed, change it here: test/plan/calibration.test.ts
- * compares the handle and buffer peaks (and on tensorflow, TensorFlow's own allocations) with
- * measurements.
- */
-export const BACKENDS: Readonly<Record<BackendName, BackendModel>> = {
-  cpu: { name: 'cpu', aliasing: new Set(['Identity', 'Reshape', 'Cast', 'Pack']), composites: {} },
-  wasm: {
-    name: 'wasm',
-    aliasing: new Set(['Identity', 'Reshape', 'Pack']),
-    composites: {
-      Conv2DBackpropFilter: wasmConv2dBackpropFilter,
-      Conv2DBackpropInput: wasmConv2dBackpropInput,
-      DepthwiseConv2dNativeBackpropInput: wasmDepthwiseBackpropInput,
-    },
-  },
-  tensorflow: {
-    name: 'tensorflow',
-    aliasing: new Set(['Identity']),
-    forwarding: new Set(['Reshape', 'Cast']),
-    composites: {
-      Step: tensorflowStep,
-      Mean: tensorflowMean,
-      Conv2DBackpropInput: tensorflowBackpropInput(false),
-      Conv2DBackpropFilter: tensorflowBackpropFilter(false),
-      DepthwiseConv2dNativeBackpropInput: tensorflowBackpropInput(true),
-      DepthwiseConv2dNativeBackpropFilter: tensorflowBackpropFilter(true),
-    },
-  },
-};
-
-/** A simulated engine for `backend`; `countDataIds`: buffers are the engine's data ids, not memory. */
-export function createEngine(backend: BackendName, floatBytes = 4, countDataIds = false): SimEngine {
-  return new SimEngine(BACKENDS[backend], floatBytes, GRADIENTS, countDataIds);
+  x: T,
+  begin: readonly number[],
+  end: readonly number[],
+  strides: readonly number[],
+): T {
+  const shape = x.shape.map((d, i) => {
+    const b = begin[i] ?? 0;
+    const e = Math.min(d, end[i] ?? d);
+    return Math.max(0, Math.ceil((e - b) / (strides[i] ?? 1)));
+  });
+  return sim.kernel('StridedSlice', { x }, shape, { begin, end, strides });
 }

@@ -2,59 +2,57 @@
 // registration. Each entry says why it exists; the measurements are in the module of the kernel
 // and in test/backend.
 import * as tf from '@tensorflow/tfjs-core';
-import { conv2dBackpropFilterConvKernel } from './conv2d-backprop-filter-conv.ts';
+import { COMPOSED_KERNELS, type ComposedBackend, type ComposedKernel } from '../../kernels/composed.ts';
 import { conv2dBackpropFilterLoopKernel } from './conv2d-backprop-filter-loop.ts';
-import { conv2dBackpropInputConvKernel } from './conv2d-backprop-input-conv.ts';
-import { depthwiseBackpropInputConvKernel } from './depthwise-backprop-input-conv.ts';
 import {
   depthwiseBackpropFilterLoopKernel,
   depthwiseBackpropInputLoopKernel,
 } from './depthwise-backprop-loop.ts';
+import { engineKernel } from './engine-kernel.ts';
 import { identityWasmKernel } from './identity-wasm.ts';
 import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 import { sliceWasmKernel } from './slice-wasm.ts';
-import { stepTensorflowKernel } from './step-tensorflow.ts';
 import { rememberStockKernel, stockKernel } from './stock-kernels.ts';
 import { sumLeadingAxesKernel } from './sum-leading-axes.ts';
-import {
-  conv2dBackpropFilterTensorflowKernel,
-  conv2dBackpropInputTensorflowKernel,
-  depthwiseBackpropFilterTensorflowKernel,
-  depthwiseBackpropInputTensorflowKernel,
-} from './tensorflow-explicit-padding.ts';
 
 export interface ProjectKernel {
   readonly kernelName: string;
   readonly backendName: 'cpu' | 'wasm' | 'tensorflow';
   readonly kernelFunc: tf.KernelFunc;
+  /** The composed source this kernel runs (the planner runs the same one); absent for loops. */
+  readonly composed?: ComposedKernel;
   readonly why: string;
 }
 
+/** A kernel of trainer/kernels/composed.ts, run on tfjs tensors. */
+function composed(backendName: ComposedBackend, kernelName: string, why: string): ProjectKernel {
+  const k = COMPOSED_KERNELS[backendName][kernelName];
+  if (k === undefined) throw new Error(`internal: no composed ${backendName} kernel ${kernelName}`);
+  return { kernelName, backendName, kernelFunc: engineKernel(k, kernelName, backendName), composed: k, why };
+}
+
 export const PROJECT_KERNELS: readonly ProjectKernel[] = [
-  {
-    kernelName: tf.Conv2DBackpropFilter,
-    backendName: 'wasm',
-    kernelFunc: conv2dBackpropFilterConvKernel,
-    why: 'missing on wasm; one XNNPACK conv with batch and channels swapped',
-  },
-  {
-    kernelName: tf.Conv2DBackpropInput,
-    backendName: 'wasm',
-    kernelFunc: conv2dBackpropInputConvKernel,
-    why: 'stock wasm kernel is a naive loop; XNNPACK convs (sub-pixel phases when strided) are 2-15x faster',
-  },
+  composed(
+    'wasm',
+    tf.Conv2DBackpropFilter,
+    'missing on wasm; one XNNPACK conv with batch and channels swapped (over 16x16 output blocks when both channel counts are >= 32)',
+  ),
+  composed(
+    'wasm',
+    tf.Conv2DBackpropInput,
+    'stock wasm kernel is a naive loop; XNNPACK convs (sub-pixel phases when strided) are 2-15x faster',
+  ),
   {
     kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
     backendName: 'wasm',
     kernelFunc: depthwiseBackpropFilterLoopKernel,
     why: 'missing on wasm; typed-array loop (a composed dilated depthwise conv was slower and float32-inexact)',
   },
-  {
-    kernelName: tf.DepthwiseConv2dNativeBackpropInput,
-    backendName: 'wasm',
-    kernelFunc: depthwiseBackpropInputConvKernel,
-    why: 'missing on wasm; one XNNPACK depthwise conv of the zero-spread dy',
-  },
+  composed(
+    'wasm',
+    tf.DepthwiseConv2dNativeBackpropInput,
+    'missing on wasm; one XNNPACK depthwise conv of the zero-spread dy',
+  ),
   {
     kernelName: tf.MaxPoolGrad,
     backendName: 'wasm',
@@ -109,36 +107,31 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     kernelFunc: sumLeadingAxesKernel('cpu'),
     why: 'stock kernel transposes before a sum over N,H,W (bias gradients): one pass without it',
   },
-  {
-    kernelName: tf.Conv2DBackpropFilter,
-    backendName: 'tensorflow',
-    kernelFunc: conv2dBackpropFilterTensorflowKernel,
-    why: "tfjs-node's kernel refuses explicit padding; and TensorFlow's oneDNN kernel corrupts the heap for a 1x1 stride-2 filter over an input with unread trailing cells, which this one trims",
-  },
-  {
-    kernelName: tf.Conv2DBackpropInput,
-    backendName: 'tensorflow',
-    kernelFunc: conv2dBackpropInputTensorflowKernel,
-    why: "tfjs-node's kernel refuses explicit padding, which every streamed convolution uses",
-  },
-  {
-    kernelName: tf.DepthwiseConv2dNativeBackpropFilter,
-    backendName: 'tensorflow',
-    kernelFunc: depthwiseBackpropFilterTensorflowKernel,
-    why: "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
-  },
-  {
-    kernelName: tf.DepthwiseConv2dNativeBackpropInput,
-    backendName: 'tensorflow',
-    kernelFunc: depthwiseBackpropInputTensorflowKernel,
-    why: "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
-  },
-  {
-    kernelName: tf.Step,
-    backendName: 'tensorflow',
-    kernelFunc: stepTensorflowKernel,
-    why: "tfjs-node composes the ReLU gradient's mask from six ops (~4.5 activations held); Sign(Relu(x)) holds two",
-  },
+  composed(
+    'tensorflow',
+    tf.Conv2DBackpropFilter,
+    "tfjs-node's kernel refuses explicit padding; and TensorFlow's oneDNN kernel corrupts the heap for a 1x1 stride-2 filter over an input with unread trailing cells, which this one trims",
+  ),
+  composed(
+    'tensorflow',
+    tf.Conv2DBackpropInput,
+    "tfjs-node's kernel refuses explicit padding, which every streamed convolution uses",
+  ),
+  composed(
+    'tensorflow',
+    tf.DepthwiseConv2dNativeBackpropFilter,
+    "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
+  ),
+  composed(
+    'tensorflow',
+    tf.DepthwiseConv2dNativeBackpropInput,
+    "tfjs-node's kernel sends padding EXPLICIT to TensorFlow without the paddings",
+  ),
+  composed(
+    'tensorflow',
+    tf.Step,
+    "tfjs-node composes the ReLU gradient's mask from six ops (~4.5 activations held); Sign(Relu(x)) holds two",
+  ),
 ];
 
 /**
