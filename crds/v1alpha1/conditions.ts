@@ -42,6 +42,8 @@ export const ConditionReason = {
   PolicyViolation: 'PolicyViolation',
   /** The trainer could not write a checkpoint to a full volume (its exit code 4); the previous one is kept. */
   CheckpointVolumeFull: 'CheckpointVolumeFull',
+  /** The trainer found no data where spec.data says (its exit code 5): a missing manifest or data root. */
+  DataNotFound: 'DataNotFound',
   // Suspended
   Suspended: 'Suspended',
   Resumed: 'Resumed',

@@ -4,8 +4,8 @@
 // with the job manifest from the `<name>-job` ConfigMap, one GPU of the planned class (node
 // affinity), the data volume read-only and the checkpoint volume read-write, under the restricted
 // Pod Security profile. The pod failure policy fails the Job at once on the trainer's
-// out-of-memory exit (3, the operator re-plans with a smaller tile), on an invalid manifest (2)
-// and on a full checkpoint volume (4), and does not count evictions and preemptions
+// out-of-memory exit (3, the operator re-plans with a smaller tile), on an invalid manifest (2),
+// on a full checkpoint volume (4) and on missing data (5), and does not count evictions and preemptions
 // (DisruptionTarget) against backoffLimit. The Job then fails with reason PodFailurePolicy; which
 // it was, the operator reads from the failed pod's exit code (status/observe.ts), not from the
 // condition's message.
@@ -204,6 +204,14 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
               containerName: TRAINER_CONTAINER,
               operator: 'In',
               values: [TRAINER_EXIT.checkpointVolumeFull],
+            },
+          },
+          {
+            action: 'FailJob',
+            onExitCodes: {
+              containerName: TRAINER_CONTAINER,
+              operator: 'In',
+              values: [TRAINER_EXIT.dataNotFound],
             },
           },
         ],

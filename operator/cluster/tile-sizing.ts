@@ -76,6 +76,7 @@ export function sizeTile(req: SizingRequest): Sizing {
     return { fits: true, tile: req.maxTile !== undefined ? Math.min(fixed, req.maxTile) : fixed };
   }
   let inputs = planInputs(spec, req.backend, req.budgetBytes);
+  if (fixed !== undefined) checkFixedTile(spec, inputs, fixed);
   const cap = req.maxTile;
   if (cap !== undefined) {
     // Auto: the planner's choice below the cap; a fixed tile above the cap is cut to it.
@@ -87,6 +88,27 @@ export function sizeTile(req: SizingRequest): Sizing {
           : inputs;
   }
   return sizeWith(inputs);
+}
+
+/**
+ * A fixed tile the body cannot stream, said in the custom resource's terms (the planner's own message
+ * names the CLI's --tile). The CRD refuses most of these at admission; this covers objects stored
+ * before that rule, and minTileSize.
+ */
+function checkFixedTile(spec: StreamingTrainingJobSpec, inputs: PlanInputs, tile: number): void {
+  let c: { stride: number; minimum: number };
+  try {
+    c = tileConstraints(networkOf(inputs), spec.streaming.minTileSize);
+  } catch (e) {
+    explain(e);
+  }
+  const side = Math.max(spec.data.imageSize.height, spec.data.imageSize.width);
+  if (tile < c.minimum && tile < side) {
+    throw new SizingError(
+      `spec.streaming.tileSize: ${tile} is below the minimum tile ${c.minimum} px of this body and ` +
+        `spec.streaming.minTileSize (total stride ${c.stride}); set it to ${c.minimum} or more, or to 'auto'`,
+    );
+  }
 }
 
 function sizeWith(inputs: PlanInputs): Sizing {

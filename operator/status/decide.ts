@@ -222,6 +222,8 @@ function failureReason(cause: FailureCause): ConditionReason {
   switch (cause) {
     case 'invalid':
       return ConditionReason.InvalidSpec;
+    case 'dataNotFound':
+      return ConditionReason.DataNotFound;
     case 'volumeFull':
       return ConditionReason.CheckpointVolumeFull;
     case 'backoff':

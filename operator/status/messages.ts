@@ -57,8 +57,8 @@ export function minimumTileOomMessage(tile: number): string {
 export function exitCodeUnreadableMessage(jobName: string): string {
   return (
     `trainer Job ${jobName} failed by its pod failure policy: the trainer exited with exit code 2 (invalid ` +
-    'input), 3 (out of memory) or 4 (checkpoint volume full), but its pod is gone, so which cannot be ' +
-    'read; check spec.data, spec.streaming.tileSize and the free space of the checkpoint volume, then ' +
-    'create the job again'
+    'input), 3 (out of memory), 4 (checkpoint volume full) or 5 (data not found), but its pod is gone, so ' +
+    'which cannot be read; check spec.data and its volume, spec.streaming.tileSize and the free space of the ' +
+    'checkpoint volume, then create the job again'
   );
 }

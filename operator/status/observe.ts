@@ -10,7 +10,14 @@ import { TRAINER_EXIT } from '../children/trainer-job.ts';
 import type { ContainerStateTerminated, Job, JobCondition, Pod } from '../kube/types.ts';
 import { exitCodeUnreadableMessage } from './messages.ts';
 
-export type FailureCause = 'oom' | 'invalid' | 'volumeFull' | 'backoff' | 'deadline' | 'other';
+export type FailureCause =
+  | 'oom'
+  | 'invalid'
+  | 'dataNotFound'
+  | 'volumeFull'
+  | 'backoff'
+  | 'deadline'
+  | 'other';
 
 export type JobOutcome =
   | { state: 'suspended' }
@@ -78,6 +85,7 @@ function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutco
   const oom = withCode(TRAINER_EXIT.outOfMemory);
   const invalid = withCode(TRAINER_EXIT.invalidInput);
   const full = withCode(TRAINER_EXIT.checkpointVolumeFull);
+  const noData = withCode(TRAINER_EXIT.dataNotFound);
   let cause: FailureCause;
   let detail: ContainerStateTerminated | undefined;
   let summary = failed.message ?? failed.reason ?? 'the Job failed';
@@ -91,11 +99,14 @@ function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutco
   } else if (invalid) {
     cause = 'invalid';
     detail = invalid;
+  } else if (noData) {
+    cause = 'dataNotFound';
+    detail = noData;
   } else if (full) {
     cause = 'volumeFull';
     detail = full;
   } else if (failed.reason === JOB_REASON.podFailurePolicy) {
-    // A FailJob rule of the trainer Job matched, so the trainer exited 2, 3 or 4, and only its pod
+    // A FailJob rule of the trainer Job matched, so the trainer exited 2, 3, 4 or 5, and only its pod
     // says which. A pod still shown running means the pod cache lags behind the Job's: wait.
     if (pods.some((p) => !trainerTermination(p) && !p.metadata.deletionTimestamp))
       return { state: 'failing' };

@@ -192,13 +192,14 @@ describe('trainer Job (pure builder)', () => {
     assert.equal(build().spec?.template.spec?.containers[0]?.securityContext?.readOnlyRootFilesystem, true);
   });
 
-  it('fails fast on the out-of-memory, invalid-manifest and full-checkpoint-volume exits, and ignores disruptions', () => {
+  it('fails fast on the out-of-memory, invalid-manifest, full-checkpoint-volume and data-not-found exits, and ignores disruptions', () => {
     const job = build(makeStj().runPolicy({ backoffLimit: 5 }), { activeDeadlineSeconds: 3000 });
     assert.deepEqual(job.spec?.podFailurePolicy?.rules, [
       { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
       { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [3] } },
       { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [2] } },
       { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [4] } },
+      { action: 'FailJob', onExitCodes: { containerName: 'trainer', operator: 'In', values: [5] } },
     ]);
     assert.equal(job.spec?.template.spec?.restartPolicy, 'Never', 'podFailurePolicy requires Never');
     assert.equal(job.spec?.backoffLimit, 5);

@@ -62,6 +62,17 @@ const conditions = (d: Decision) =>
   Object.fromEntries((d.status.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]));
 
 describe('decide: planning and starting', () => {
+  it('a fixed tile below the body minimum (stored before the CRD refused it) is refused naming spec.streaming.tileSize, not a CLI flag', () => {
+    const stj = stjBig().minTileSize(64).obj();
+    stj.spec.streaming.tileSize = 64;
+    const d = decide(world(stj));
+    assert.equal(d.create, undefined);
+    const planned = d.status.conditions?.find((c) => c.type === 'Planned');
+    assert.equal(`${planned?.status}/${planned?.reason}`, 'False/InvalidSpec');
+    assert.match(planned?.message ?? '', /^spec\.streaming\.tileSize: 64 is below the minimum tile 80 px/);
+    assert.doesNotMatch(planned?.message ?? '', /--tile/);
+  });
+
   it('plans a new job onto the best class, asks for attempt 0, and records the plan', () => {
     const d = decide(world(stjBig().obj()));
     assert.equal(d.create?.attempt, 0);
@@ -356,6 +367,23 @@ describe('decide: endings and the TTL', () => {
     assert.equal(conditions(d).Failed, 'True/InvalidSpec');
   });
 
+  it('a trainer exit for missing data (5) fails with reason DataNotFound, not InvalidSpec', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { failed: 1, conditions: [podFailurePolicy] });
+    const said = 'data not found: spec.data.train: no manifest at /data/train.csv; put the manifest there';
+    const pods = [makePod('demo-0', 'team', { phase: 'Failed', exitCode: 5, message: said })];
+    const d = decide(world(after(b, first), { jobs: [job], pods }));
+    assert.equal(d.create, undefined, 'no new attempt: the data is still not there');
+    assert.equal(conditions(d).Failed, 'True/DataNotFound');
+    assert.equal(conditions(d).Running, 'False/DataNotFound');
+    assert.match(
+      d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+      /trainer: data not found: spec\.data\.train: no manifest at \/data\/train\.csv/,
+    );
+    assert.ok(d.events.some((e) => e.type === 'Warning' && e.reason === 'DataNotFound'));
+  });
+
   it('waits while the pod cache has not yet seen the exit the pod failure policy acted on', () => {
     const b = stjBig();
     const first = decide(world(b.obj()));
@@ -379,7 +407,7 @@ describe('decide: endings and the TTL', () => {
     assert.equal(conditions(d).Failed, 'True/TrainerFailed');
     assert.match(
       d.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
-      /exit code 2 \(invalid input\), 3 \(out of memory\) or 4 \(checkpoint volume full\).*pod is gone/,
+      /exit code 2 \(invalid input\), 3 \(out of memory\), 4 \(checkpoint volume full\) or 5 \(data not found\).*pod is gone/,
     );
   });
 

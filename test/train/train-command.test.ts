@@ -146,15 +146,26 @@ describe('tilestream train', () => {
     assert.match(run.stderr, /spec\.data/);
   });
 
-  it('fails at once with exit code 2 when the data manifest is missing or the tile is off the stride or too small', async () => {
-    const missing = await start([
+  it('fails at once with exit code 5 (data not found) when the data root or its manifest is missing', async () => {
+    const noRoot = await start([
       'train',
       manifest('missing', join(work, 'ckpt-missing'), {
         data: { root: join(work, 'nowhere'), synthetic: undefined },
       }),
     ]).done;
-    assert.equal(missing.code, 2, missing.stderr);
-    assert.match(missing.stderr, /nowhere\/train\.csv/);
+    assert.equal(noRoot.code, 5, noRoot.stderr);
+    assert.match(noRoot.stderr, /spec\.data\.root: \S*nowhere does not exist/);
+    const noManifest = await start([
+      'train',
+      manifest('missing', join(work, 'ckpt-missing'), {
+        data: { root: work, train: 'absent.csv', synthetic: undefined },
+      }),
+    ]).done;
+    assert.equal(noManifest.code, 5, noManifest.stderr);
+    assert.match(noManifest.stderr, /spec\.data\.train: no manifest at \S*absent\.csv/);
+  });
+
+  it('fails at once with exit code 2 when the tile is off the stride or too small', async () => {
     const offStride = await start([
       'train',
       manifest('stride', join(work, 'ckpt-stride')),

@@ -1,6 +1,6 @@
 // Exit codes of `tilestream train`, documented in the README. The operator's pod failure policy
 // matches outOfMemory to retry with a smaller tile instead of counting a failure, and fails the job
-// at once on invalidInput and checkpointVolumeFull, which no retry can fix.
+// at once on invalidInput, checkpointVolumeFull and dataNotFound, which no retry can fix.
 
 export const EXIT = {
   ok: 0,
@@ -19,6 +19,13 @@ export const EXIT = {
    * is lowered, so the operator fails the job at once (reason CheckpointVolumeFull).
    */
   checkpointVolumeFull: 4,
+  /**
+   * The data is not where the job says: no manifest at spec.data.root + spec.data.train (or
+   * validation), or no data root at all (an empty or unmounted volume). Not an invalid spec: the
+   * same job runs once the data is there, so the operator reports reason DataNotFound and fails the
+   * job at once (every retry would find the same nothing).
+   */
+  dataNotFound: 5,
   /** Stopped by SIGTERM/SIGINT after writing a checkpoint (128 + SIGTERM). */
   stopped: 143,
 } as const;

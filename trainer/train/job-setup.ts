@@ -2,6 +2,7 @@
 // image size, the loss and optimizer settings, and the samples. Pure where it can be, so the
 // mapping from spec to run is tested without training anything.
 
+import { stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
 import { type BadImage, Dataset } from '../data/dataset.ts';
@@ -112,6 +113,34 @@ export function resolveJobPath(path: string, manifestFile: string | undefined): 
 }
 
 /**
+ * The data is not there: no manifest file, or no data root (exit code dataNotFound, condition reason
+ * DataNotFound). Told apart from a manifest that exists but is wrong (ManifestError: invalid input).
+ */
+export class DataNotFoundError extends Error {
+  override name = 'DataNotFoundError';
+}
+
+/** Throws DataNotFoundError when `file` (the manifest of spec.data.<field>) or the data root does not exist. */
+async function requireManifest(root: string, file: string, field: 'train' | 'validation'): Promise<void> {
+  const missing = async (p: string) =>
+    stat(p).then(
+      () => false,
+      (e: NodeJS.ErrnoException) => e.code === 'ENOENT' || e.code === 'ENOTDIR',
+    );
+  if (await missing(root)) {
+    throw new DataNotFoundError(
+      `spec.data.root: ${root} does not exist; mount the data volume there (spec.data.volume) or fix spec.data.root`,
+    );
+  }
+  const path = resolve(root, file);
+  if (await missing(path)) {
+    throw new DataNotFoundError(
+      `spec.data.${field}: no manifest at ${path}; put the manifest there (relative paths are resolved against spec.data.root) or fix spec.data.${field}`,
+    );
+  }
+}
+
+/**
  * The dataset of one manifest. Without a validation manifest, the training manifest's split column
  * divides the rows (rows without a split are training rows).
  */
@@ -122,16 +151,28 @@ export async function datasetOf(
   onBadImage: (bad: BadImage) => void,
 ): Promise<Dataset | undefined> {
   const file = which === 'validation' ? (spec.data.validation ?? spec.data.train) : spec.data.train;
+  await requireManifest(
+    root,
+    file,
+    which === 'validation' && spec.data.validation !== undefined ? 'validation' : 'train',
+  );
   const manifest = await readManifest(resolve(root, file), { root });
   const bySplit = spec.data.validation === undefined;
   const entries = bySplit ? manifest.entries.filter((e) => (e.split ?? 'train') === which) : manifest.entries;
   if (which === 'validation' && entries.length === 0) return undefined;
   const [height, width] = imageSizeOf(spec);
   const normalization = spec.data.normalization;
+  const slides = spec.data.slides;
   return new Dataset({
     entries,
     name: which === 'train' ? 'training' : 'validation',
-    image: { height, width, channels: spec.data.channels as 1 | 3, ...(normalization && { normalization }) },
+    image: {
+      height,
+      width,
+      channels: spec.data.channels as 1 | 3,
+      ...(normalization && { normalization }),
+      ...(slides && { slide: { ...slides } }),
+    },
     seed: spec.training.seed,
     maxBadFraction: spec.data.maxBadImageFraction,
     onBadImage,

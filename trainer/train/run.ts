@@ -20,6 +20,7 @@ import { CheckpointError } from './checkpoint.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
 import { InitialWeightsError } from './initial-weights.ts';
 import {
+  DataNotFoundError,
   dataRootOf,
   datasetOf,
   imageSizeOf,
@@ -139,6 +140,12 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
       });
       writeTermination(`out of memory: ${err.message.slice(0, 500)}`);
       return EXIT.outOfMemory;
+    }
+    if (err instanceof DataNotFoundError) {
+      // Not an invalid spec: the same job runs once the data is there.
+      say('error', err.message, { exitCode: EXIT.dataNotFound });
+      writeTermination(`data not found: ${err.message.slice(0, 2000)}`);
+      return EXIT.dataNotFound;
     }
     if (err instanceof CheckpointError && err.volumeFull) {
       // Every retry would train up to the next save and fail there again: fail at once, naming
