@@ -1,5 +1,5 @@
 // Run by `npm test` before the suites: builds and fetches what they need (the native TensorFlow
-// backend, the control-plane binaries, hadolint, the Prometheus Operator CRDs, the container
+// backend, the OpenSlide library, the control-plane binaries, hadolint, the Prometheus Operator CRDs, the container
 // images), so that no suite's own timeout counts a build (≈ 30 minutes cold on 2 cores). Warm, every
 // step is a quick no-op. A step that cannot run here (no compiler, no Go) is reported and its suites
 // skip with the reason — except under TILESTREAM_REQUIRE_ALL=1 (.ci/run), where it fails here.
@@ -16,6 +16,7 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { EXIT_PREREQUISITES } from '../trainer/backend/native/cli.ts';
+import { EXIT_PREREQUISITES as EXIT_OPENSLIDE_PREREQUISITES } from '../trainer/data/slide/openslide-setup.ts';
 import { BUILD_SCRIPT, EXIT_NO_GO } from './controlplane/binaries.ts';
 import { REQUIRE_ALL_ENV, requireAll } from './require-all.ts';
 import { EXIT_CANNOT_BUILD_IMAGES, IMAGES_SCRIPT } from './ship/images.ts';
@@ -77,6 +78,12 @@ step(
   process.execPath,
   [join(root, 'bin', 'tilestream.js'), 'setup', 'tensorflow'],
   EXIT_PREREQUISITES,
+);
+step(
+  'OpenSlide library (tilestream setup openslide)',
+  process.execPath,
+  [join(root, 'bin', 'tilestream.js'), 'setup', 'openslide'],
+  EXIT_OPENSLIDE_PREREQUISITES,
 );
 step(
   'control-plane binaries (etcd, Kubernetes, helm, promtool)',

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerSetupCommand } from './backend/native/cli.ts';
 import { registerStreamingBenches } from './bench/cli.ts';
 import { registerGpuBench } from './bench/gpu-cli.ts';
+import { registerOpenslideSetup, registerSlidesCommand } from './data/slide/cli.ts';
 import { registerSynthCommand } from './data/synth-cli.ts';
 import { registerPlanCommands } from './plan/cli.ts';
 import { registerBenchMemory } from './plan-measure/cli.ts';
@@ -27,7 +28,8 @@ export function buildProgram(): Command {
   registerTrainCommand(program);
   registerSynthCommand(program);
   registerPlanCommands(program);
-  registerSetupCommand(program);
+  registerOpenslideSetup(registerSetupCommand(program));
+  registerSlidesCommand(program);
   const bench = program
     .command('bench')
     .description('measure streaming against conventional training (JSON with --json)');

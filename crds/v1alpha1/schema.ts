@@ -401,6 +401,47 @@ const data = object({
       },
       required: ['count'],
     }),
+    slides: object({
+      description:
+        'Read every image as a whole slide through OpenSlide 4 (Aperio .svs, Hamamatsu .ndpi, 3DHISTECH .mrxs, ' +
+        'Leica .scn, Philips TIFF, Ventana .bif, DICOM WSI, tiled pyramidal TIFF), tile by tile at the chosen ' +
+        'resolution, cropped to the tissue and placed into imageSize. Give micronsPerPixel, level, or both ' +
+        '(then level serves slides without resolution metadata).',
+      properties: {
+        micronsPerPixel: number({
+          description:
+            'Resolution to train at, in µm per pixel: the coarsest level at least this fine is read and ' +
+            'area-resampled to it. Slides without resolution metadata are refused unless level is set.',
+          minimum: 0,
+          exclusiveMinimum: true,
+          maximum: 1000,
+        }),
+        level: integer({
+          description: 'Pyramid level to read as it is (0 is the full resolution).',
+          minimum: 0,
+          maximum: 64,
+        }),
+        tissue: boolean({
+          description:
+            'Detect the tissue (Otsu threshold on HSV saturation of a thumbnail) and crop to its bounding ' +
+            'box; false places the whole slide.',
+          default: true,
+        }),
+        fit: enumeration(['crop', 'downscale'], {
+          description:
+            'When the tissue is larger than imageSize: crop the image-sized window with the most tissue, ' +
+            'at the requested resolution, or downscale until it fits.',
+          default: 'crop',
+        }),
+      },
+      rules: [
+        {
+          rule: 'has(self.micronsPerPixel) || has(self.level)',
+          message: 'set micronsPerPixel or level (or both)',
+          check: (d) => d.micronsPerPixel !== undefined || d.level !== undefined,
+        },
+      ],
+    }),
   },
   required: ['root', 'train', 'imageSize'],
   rules: [

@@ -4,12 +4,16 @@
 
 import type { FileHandle } from 'node:fs/promises';
 
-export type ImageFormat = 'png' | 'jpeg' | 'tiff';
+/** What a file holds; 'openslide' is any whole-slide format read through OpenSlide (spec.data.slides). */
+export type ImageFormat = 'png' | 'jpeg' | 'tiff' | 'openslide';
+
+/** The formats told by their first bytes. */
+export type SniffedFormat = Exclude<ImageFormat, 'openslide'>;
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
 /** The format named by a file's magic bytes, or undefined. */
-export function sniffFormat(head: Uint8Array): ImageFormat | undefined {
+export function sniffFormat(head: Uint8Array): SniffedFormat | undefined {
   if (PNG_SIGNATURE.every((b, i) => head[i] === b)) return 'png';
   if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'jpeg';
   const ii = head[0] === 0x49 && head[1] === 0x49 && head[3] === 0x00 && (head[2] === 42 || head[2] === 43);

@@ -7,14 +7,18 @@ export const IMAGE_ERROR_REASONS = [
   'truncated',
   'wrong-size',
   'wrong-channels',
+  'wrong-resolution',
 ] as const;
 
 /**
  * - missing: no file at the path.
- * - unreadable: not a PNG, JPEG or TIFF, corrupt data, no permission, an unsupported pixel type.
+ * - unreadable: not a PNG, JPEG or TIFF (or, for slides, not a format OpenSlide reads), corrupt data,
+ *   missing companion files (.mrxs), no permission, an unsupported pixel type.
  * - truncated: the file ends before its image data does (an interrupted copy or download).
  * - wrong-size: no image (pyramid level) of the requested height × width.
  * - wrong-channels: channels that cannot be converted to the requested ones.
+ * - wrong-resolution: a slide without usable µm/px metadata (and no spec.data.slides.level), or one
+ *   coarser than the requested µm/px.
  */
 export type ImageErrorReason = (typeof IMAGE_ERROR_REASONS)[number];
 

@@ -52,6 +52,7 @@ export function makeSource(
     augmentation: aug,
   };
   if (facts.page !== undefined) description.page = facts.page;
+  if (facts.slide !== undefined) description.slide = facts.slide;
 
   return {
     path,

@@ -7,6 +7,8 @@ import type { TileSource } from '../streaming/executor.ts';
 import type { Augmentation, Rect } from './augment.ts';
 import type { ImageFormat } from './file-format.ts';
 import type { ChannelConversion, Normalization } from './pixels.ts';
+import type { SlideRequest } from './slide/slide-geometry.ts';
+import type { Box } from './slide/tissue.ts';
 
 export interface ImageOptions {
   /** Height × width the image must have (before augmentation); for a pyramid, the level to use. */
@@ -17,6 +19,34 @@ export interface ImageOptions {
   /** x → (x/255 − mean)/std per channel. Default: mean 0, std 1 (pixels scaled to [0, 1]). */
   normalization?: Normalization;
   augmentation?: Augmentation;
+  /**
+   * Read every image as a whole slide through OpenSlide (spec.data.slides): resolution by µm/px or
+   * level, tissue crop, placement into height × width (slide/slide-geometry.ts).
+   */
+  slide?: SlideRequest;
+}
+
+/** How a whole slide is read (spec.data.slides); for logs and `tilestream slides inspect`. */
+export interface SlideDescription {
+  /** OpenSlide's vendor: aperio, generic-tiff, dicom, hamamatsu, mirax, … */
+  vendor: string;
+  levels: { width: number; height: number; downsample: number }[];
+  /** µm per level-0 pixel, when the slide says. */
+  slideMicronsPerPixel?: { x: number; y: number };
+  /** The level read, and level pixels per output pixel (1: no resampling). */
+  level: number;
+  scaleX: number;
+  scaleY: number;
+  /** µm per output pixel, when known. */
+  micronsPerPixel?: number;
+  placement: 'centred' | 'cropped' | 'downscaled';
+  tissue: 'found' | 'none-found' | 'off';
+  /** The tissue box at the output resolution, and where output pixel (0, 0) lies at that resolution. */
+  tissueBox: Box;
+  offsetX: number;
+  offsetY: number;
+  /** RGB that fills everything outside the tissue box and the slide. */
+  background: number[];
 }
 
 export interface ImageLevel {
@@ -31,7 +61,7 @@ export interface ImageLevel {
 export interface ImageDescription {
   path: string;
   format: ImageFormat;
-  /** 'regions': each read decodes only its rectangle (TIFF); 'decoded': decoded once at open (PNG, JPEG). */
+  /** 'regions': each read decodes only its rectangle (TIFF, slides); 'decoded': decoded once at open (PNG, JPEG). */
   access: 'regions' | 'decoded';
   /** TIFF: every page of the main chain, with tile sizes where tiled. */
   levels: ImageLevel[];
@@ -44,6 +74,8 @@ export interface ImageDescription {
   height: number;
   width: number;
   augmentation: Augmentation;
+  /** Whole slides (format 'openslide'): level, resolution, tissue and placement. */
+  slide?: SlideDescription;
 }
 
 /** A decoded or downsampled picture: HWC uint8. */
@@ -92,4 +124,5 @@ export interface SourceFacts {
   conversion: ChannelConversion;
   sourceHeight: number;
   sourceWidth: number;
+  slide?: SlideDescription;
 }

@@ -1,7 +1,8 @@
 // Image files as tile sources for the streaming engine: openImage checks the request, sniffs the
 // format from the first bytes and hands the file to its reader —
 // - image-tiff.ts: TIFF, read region by region from one page (pyramid level) through libvips;
-// - image-decoded.ts: PNG and JPEG, decoded once at open (they decode sequentially).
+// - image-decoded.ts: PNG and JPEG, decoded once at open (they decode sequentially);
+// - slide/slide-source.ts: with options.slide (spec.data.slides), any format OpenSlide reads.
 // Pixels stay uint8 (HWC) until `read` normalises the tile to float32 (image-source.ts). Flips and
 // rotations are coordinate transforms of the request and the jitter is pointwise (see augment.ts),
 // so every region equals the same window of the augmented whole image.
@@ -42,6 +43,11 @@ export async function openImage(path: string, options: ImageOptions): Promise<Im
       throw new ImageError(path, 'missing', 'no such file', { cause: e });
     throw new ImageError(path, 'unreadable', (e as Error).message, { cause: e });
   }
+  if (options.slide !== undefined) {
+    // Loaded on demand: a run without slides never loads the FFI or the OpenSlide library.
+    const { openSlideImage } = await import('./slide/slide-source.ts');
+    return openSlideImage(path, { ...options, slide: options.slide });
+  }
   let handle: FileHandle;
   try {
     handle = await open(path, 'r');
@@ -56,7 +62,10 @@ export async function openImage(path: string, options: ImageOptions): Promise<Im
       throw new ImageError(
         path,
         size === 0 ? 'truncated' : 'unreadable',
-        size === 0 ? 'the file is empty' : 'not a PNG, JPEG or TIFF file (unknown first bytes)',
+        size === 0
+          ? 'the file is empty'
+          : 'not a PNG, JPEG or TIFF file (unknown first bytes); whole-slide formats (.svs, .ndpi, .mrxs, ' +
+              'DICOM, …) are read through OpenSlide when spec.data.slides is set',
       );
     }
     if (format === 'tiff') return await openTiff(path, handle, size, options);

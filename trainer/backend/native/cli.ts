@@ -7,7 +7,8 @@ import { SetupPrerequisiteError, setupTensorflow } from './setup.ts';
 /** Exit code when the machine lacks a build tool (the suites skip with the reason, CI fails). */
 export const EXIT_PREREQUISITES = 2;
 
-export function registerSetupCommand(program: Command): void {
+/** Adds `setup` with its `tensorflow` subcommand; returns `setup` so other native parts add theirs. */
+export function registerSetupCommand(program: Command): Command {
   const setup = program.command('setup').description('provide optional native parts (see: setup tensorflow)');
   setup
     .command('tensorflow')
@@ -46,4 +47,5 @@ export function registerSetupCommand(program: Command): void {
         process.exitCode = err instanceof SetupPrerequisiteError ? EXIT_PREREQUISITES : 1;
       }
     });
+  return setup;
 }
