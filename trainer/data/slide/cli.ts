@@ -1,8 +1,13 @@
 // `tilestream setup openslide` (the OpenSlide library, openslide-setup.ts) and `tilestream slides
 // inspect FILE` (what the trainer would read from a slide, inspect.ts).
-import type { Command } from 'commander';
+import { basename, resolve } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseIntOption } from '../../cli-util.ts';
+import { parseSizeOption } from '../synth-cli.ts';
+import { inspectSlide } from './inspect.ts';
 import { OPENSLIDE_CACHE_ENV, openslideCacheRoot } from './openslide-lib.ts';
 import { EXIT_PREREQUISITES, OpenslidePrerequisiteError, setupOpenslide } from './openslide-setup.ts';
+import type { SlideRequest, TissueFit } from './slide-geometry.ts';
 
 export function registerOpenslideSetup(setup: Command): void {
   setup
@@ -38,6 +43,97 @@ export function registerOpenslideSetup(setup: Command): void {
     });
 }
 
+interface InspectFlags {
+  thumbnail?: string;
+  size?: { height: number; width: number };
+  micronsPerPixel?: number;
+  level?: number;
+  fit: TissueFit;
+  tissue: boolean;
+  json?: boolean;
+}
+
+const fmtBox = (b: { x0: number; y0: number; x1: number; y1: number }): string =>
+  `x ${b.x0}–${b.x1}, y ${b.y0}–${b.y1} (${b.x1 - b.x0}×${b.y1 - b.y0} px)`;
+
 export function registerSlidesCommand(program: Command): void {
-  program.command('slides').description('whole-slide images (see: slides inspect)');
+  const slides = program
+    .command('slides')
+    .description('whole-slide images read through OpenSlide (see: slides inspect)');
+  slides
+    .command('inspect <file>')
+    .description(
+      "print a slide's vendor, levels, resolution and tissue box (and with --size, the level, scale and crop " +
+        'that spec.data.slides would read), and write a thumbnail PNG with the tissue outline (green) and the crop (red)',
+    )
+    .option(
+      '--thumbnail <png>',
+      'where to write the thumbnail (default: <file name>.tissue.png here); the mask goes beside it',
+    )
+    .option('--size <N|HxW>', 'spec.data.imageSize, to show the placement', parseSizeOption)
+    .option('--microns-per-pixel <um>', 'spec.data.slides.micronsPerPixel', parsePositiveNumber)
+    .option('--level <L>', 'spec.data.slides.level', parseIntOption)
+    .addOption(
+      new Option('--fit <fit>', 'spec.data.slides.fit').choices(['crop', 'downscale']).default('crop'),
+    )
+    .option('--no-tissue', 'spec.data.slides.tissue: false (place the whole slide)')
+    .option('--json', 'print the report as JSON')
+    .action(async (file: string, o: InspectFlags) => {
+      const path = resolve(file);
+      const thumbnailPath = resolve(o.thumbnail ?? `${basename(file).replace(/\.[^.]*$/, '')}.tissue.png`);
+      try {
+        if (o.size && o.micronsPerPixel === undefined && o.level === undefined) {
+          throw new InvalidArgumentError(
+            '--size needs --microns-per-pixel or --level (as spec.data.slides does)',
+          );
+        }
+        const request: SlideRequest = { fit: o.fit, tissue: o.tissue };
+        if (o.micronsPerPixel !== undefined) request.micronsPerPixel = o.micronsPerPixel;
+        if (o.level !== undefined) request.level = o.level;
+        const r = await inspectSlide(path, {
+          thumbnailPath,
+          ...(o.size && { image: { ...o.size, request } }),
+        });
+        if (o.json === true) {
+          process.stdout.write(`${JSON.stringify(r)}\n`);
+          return;
+        }
+        const mpp = r.micronsPerPixel;
+        const lines = [
+          `${r.path}: ${r.vendor}${r.objectivePower ? `, ${r.objectivePower}×` : ''}, ` +
+            (mpp
+              ? `${mpp.x}×${mpp.y} µm/px at level 0`
+              : 'no resolution metadata (spec.data.slides.level needed)'),
+          ...r.levels.map(
+            (l, i) =>
+              `  level ${i}: ${l.width}×${l.height} px, downsample ${Number(l.downsample.toFixed(3))}` +
+              (l.micronsPerPixel !== undefined ? `, ${Number(l.micronsPerPixel.toFixed(4))} µm/px` : ''),
+          ),
+          r.tissue.box
+            ? `tissue: ${fmtBox(r.tissue.box)} at level 0; ${(r.tissue.fraction * 100).toFixed(1)}% of the thumbnail ` +
+              `(level ${r.tissue.thumbnailLevel}, saturation threshold ${r.tissue.threshold}/255)`
+            : 'tissue: none found (the whole slide would be used)',
+        ];
+        if (r.placement) {
+          const p = r.placement;
+          lines.push(
+            `read: level ${p.level}, ${Number(p.scaleX.toFixed(4))} level px per image px` +
+              (p.micronsPerPixel !== undefined ? ` (${Number(p.micronsPerPixel.toFixed(4))} µm/px)` : '') +
+              `, ${p.placement}; crop ${fmtBox(p.cropLevel0)} at level 0`,
+          );
+        }
+        lines.push(`thumbnail: ${r.thumbnail}`, `mask: ${r.mask}`);
+        process.stdout.write(`${lines.join('\n')}\n`);
+      } catch (err) {
+        process.stderr.write(`slides inspect: ${path}: ${(err as Error).message}\n`);
+        process.exitCode = 1;
+      }
+    });
+}
+
+function parsePositiveNumber(v: string): number {
+  const n = Number(v);
+  if (!(Number.isFinite(n) && n > 0))
+    throw new InvalidArgumentError(`expected a positive number, got '${v}'`);
+  return n;
 }
