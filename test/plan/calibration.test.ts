@@ -1,15 +1,21 @@
-// The memory model against measurement: for built-in bodies and random bodies, streamed and
-// conventional, on wasm and cpu, the predicted peaks must be within 15% of the measured ones —
-// both tf.profile's peakBytes (tfjs's accounting, every tensor handle) and the peak of distinct
-// buffers. On the native tensorflow backend (CPU build) the same cases are checked at both of
-// tfjs's levels and at TensorFlow's own (its allocation log), with the tolerances the model meets.
-// The worst errors are reported as diagnostics.
+// The memory model against measurement: for built-in bodies (at small widths, and at widths 16
+// and 64 around the composed kernels' switch-overs) and random bodies, streamed and conventional,
+// on wasm and cpu, the predicted peaks must be within 2% of the measured ones (they match to the
+// byte) — both tf.profile's peakBytes (tfjs's accounting, every tensor handle) and the peak of
+// distinct buffers. On the native tensorflow backend (CPU build) the same cases are checked at
+// both of tfjs's levels and at TensorFlow's own (its allocation log), with the tolerances the
+// model meets. The worst errors are reported as diagnostics.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { initBackend } from '../../trainer/backend/select.ts';
 import { type MemoryOptions, predictConventional, predictStreamed } from '../../trainer/plan/memory.ts';
-import { builtinCases, type CalibrationCase, randomCases } from '../../trainer/plan-measure/cases.ts';
+import {
+  builtinCases,
+  type CalibrationCase,
+  randomCases,
+  wideCases,
+} from '../../trainer/plan-measure/cases.ts';
 import { measureStep } from '../../trainer/plan-measure/measure.ts';
 import {
   measureOnTensorflow,
@@ -18,11 +24,13 @@ import {
 import type { Network } from '../../trainer/streaming/network.ts';
 import { tensorflowSkip } from '../tensorflow-build.ts';
 
-const TOLERANCE = 0.15;
+// Every case matches to the byte; 2% leaves room for a deliberate simplification, not for a
+// kernel path the planner does not take (the tiled wasm filter gradient, unmodelled, was −17%).
+const TOLERANCE = 0.02;
 
 const CASES: Record<'wasm' | 'cpu', CalibrationCase[]> = {
-  wasm: [...builtinCases('full'), ...randomCases(8)],
-  cpu: [...builtinCases('light'), ...randomCases(3)],
+  wasm: [...builtinCases('full'), ...wideCases('full'), ...randomCases(8)],
+  cpu: [...builtinCases('light'), ...wideCases('light'), ...randomCases(3)],
 };
 
 for (const backend of ['wasm', 'cpu'] as const) {
@@ -75,13 +83,15 @@ for (const backend of ['wasm', 'cpu'] as const) {
 // tfjs's two levels on tensorflow: off by at most the int32 shape tensors that tfjs-node's kernels
 // make and free inside themselves (a few bytes; measured ≤ 0.02%).
 const ENGINE_TOLERANCE = 0.001;
-// TensorFlow's buffers: measured −0.06% to +2.8%, over where a few kilobytes of small tensors made
-// from JavaScript values (which tfjs-node copies into TensorFlow at their first use) are still
-// outside TensorFlow at the peak; exact on most cases.
-const DEVICE_TOLERANCE = 0.03;
+// TensorFlow's buffers: measured −0.06% to +2.8% on the random bodies and 0 to +0.22% on the
+// built-in ones, over where a few kilobytes of small tensors made from JavaScript values (which
+// tfjs-node copies into TensorFlow at their first use) are still outside TensorFlow at the peak;
+// exact on most cases.
+const DEVICE_TOLERANCE = { builtin: 0.02, random: 0.03 };
 
 describe('predicted peak memory matches measurement on tensorflow', { skip: tensorflowSkip() }, () => {
-  const cases = [...builtinCases('full'), ...randomCases(8)];
+  const builtin = new Set([...builtinCases('full'), ...wideCases('full')]);
+  const cases = [...builtin, ...randomCases(8)];
   let measured: TensorflowMeasurement[] = [];
   const worst = { engine: { error: 0, what: 'none' }, device: { error: 0, what: 'none' } };
   const record = (level: 'engine' | 'device', error: number, what: string): void => {
@@ -117,7 +127,8 @@ describe('predicted peak memory matches measurement on tensorflow', { skip: tens
       const check = (level: 'engine' | 'device', what: string, predicted: number, actual: number) => {
         const error = (predicted - actual) / actual;
         record(level, error, `${c.name} ${kind} (${what} ${actual} B)`);
-        const tolerance = level === 'engine' ? ENGINE_TOLERANCE : DEVICE_TOLERANCE;
+        const tolerance =
+          level === 'engine' ? ENGINE_TOLERANCE : DEVICE_TOLERANCE[builtin.has(c) ? 'builtin' : 'random'];
         assert.ok(
           Math.abs(error) <= tolerance,
           `${what}: predicted ${predicted} B, measured ${actual} B (${(100 * error).toFixed(3)}%)`,

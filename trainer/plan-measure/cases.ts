@@ -1,9 +1,10 @@
-// The calibration cases: built-in bodies at small widths (so that cpu runs in seconds) and random
-// bodies from the equivalence tests' generator, each streamed and conventional. Pure geometry: no
-// TensorFlow import, so the plan tests can list cases without loading a backend.
+// The calibration cases: built-in bodies at small widths (so that cpu runs in seconds), the same
+// bodies at widths 16 and 64 around the composed kernels' switch-overs, and random bodies from the
+// equivalence tests' generator, each streamed and conventional. Pure geometry: no TensorFlow
+// import, so the plan tests can list cases without loading a backend.
 
 import type { PlanNetwork } from '../plan/memory.ts';
-import { builtinNetwork, midl2018 } from '../streaming/bodies.ts';
+import { type BuiltinOptions, builtinNetwork, midl2018 } from '../streaming/bodies.ts';
 import { axisProfile, minimumTile } from '../streaming/geometry.ts';
 import { parameterShapes, splitAt } from '../streaming/graph.ts';
 import { drawLayers, mulberry32, randomBody } from '../streaming/random-body.ts';
@@ -63,6 +64,52 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     ...both('resnet34 w4 →layer1', r34, 192, 96),
     ...both('midl2018 4 blocks →conv1-2', midl4, 264, 136),
     ...both('midl2018 5 blocks →conv1-3', midl, 520, 264),
+  ];
+}
+
+/**
+ * Built-in bodies at widths 64 and 16, with channel counts on both sides of each switch-over of
+ * the composed wasm kernels (trainer/kernels/), on small images so that cpu stays in seconds:
+ * - Conv2DBackpropFilter is tiled when both channel counts are >= 32: smallcnn at width 64 with 64
+ *   input channels has it at the peak (the first layer, 64→32), with 16 (16→32) the plain form;
+ *   ResNet-18 at width 64 runs tiled 64→64 and 128→128, at width 16 plain 16→16 and tiled 32→32.
+ * - Conv2DBackpropInput of a strided 1×1 filter is sub-pixel when Ci·Co >= 64²: ResNet-18's layer2
+ *   downsample is 64→128 at width 64 (sub-pixel), 16→32 at width 16 (zero-spread); its 3×3
+ *   strided convolutions and the 7×7/2 stem (saliency) are sub-pixel, the stride-1 ones spread.
+ * 'light' (cpu, ~20 times slower than wasm) keeps the conventional cases and one streamed one.
+ */
+export function wideCases(size: 'full' | 'light' = 'full'): CalibrationCase[] {
+  const net = (arch: 'smallcnn' | 'resnet18', o: BuiltinOptions): PlanNetwork => ({
+    ...builtinNetwork(arch, o),
+    pooling: 'max',
+    outputs: 2,
+  });
+  const small64 = net('smallcnn', { width: 64, inputChannels: 64 });
+  const small64in16 = net('smallcnn', { width: 64, inputChannels: 16 });
+  const r18w64l1 = net('resnet18', { width: 64, bodyEnd: 'layer1' });
+  const r18w64l2 = net('resnet18', { width: 64, bodyEnd: 'layer2' });
+  const r18w16l2 = net('resnet18', { width: 16, bodyEnd: 'layer2' });
+  const square = (n: number): [number, number] => [n, n];
+  const conventional: CalibrationCase[] = [
+    { name: 'smallcnn w64 64 channels in 96²', net: small64, image: square(96) },
+    { name: 'smallcnn w64 16 channels in 96²', net: small64in16, image: square(96) },
+    { name: 'resnet18 w64 →layer1 64² saliency', net: r18w64l1, image: square(64), inputGrad: true },
+    { name: 'resnet18 w64 →layer2 64²', net: r18w64l2, image: square(64) },
+    { name: 'resnet18 w16 →layer2 128²', net: r18w16l2, image: square(128) },
+  ];
+  if (size === 'light') {
+    return [
+      ...conventional,
+      { name: 'smallcnn w64 64 channels in 112²', net: small64, image: square(112), tile: square(96) },
+    ];
+  }
+  return [
+    ...conventional,
+    { name: 'smallcnn w64 64 channels in 128²', net: small64, image: square(128), tile: square(96) },
+    { name: 'smallcnn w64 16 channels in 128²', net: small64in16, image: square(128), tile: square(96) },
+    { name: 'resnet18 w64 →layer1 96²', net: r18w64l1, image: square(96), tile: square(64) },
+    { name: 'resnet18 w64 →layer2 128²', net: r18w64l2, image: square(128), tile: square(112) },
+    { name: 'resnet18 w16 →layer2 128²', net: r18w16l2, image: square(128), tile: square(112) },
   ];
 }
 
