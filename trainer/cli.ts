@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { registerSetupCommand } from './backend/native/cli.ts';
 import { registerStreamingBenches } from './bench/cli.ts';
 import { registerGpuBench } from './bench/gpu-cli.ts';
-import { registerSlidesCommand } from './data/slide/cli.ts';
+import { registerSlideBench, registerSlidesCommand } from './data/slide/cli.ts';
 import { registerOpenslideSetup } from './data/slide/setup-cli.ts';
 import { registerSynthCommand } from './data/synth-cli.ts';
 import { registerPlanCommands } from './plan/cli.ts';
@@ -37,5 +37,6 @@ export function buildProgram(): Command {
   registerStreamingBenches(bench);
   registerGpuBench(bench);
   registerBenchMemory(bench);
+  registerSlideBench(bench);
   return program;
 }

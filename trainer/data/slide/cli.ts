@@ -3,7 +3,9 @@
 import { basename, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseIntOption } from '../../cli-util.ts';
+import { formatTable } from '../../text-table.ts';
 import { parseSizeOption } from '../synth-cli.ts';
+import { benchSlides } from './bench.ts';
 import { inspectSlide } from './inspect.ts';
 import type { SlideRequest, TissueFit } from './slide-geometry.ts';
 
@@ -100,4 +102,55 @@ function parsePositiveNumber(v: string): number {
   if (!(Number.isFinite(n) && n > 0))
     throw new InvalidArgumentError(`expected a positive number, got '${v}'`);
   return n;
+}
+
+/** `tilestream bench slides`. */
+export function registerSlideBench(bench: Command): void {
+  bench
+    .command('slides')
+    .description(
+      'read training tiles from a whole slide through OpenSlide at several resolutions (Mpx/s of tiles delivered, ' +
+        'thumbnail and tissue time); a synthetic JPEG .svs unless --file',
+    )
+    .option('--file <slide>', 'a slide to read instead of the synthetic one')
+    .option('--side <px>', 'side of the synthetic slide', parseIntOption, 8192)
+    .option('--image-size <px>', 'training image side at every resolution', parseIntOption, 2048)
+    .option('--tile <px>', 'tile side', parseIntOption, 512)
+    .option(
+      '--microns-per-pixel <list>',
+      'resolutions to read',
+      (v) => v.split(',').map(parsePositiveNumber),
+      [0.25, 0.5, 0.75, 1, 2],
+    )
+    .option('--json', 'print JSON')
+    .action(
+      async (o: {
+        file?: string;
+        side: number;
+        imageSize: number;
+        tile: number;
+        micronsPerPixel: number[];
+        json?: boolean;
+      }) => {
+        const r = await benchSlides({ ...o, log: (l) => process.stderr.write(`bench slides: ${l}\n`) });
+        if (o.json === true) {
+          process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+          return;
+        }
+        process.stdout.write(
+          formatTable(
+            ['µm/px', 'level', 'scale', 'open + tissue', 'tiles', 'ms/tile', 'Mpx/s'],
+            r.rows.map((x) => [
+              String(x.micronsPerPixel),
+              String(x.level),
+              String(Number(x.scale.toFixed(3))),
+              `${x.openMs.toFixed(0)} ms`,
+              String(x.tiles),
+              x.msPerTile.toFixed(1),
+              x.megapixelsPerSecond.toFixed(1),
+            ]),
+          ) + `${r.imageSize}² image, ${r.tile}² tiles, max RSS ${r.maxRssMiB.toFixed(0)} MiB\n`,
+        );
+      },
+    );
 }
