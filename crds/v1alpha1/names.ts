@@ -9,3 +9,5 @@ export const PLURAL = 'streamingtrainingjobs';
 export const SINGULAR = 'streamingtrainingjob';
 export const SHORT_NAMES = ['stj'] as const;
 export const CRD_NAME = `${PLURAL}.${GROUP}`;
+/** spec.runPolicy.managedBy of a job the tilestream operator runs (also what unset means). */
+export const MANAGED_BY_OPERATOR = 'tilestream.io/operator';

@@ -21,6 +21,7 @@ import {
   type ValidationRule,
 } from '../schema-builder.ts';
 import { PHASES } from './conditions.ts';
+import { MANAGED_BY_OPERATOR } from './names.ts';
 
 // ---------------------------------------------------------------- shared pieces
 
@@ -867,6 +868,28 @@ const runPolicy = object({
       patternHint: "must be a LocalQueue name: lower-case letters, digits, '-' and '.'",
       rules: [{ rule: 'self == oldSelf', message: 'queueName is immutable' }],
     }),
+    priorityClassName: string({
+      description:
+        'PriorityClass of the trainer pods (scheduling order and preemption; Kueue also reads it as the ' +
+        "workload's priority unless the job has a kueue.x-k8s.io/priority-class label). Immutable.",
+      minLength: 1,
+      maxLength: 253,
+      pattern: DNS1123_SUBDOMAIN,
+      patternHint: "must be a PriorityClass name: lower-case letters, digits, '-' and '.'",
+      rules: [{ rule: 'self == oldSelf', message: 'priorityClassName is immutable' }],
+    }),
+    managedBy: string({
+      description:
+        `The controller that runs this job. Unset or '${MANAGED_BY_OPERATOR}': the tilestream operator; any other ` +
+        "value (e.g. 'kueue.x-k8s.io/multikueue', which dispatches it to a worker cluster) and this cluster's " +
+        'operator leaves the job alone: it creates no children and writes no status (as batch/v1 Job does ' +
+        'with spec.managedBy). Immutable.',
+      minLength: 1,
+      maxLength: 63,
+      pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[-A-Za-z0-9_.]*[A-Za-z0-9]$',
+      patternHint: "must be a domain-prefixed path, e.g. 'kueue.x-k8s.io/multikueue'",
+      rules: [{ rule: 'self == oldSelf', message: 'managedBy is immutable' }],
+    }),
     maxTileReductions: integer({
       description: 'Times the tile may be shrunk and the job re-planned after an out-of-memory exit.',
       minimum: 0,
@@ -879,7 +902,316 @@ const runPolicy = object({
       rule: 'has(self.queueName) == has(oldSelf.queueName)',
       message: 'queueName cannot be added or removed',
     },
+    {
+      rule: 'has(self.priorityClassName) == has(oldSelf.priorityClassName)',
+      message: 'priorityClassName cannot be added or removed',
+    },
+    {
+      rule: 'has(self.managedBy) == has(oldSelf.managedBy)',
+      message: 'managedBy cannot be added or removed',
+    },
   ],
+});
+
+// ---------------------------------------------------------------- spec.pod
+
+/** DNS-1123 label (volume names). */
+const DNS1123_LABEL = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
+/** Environment variables the operator sets on the trainer: a job may not replace them. */
+export const RESERVED_ENV_PREFIX = 'TILESTREAM_';
+export const RESERVED_ENV_NAMES = ['HOME'] as const;
+/** Volume names and mount paths of the trainer pod that the operator owns (children/trainer-job.ts). */
+export const RESERVED_VOLUME_NAMES = ['workspace', 'job', 'tmp', 'data', 'checkpoints'] as const;
+export const RESERVED_MOUNT_PATHS = [
+  '/etc/tilestream',
+  '/etc/tilestream/job.yaml',
+  '/tmp',
+  '/dev/termination-log',
+] as const;
+/** Volume kinds of spec.pod.volumes; the tenant policy allows each or not (allowedVolumeKinds). */
+export const POD_VOLUME_KINDS = [
+  'persistentVolumeClaim',
+  'hostPath',
+  'configMap',
+  'secret',
+  'emptyDir',
+] as const;
+/** Sources of spec.pod.env[].valueFrom; the tenant policy allows each or not (allowedEnvSources). */
+export const ENV_SOURCES = ['secretKeyRef', 'configMapKeyRef'] as const;
+
+const objectName = (description: string) =>
+  string({
+    description,
+    minLength: 1,
+    maxLength: 253,
+    pattern: DNS1123_SUBDOMAIN,
+    patternHint: "must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.'",
+  });
+const keyRef = (what: string) =>
+  object({
+    description: `A key of a ${what} in the job namespace.`,
+    properties: {
+      name: objectName(`Name of the ${what}.`),
+      key: string({
+        description: `Key in the ${what}'s data.`,
+        minLength: 1,
+        maxLength: 253,
+        pattern: '^[-._a-zA-Z0-9]+$',
+        patternHint: "must be a data key: letters, digits, '-', '_' and '.'",
+      }),
+      optional: boolean({ description: `Start the trainer even when the ${what} or key is missing.` }),
+    },
+    required: ['name', 'key'],
+  });
+
+const envVar = object({
+  description: 'An environment variable of the trainer container (core/v1 EnvVar: value or valueFrom).',
+  properties: {
+    name: string({
+      description: `Variable name; names starting with ${RESERVED_ENV_PREFIX} and HOME are the operator's.`,
+      minLength: 1,
+      maxLength: 253,
+      pattern: '^[-._a-zA-Z][-._a-zA-Z0-9]*$',
+      patternHint: "must be letters, digits, '_', '-' and '.', not starting with a digit",
+    }),
+    value: string({ description: 'The value.', maxLength: 32768 }),
+    valueFrom: object({
+      description:
+        'Where the value comes from: exactly one of secretKeyRef or configMapKeyRef (the tenant policy says ' +
+        'which it allows: allowedEnvSources).',
+      properties: { secretKeyRef: keyRef('Secret'), configMapKeyRef: keyRef('ConfigMap') },
+      rules: [exactlyOneOf(ENV_SOURCES)],
+    }),
+  },
+  required: ['name'],
+  rules: [
+    {
+      rule: `!self.name.startsWith('${RESERVED_ENV_PREFIX}') && !(self.name in [${RESERVED_ENV_NAMES.map((n) => `'${n}'`).join(', ')}])`,
+      message: `name: ${RESERVED_ENV_PREFIX}* and ${RESERVED_ENV_NAMES.join(', ')} are set by the operator`,
+      fieldPath: '.name',
+      reason: 'FieldValueForbidden',
+      check: (e) =>
+        !e.name.startsWith(RESERVED_ENV_PREFIX) &&
+        !(RESERVED_ENV_NAMES as readonly string[]).includes(e.name),
+    },
+    {
+      rule: '!(has(self.value) && has(self.valueFrom))',
+      message: 'set value or valueFrom, not both',
+      fieldPath: '.valueFrom',
+      reason: 'FieldValueForbidden',
+      check: (e) => !(e.value !== undefined && e.valueFrom !== undefined),
+    },
+  ],
+});
+
+const podVolume = object({
+  description:
+    'An extra volume and where the trainer mounts it: exactly one of persistentVolumeClaim, hostPath, ' +
+    'configMap, secret or emptyDir (the tenant policy says which it allows: allowedVolumeKinds).',
+  properties: {
+    name: string({
+      description: `Volume name (DNS-1123 label); ${RESERVED_VOLUME_NAMES.join(', ')} are the operator's.`,
+      minLength: 1,
+      maxLength: 63,
+      pattern: DNS1123_LABEL,
+      patternHint: "must be a DNS-1123 label: lower-case letters, digits and '-'",
+    }),
+    mountPath: string({
+      description: 'Absolute path in the trainer container.',
+      minLength: 2,
+      maxLength: PATH_MAX,
+      pattern: '^/',
+      patternHint: 'must be an absolute path',
+    }),
+    readOnly: boolean({
+      description:
+        'Mount read-only (the default); false for a volume the trainer writes, such as scratch space.',
+      default: true,
+    }),
+    subPath: relativePath('Mount only this path inside the volume.'),
+    persistentVolumeClaim: object({
+      description: 'A PersistentVolumeClaim in the job namespace.',
+      properties: { claimName: objectName('Name of the PersistentVolumeClaim.') },
+      required: ['claimName'],
+    }),
+    hostPath: object({
+      description: 'A directory on the node (the tenant policy limits it to hostPathPrefixes).',
+      properties: {
+        path: string({
+          description: 'Absolute path on the node.',
+          maxLength: PATH_MAX,
+          pattern: '^/',
+          patternHint: 'must be an absolute path',
+        }),
+      },
+      required: ['path'],
+    }),
+    configMap: object({
+      description: 'A ConfigMap in the job namespace, its keys as files.',
+      properties: { name: objectName('Name of the ConfigMap.') },
+      required: ['name'],
+    }),
+    secret: object({
+      description: 'A Secret in the job namespace, its keys as files.',
+      properties: { secretName: objectName('Name of the Secret.') },
+      required: ['secretName'],
+    }),
+    emptyDir: object({
+      description: "Scratch space that lives as long as the pod (on the node's disk).",
+      properties: {},
+    }),
+  },
+  required: ['name', 'mountPath'],
+  rules: [
+    exactlyOneOf(POD_VOLUME_KINDS),
+    {
+      rule: `!(self.name in [${RESERVED_VOLUME_NAMES.map((n) => `'${n}'`).join(', ')}])`,
+      message: `name: ${RESERVED_VOLUME_NAMES.join(', ')} are the operator's volumes`,
+      fieldPath: '.name',
+      reason: 'FieldValueForbidden',
+      check: (v) => !(RESERVED_VOLUME_NAMES as readonly string[]).includes(v.name),
+    },
+    {
+      rule: `!(self.mountPath in [${RESERVED_MOUNT_PATHS.map((n) => `'${n}'`).join(', ')}])`,
+      message: `mountPath: ${RESERVED_MOUNT_PATHS.join(', ')} are the operator's mounts`,
+      fieldPath: '.mountPath',
+      reason: 'FieldValueForbidden',
+      check: (v) => !(RESERVED_MOUNT_PATHS as readonly string[]).includes(v.mountPath),
+    },
+  ],
+});
+
+const matchExpression = object({
+  description: 'A node label requirement (core/v1 NodeSelectorRequirement).',
+  properties: {
+    key: string({
+      description: 'Node label key.',
+      minLength: 1,
+      maxLength: 317,
+      pattern: LABEL_KEY_PATTERN,
+      patternHint: LABEL_KEY_HINT,
+    }),
+    operator: enumeration(['In', 'NotIn', 'Exists', 'DoesNotExist', 'Gt', 'Lt'], {
+      description: 'In/NotIn: one of values; Exists/DoesNotExist: no values; Gt/Lt: one integer value.',
+    }),
+    values: array(
+      string({
+        description: 'Label value.',
+        maxLength: 63,
+        pattern: LABEL_VALUE_PATTERN,
+        patternHint: LABEL_VALUE_HINT,
+      }),
+      { description: 'Label values.', maxItems: 64, listType: 'atomic' },
+    ),
+  },
+  required: ['key', 'operator'],
+  rules: [
+    {
+      rule:
+        "self.operator in ['Exists', 'DoesNotExist'] ? !has(self.values) || size(self.values) == 0 : " +
+        "self.operator in ['Gt', 'Lt'] ? has(self.values) && size(self.values) == 1 && " +
+        "self.values[0].matches('^-?[0-9]+$') : has(self.values) && size(self.values) > 0",
+      message: 'values: In and NotIn need values, Exists and DoesNotExist none, Gt and Lt one integer',
+      fieldPath: '.values',
+      check: (m) => {
+        const n = m.values?.length ?? 0;
+        if (m.operator === 'Exists' || m.operator === 'DoesNotExist') return n === 0;
+        if (m.operator === 'Gt' || m.operator === 'Lt')
+          return n === 1 && /^-?[0-9]+$/.test(m.values?.[0] ?? '');
+        return n > 0;
+      },
+    },
+  ],
+});
+const nodeSelectorTerm = object({
+  description: 'Requirements that all hold (core/v1 NodeSelectorTerm, label expressions only).',
+  properties: {
+    matchExpressions: array(matchExpression, {
+      description: 'Node label requirements.',
+      maxItems: 32,
+      listType: 'atomic',
+    }),
+  },
+  required: ['matchExpressions'],
+});
+
+const nodeAffinity = object({
+  description:
+    'Node affinity of the trainer pod (core/v1 NodeAffinity, label expressions only). The operator adds the ' +
+    'chosen GPU class to every required term, and only places the job on classes whose nodes match them.',
+  properties: {
+    requiredDuringSchedulingIgnoredDuringExecution: object({
+      description: 'Nodes the pod may run on: those matching any one of the terms.',
+      properties: {
+        nodeSelectorTerms: array(nodeSelectorTerm, {
+          description: 'Alternatives (OR).',
+          minItems: 1,
+          maxItems: 8,
+          listType: 'atomic',
+        }),
+      },
+      required: ['nodeSelectorTerms'],
+    }),
+    preferredDuringSchedulingIgnoredDuringExecution: array(
+      object({
+        description: 'A weighted preference.',
+        properties: {
+          weight: integer({ description: 'Weight, 1 to 100.', minimum: 1, maximum: 100 }),
+          preference: nodeSelectorTerm,
+        },
+        required: ['weight', 'preference'],
+      }),
+      { description: 'Nodes the scheduler prefers, by summed weight.', maxItems: 16, listType: 'atomic' },
+    ),
+  },
+});
+
+const pod = object({
+  description:
+    "Customisation of the trainer pod, as a PyTorchJob's pod template offers it; each part is checked " +
+    'against the tenant policy (README: Admin guide). Immutable.',
+  properties: {
+    env: array(envVar, {
+      description: 'Environment variables of the trainer container.',
+      maxItems: 64,
+      listType: 'map',
+      listMapKeys: ['name'],
+    }),
+    volumes: array(podVolume, {
+      description: 'Extra volumes mounted into the trainer container (besides data and checkpoint).',
+      maxItems: 16,
+      listType: 'map',
+      listMapKeys: ['name'],
+      rules: [
+        {
+          rule: 'self.all(v, self.exists_one(w, w.mountPath == v.mountPath))',
+          message: 'every mountPath must be different',
+          reason: 'FieldValueDuplicate',
+          check: (vs) => new Set(vs.map((x) => x.mountPath)).size === vs.length,
+        },
+      ],
+    }),
+    serviceAccountName: objectName(
+      'ServiceAccount the trainer runs as, for data access (e.g. cloud workload identity); the operator binds ' +
+        "it to the job's status so the trainer can still report progress. Unset: a per-job account that may " +
+        'touch nothing else. The tenant policy names the accounts it allows (allowedServiceAccounts).',
+    ),
+    imagePullSecrets: array(
+      object({
+        description: 'A Secret of type kubernetes.io/dockerconfigjson in the job namespace.',
+        properties: { name: objectName('Name of the Secret.') },
+        required: ['name'],
+      }),
+      {
+        description: "Secrets for pulling the trainer image, besides the operator's own.",
+        maxItems: 8,
+        listType: 'map',
+        listMapKeys: ['name'],
+      },
+    ),
+    nodeAffinity,
+  },
+  rules: [immutable('spec.pod', 'create a new job to change the trainer pod')],
 });
 
 // ---------------------------------------------------------------- spec
@@ -894,6 +1226,7 @@ export const specSchema = object({
     resources: defaulted(resources),
     checkpoint,
     runPolicy: defaulted(runPolicy),
+    pod,
     image: string({
       description: 'Trainer image; defaults to the image the operator was installed with.',
       minLength: 1,
@@ -914,6 +1247,26 @@ export const specSchema = object({
     {
       rule: 'has(self.checkpoint) == has(oldSelf.checkpoint)',
       message: 'spec.checkpoint cannot be added or removed after creation',
+    },
+    {
+      rule: 'has(self.pod) == has(oldSelf.pod)',
+      message: 'spec.pod cannot be added or removed after creation',
+    },
+    {
+      rule:
+        '!has(self.pod) || !has(self.pod.volumes) || self.pod.volumes.all(v, ' +
+        '!(has(self.data.volume) && v.mountPath == self.data.root) && ' +
+        '!(has(self.checkpoint) && has(self.checkpoint.volume) && v.mountPath == self.checkpoint.path))',
+      message:
+        'pod.volumes: a mountPath equals data.root or checkpoint.path, where the operator mounts those volumes',
+      fieldPath: '.pod.volumes',
+      reason: 'FieldValueDuplicate',
+      check: (s) =>
+        (s.pod?.volumes ?? []).every(
+          (v) =>
+            !(s.data.volume !== undefined && v.mountPath === s.data.root) &&
+            !(s.checkpoint?.volume !== undefined && v.mountPath === s.checkpoint.path),
+        ),
     },
   ],
 });

@@ -10,13 +10,22 @@
 //   allowedImages       image references; an entry ending in '*' is a prefix ('repo:*' = any tag)
 //   allowedVolumeKinds  persistentVolumeClaim and/or hostPath
 //   hostPathPrefixes    node folders a hostPath volume may be in (when hostPath is allowed)
+//   allowedVolumeKinds  also configMap, secret and emptyDir, for spec.pod.volumes
+//   allowedEnvSources   secretKeyRef and/or configMapKeyRef, for spec.pod.env[].valueFrom
+//   allowedServiceAccounts  names spec.pod.serviceAccountName may take ('*' at the end: a prefix)
+// Not ruled, and why: spec.pod.imagePullSecrets only let the kubelet pull an image allowedImages
+// already admits (the pod never sees the secret); spec.pod.nodeAffinity only narrows where the pod
+// may run among the nodes its tolerations and the GPU class already reach (taints isolate nodes).
 
-import type { StreamingTrainingJobSpec, VolumeSource } from './types.ts';
+import { ENV_SOURCES, POD_VOLUME_KINDS } from './schema.ts';
+import type { PodEnvVar, PodVolume, StreamingTrainingJobSpec, VolumeSource } from './types.ts';
 
 export const POLICY_KEYS = {
   allowedImages: 'allowedImages',
   allowedVolumeKinds: 'allowedVolumeKinds',
   hostPathPrefixes: 'hostPathPrefixes',
+  allowedEnvSources: 'allowedEnvSources',
+  allowedServiceAccounts: 'allowedServiceAccounts',
 } as const;
 
 export const VOLUME_KINDS = ['persistentVolumeClaim', 'hostPath'] as const;
@@ -28,6 +37,8 @@ export interface TenantPolicy {
   allowedImages: string[];
   allowedVolumeKinds: string[];
   hostPathPrefixes: string[];
+  allowedEnvSources: string[];
+  allowedServiceAccounts: string[];
 }
 
 /** One entry per line, trimmed, blank lines dropped: what the CEL variables compute. */
@@ -48,6 +59,8 @@ export function policyFromConfigMap(cm: {
     allowedImages: lines(cm.data?.[POLICY_KEYS.allowedImages]),
     allowedVolumeKinds: lines(cm.data?.[POLICY_KEYS.allowedVolumeKinds]),
     hostPathPrefixes: lines(cm.data?.[POLICY_KEYS.hostPathPrefixes]),
+    allowedEnvSources: lines(cm.data?.[POLICY_KEYS.allowedEnvSources]),
+    allowedServiceAccounts: lines(cm.data?.[POLICY_KEYS.allowedServiceAccounts]),
   };
 }
 
@@ -71,6 +84,8 @@ export const POLICY_VARIABLES = [
   { name: 'allowedImages', expression: celList(POLICY_KEYS.allowedImages) },
   { name: 'allowedVolumeKinds', expression: celList(POLICY_KEYS.allowedVolumeKinds) },
   { name: 'hostPathPrefixes', expression: celList(POLICY_KEYS.hostPathPrefixes) },
+  { name: 'allowedEnvSources', expression: celList(POLICY_KEYS.allowedEnvSources) },
+  { name: 'allowedServiceAccounts', expression: celList(POLICY_KEYS.allowedServiceAccounts) },
 ] as const;
 
 const CEL_SOURCE = `params.metadata.namespace + '/' + params.metadata.name`;
@@ -78,6 +93,14 @@ const source = (p: TenantPolicy) => `${p.source.namespace}/${p.source.name}`;
 const celAllows = (variable: string) =>
   `(size(variables.${variable}) == 0 ? 'nothing' : variables.${variable}.join(', '))`;
 const allows = (xs: string[]) => (xs.length === 0 ? 'nothing' : xs.join(', '));
+
+/** `name` is one of `allowed`, where an entry ending in '*' is a prefix (images, service accounts). */
+export function nameAllowed(name: string, allowed: readonly string[]): boolean {
+  return allowed.some((p) => (p.endsWith('*') ? name.startsWith(p.slice(0, -1)) : name === p));
+}
+/** CEL twin of nameAllowed over `variables.<list>`. */
+const celNameAllowed = (value: string, list: string) =>
+  `variables.${list}.exists(p, p.endsWith('*') ? ${value}.startsWith(p.substring(0, size(p) - 1)) : ${value} == p)`;
 
 export function imageAllowed(image: string, allowed: readonly string[]): boolean {
   return allowed.some((p) => (p.endsWith('*') ? image.startsWith(p.slice(0, -1)) : image === p));
@@ -159,9 +182,94 @@ function hostPathRule(f: VolumeField): PolicyRule {
   };
 }
 
+// ---------------------------------------------------------------- spec.pod
+
+const POD = 'has(object.spec.pod)';
+const POD_VOLUMES = `${POD} && has(object.spec.pod.volumes)`;
+const POD_ENV = `${POD} && has(object.spec.pod.env)`;
+const podVolumes = (s: StreamingTrainingJobSpec): PodVolume[] => s.pod?.volumes ?? [];
+const podEnv = (s: StreamingTrainingJobSpec): PodEnvVar[] => s.pod?.env ?? [];
+type PodVolumeKind = (typeof POD_VOLUME_KINDS)[number];
+type EnvSource = (typeof ENV_SOURCES)[number];
+
+function podVolumeKindRule(kind: PodVolumeKind): PolicyRule {
+  const first = `object.spec.pod.volumes.filter(v, has(v.${kind}))[0].name`;
+  return {
+    expression: `!(${POD_VOLUMES} && object.spec.pod.volumes.exists(v, has(v.${kind}))) || '${kind}' in variables.allowedVolumeKinds`,
+    messageExpression:
+      `'spec.pod.volumes[' + ${first} + '].${kind}: ${kind} volumes are not allowed; the tenant policy (ConfigMap ' + ` +
+      `${CEL_SOURCE} + ', allowedVolumeKinds) allows ' + ${celAllows('allowedVolumeKinds')}`,
+    check: (s, p) => !podVolumes(s).some((v) => v[kind] !== undefined) || p.allowedVolumeKinds.includes(kind),
+    message: (s, p) =>
+      `spec.pod.volumes[${podVolumes(s).find((v) => v[kind] !== undefined)?.name}].${kind}: ${kind} volumes are not ` +
+      `allowed; the tenant policy (ConfigMap ${source(p)}, allowedVolumeKinds) allows ${allows(p.allowedVolumeKinds)}`,
+  };
+}
+
+const celHostPathOk = (v: string) =>
+  `(!${v}.hostPath.path.split('/').exists(s, s == '.' || s == '..') && variables.hostPathPrefixes.exists(p, ` +
+  `${v}.hostPath.path == p || ${v}.hostPath.path.startsWith(p.endsWith('/') ? p : p + '/')))`;
+
+const podHostPathRule: PolicyRule = {
+  expression: `!(${POD_VOLUMES}) || object.spec.pod.volumes.all(v, !has(v.hostPath) || ${celHostPathOk('v')})`,
+  messageExpression:
+    `'spec.pod.volumes[' + object.spec.pod.volumes.filter(v, has(v.hostPath) && !${celHostPathOk('v')})[0].name + ` +
+    `'].hostPath.path: ' + object.spec.pod.volumes.filter(v, has(v.hostPath) && !${celHostPathOk('v')})[0].hostPath.path + ` +
+    `' is not under an allowed folder; the tenant policy (ConfigMap ' + ${CEL_SOURCE} + ', hostPathPrefixes) allows ' + ` +
+    `${celAllows('hostPathPrefixes')}`,
+  check: (s, p) =>
+    podVolumes(s).every(
+      (v) => v.hostPath === undefined || hostPathAllowed(v.hostPath.path, p.hostPathPrefixes),
+    ),
+  message: (s, p) => {
+    const v = podVolumes(s).find(
+      (x) => x.hostPath !== undefined && !hostPathAllowed(x.hostPath.path, p.hostPathPrefixes),
+    );
+    return (
+      `spec.pod.volumes[${v?.name}].hostPath.path: ${v?.hostPath?.path} is not under an allowed folder; the tenant ` +
+      `policy (ConfigMap ${source(p)}, hostPathPrefixes) allows ${allows(p.hostPathPrefixes)}`
+    );
+  },
+};
+
+function envSourceRule(src: EnvSource): PolicyRule {
+  const uses = `has(e.valueFrom) && has(e.valueFrom.${src})`;
+  return {
+    expression: `!(${POD_ENV} && object.spec.pod.env.exists(e, ${uses})) || '${src}' in variables.allowedEnvSources`,
+    messageExpression:
+      `'spec.pod.env[' + object.spec.pod.env.filter(e, ${uses})[0].name + '].valueFrom.${src}: environment from ` +
+      `${src} is not allowed; the tenant policy (ConfigMap ' + ${CEL_SOURCE} + ', allowedEnvSources) allows ' + ` +
+      `${celAllows('allowedEnvSources')}`,
+    check: (s, p) =>
+      !podEnv(s).some((e) => e.valueFrom?.[src] !== undefined) || p.allowedEnvSources.includes(src),
+    message: (s, p) =>
+      `spec.pod.env[${podEnv(s).find((e) => e.valueFrom?.[src] !== undefined)?.name}].valueFrom.${src}: environment ` +
+      `from ${src} is not allowed; the tenant policy (ConfigMap ${source(p)}, allowedEnvSources) allows ` +
+      `${allows(p.allowedEnvSources)}`,
+  };
+}
+
+const serviceAccountRule: PolicyRule = {
+  expression: `!(${POD} && has(object.spec.pod.serviceAccountName)) || ${celNameAllowed('object.spec.pod.serviceAccountName', 'allowedServiceAccounts')}`,
+  messageExpression:
+    `'spec.pod.serviceAccountName: ' + object.spec.pod.serviceAccountName + ' is not an allowed service account; ` +
+    `the tenant policy (ConfigMap ' + ${CEL_SOURCE} + ', allowedServiceAccounts) allows ' + ` +
+    `${celAllows('allowedServiceAccounts')}`,
+  check: (s, p) =>
+    s.pod?.serviceAccountName === undefined ||
+    nameAllowed(s.pod.serviceAccountName, p.allowedServiceAccounts),
+  message: (s, p) =>
+    `spec.pod.serviceAccountName: ${s.pod?.serviceAccountName} is not an allowed service account; the tenant ` +
+    `policy (ConfigMap ${source(p)}, allowedServiceAccounts) allows ${allows(p.allowedServiceAccounts)}`,
+};
+
 export const POLICY_RULES: readonly PolicyRule[] = [
   imageRule,
   ...VOLUME_FIELDS.flatMap((f) => [...VOLUME_KINDS.map((k) => kindRule(f, k)), hostPathRule(f)]),
+  ...POD_VOLUME_KINDS.map(podVolumeKindRule),
+  podHostPathRule,
+  ...ENV_SOURCES.map(envSourceRule),
+  serviceAccountRule,
 ];
 
 /** The operator's re-check: every rule the spec breaks, as the API server would word it. */

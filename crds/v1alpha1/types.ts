@@ -119,6 +119,14 @@ export type StreamingSpec = DerivedSpec['streaming'];
 export type ResourcesSpec = DerivedSpec['resources'];
 export type Toleration = NonNullable<ResourcesSpec['tolerations']>[number];
 export type RunPolicy = DerivedSpec['runPolicy'];
+/** spec.pod: the trainer pod's customisation (env, volumes, service account, pull secrets, node affinity). */
+export type PodSpec = NonNullable<DerivedSpec['pod']>;
+export type PodEnvVar = NonNullable<PodSpec['env']>[number];
+export type PodVolume = NonNullable<PodSpec['volumes']>[number];
+export type PodNodeAffinity = NonNullable<PodSpec['nodeAffinity']>;
+export type NodeSelectorTerm = NonNullable<
+  PodNodeAffinity['requiredDuringSchedulingIgnoredDuringExecution']
+>['nodeSelectorTerms'][number];
 
 /** The spec after defaulting (what validateJob returns and the API server stores). */
 export type StreamingTrainingJobSpec = Omit<DerivedSpec, 'model' | 'data' | 'training' | 'checkpoint'> & {

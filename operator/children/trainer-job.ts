@@ -24,6 +24,13 @@ import {
   trainerAccountName,
   trainerJobName,
 } from './names.ts';
+import {
+  customEnv,
+  customVolumes,
+  imagePullSecrets,
+  schedulingMetadata,
+  trainerAffinity,
+} from './pod-customisation.ts';
 
 /**
  * Exit codes of `tilestream train`, defined once by the trainer (a module with no imports, so the
@@ -100,7 +107,9 @@ function volumes(stj: StreamingTrainingJob): { volumes: V1Volume[]; mounts: V1Vo
     vols.push({ name: 'checkpoints', ...volumeSource(checkpoint.volume, false) });
     mounts.push({ name: 'checkpoints', mountPath: checkpoint.path });
   }
-  return { volumes: vols, mounts };
+  // spec.pod.volumes: the CRD keeps their names and mount paths apart from the ones above.
+  const custom = customVolumes(stj.spec);
+  return { volumes: [...vols, ...custom.volumes], mounts: [...mounts, ...custom.mounts] };
 }
 
 /** Host memory of a trainer besides its images and a CPU step: Node.js, TensorFlow and CUDA's host libraries. */
@@ -149,8 +158,9 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
   const spec = stj.spec;
   const name = trainerJobName(stj.metadata.name, i.attempt);
   const attemptLabel = { [LABEL.attempt]: String(i.attempt) };
-  const queue: Record<string, string> =
-    spec.runPolicy.queueName !== undefined ? { [LABEL.kueueQueue]: spec.runPolicy.queueName } : {};
+  const scheduling = schedulingMetadata(stj);
+  const affinity = trainerAffinity(spec.pod?.nodeAffinity, plan.selector);
+  const pullSecrets = imagePullSecrets(spec, settings.imagePullSecrets);
   const { volumes: vols, mounts } = volumes(stj);
   const gpu = spec.resources.gpus > 0 && plan.resourceName !== undefined;
   const env = [
@@ -164,8 +174,9 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
     apiVersion: 'batch/v1',
     kind: 'Job',
     metadata: childMeta(stj, name, {
-      labels: { ...attemptLabel, ...queue },
+      labels: { ...scheduling.labels, ...attemptLabel },
       annotations: {
+        ...scheduling.annotations,
         [ANNOTATION.plan]: JSON.stringify(plan),
         [ANNOTATION.tileReductions]: String(i.tileReductions),
         [ANNOTATION.restartsBefore]: String(i.restartsBefore),
@@ -223,7 +234,10 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
         },
         spec: {
           restartPolicy: 'Never',
-          serviceAccountName: trainerAccountName(stj.metadata.name),
+          serviceAccountName: spec.pod?.serviceAccountName ?? trainerAccountName(stj.metadata.name),
+          ...(spec.runPolicy.priorityClassName !== undefined && {
+            priorityClassName: spec.runPolicy.priorityClassName,
+          }),
           automountServiceAccountToken: true,
           enableServiceLinks: false,
           terminationGracePeriodSeconds: settings.terminationGracePeriodSeconds,
@@ -234,28 +248,9 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
             fsGroup: settings.runAsUser,
             seccompProfile: { type: 'RuntimeDefault' },
           },
-          ...(plan.selector !== undefined &&
-            plan.selector.length > 0 && {
-              affinity: {
-                nodeAffinity: {
-                  requiredDuringSchedulingIgnoredDuringExecution: {
-                    nodeSelectorTerms: [
-                      {
-                        matchExpressions: plan.selector.map((r) => ({
-                          key: r.key,
-                          operator: 'In',
-                          values: r.values,
-                        })),
-                      },
-                    ],
-                  },
-                },
-              },
-            }),
+          ...(affinity !== undefined && { affinity }),
           ...(spec.resources.nodeSelector !== undefined && { nodeSelector: spec.resources.nodeSelector }),
-          ...(settings.imagePullSecrets?.length && {
-            imagePullSecrets: settings.imagePullSecrets.map((name) => ({ name })),
-          }),
+          ...(pullSecrets.length > 0 && { imagePullSecrets: pullSecrets }),
           tolerations: [
             ...(spec.resources.tolerations ?? []),
             ...(gpu ? [resourceToleration(plan.resourceName as string)] : []),
@@ -275,7 +270,7 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
                 String(settings.metricsPort),
                 '--json',
               ],
-              env,
+              env: [...env, ...customEnv(spec)],
               ports: [{ name: 'metrics', containerPort: settings.metricsPort, protocol: 'TCP' }],
               resources: resources(stj, plan),
               volumeMounts: mounts,

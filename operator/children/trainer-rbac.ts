@@ -1,7 +1,8 @@
 // The trainer's identity and the job manifest it reads, per StreamingTrainingJob: a
 // ServiceAccount whose Role allows exactly one thing, `patch` on this job's status subresource
 // (the trainer reports progress there by server-side apply), a RoleBinding, and the ConfigMap with
-// the manifest. Pure builders.
+// the manifest. Pure builders. A job with spec.pod.serviceAccountName runs as that account instead,
+// bound to the same Role.
 
 import type { V1ConfigMap, V1Role, V1RoleBinding, V1ServiceAccount } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
@@ -39,7 +40,13 @@ export function buildTrainerRoleBinding(stj: StreamingTrainingJob): V1RoleBindin
     kind: 'RoleBinding',
     metadata: childMeta(stj, name),
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
-    subjects: [{ kind: 'ServiceAccount', name, namespace: stj.metadata.namespace as string }],
+    // A job that runs as its own account for data access (spec.pod.serviceAccountName) still reports
+    // progress: that account may patch this job's status too (and, being shared, so may its other pods).
+    subjects: [...new Set([name, stj.spec.pod?.serviceAccountName ?? name])].map((sa) => ({
+      kind: 'ServiceAccount',
+      name: sa,
+      namespace: stj.metadata.namespace as string,
+    })),
   };
 }
 

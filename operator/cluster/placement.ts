@@ -9,6 +9,7 @@ import { parseQuantity, type StreamingTrainingJobSpec } from '../../crds/index.t
 import { formatBytes } from '../../trainer/plan/planner.ts';
 import type { Pod } from '../kube/types.ts';
 import type { GpuClass, GpuOffer, Inventory } from './gpu-inventory.ts';
+import { nodeAffinityAdmits } from './node-affinity.ts';
 import { type Prediction, type Sizing, SizingError, type SizingRequest } from './tile-sizing.ts';
 import { resourceToleration, type TolerationLike, untoleratedTaints } from './tolerations.ts';
 
@@ -63,14 +64,17 @@ export function gpuUsage(pods: readonly Pod[]): Map<string, Map<string, number>>
   return usage;
 }
 
-/** Whether a pod of this spec may run on the offer's node: taints tolerated, nodeSelector met. */
+/** Whether a pod of this spec may run on the offer's node: taints tolerated, nodeSelector and required node affinity met. */
 export function admits(spec: StreamingTrainingJobSpec, offer: GpuOffer): boolean {
   const tolerations: TolerationLike[] = [
     ...(spec.resources.tolerations ?? []),
     resourceToleration(offer.resourceName),
   ];
   if (untoleratedTaints(offer.taints, tolerations).length > 0) return false;
-  return Object.entries(spec.resources.nodeSelector ?? {}).every(([k, v]) => offer.labels[k] === v);
+  return (
+    Object.entries(spec.resources.nodeSelector ?? {}).every(([k, v]) => offer.labels[k] === v) &&
+    nodeAffinityAdmits(spec, offer.labels)
+  );
 }
 
 export function freeGpus(cls: GpuClass, usage: GpuUsage, offers: readonly GpuOffer[] = cls.offers): number {

@@ -157,6 +157,9 @@ describe('transition rules', () => {
     ['the queue name', { 'spec.runPolicy.queueName': 'other-queue' }, 'spec.runPolicy.queueName'],
     ['whether there is a queue', { 'spec.runPolicy.queueName': undefined }, 'spec.runPolicy'],
     ['whether there is a checkpoint', { 'spec.checkpoint': undefined }, 'spec'],
+    ['whether there is a priority class', { 'spec.runPolicy.priorityClassName': 'high' }, 'spec.runPolicy'],
+    ['whether another controller runs it', { 'spec.runPolicy.managedBy': 'example.org/x' }, 'spec.runPolicy'],
+    ['whether the pod is customised', { 'spec.pod': { env: [{ name: 'A', value: '1' }] } }, 'spec'],
   ];
   for (const [what, edits, at] of changes) {
     it(`refuse a change of ${what} (rule at ${at})`, () => {
@@ -198,12 +201,18 @@ describe('transition rules', () => {
       transitions.map((t) => t.path),
       [
         'spec',
+        'spec',
         'spec.model',
         'spec.data',
         'spec.training',
         'spec.checkpoint',
         'spec.runPolicy',
+        'spec.runPolicy',
+        'spec.runPolicy',
         'spec.runPolicy.queueName',
+        'spec.runPolicy.priorityClassName',
+        'spec.runPolicy.managedBy',
+        'spec.pod',
       ],
     );
   });

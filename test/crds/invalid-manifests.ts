@@ -76,6 +76,9 @@ const tfjs = {
 };
 const toleration = (t: Record<string, unknown>) => edit(v(), { 'spec.resources.tolerations': [t] });
 
+/** The valid manifest with spec.pod set. */
+const podEdit = (pod: Record<string, unknown>): Manifest => edit(v(), { 'spec.pod': pod });
+
 export const INVALID_MANIFESTS: readonly InvalidCase[] = [
   // --- the object itself
   {
@@ -593,7 +596,158 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     manifest: edit(v(), { 'spec.image': 'tilestream: latest' }),
     path: 'spec.image',
   },
+  {
+    name: 'priorityClassName with upper case',
+    manifest: edit(v(), { 'spec.runPolicy.priorityClassName': 'High' }),
+    path: 'spec.runPolicy.priorityClassName',
+  },
+  {
+    name: 'managedBy without a domain prefix',
+    manifest: edit(v(), { 'spec.runPolicy.managedBy': 'multikueue' }),
+    path: 'spec.runPolicy.managedBy',
+  },
+
+  // --- spec.pod (issue 15 item 5)
+  {
+    name: 'an env name the operator sets',
+    manifest: podEdit({ env: [{ name: 'TILESTREAM_GPU_MEMORY', value: '1' }] }),
+    path: 'spec.pod.env[0].name',
+    message: 'are set by the operator',
+  },
+  {
+    name: 'HOME in env',
+    manifest: podEdit({ env: [{ name: 'HOME', value: '/root' }] }),
+    path: 'spec.pod.env[0].name',
+    message: 'are set by the operator',
+  },
+  {
+    name: 'env with value and valueFrom',
+    manifest: podEdit({
+      env: [{ name: 'A', value: '1', valueFrom: { configMapKeyRef: { name: 'cm', key: 'a' } } }],
+    }),
+    path: 'spec.pod.env[0].valueFrom',
+    message: 'set value or valueFrom, not both',
+  },
+  {
+    name: 'env valueFrom with two sources',
+    manifest: podEdit({
+      env: [
+        {
+          name: 'A',
+          valueFrom: { configMapKeyRef: { name: 'cm', key: 'a' }, secretKeyRef: { name: 's', key: 'a' } },
+        },
+      ],
+    }),
+    path: 'spec.pod.env[0].valueFrom',
+    message: 'set exactly one of secretKeyRef, configMapKeyRef',
+  },
+  {
+    name: 'env from a fieldRef (not offered)',
+    manifest: podEdit({ env: [{ name: 'A', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }] }),
+    path: 'spec.pod.env[0].valueFrom.fieldRef',
+  },
+  {
+    name: 'a pod volume with two sources',
+    manifest: podEdit({
+      volumes: [{ name: 'x', mountPath: '/x', emptyDir: {}, configMap: { name: 'cm' } }],
+    }),
+    path: 'spec.pod.volumes[0]',
+    message: 'set exactly one of persistentVolumeClaim, hostPath, configMap, secret, emptyDir',
+  },
+  {
+    name: 'a pod volume named like an operator volume',
+    manifest: podEdit({ volumes: [{ name: 'data', mountPath: '/x', emptyDir: {} }] }),
+    path: 'spec.pod.volumes[0].name',
+    message: "are the operator's volumes",
+  },
+  {
+    name: 'a pod volume mounted over the job file folder',
+    manifest: podEdit({ volumes: [{ name: 'x', mountPath: '/etc/tilestream', emptyDir: {} }] }),
+    path: 'spec.pod.volumes[0].mountPath',
+    message: "are the operator's mounts",
+  },
+  {
+    name: 'two pod volumes at one mountPath',
+    manifest: podEdit({
+      volumes: [
+        { name: 'x', mountPath: '/x', emptyDir: {} },
+        { name: 'y', mountPath: '/x', configMap: { name: 'cm' } },
+      ],
+    }),
+    path: 'spec.pod.volumes',
+    message: 'every mountPath must be different',
+  },
+  {
+    name: 'a pod volume mounted where the data volume is',
+    manifest: podEdit({ volumes: [{ name: 'x', mountPath: '/data', emptyDir: {} }] }),
+    path: 'spec.pod.volumes',
+    message: 'a mountPath equals data.root or checkpoint.path',
+  },
+  {
+    name: 'a node affinity In without values',
+    manifest: podEdit({
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [{ matchExpressions: [{ key: 'zone', operator: 'In' }] }],
+        },
+      },
+    }),
+    path: 'spec.pod.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values',
+    message: 'In and NotIn need values',
+  },
+  {
+    name: 'a node affinity Gt with a word',
+    manifest: podEdit({
+      nodeAffinity: {
+        preferredDuringSchedulingIgnoredDuringExecution: [
+          {
+            weight: 10,
+            preference: { matchExpressions: [{ key: 'gpu-gen', operator: 'Gt', values: ['new'] }] },
+          },
+        ],
+      },
+    }),
+    path: 'spec.pod.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference.matchExpressions[0].values',
+    message: 'Gt and Lt one integer',
+  },
 ];
+
+/** Everything spec.pod offers, valid. */
+export const FULL_POD = {
+  env: [
+    { name: 'LOG_LEVEL', value: 'debug' },
+    { name: 'S3_ENDPOINT', valueFrom: { configMapKeyRef: { name: 'storage', key: 'endpoint' } } },
+    {
+      name: 'S3_SECRET',
+      valueFrom: { secretKeyRef: { name: 'storage-creds', key: 'secret', optional: true } },
+    },
+  ],
+  volumes: [
+    { name: 'scratch', mountPath: '/scratch', readOnly: false, emptyDir: {} },
+    { name: 'labels', mountPath: '/labels', subPath: 'v2', configMap: { name: 'label-map' } },
+    { name: 'creds', mountPath: '/var/run/creds', secret: { secretName: 'storage-creds' } },
+    { name: 'more', mountPath: '/more', persistentVolumeClaim: { claimName: 'more-data' } },
+    { name: 'archive', mountPath: '/archive', hostPath: { path: '/data/slides/archive' } },
+  ],
+  serviceAccountName: 'data-reader',
+  imagePullSecrets: [{ name: 'registry-creds' }],
+  nodeAffinity: {
+    requiredDuringSchedulingIgnoredDuringExecution: {
+      nodeSelectorTerms: [
+        {
+          matchExpressions: [
+            { key: 'topology.kubernetes.io/zone', operator: 'In', values: ['a', 'b'] },
+            { key: 'example.org/retired', operator: 'DoesNotExist' },
+          ],
+        },
+        { matchExpressions: [{ key: 'gpu-generation', operator: 'Gt', values: ['7'] }] },
+      ],
+    },
+    preferredDuringSchedulingIgnoredDuringExecution: [
+      { weight: 50, preference: { matchExpressions: [{ key: 'disk', operator: 'NotIn', values: ['hdd'] }] } },
+    ],
+  },
+};
 
 /** Valid manifests of different shapes; each must be accepted (by validateJob and by the API server). */
 export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = [
@@ -669,6 +823,14 @@ export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = 
       'spec.model': { architecture: 'midl2018', head: { classes: 1 } },
       'spec.data.imageSize': { height: 128, width: 128 },
       'spec.streaming': { tileSize: 128, minTileSize: 64 },
+    }),
+  },
+  {
+    name: 'a customised trainer pod with a priority class, queued for MultiKueue',
+    manifest: edit(v(), {
+      'spec.pod': FULL_POD,
+      'spec.runPolicy.priorityClassName': 'research-high',
+      'spec.runPolicy.managedBy': 'kueue.x-k8s.io/multikueue',
     }),
   },
   {

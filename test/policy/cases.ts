@@ -9,8 +9,10 @@ export const TRAINER_REPO = 'ghcr.io/tilestream/tilestream-trainer';
 /** The chart's default policy (values.yaml tenantPolicy, trainer.image). */
 export const DEFAULT_POLICY: Record<string, string> = {
   allowedImages: `${TRAINER_REPO}:*\n${TRAINER_REPO}@*\n${TRAINER_REPO}-cpu:*\n${TRAINER_REPO}-cpu@*\n`,
-  allowedVolumeKinds: 'persistentVolumeClaim\n',
+  allowedVolumeKinds: 'persistentVolumeClaim\nconfigMap\nemptyDir\n',
   hostPathPrefixes: '',
+  allowedEnvSources: 'configMapKeyRef\n',
+  allowedServiceAccounts: '',
 };
 
 export const HOSTPATH_POLICY: Record<string, string> = {
@@ -19,6 +21,43 @@ export const HOSTPATH_POLICY: Record<string, string> = {
   allowedVolumeKinds: 'persistentVolumeClaim\nhostPath\n',
   hostPathPrefixes: '/data/slides\n/scratch/\n',
 };
+
+/** An admin who lets users hand Secrets to their trainer and run it as the data-reader accounts. */
+export const SECRETS_POLICY: Record<string, string> = {
+  ...DEFAULT_POLICY,
+  allowedVolumeKinds: 'persistentVolumeClaim\nconfigMap\nemptyDir\nsecret\nhostPath\n',
+  hostPathPrefixes: '/data/slides\n',
+  allowedEnvSources: 'configMapKeyRef\nsecretKeyRef\n',
+  allowedServiceAccounts: 'data-reader-*\nslide-archive\n',
+};
+
+/** A job with everything spec.pod offers, each within SECRETS_POLICY. */
+export function customPodJob(): Manifest {
+  return edit(validManifest(), {
+    'spec.pod': {
+      env: [
+        { name: 'LOG_LEVEL', value: 'debug' },
+        { name: 'S3_ENDPOINT', valueFrom: { configMapKeyRef: { name: 'storage', key: 'endpoint' } } },
+        { name: 'S3_SECRET', valueFrom: { secretKeyRef: { name: 'storage-creds', key: 'secret' } } },
+      ],
+      volumes: [
+        { name: 'scratch', mountPath: '/scratch', readOnly: false, emptyDir: {} },
+        { name: 'labels', mountPath: '/labels', configMap: { name: 'label-map' } },
+        { name: 'creds', mountPath: '/var/run/creds', secret: { secretName: 'storage-creds' } },
+        { name: 'archive', mountPath: '/archive', hostPath: { path: '/data/slides/archive' } },
+      ],
+      serviceAccountName: 'data-reader-pathology',
+      imagePullSecrets: [{ name: 'registry-creds' }],
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [
+            { matchExpressions: [{ key: 'topology.kubernetes.io/zone', operator: 'In', values: ['a'] }] },
+          ],
+        },
+      },
+    },
+  });
+}
 
 export interface PolicyCase {
   name: string;
@@ -29,6 +68,7 @@ export interface PolicyCase {
 }
 
 const v = validManifest;
+const pod = (p: Record<string, unknown>) => edit(v(), { 'spec.pod': p });
 const hostData = (path: string) => edit(v(), { 'spec.data.volume': { hostPath: { path } } });
 const hostCheckpoint = (path: string) => edit(v(), { 'spec.checkpoint.volume': { hostPath: { path } } });
 
@@ -138,6 +178,70 @@ export const POLICY_CASES: readonly PolicyCase[] = [
     policy: { ...HOSTPATH_POLICY, allowedVolumeKinds: 'hostPath' },
     job: v(),
     refusedAt: ['spec.data.volume.persistentVolumeClaim:', 'spec.checkpoint.volume.persistentVolumeClaim:'],
+  },
+  // --- spec.pod (issue 15 item 5)
+  {
+    name: 'spec.pod within an admin policy that allows it all',
+    policy: SECRETS_POLICY,
+    job: customPodJob(),
+    refusedAt: [],
+  },
+  {
+    name: 'spec.pod under the default policy: secrets, hostPath and a custom service account refused',
+    policy: DEFAULT_POLICY,
+    job: customPodJob(),
+    refusedAt: [
+      'spec.pod.volumes[archive].hostPath:',
+      'spec.pod.volumes[creds].secret:',
+      'spec.pod.volumes[archive].hostPath.path:',
+      'spec.pod.env[S3_SECRET].valueFrom.secretKeyRef:',
+      'spec.pod.serviceAccountName:',
+    ],
+  },
+  {
+    name: 'plain env, a ConfigMap key, scratch space and pull secrets under the default policy',
+    policy: DEFAULT_POLICY,
+    job: pod({
+      env: [
+        { name: 'A', value: '1' },
+        { name: 'B', valueFrom: { configMapKeyRef: { name: 'cm', key: 'b' } } },
+      ],
+      volumes: [
+        { name: 'scratch', mountPath: '/scratch', readOnly: false, emptyDir: {} },
+        { name: 'more-data', mountPath: '/more', persistentVolumeClaim: { claimName: 'more' } },
+      ],
+      imagePullSecrets: [{ name: 'registry-creds' }],
+    }),
+    refusedAt: [],
+  },
+  {
+    name: 'a ConfigMap key refused by a policy that allows only Secret keys',
+    policy: { ...SECRETS_POLICY, allowedEnvSources: 'secretKeyRef' },
+    job: pod({ env: [{ name: 'B', valueFrom: { configMapKeyRef: { name: 'cm', key: 'b' } } }] }),
+    refusedAt: ['spec.pod.env[B].valueFrom.configMapKeyRef:'],
+  },
+  {
+    name: 'a pod hostPath outside the prefixes, climbing out with ..',
+    policy: SECRETS_POLICY,
+    job: pod({
+      volumes: [
+        { name: 'ok', mountPath: '/ok', hostPath: { path: '/data/slides/x' } },
+        { name: 'climb', mountPath: '/climb', hostPath: { path: '/data/slides/../../etc' } },
+      ],
+    }),
+    refusedAt: ['spec.pod.volumes[climb].hostPath.path:'],
+  },
+  {
+    name: 'a service account matched by a prefix entry, and one named exactly',
+    policy: SECRETS_POLICY,
+    job: pod({ serviceAccountName: 'slide-archive' }),
+    refusedAt: [],
+  },
+  {
+    name: 'a service account that only starts like an allowed name',
+    policy: SECRETS_POLICY,
+    job: pod({ serviceAccountName: 'slide-archive-admin' }),
+    refusedAt: ['spec.pod.serviceAccountName:'],
   },
   {
     name: 'an empty policy allows only the operator default image and no volume',
