@@ -5,6 +5,8 @@
 // - `tilestream plan` gives a tile for every job (and the figures quoted in the comments);
 // - the pyramidal-TIFF example's data settings read a real tiled pyramid made by `tilestream synth`:
 //   the level of imageSize is read, and a scaled-down copy of the job trains one step;
+// - the .svs example's data settings read real Aperio slides made by `tilestream synth --format svs`
+//   through OpenSlide (resolution and tissue crop), and a scaled-down copy trains one step;
 // - on a real kube-apiserver with the CRD installed, every document applies with kubectl (server-side
 //   schema and CEL validation), leaving out only kinds whose CRDs are not installed there — Kueue's,
 //   checked to be exactly those — each job reads back with the spec validateJob gives, and the
@@ -25,7 +27,9 @@ import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
 import { openImage } from '../../trainer/data/image.ts';
 import { ImageError } from '../../trainer/data/image-error.ts';
+import { openslideAvailability } from '../../trainer/data/slide/openslide.ts';
 import { registerSynthCommand } from '../../trainer/data/synth-cli.ts';
+import { readSyntheticInfo } from '../../trainer/data/synthetic.ts';
 import { registerPlanCommands } from '../../trainer/plan/cli.ts';
 import { ensureBinaries } from '../controlplane/binaries.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
@@ -34,6 +38,7 @@ import { type ControlPlane, startControlPlane } from '../controlplane/harness.ts
 import { installCrd } from '../controlplane/install-crd.ts';
 import { opensslAvailable } from '../controlplane/pki.ts';
 import { waitFor } from '../controlplane/wait.ts';
+import { skipUnlessRequired } from '../require-all.ts';
 import { sortKeys } from '../sort-keys.ts';
 import {
   allDocs,
@@ -59,6 +64,7 @@ const PROMISED = [
   'fixed-tile.yaml',
   'kueue-queued.yaml',
   'pyramidal-tiff-pvc.yaml',
+  'svs-slides-pvc.yaml',
 ];
 /** Kinds the test control plane has no CRD for; their documents are left out of the apply. */
 const KUEUE_KINDS = [
@@ -71,6 +77,10 @@ const KUEUE_KINDS = [
 // node-lifecycle (it lifts the not-ready taint of the fake GPU nodes); no pod is run. The plane
 // starts while the tests before it run (its start is mostly waiting); they never touch it.
 const found = await ensureBinaries(['etcd', 'k8s']);
+const openslide = openslideAvailability();
+const skipSlides = skipUnlessRequired(
+  openslide.ok ? undefined : `OpenSlide is not set up: ${openslide.reason}`,
+);
 const skipPlane = !found.ok
   ? found.reason
   : opensslAvailable()
@@ -434,6 +444,91 @@ describe('examples/pyramidal-tiff-pvc.yaml: its data settings read a tiled pyram
     assert.equal(summary.steps, 1);
     assert.equal(summary.skippedImages, 0, 'every image was read');
     assert.ok(Number.isFinite(summary.validation?.loss), 'validation images were read');
+  });
+});
+
+describe('examples/svs-slides-pvc.yaml: its data settings read whole slides', { skip: skipSlides }, () => {
+  const dataDir = join(work, 'wsi-slides');
+  const example = () => docsOf('svs-slides-pvc.yaml').find(isJob) as ExampleDoc;
+  let normalization: { mean: number[]; std: number[] };
+
+  before(async () => {
+    // The command the example's comment gives, with fewer slides.
+    const args = [
+      'synth',
+      '--out',
+      dataDir,
+      '--size',
+      '256',
+      '--count',
+      '2',
+      '--val-count',
+      '2',
+      '--format',
+      'svs',
+    ];
+    assert.ok(
+      readExample('svs-slides-pvc.yaml').includes(
+        `tilestream ${args.slice(0, 5).join(' ').replace(dataDir, '/tmp/wsi-slides')}`,
+      ),
+      'the comment should give the synth command',
+    );
+    const program = new Command('tilestream').exitOverride().configureOutput({ writeOut: () => {} });
+    registerSynthCommand(program);
+    await program.parseAsync(args, { from: 'user' });
+    // The normalization synth prints is the one dataset.json records.
+    const info = await readSyntheticInfo(dataDir);
+    assert.ok(info?.complete);
+    normalization = info.normalization;
+  });
+
+  it('a scaled-down copy of the job (imageSize 256 at 0.5 µm/px) reads the tissue and trains a step', async () => {
+    const job = example().obj;
+    const img = await openImage(join(dataDir, 'train', '000001.svs'), {
+      height: 256,
+      width: 256,
+      channels: 3,
+      slide: { ...job.spec.data.slides, micronsPerPixel: 0.5 },
+    });
+    const d = img.describe().slide;
+    img.close();
+    assert.ok(d);
+    assert.deepEqual([d.vendor, d.level, d.scaleX, d.tissue], ['aperio', 0, 1, 'found']);
+    assert.ok(
+      d.tissueBox.x1 - d.tissueBox.x0 >= 254 && d.tissueBox.x1 - d.tissueBox.x0 <= 260,
+      JSON.stringify(d),
+    );
+    const copy: ExampleObject = structuredClone(job);
+    const spec = copy.spec;
+    spec.model = { architecture: 'smallcnn', width: 4, head: job.spec.model.head };
+    spec.data.root = dataDir;
+    delete spec.data.volume;
+    spec.data.imageSize = { height: 256, width: 256 };
+    spec.data.slides = { ...job.spec.data.slides, micronsPerPixel: 0.5 };
+    spec.data.normalization = normalization;
+    spec.training = {
+      ...spec.training,
+      epochs: 1,
+      batchSize: 2,
+      backend: 'wasm',
+      schedule: { type: 'constant' },
+    };
+    spec.streaming = { tileSize: 128 };
+    spec.checkpoint = { path: 'checkpoints', everySteps: 1, keep: 1 };
+    for (const k of ['train', 'validation', 'channels', 'augmentation', 'maxBadImageFraction']) {
+      assert.deepEqual(spec.data[k], job.spec.data[k], `spec.data.${k} is the example's`);
+    }
+    const checked = validateJob(copy);
+    assert.ok(checked.ok, checked.ok ? '' : formatProblems(checked.problems));
+    const file = join(work, 'slides-local.yaml');
+    writeFileSync(file, stringify(copy));
+    const r = await tilestream(['train', file, '--json']);
+    assert.equal(r.code, 0, `tilestream train: exit ${r.code}\n${r.stderr.slice(-3000)}`);
+    const summary = JSON.parse(r.stdout.trim().split('\n').at(-1) as string);
+    assert.equal(summary.status, 'completed');
+    assert.deepEqual(summary.image, [256, 256]);
+    assert.equal(summary.skippedImages, 0, 'every slide was read');
+    assert.ok(Number.isFinite(summary.validation?.loss), 'validation slides were read');
   });
 });
 

@@ -46,7 +46,14 @@ export function registerSynthCommand(program: Command): Command {
     .requiredOption('--count <K>', 'training images (half positive)', parseIntOption)
     .option('--val-count <V>', 'validation images (≥ 200 for a meaningful AUC)', parseIntOption, 200)
     .option('--seed <S>', 'generator seed', parseIntOption, 1)
-    .addOption(new Option('--format <format>', 'file format').choices(SYNTHETIC_FORMATS).default('png'))
+    .addOption(
+      new Option(
+        '--format <format>',
+        'file format (svs: each image as the tissue of an Aperio whole slide, read with spec.data.slides.micronsPerPixel 0.5)',
+      )
+        .choices(SYNTHETIC_FORMATS)
+        .default('png'),
+    )
     .option('--downsample <F>', 'also write an F× box-downsampled copy to DIR/downF/', parseIntOption)
     .option(
       '--down-up',

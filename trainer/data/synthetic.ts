@@ -1,6 +1,7 @@
 // The synthetic lesion dataset on disk (`tilestream synth`, and `spec.data.synthetic` of a job):
 // images (PNG, or tiled pyramidal TIFF with lossless deflate: JPEG would smear the 2-px
-// checkerboards), `train.csv` and `val.csv` manifests with paths relative to the folder, and a
+// checkerboards, or an Aperio .svs whole slide holding the image as stained tissue on glass, read
+// with spec.data.slides at 0.5 µm/px: slide/synthetic-slide.ts), `train.csv` and `val.csv` manifests with paths relative to the folder, and a
 // `dataset.json` that records the parameters. Optionally an F× box-downsampled copy (`down8/`, with
 // its own manifests) for the resolution comparison, and that copy upsampled back to full size
 // (`down8-up/`), so that the same network sees the same number of pixels with less information.
@@ -15,9 +16,11 @@ import sharp from 'sharp';
 import { generateLesionImage, LESION_TASK, MIN_SYNTHETIC_SIDE } from './lesions.ts';
 import { boxDownsample } from './pixels.ts';
 import { deriveSeed } from './random.ts';
+import { writeAperioSvs } from './slide/slide-writer.ts';
+import { SYNTHETIC_SLIDE_MPP, SYNTHETIC_SLIDE_NORMALIZATION, slideOfImage } from './slide/synthetic-slide.ts';
 
-export type SyntheticFormat = 'png' | 'tiff';
-export const SYNTHETIC_FORMATS: readonly SyntheticFormat[] = ['png', 'tiff'];
+export type SyntheticFormat = 'png' | 'tiff' | 'svs';
+export const SYNTHETIC_FORMATS: readonly SyntheticFormat[] = ['png', 'tiff', 'svs'];
 
 export interface SyntheticParams {
   height: number;
@@ -66,8 +69,9 @@ export interface SyntheticDatasetInfo {
   params: ResolvedSyntheticParams;
   /** This folder's images. */
   variant: SyntheticVariant;
-  channels: 1;
-  /** Use as spec.data.normalization: network input (x/255 − 0.5)/0.05. */
+  /** 1 (grey images); 3 for svs (stained slides). */
+  channels: 1 | 3;
+  /** Use as spec.data.normalization: network input (x/255 − 0.5)/0.05 (per stain channel for svs). */
   normalization: { mean: number[]; std: number[] };
   manifests: { train: string; validation: string };
   counts: { train: { total: number; positive: number }; validation: { total: number; positive: number } };
@@ -177,7 +181,7 @@ export function syntheticImageSeed(seed: number, split: 'train' | 'validation', 
 }
 
 function relativeImagePath(split: 'train' | 'validation', index: number, format: SyntheticFormat): string {
-  return `${SPLIT_DIRS[split]}/${String(index).padStart(6, '0')}.${format === 'tiff' ? 'tiff' : 'png'}`;
+  return `${SPLIT_DIRS[split]}/${String(index).padStart(6, '0')}.${format}`;
 }
 
 const splitCount = (p: ResolvedSyntheticParams, split: 'train' | 'validation'): number =>
@@ -227,8 +231,11 @@ export async function ensureSyntheticDataset(
     version: 1,
     params: p,
     variant,
-    channels: 1,
-    normalization: { mean: [...LESION_TASK.normalization.mean], std: [...LESION_TASK.normalization.std] },
+    channels: p.format === 'svs' ? 3 : 1,
+    normalization:
+      p.format === 'svs'
+        ? { mean: [...SYNTHETIC_SLIDE_NORMALIZATION.mean], std: [...SYNTHETIC_SLIDE_NORMALIZATION.std] }
+        : { mean: [...LESION_TASK.normalization.mean], std: [...LESION_TASK.normalization.std] },
     manifests: { train: MANIFESTS.train, validation: MANIFESTS.validation },
     counts: {
       train: { total: p.count, positive: Math.floor(p.count / 2) },
@@ -270,7 +277,16 @@ export async function ensureSyntheticDataset(
         }));
         await inflight;
         inflight = Promise.all(
-          outputs.map((o) => writeGreyImage(o.file, o.pixels, o.height, o.width, p.format)),
+          outputs.map((o) =>
+            writeGreyImage(
+              o.file,
+              o.pixels,
+              o.height,
+              o.width,
+              p.format,
+              syntheticImageSeed(p.seed, split, i),
+            ),
+          ),
         );
         generated++;
       }
@@ -342,14 +358,25 @@ export function nearestUpsample(src: Uint8Array, height: number, width: number, 
   return out;
 }
 
-/** Writes a single-channel image: PNG, or tiled pyramidal TIFF (256² tiles, deflate, lossless). */
+/**
+ * Writes a single-channel image: PNG, or tiled pyramidal TIFF (256² tiles, deflate, lossless), or an
+ * Aperio .svs slide with the image as its tissue (`seed` places it; lossless too).
+ */
 export async function writeGreyImage(
   file: string,
   pixels: Uint8Array,
   height: number,
   width: number,
   format: SyntheticFormat,
+  seed = 0,
 ): Promise<void> {
+  if (format === 'svs') {
+    const slide = slideOfImage({ pixels, height, width, lesions: [] }, seed);
+    const tmp = `${file}.tmp-${process.pid}`;
+    await writeAperioSvs(tmp, slide, SYNTHETIC_SLIDE_MPP);
+    await rename(tmp, file);
+    return;
+  }
   const input = sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), {
     raw: { width, height, channels: 1 },
   }).toColourspace('b-w'); // one channel on disk; sharp would otherwise write sRGB
