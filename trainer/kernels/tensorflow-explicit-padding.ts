@@ -77,6 +77,15 @@ function geometry<T>(ops: NativeOps<T>, info: ConvInfo, depthwise: boolean, dy: 
 
 const dilated = (g: Geometry<unknown>): boolean => g.dilation[0] > 1 || g.dilation[1] > 1;
 
+/**
+ * Whether the windows read padding only (a side padded by more than the effective filter, and the
+ * input shorter than the stride): no input cell meets the filter, both gradients are zero, and
+ * the windowed extent would crop past the input.
+ */
+function readsPaddingOnly(info: ConvInfo, windowed: Pad4): boolean {
+  return info.inHeight + windowed[1] <= 0 || info.inWidth + windowed[3] <= 0;
+}
+
 const nativeAttrs = (info: ConvInfo, depthwise: boolean): NativeConvAttrs => ({
   strides: [info.strideHeight, info.strideWidth],
   dilations: [info.dilationHeight, info.dilationWidth],
@@ -93,6 +102,7 @@ export function backpropInputTensorflow<T>(
   info: ConvInfo,
 ): T {
   const { batchSize: n, inHeight: h, inWidth: w, inChannels: c } = info;
+  if (readsPaddingOnly(info, windowedPadding(info))) return ops.zeros([n, h, w, c]);
   const g = geometry(ops, info, depthwise, dy);
   const [t, b, l, r] = windowedPadding(g.info);
   try {
@@ -125,6 +135,7 @@ export function backpropFilterTensorflow<T>(
   filterShape: readonly number[],
   info: ConvInfo,
 ): T {
+  if (readsPaddingOnly(info, windowedPadding(info))) return ops.zeros(filterShape);
   const g = geometry(ops, info, depthwise, dy);
   const xv = ops.tidy(() => padOrCrop(ops, x, windowedPadding(g.info)));
   if (xv !== x) g.made.push(xv);
