@@ -5,72 +5,36 @@
 
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tile, TileGrid } from './geometry.ts';
-import { type Body, INPUT, parameterShapes } from './graph.ts';
+import { type Body, parameterShapes } from './graph.ts';
+import { type BodyLayers, runBodyWith } from './layers.ts';
 import { activation, affine, avgPool2d, conv2d, maxPool2d } from './ops.ts';
+import { TF_LAYER_OPS } from './tf-layer-ops.ts';
 
 /** Parameters of one body by the names of `parameterShapes` (e.g. `conv1/kernel`). */
 export type Params = ReadonlyMap<string, tf.Tensor>;
 
-/** Runs the body on a batch (conventionally: a whole image, or one tile). Frees intermediates after their last use. */
+/** The engine's layers: ops.ts checks each call, then runs the shared layer (layers.ts). */
+const ENGINE_LAYERS: BodyLayers<tf.Tensor> = {
+  ops: TF_LAYER_OPS,
+  conv: (x, w, bias, op) => conv2d(x as tf.Tensor4D, w as tf.Tensor4D, bias, op),
+  maxPool: (x, op) => maxPool2d(x as tf.Tensor4D, op),
+  avgPool: (x, op) => avgPool2d(x as tf.Tensor4D, op),
+  activation: (x, fn, alpha) => activation(x as tf.Tensor4D, fn, alpha),
+  affine: (x, scale, shift) => affine(x as tf.Tensor4D, scale, shift),
+};
+
+/**
+ * Runs the body on a batch (conventionally: a whole image, or one tile). Frees intermediates
+ * after their last use (layers.ts runBodyWith, which the planner runs on shapes).
+ */
 export function runBody(body: Body, params: Params, x: tf.Tensor4D): tf.Tensor4D {
-  const remaining = new Map<string, number>();
-  for (const n of body.nodes) for (const i of n.inputs) remaining.set(i, (remaining.get(i) ?? 0) + 1);
-  const values = new Map<string, tf.Tensor4D>([[INPUT, x]]);
-  const param = (name: string): tf.Tensor => {
-    const p = params.get(name);
-    if (!p) throw new Error(`missing parameter '${name}' of body '${body.name}'`);
-    return p;
-  };
-  for (const node of body.nodes) {
-    const inputs = node.inputs.map((i) => values.get(i) as tf.Tensor4D);
-    const x0 = inputs[0] as tf.Tensor4D;
-    const op = node.op;
-    let y: tf.Tensor4D;
-    switch (op.kind) {
-      case 'conv2d':
-        y = conv2d(
-          x0,
-          param(`${node.name}/kernel`) as tf.Tensor4D,
-          op.bias ? param(`${node.name}/bias`) : null,
-          op,
-        );
-        break;
-      case 'maxPool':
-        y = maxPool2d(x0, op);
-        break;
-      case 'avgPool':
-        y = avgPool2d(x0, op);
-        break;
-      case 'activation':
-        y = activation(x0, op.fn, op.alpha);
-        break;
-      case 'affine':
-        y = affine(x0, param(`${node.name}/scale`), param(`${node.name}/shift`));
-        break;
-      case 'pad':
-        y = tf.pad(x0, [
-          [0, 0],
-          [op.padding[0], op.padding[1]],
-          [op.padding[2], op.padding[3]],
-          [0, 0],
-        ]);
-        break;
-      case 'add':
-        y = inputs.slice(1).reduce((acc, t) => tf.add(acc, t), x0) as tf.Tensor4D;
-        break;
-      case 'concat':
-        y = tf.concat(inputs, 3);
-        break;
-    }
-    values.set(node.name, y);
-    for (const i of node.inputs) {
-      const left = (remaining.get(i) ?? 0) - 1;
-      remaining.set(i, left);
-      // Intermediates die at their last use; the caller's input and the output stay.
-      if (left === 0 && i !== INPUT && i !== body.output) values.get(i)?.dispose();
-    }
-  }
-  return values.get(body.output) as tf.Tensor4D;
+  return runBodyWith(
+    ENGINE_LAYERS,
+    body,
+    params,
+    x,
+    (name) => new Error(`missing parameter '${name}' of body '${body.name}'`),
+  ) as tf.Tensor4D;
 }
 
 /** Where tiles come from: an in-memory image, or a reader that decodes only the region it needs. */

@@ -2,9 +2,13 @@
 // always explicit ([top, bottom, left, right]) so that a tile and the full image are padded the
 // same way; TF-style 'same' is never used (streaming-algorithm.md §1.12). Every op here has a
 // gradient on the cpu and wasm backends once `initBackend` has run (trainer/backend/select.ts),
-// including dilated convolutions, which tfjs-core cannot differentiate on its own.
-import * as tf from '@tensorflow/tfjs-core';
-import type { ActivationFn, Padding, Pair } from './graph.ts';
+// including dilated convolutions, which tfjs-core cannot differentiate on its own. Each checks
+// its arguments, then runs the layer of layers.ts on tfjs tensors (the planner runs the same
+// layer on shapes).
+import type * as tf from '@tensorflow/tfjs-core';
+import { ACTIVATIONS, type ActivationFn, type Padding, type Pair } from './graph.ts';
+import * as shared from './layers.ts';
+import { TF_LAYER_OPS } from './tf-layer-ops.ts';
 
 export interface ConvOptions {
   readonly stride: Pair;
@@ -58,58 +62,13 @@ function outLength(
   return Math.floor(span / stride) + 1;
 }
 
-function explicitPad(p: Padding): 'valid' | tf.backend_util.ExplicitPadding {
-  if (p.every((v) => v === 0)) return 'valid';
-  return [
-    [0, 0],
-    [p[0], p[1]],
-    [p[2], p[3]],
-    [0, 0],
-  ];
-}
-
 /**
  * Inserts dilation−1 zero taps between the taps of a [kh, kw, a, b] kernel, with pad/reshape/
  * slice only, so the result is differentiable with respect to `w` (tfjs-core has no gradient for
  * dilated convolutions). The dilated kernel is (kh−1)·dh+1 by (kw−1)·dw+1.
  */
 export function dilateKernel(w: tf.Tensor4D, dilation: Pair): tf.Tensor4D {
-  const [dh, dw] = dilation;
-  if (dh === 1 && dw === 1) return w;
-  return tf.tidy(() => {
-    const [kh, kw, a, b] = w.shape;
-    let k = w;
-    if (dh > 1) {
-      const spread = tf.pad(tf.reshape(k, [kh, 1, kw, a, b]), [
-        [0, 0],
-        [0, dh - 1],
-        [0, 0],
-        [0, 0],
-        [0, 0],
-      ]);
-      k = tf.slice(
-        tf.reshape(spread, [kh * dh, kw, a, b]),
-        [0, 0, 0, 0],
-        [(kh - 1) * dh + 1, kw, a, b],
-      ) as tf.Tensor4D;
-    }
-    if (dw > 1) {
-      const h = k.shape[0];
-      const spread = tf.pad(tf.reshape(k, [h, kw, 1, a, b]), [
-        [0, 0],
-        [0, 0],
-        [0, dw - 1],
-        [0, 0],
-        [0, 0],
-      ]);
-      k = tf.slice(
-        tf.reshape(spread, [h, kw * dw, a, b]),
-        [0, 0, 0, 0],
-        [h, (kw - 1) * dw + 1, a, b],
-      ) as tf.Tensor4D;
-    }
-    return k;
-  });
+  return shared.dilateKernel(TF_LAYER_OPS, w, dilation) as tf.Tensor4D;
 }
 
 /**
@@ -152,26 +111,7 @@ export function conv2d(
   outLength(op, h, padding[0], padding[1], ekh, stride[0]);
   outLength(op, wd, padding[2], padding[3], ekw, stride[1]);
 
-  return tf.tidy(() => {
-    const k = dilateKernel(w, dilation);
-    const pad = explicitPad(padding);
-    const s: [number, number] = [stride[0], stride[1]];
-    let y: tf.Tensor4D;
-    if (groups === 1) {
-      y = tf.conv2d(x, k, s, pad) as tf.Tensor4D;
-    } else if (groups === cin) {
-      const dk = tf.reshape(k, [k.shape[0], k.shape[1], cin, cout / cin]) as tf.Tensor4D;
-      y = tf.depthwiseConv2d(x, dk, s, pad) as tf.Tensor4D;
-    } else {
-      const xs = tf.split(x, groups, 3);
-      const ks = tf.split(k, groups, 3);
-      y = tf.concat(
-        xs.map((xg, g) => tf.conv2d(xg as tf.Tensor4D, ks[g] as tf.Tensor4D, s, pad) as tf.Tensor4D),
-        3,
-      );
-    }
-    return bias === null ? y : (tf.add(y, bias) as tf.Tensor4D);
-  });
+  return shared.convLayer(TF_LAYER_OPS, x, w, bias, opts) as tf.Tensor4D;
 }
 
 function checkPool(op: string, x: tf.Tensor4D, opts: PoolOptions): void {
@@ -192,34 +132,13 @@ function checkPool(op: string, x: tf.Tensor4D, opts: PoolOptions): void {
   outLength(op, x.shape[2], l, r, kw, opts.stride[1]);
 }
 
-function padTensor(x: tf.Tensor4D, p: Padding, value: number): tf.Tensor4D {
-  if (p.every((v) => v === 0)) return x;
-  return tf.pad(
-    x,
-    [
-      [0, 0],
-      [p[0], p[1]],
-      [p[2], p[3]],
-      [0, 0],
-    ],
-    value,
-  );
-}
-
 /**
  * Max pooling over windows of `kernel` at `stride`, PyTorch floor mode. Padded cells are
  * -Infinity, so they never win and never receive gradient.
  */
 export function maxPool2d(x: tf.Tensor4D, opts: PoolOptions): tf.Tensor4D {
   checkPool('maxPool2d', x, opts);
-  return tf.tidy(() =>
-    tf.maxPool(
-      padTensor(x, opts.padding, Number.NEGATIVE_INFINITY),
-      [...opts.kernel],
-      [...opts.stride],
-      'valid',
-    ),
-  );
+  return shared.maxPoolLayer(TF_LAYER_OPS, x, opts) as tf.Tensor4D;
 }
 
 /**
@@ -228,13 +147,10 @@ export function maxPool2d(x: tf.Tensor4D, opts: PoolOptions): tf.Tensor4D {
  */
 export function avgPool2d(x: tf.Tensor4D, opts: PoolOptions): tf.Tensor4D {
   checkPool('avgPool2d', x, opts);
-  return tf.tidy(() =>
-    tf.avgPool(padTensor(x, opts.padding, 0), [...opts.kernel], [...opts.stride], 'valid'),
-  );
+  return shared.avgPoolLayer(TF_LAYER_OPS, x, opts) as tf.Tensor4D;
 }
 
-/** Default negative slope of leakyRelu when none is given: PyTorch's 0.01 (Keras uses 0.3). */
-export const LEAKY_RELU_DEFAULT_ALPHA = 0.01;
+export { LEAKY_RELU_DEFAULT_ALPHA } from './layers.ts';
 
 /**
  * Pointwise activation. `alpha` is the negative slope of leakyRelu (default 0.01) or the alpha
@@ -247,28 +163,8 @@ export function activation(x: tf.Tensor4D, fn: ActivationFn, alpha?: number): tf
   if (alpha !== undefined && !Number.isFinite(alpha)) {
     throw new Error(`activation: alpha of '${fn}' must be a finite number, got ${alpha}`);
   }
-  switch (fn) {
-    case 'relu':
-      return tf.relu(x);
-    case 'relu6':
-      return tf.relu6(x);
-    case 'leakyRelu':
-      return tf.leakyRelu(x, alpha ?? LEAKY_RELU_DEFAULT_ALPHA);
-    case 'sigmoid':
-      return tf.sigmoid(x);
-    case 'tanh':
-      return tf.tanh(x);
-    case 'elu':
-      if (alpha === undefined || alpha === 1) return tf.elu(x);
-      // elu_α(x) = x for x > 0, α(eˣ − 1) otherwise = relu(x) + α·elu(min(x, 0)).
-      return tf.tidy(() => tf.add(tf.relu(x), tf.mul(tf.elu(tf.minimum(x, 0)), alpha)));
-    case 'linear':
-      return tf.clone(x);
-    default: {
-      const never: never = fn;
-      throw new Error(`activation: unknown function '${String(never)}'`);
-    }
-  }
+  if (!ACTIVATIONS.includes(fn)) throw new Error(`activation: unknown function '${String(fn)}'`);
+  return shared.activationLayer(TF_LAYER_OPS, x, fn, alpha) as tf.Tensor4D;
 }
 
 /** Frozen batch normalisation as a per-channel affine map: y = x·scale + shift, scale and shift [C]. */
@@ -283,5 +179,5 @@ export function affine(x: tf.Tensor4D, scale: tf.Tensor, shift: tf.Tensor): tf.T
       throw new Error(`affine: ${name} must be [${c}] for ${c} channels, got [${t.shape.join(', ')}]`);
     }
   }
-  return tf.tidy(() => tf.add(tf.mul(x, scale), shift));
+  return shared.affineLayer(TF_LAYER_OPS, x, scale, shift) as tf.Tensor4D;
 }

@@ -1,0 +1,51 @@
+// The engine's implementation of the layers' operations (layers.ts LayerOps): each is the tfjs op
+// of the same name. The planner's implementation is plan/sim-body.ts.
+import * as tf from '@tensorflow/tfjs-core';
+import type { Padding } from './graph.ts';
+import type { LayerOps } from './layers.ts';
+
+const explicit = (p: Padding): 'valid' | tf.backend_util.ExplicitPadding =>
+  p.every((v) => v === 0)
+    ? 'valid'
+    : [
+        [0, 0],
+        [p[0], p[1]],
+        [p[2], p[3]],
+        [0, 0],
+      ];
+
+const as4 = (t: tf.Tensor): tf.Tensor4D => t as tf.Tensor4D;
+
+export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
+  shape: (x) => x.shape,
+  tidy: (fn) => tf.tidy(fn),
+  dispose: (x) => x.dispose(),
+  pad: (x, paddings, value) =>
+    tf.pad(
+      x,
+      paddings.map(([a, b]) => [a, b] as [number, number]),
+      value,
+    ),
+  reshape: (x, shape) => tf.reshape(x, [...shape]),
+  slice: (x, begin, size) => tf.slice(x, [...begin], [...size]),
+  split: (x, count, axis) => tf.split(x, count, axis),
+  concat: (xs, axis) => tf.concat([...xs], axis),
+  conv2d: (x, filter, strides, padding) =>
+    tf.conv2d(as4(x), as4(filter), [strides[0], strides[1]], explicit(padding)),
+  depthwiseConv2d: (x, filter, strides, padding) =>
+    tf.depthwiseConv2d(as4(x), as4(filter), [strides[0], strides[1]], explicit(padding)),
+  add: (a, b) => tf.add(a, b),
+  mul: (a, b) => tf.mul(a, b),
+  minimum: (a, b) => tf.minimum(a, b),
+  maxPool: (x, kernel, strides) =>
+    tf.maxPool(as4(x), [...kernel] as [number, number], [...strides] as [number, number], 'valid'),
+  avgPool: (x, kernel, strides) =>
+    tf.avgPool(as4(x), [...kernel] as [number, number], [...strides] as [number, number], 'valid'),
+  relu: (x) => tf.relu(x),
+  relu6: (x) => tf.relu6(x),
+  leakyRelu: (x, alpha) => tf.leakyRelu(x, alpha),
+  sigmoid: (x) => tf.sigmoid(x),
+  tanh: (x) => tf.tanh(x),
+  elu: (x) => tf.elu(x),
+  clone: (x) => tf.clone(x),
+};
