@@ -40,16 +40,23 @@ const net = smallNetwork();
 const grid = tileGrid(net.body, [SIDE, SIDE], [32, 32]);
 const TILES = grid.tiles.length;
 
-/** Fails the `failAt`-th read (0-based, counted over both passes) as a TIFF tile that does not decode. */
+/**
+ * Fails the `failAt`-th read (0-based, counted over both passes) as a TIFF tile that does not decode.
+ * Counts `read` and `readFloat32` alike: the training loop reads ahead through readFloat32.
+ */
 function failingReads<S extends Pick<TileSource, 'read'>>(source: S, failAt: number): S {
   let reads = 0;
   return new Proxy(source, {
     get(target, key, receiver) {
-      if (key !== 'read') return Reflect.get(target, key, receiver);
+      if (key !== 'read' && key !== 'readFloat32') return Reflect.get(target, key, receiver);
+      const method = Reflect.get(target, key, receiver) as (...a: number[]) => unknown;
       return (top: number, left: number, rows: number, cols: number) => {
-        if (reads++ === failAt)
-          throw new ImageError('bad.tiff', 'unreadable', `tile at ${top},${left} is corrupt`);
-        return target.read(top, left, rows, cols);
+        if (reads++ === failAt) {
+          const error = new ImageError('bad.tiff', 'unreadable', `tile at ${top},${left} is corrupt`);
+          if (key === 'read') throw error;
+          return Promise.reject(error);
+        }
+        return method.call(target, top, left, rows, cols);
       };
     },
   });

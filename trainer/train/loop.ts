@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataPosition, Dataset, DatasetItem } from '../data/dataset.ts';
 import { ImageError } from '../data/image-error.ts';
+import { readAhead } from '../data/read-ahead.ts';
 import type { TileGrid } from '../streaming/geometry.ts';
 import {
   accumulate,
@@ -321,8 +322,10 @@ async function runImage(
 ): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
   const t0 = performance.now();
   const lossFn = lossFor(config.loss, item.label, config.network.outputs);
+  // The next tile is read (on libvips' or OpenSlide's threads) while this one computes.
+  const source = readAhead(item.image, config.grid);
   const run = () =>
-    streamedStep(config.network, params, item.image, config.grid, lossFn, { progress: () => stopCheck() });
+    streamedStep(config.network, params, source, config.grid, lossFn, { progress: () => stopCheck() });
   let step: Awaited<ReturnType<typeof run>>;
   let peakBytes = Number.NaN;
   if (measure) {
@@ -338,11 +341,17 @@ async function runImage(
       }
       return [];
     });
+    await source.settle();
     if (failure !== undefined) throw failure;
     step = result as Awaited<ReturnType<typeof run>>;
     peakBytes = info.peakBytes;
   } else {
-    step = await run();
+    try {
+      step = await run();
+    } finally {
+      // Reads still in flight after a failure finish before the caller closes the image.
+      await source.settle();
+    }
   }
   events.imageDone?.({
     epoch: pos.epoch,
@@ -372,7 +381,10 @@ async function validate(
   for await (const item of data.items(epoch)) {
     try {
       stopCheck();
-      const logits = await streamedPredict(config.network, params, item.image, config.grid);
+      const source = readAhead(item.image, config.grid, { passes: 1 });
+      const logits = await streamedPredict(config.network, params, source, config.grid).finally(() =>
+        source.settle(),
+      );
       const loss = tf.tidy(
         () =>
           lossFor(

@@ -117,13 +117,18 @@ export interface SlideLevel {
   downsample: number;
 }
 
-/** An open slide. Not for concurrent close: close only when no read is in flight. */
+/**
+ * An open slide. Reads may overlap (OpenSlide handles are thread-safe); close() waits for the reads
+ * in flight — freeing the handle under a read on koffi's thread would crash the process.
+ */
 export class Slide {
   readonly path: string;
   readonly vendor: string;
   readonly levels: readonly SlideLevel[];
   #api: Api;
   #osr: unknown;
+  #inflight = 0;
+  #closing = false;
 
   private constructor(path: string, vendor: string, a: Api, osr: unknown) {
     this.path = path;
@@ -193,8 +198,15 @@ export class Slide {
   readArgb(x0: number, y0: number, level: number, width: number, height: number): Promise<Uint32Array> {
     const osr = this.#live();
     const dest = new Uint32Array(width * height);
+    this.#inflight++;
     return new Promise((resolve, reject) => {
       this.#api.readRegion.async(osr, dest, x0, y0, level, width, height, (err: unknown) => {
+        this.#inflight--;
+        if (this.#closing) {
+          if (this.#inflight === 0) this.#release();
+          reject(new Error(`${this.path}: slide closed during a read`));
+          return;
+        }
         if (err) {
           reject(err instanceof Error ? err : new Error(String(err)));
           return;
@@ -210,13 +222,19 @@ export class Slide {
   }
 
   close(): void {
+    if (this.#osr === undefined || this.#closing) return;
+    this.#closing = true;
+    if (this.#inflight === 0) this.#release();
+  }
+
+  #release(): void {
     if (this.#osr === undefined) return;
     this.#api.close(this.#osr);
     this.#osr = undefined;
   }
 
   #live(): unknown {
-    if (this.#osr === undefined) throw new Error(`${this.path}: slide used after close()`);
+    if (this.#osr === undefined || this.#closing) throw new Error(`${this.path}: slide used after close()`);
     return this.#osr;
   }
 
