@@ -1,9 +1,11 @@
-// The streamed body and the head run symbolically. The body runs the engine's own layer code and
-// runBody (trainer/streaming/layers.ts) on simulated ops; the head mirrors network.ts headForward
-// op for op, over shapes only.
+// The streamed body and the head run symbolically: the engine's own layer code, runBody and head
+// (trainer/streaming/layers.ts) on simulated ops, over shapes only.
 
 import type { Body } from '../streaming/graph.ts';
-import { type LayerOps, layersOf, runBodyWith } from '../streaming/layers.ts';
+import { type HeadShape, headWith, type LayerOps, layersOf, runBodyWith } from '../streaming/layers.ts';
+
+export type { HeadShape } from '../streaming/layers.ts';
+
 import type { SimEngine, SimTensor } from './sim-engine.ts';
 import {
   add,
@@ -58,6 +60,9 @@ export function simLayerOps(sim: SimEngine): LayerOps<T> {
     tanh: (x) => unary(sim, 'Tanh', x),
     elu: (x) => unary(sim, 'Elu', x),
     clone: (x) => clone(sim, x),
+    max: (x, axes) => max(sim, x, axes),
+    mean: (x, axes) => mean(sim, x, axes),
+    matMul: (a, b) => matMul(sim, a, b),
   };
 }
 
@@ -72,22 +77,15 @@ export function runBody(sim: SimEngine, body: Body, params: ReadonlyMap<string, 
   );
 }
 
-export interface HeadShape {
-  readonly trunk?: Body;
-  readonly pooling: 'max' | 'avg';
-}
-
-/** network.ts headForward: trunk, global pooling, dense layer; logits [1, outputs]. */
+/** network.ts headForward over shapes: the same trunk, pooling and dense layer (streaming/layers.ts). */
 export function headForward(sim: SimEngine, net: HeadShape, params: ReadonlyMap<string, T>, F: T): T {
-  return sim.tidy(() => {
-    const trunkParams = new Map<string, T>();
-    for (const [n, t] of params) if (n.startsWith('trunk/')) trunkParams.set(n.slice(6), t);
-    const x = net.trunk ? runBody(sim, net.trunk, trunkParams, F) : F;
-    const pooled = net.pooling === 'max' ? max(sim, x, [1, 2]) : mean(sim, x, [1, 2]);
-    const kernel = params.get('head/dense/kernel') as T;
-    const bias = params.get('head/dense/bias') as T;
-    return add(sim, matMul(sim, pooled, kernel), bias);
-  });
+  return headWith(
+    layersOf(simLayerOps(sim)),
+    net,
+    params,
+    F,
+    (name) => new Error(`internal: missing simulated parameter '${name}'`),
+  );
 }
 
 /** A loss of the logits, as compare.ts linearLoss (sum of logits times constants); tiny next to the rest. */

@@ -14,7 +14,7 @@ import { TF_LAYER_OPS } from './tf-layer-ops.ts';
 export type Params = ReadonlyMap<string, tf.Tensor>;
 
 /** The engine's layers: ops.ts checks each call, then runs the shared layer (layers.ts). */
-const ENGINE_LAYERS: BodyLayers<tf.Tensor> = {
+export const ENGINE_LAYERS: BodyLayers<tf.Tensor> = {
   ops: TF_LAYER_OPS,
   conv: (x, w, bias, op) => conv2d(x as tf.Tensor4D, w as tf.Tensor4D, bias, op),
   maxPool: (x, op) => maxPool2d(x as tf.Tensor4D, op),

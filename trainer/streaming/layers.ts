@@ -1,4 +1,4 @@
-// The streamed body's layers and runBody, written once against a small interface of tfjs ops,
+// The streamed body's layers, runBody and the head, written once against a small interface of tfjs ops,
 // so that the engine (on tensors: ops.ts validates, then calls these; executor.ts runBody) and the
 // memory planner (on shapes: plan/sim-body.ts) run the same op sequence. Pure: imports no
 // TensorFlow (the planner and the operator load it).
@@ -41,6 +41,10 @@ export interface LayerOps<T> {
   tanh(x: T): T;
   elu(x: T): T;
   clone(x: T): T;
+  /** tf.max and tf.mean over `axes` (the head's global pooling). */
+  max(x: T, axes: readonly number[]): T;
+  mean(x: T, axes: readonly number[]): T;
+  matMul(a: T, b: T): T;
 }
 
 /** Default negative slope of leakyRelu when none is given: PyTorch's 0.01 (Keras uses 0.3). */
@@ -242,4 +246,36 @@ export function runBodyWith<T>(
     }
   }
   return values.get(body.output) as T;
+}
+
+/** What the head needs of a network: the conventionally run trunk, if any, and the pooling. */
+export interface HeadShape {
+  readonly trunk?: Body;
+  readonly pooling: 'max' | 'avg';
+}
+
+/**
+ * Trunk, global pooling and dense layer on the stitched feature map: logits [1, outputs].
+ * Parameters as network.ts names them: `trunk/…`, `head/dense/kernel|bias`.
+ */
+export function headWith<T>(
+  layers: BodyLayers<T>,
+  net: HeadShape,
+  params: ReadonlyMap<string, T>,
+  F: T,
+  missing: (name: string) => Error,
+): T {
+  const { ops } = layers;
+  const param = (name: string): T => {
+    const p = params.get(name);
+    if (p === undefined) throw missing(name);
+    return p;
+  };
+  return ops.tidy(() => {
+    const trunkParams = new Map<string, T>();
+    for (const [n, t] of params) if (n.startsWith('trunk/')) trunkParams.set(n.slice('trunk/'.length), t);
+    const x = net.trunk ? runBodyWith(layers, net.trunk, trunkParams, F, missing) : F;
+    const pooled = net.pooling === 'max' ? ops.max(x, [1, 2]) : ops.mean(x, [1, 2]);
+    return ops.add(ops.matMul(pooled, param('head/dense/kernel')), param('head/dense/bias'));
+  });
 }

@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {
   type BackwardResult,
+  ENGINE_LAYERS,
   runBody,
   streamBackward,
   streamForward,
@@ -12,6 +13,7 @@ import {
   type TileSource,
 } from './executor.ts';
 import type { TileGrid } from './geometry.ts';
+import { headWith } from './layers.ts';
 import { type Network, networkParameterShapes } from './network-shape.ts';
 
 export type { Network, Pooling } from './network-shape.ts';
@@ -54,19 +56,19 @@ export function scoped(params: ReadonlyMap<string, tf.Tensor>, prefix: string): 
   return out;
 }
 
-/** Trunk, global pooling and dense layer on the stitched feature map: logits [1, outputs]. */
+/** Trunk, global pooling and dense layer on the stitched feature map: logits [1, outputs] (layers.ts headWith). */
 export function headForward(
   net: Network,
   params: ReadonlyMap<string, tf.Tensor>,
   F: tf.Tensor4D,
 ): tf.Tensor2D {
-  return tf.tidy(() => {
-    const x = net.trunk ? runBody(net.trunk, scoped(params, 'trunk'), F) : F;
-    const pooled = net.pooling === 'max' ? tf.max(x, [1, 2]) : tf.mean(x, [1, 2]);
-    const kernel = params.get('head/dense/kernel') as tf.Tensor2D;
-    const bias = params.get('head/dense/bias') as tf.Tensor1D;
-    return tf.add(tf.matMul(pooled as tf.Tensor2D, kernel), bias);
-  });
+  return headWith(
+    ENGINE_LAYERS,
+    net,
+    params,
+    F,
+    (name) => new Error(`missing parameter '${name}' of the head`),
+  ) as tf.Tensor2D;
 }
 
 /** The loss of one image from its logits [1, outputs]; builds a scalar inside the caller's tape. */

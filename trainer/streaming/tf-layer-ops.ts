@@ -48,4 +48,7 @@ export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   tanh: (x) => tf.tanh(x),
   elu: (x) => tf.elu(x),
   clone: (x) => tf.clone(x),
+  max: (x, axes) => tf.max(x, [...axes]),
+  mean: (x, axes) => tf.mean(x, [...axes]),
+  matMul: (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
 };
