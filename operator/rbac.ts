@@ -36,6 +36,8 @@ export const OPERATOR_RULES: readonly PolicyRule[] = [
     verbs: ['get', 'create', 'patch', 'update'],
   },
   { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+  // a queued job's Kueue LocalQueue exists (kueue.ts; discovery of the group needs no rule)
+  { apiGroups: ['kueue.x-k8s.io'], resources: ['localqueues'], verbs: ['get'] },
 ];
 
 /**

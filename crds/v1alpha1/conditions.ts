@@ -16,6 +16,12 @@ export const ConditionType = {
   Failed: 'Failed',
   /** spec.runPolicy.suspend is true (for example, held by Kueue); no pod runs. */
   Suspended: 'Suspended',
+  /**
+   * The job is queued (spec.runPolicy.queueName or a kueue.x-k8s.io/queue-name label) and its Kueue
+   * LocalQueue exists (False: Kueue is not installed or the queue does not exist, so nothing would
+   * ever admit the job). Present only for a queued job that has not finished.
+   */
+  QueueAvailable: 'QueueAvailable',
 } as const;
 export type ConditionType = (typeof ConditionType)[keyof typeof ConditionType];
 
@@ -47,5 +53,12 @@ export const ConditionReason = {
   // Suspended
   Suspended: 'Suspended',
   Resumed: 'Resumed',
+  // QueueAvailable
+  LocalQueueFound: 'LocalQueueFound',
+  LocalQueueNotFound: 'LocalQueueNotFound',
+  /** The API server serves no kueue.x-k8s.io group (API discovery). */
+  KueueNotInstalled: 'KueueNotInstalled',
+  /** The queue could not be read (e.g. the operator may not get localqueues); the message says why. */
+  QueueCheckFailed: 'QueueCheckFailed',
 } as const;
 export type ConditionReason = (typeof ConditionReason)[keyof typeof ConditionReason];

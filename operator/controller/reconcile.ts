@@ -10,6 +10,7 @@
 // the status fields it owns; progress, lastCheckpoint and result belong to the trainer.
 
 import { ConditionReason, ConditionType, type StreamingTrainingJob } from '../../crds/index.ts';
+import { managedElsewhere } from '../children/pod-customisation.ts';
 import { buildTrainerJob, type TrainerSettings } from '../children/trainer-job.ts';
 import {
   buildJobConfigMap,
@@ -40,6 +41,7 @@ import { applyObject, applyStjStatus, deleteObject, mergePatch } from '../kube/a
 import { ApiError, isNotFound, type KubeClient } from '../kube/client.ts';
 import { RESOURCES } from '../kube/resources.ts';
 import { controllerOf, type Job, type KubeObject, type Node, type Pod, splitKey } from '../kube/types.ts';
+import { withQueueDiagnosis } from '../kueue.ts';
 import type { Logger } from '../log.ts';
 import type { ClassSnapshot, OperatorMetrics } from '../metrics.ts';
 import { setCondition } from '../status/conditions.ts';
@@ -126,6 +128,12 @@ export async function reconcile(key: string, ctx: ReconcileContext): Promise<Act
     return { kind: 'await-change' };
   }
   if (stj.metadata.deletionTimestamp) return { kind: 'await-change' };
+  const elsewhere = managedElsewhere(stj.spec);
+  if (elsewhere !== undefined) {
+    // spec.runPolicy.managedBy: another controller (e.g. MultiKueue) runs it; no children, no status.
+    ctx.log.debug(`skipped: spec.runPolicy.managedBy is ${elsewhere}`, { namespace, name });
+    return { kind: 'await-change' };
+  }
   const log = ctx.log.child({ namespace, name });
 
   // Observe: the Jobs this job controls and their pods, from the caches.
@@ -239,8 +247,10 @@ async function act(
 ): Promise<boolean> {
   const key = `${stj.metadata.namespace}/${stj.metadata.name}`;
   const fm = ctx.config.fieldManager;
-  let status = d.status;
-  let events = d.events;
+  // QueueAvailable is the Kueue probe's condition (kueue.ts), not decide()'s.
+  const queued = await withQueueDiagnosis(ctx.client, stj, d.status, ctx.clock.now());
+  let status = queued.status;
+  let events = [...d.events, ...queued.events];
   if (d.create) {
     const policyRefusal = await tenantPolicyRefusal(ctx.client, ctx.config.tenantPolicy, stj);
     if (policyRefusal !== undefined) {

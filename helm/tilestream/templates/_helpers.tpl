@@ -74,6 +74,9 @@ of operator/rbac.ts (test/ship/helm.test.ts compares them).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["localqueues"]
+  verbs: ["get"]
 {{- end -}}
 
 {{- define "tilestream.nodeRules" -}}
