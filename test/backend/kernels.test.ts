@@ -7,11 +7,9 @@ import fc from 'fast-check';
 import {
   conv2dBackpropFilterTiled,
   conv2dBackpropFilterViaConv,
-} from '../../trainer/backend/kernels/conv2d-backprop-filter-conv.ts';
-import {
   conv2dBackpropInputSubPixel,
   conv2dBackpropInputViaConv,
-} from '../../trainer/backend/kernels/conv2d-backprop-input-conv.ts';
+} from '../../trainer/backend/kernels/composed-forms.ts';
 import { activeProjectKernels } from '../../trainer/backend/kernels/registry.ts';
 import { initBackend } from '../../trainer/backend/select.ts';
 import { paddedCase } from '../conv-case.ts';

@@ -187,6 +187,15 @@ export const layersOf = <T>(ops: LayerOps<T>): BodyLayers<T> => ({
   affine: (x, scale, shift) => affineLayer(ops, x, scale, shift),
 });
 
+/** A parameter by name, or the caller's error naming it. */
+const lookup =
+  <T>(params: ReadonlyMap<string, T>, missing: (name: string) => Error) =>
+  (name: string): T => {
+    const p = params.get(name);
+    if (p === undefined) throw missing(name);
+    return p;
+  };
+
 /**
  * Runs the body on a batch (conventionally: a whole image, or one tile). Frees intermediates
  * after their last use; the caller's input and the output stay.
@@ -202,11 +211,7 @@ export function runBodyWith<T>(
   const remaining = new Map<string, number>();
   for (const n of body.nodes) for (const i of n.inputs) remaining.set(i, (remaining.get(i) ?? 0) + 1);
   const values = new Map<string, T>([[INPUT, x]]);
-  const param = (name: string): T => {
-    const p = params.get(name);
-    if (p === undefined) throw missing(name);
-    return p;
-  };
+  const param = lookup(params, missing);
   for (const node of body.nodes) {
     const inputs = node.inputs.map((i) => values.get(i) as T);
     const x0 = inputs[0] as T;
@@ -266,11 +271,7 @@ export function headWith<T>(
   missing: (name: string) => Error,
 ): T {
   const { ops } = layers;
-  const param = (name: string): T => {
-    const p = params.get(name);
-    if (p === undefined) throw missing(name);
-    return p;
-  };
+  const param = lookup(params, missing);
   return ops.tidy(() => {
     const trunkParams = new Map<string, T>();
     for (const [n, t] of params) if (n.startsWith('trunk/')) trunkParams.set(n.slice('trunk/'.length), t);

@@ -1,18 +1,8 @@
 // The engine's implementation of the layers' operations (layers.ts LayerOps): each is the tfjs op
 // of the same name. The planner's implementation is plan/sim-body.ts.
 import * as tf from '@tensorflow/tfjs-core';
-import type { Padding } from './graph.ts';
+import { explicitPadding } from '../backend/kernels/tf-ops.ts';
 import type { LayerOps } from './layers.ts';
-
-const explicit = (p: Padding): 'valid' | tf.backend_util.ExplicitPadding =>
-  p.every((v) => v === 0)
-    ? 'valid'
-    : [
-        [0, 0],
-        [p[0], p[1]],
-        [p[2], p[3]],
-        [0, 0],
-      ];
 
 const as4 = (t: tf.Tensor): tf.Tensor4D => t as tf.Tensor4D;
 
@@ -31,9 +21,9 @@ export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   split: (x, count, axis) => tf.split(x, count, axis),
   concat: (xs, axis) => tf.concat([...xs], axis),
   conv2d: (x, filter, strides, padding) =>
-    tf.conv2d(as4(x), as4(filter), [strides[0], strides[1]], explicit(padding)),
+    tf.conv2d(as4(x), as4(filter), [strides[0], strides[1]], explicitPadding(padding)),
   depthwiseConv2d: (x, filter, strides, padding) =>
-    tf.depthwiseConv2d(as4(x), as4(filter), [strides[0], strides[1]], explicit(padding)),
+    tf.depthwiseConv2d(as4(x), as4(filter), [strides[0], strides[1]], explicitPadding(padding)),
   add: (a, b) => tf.add(a, b),
   mul: (a, b) => tf.mul(a, b),
   minimum: (a, b) => tf.minimum(a, b),

@@ -39,7 +39,8 @@ function convOpAttrs(backend: NodeBackend, a: NativeConvAttrs): unknown[] {
 const asTensor = (t: tf.TensorInfo): tf.Tensor =>
   t instanceof tf.Tensor ? t : tf.engine().makeTensorFromTensorInfo(t);
 
-const explicit = (p: Pad4): 'valid' | tf.backend_util.ExplicitPadding =>
+/** tfjs's padding argument for [top, bottom, left, right]: 'valid' when all zero. */
+export const explicitPadding = (p: Pad4): 'valid' | tf.backend_util.ExplicitPadding =>
   p.every((v) => v === 0)
     ? 'valid'
     : [
@@ -80,7 +81,7 @@ export function tfOps(backend: object, backendName: string): NativeOps<tf.Tensor
     sum: (x, axis) => tf.sum(x, axis),
     zeros: (shape) => tf.zeros([...shape]),
     conv2d: (x, filter, pad, dilations) =>
-      tf.conv2d(as4(x), as4(filter), 1, explicit(pad), 'NHWC', pair(dilations)),
+      tf.conv2d(as4(x), as4(filter), 1, explicitPadding(pad), 'NHWC', pair(dilations)),
     depthwiseConv2d: (x, filter, dilations) =>
       tf.depthwiseConv2d(as4(x), as4(filter), 1, 'valid', 'NHWC', pair(dilations)),
     fromHost: (shape, inputs, compute) =>
