@@ -1,0 +1,131 @@
+// The planner runs each composed kernel (trainer/kernels/composed.ts) op for op as the engine does:
+// on random geometries around the kernels' switch-overs, the kernels tf.profile records (names and
+// tfjs's bytes after each) equal the simulated engine's. The shared source makes the paths the
+// same; this checks that the two implementations of the operations (backend/kernels/tf-ops.ts,
+// plan/sim-backends.ts simOps) allocate alike.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import fc from 'fast-check';
+import { initBackend } from '../../trainer/backend/select.ts';
+import { COMPOSED_KERNELS, type ComposedBackend } from '../../trainer/kernels/composed.ts';
+import { createEngine } from '../../trainer/plan/sim-backends.ts';
+import { tensorflowSkip } from '../tensorflow-build.ts';
+
+interface Geometry {
+  h: number;
+  w: number;
+  cin: number;
+  cout: number;
+  kh: number;
+  kw: number;
+  stride: [number, number];
+  pad: [number, number, number, number];
+}
+
+/** Channel counts on both sides of the switch-overs (tiled filter gradient at 32, sub-pixel 1×1 at 64·64). */
+const CHANNELS = [1, 3, 16, 32, 40, 64];
+
+const geometry: fc.Arbitrary<Geometry> = fc
+  .record({
+    h: fc.integer({ min: 1, max: 12 }),
+    w: fc.integer({ min: 1, max: 12 }),
+    cin: fc.constantFrom(...CHANNELS),
+    cout: fc.constantFrom(...CHANNELS),
+    kh: fc.integer({ min: 1, max: 4 }),
+    kw: fc.integer({ min: 1, max: 4 }),
+    stride: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+    padFrac: fc.tuple(fc.nat(9), fc.nat(9), fc.nat(9), fc.nat(9)),
+  })
+  .map(({ padFrac, ...g }) => {
+    const pad: Geometry['pad'] = [padFrac[0] % g.kh, padFrac[1] % g.kh, padFrac[2] % g.kw, padFrac[3] % g.kw];
+    return { ...g, pad, h: Math.max(g.h, g.kh - pad[0] - pad[1]), w: Math.max(g.w, g.kw - pad[2] - pad[3]) };
+  });
+
+const label = (name: string, g: Geometry) =>
+  `${name} x=[1,${g.h},${g.w},${g.cin}] k=${g.kh}x${g.kw} c=${g.cout} s=${g.stride} p=${g.pad}`;
+
+/** One kernel call: its inputs' shapes, its output's, and the attributes as tfjs and the planner give them. */
+function call(name: string, g: Geometry) {
+  const depthwise = name.startsWith('Depthwise');
+  const x = [1, g.h, g.w, g.cin];
+  const filter = depthwise ? [g.kh, g.kw, g.cin, g.cout > 16 ? 2 : 1] : [g.kh, g.kw, g.cin, g.cout];
+  const co = depthwise ? (filter[2] as number) * (filter[3] as number) : g.cout;
+  const out = (n: number, lo: number, hi: number, k: number, s: number) =>
+    Math.floor((n + lo + hi - k) / s) + 1;
+  const dy = [
+    1,
+    out(g.h, g.pad[0], g.pad[1], g.kh, g.stride[0]),
+    out(g.w, g.pad[2], g.pad[3], g.kw, g.stride[1]),
+    co,
+  ];
+  const shapes = { x, filter, dy };
+  const common = { strides: g.stride, dilations: [1, 1] };
+  if (name === 'Step')
+    return { inputs: { x }, output: x, engine: { alpha: 0 }, planner: { alpha: 0 }, shapes };
+  const input = name.endsWith('BackpropInput');
+  const extra = input ? { inputShape: x } : { filterShape: filter };
+  return {
+    inputs: input ? { dy, filter } : { x, dy },
+    output: input ? x : filter,
+    engine: {
+      ...common,
+      ...extra,
+      dataFormat: 'NHWC',
+      pad: [
+        [0, 0],
+        [g.pad[0], g.pad[1]],
+        [g.pad[2], g.pad[3]],
+        [0, 0],
+      ],
+    },
+    planner: { ...common, ...extra, pad: g.pad },
+    shapes,
+  };
+}
+
+type Trace = [string, number][];
+
+async function engineTrace(name: string, c: ReturnType<typeof call>): Promise<Trace> {
+  const inputs = Object.fromEntries(Object.entries(c.inputs).map(([k, s]) => [k, tf.randomNormal(s)]));
+  try {
+    const start = tf.memory().numBytes;
+    const p = await tf.profile(() => {
+      (tf.engine().runKernel(name, inputs, c.engine as unknown as tf.NamedAttrMap) as tf.Tensor).dispose();
+    });
+    return p.kernels.map((k) => [k.name, k.totalBytesSnapshot - start]);
+  } finally {
+    tf.dispose(Object.values(inputs));
+  }
+}
+
+function plannerTrace(backend: ComposedBackend, name: string, c: ReturnType<typeof call>): Trace {
+  const sim = createEngine(backend, 4, true);
+  const inputs = Object.fromEntries(Object.entries(c.inputs).map(([k, s]) => [k, sim.make(s)]));
+  const start = sim.numBytes;
+  const trace: Trace = [];
+  sim.onKernel = (kernel, bytes) => trace.push([kernel, bytes - start]);
+  sim.kernel(name, inputs, c.output, c.planner);
+  return trace;
+}
+
+for (const backend of ['wasm', 'tensorflow'] as const) {
+  const skip = backend === 'tensorflow' ? tensorflowSkip() : undefined;
+  describe(`the planner traces each composed ${backend} kernel as the engine runs it`, { skip }, () => {
+    it('initialises the backend', async () => {
+      assert.equal((await initBackend(backend)).name, backend);
+    });
+    for (const name of Object.keys(COMPOSED_KERNELS[backend])) {
+      it(`${name}: the same kernels, with the same bytes after each`, async () => {
+        await fc.assert(
+          fc.asyncProperty(geometry, async (g) => {
+            const c = call(name, g);
+            assert.deepEqual(plannerTrace(backend, name, c), await engineTrace(name, c), label(name, g));
+          }),
+          { numRuns: 40 },
+        );
+      });
+    }
+  });
+}
