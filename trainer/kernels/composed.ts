@@ -1,6 +1,6 @@
 // The project's composed kernels by backend and kernel name (tfjs's kernel names verbatim): the
 // one table that the engine registers (backend/kernels/registry.ts, through engine-kernel.ts)
-// and that the planner runs symbolically (plan/sim-ops.ts BACKENDS). A composed kernel is a
+// and that the planner runs symbolically (plan/sim-backends.ts BACKENDS). A composed kernel is a
 // function of KernelOps, so both run the same code; each entry says how its inputs are read.
 import { conv2dBackpropFilterConv } from './conv2d-backprop-filter-conv.ts';
 import { conv2dBackpropInputConv } from './conv2d-backprop-input-conv.ts';

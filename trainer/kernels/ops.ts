@@ -1,6 +1,6 @@
 // The operations the project's composed kernels are written against, so that one kernel source
 // runs on two implementations: TensorFlow.js tensors in the engine (backend/kernels/tf-ops.ts)
-// and shapes-and-buffers in the memory planner (plan/sim-kernel-ops.ts). Each operation is one
+// and shapes-and-buffers in the memory planner (plan/sim-backends.ts simOps). Each operation is one
 // tfjs op (or one TensorFlow op on the native backend), so the planner sees every allocation the
 // engine makes. Pure: imports nothing, the planner and the operator load it.
 
