@@ -17,6 +17,11 @@ export const ConditionType = {
   /** spec.runPolicy.suspend is true (for example, held by Kueue); no pod runs. */
   Suspended: 'Suspended',
   /**
+   * The current attempt runs the current spec (False: a spec edit waits for the next attempt; the
+   * message names the fields). Present while a trainer Job exists.
+   */
+  SpecApplied: 'SpecApplied',
+  /**
    * The job is queued (spec.runPolicy.queueName or a kueue.x-k8s.io/queue-name label) and its Kueue
    * LocalQueue exists (False: Kueue is not installed or the queue does not exist, so nothing would
    * ever admit the job). Present only for a queued job that has not finished.
@@ -31,6 +36,8 @@ export const ConditionReason = {
   NoGPUWithSufficientMemory: 'NoGPUWithSufficientMemory',
   NoGPUNodes: 'NoGPUNodes',
   TileSizeReduced: 'TileSizeReduced',
+  /** A spec edit reached a job whose trainer was not running: a new attempt was planned with it. */
+  SpecChangeApplied: 'SpecChangeApplied',
   // Running
   TrainerStarting: 'TrainerStarting',
   TrainerRunning: 'TrainerRunning',
@@ -60,5 +67,9 @@ export const ConditionReason = {
   KueueNotInstalled: 'KueueNotInstalled',
   /** The queue could not be read (e.g. the operator may not get localqueues); the message says why. */
   QueueCheckFailed: 'QueueCheckFailed',
+  // SpecApplied
+  SpecCurrent: 'SpecCurrent',
+  /** The trainer runs an earlier spec; the edit applies at the next attempt. */
+  SpecChangePending: 'SpecChangePending',
 } as const;
 export type ConditionReason = (typeof ConditionReason)[keyof typeof ConditionReason];

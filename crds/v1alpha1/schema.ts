@@ -263,11 +263,11 @@ function minimumTileRule(): ValidationRule<{
     rule:
       `type(${t}) == string || !(${key} in ${celMap}) || ${t} >= ${celMap}[${key}] || ` +
       `${t} >= self.data.imageSize.height || ${t} >= self.data.imageSize.width`,
-    message: "streaming.tileSize is below the minimum tile of the model's body; use a larger tile or 'auto'",
-    messageExpression:
-      `'streaming.tileSize ' + string(${t}) + ' is below the minimum tile of ' + ${key} + ' (' + ` +
-      `string(${celMap}[${key}]) + " px, from its receptive field and total stride); use " + ` +
-      `string(${celMap}[${key}]) + " or more, or 'auto'"`,
+    // A static message: a messageExpression naming the body exceeds the API server's cost budget.
+    message:
+      "streaming.tileSize is below the minimum tile of the model's body (" +
+      [...table].map(([k, px]) => `${k} ${px} px`).join(', ') +
+      "); use at least that, or 'auto'",
     fieldPath: '.streaming.tileSize',
     check: (s) => {
       const minimum = table.get(bodyKey(s.model));
@@ -283,8 +283,8 @@ function minimumTileRule(): ValidationRule<{
     describe: (s) => {
       const minimum = table.get(bodyKey(s.model));
       return (
-        `streaming.tileSize ${s.streaming.tileSize} is below the minimum tile of ${bodyKey(s.model)} (${minimum} px, ` +
-        `from its receptive field and total stride); use ${minimum} or more, or 'auto'`
+        `streaming.tileSize is below the minimum tile of the model's body (${bodyKey(s.model)} ${minimum} px, ` +
+        `from its receptive field and total stride): ${s.streaming.tileSize} is too small; use ${minimum} or more, or 'auto'`
       );
     },
   };
@@ -1283,7 +1283,7 @@ const condition = object({
     'Condition contains details for one aspect of the current state of this API Resource (metav1.Condition).',
   properties: {
     type: string({
-      description: 'Type of condition in CamelCase: Planned, Running, Succeeded, Failed or Suspended.',
+      description: 'Type of condition in CamelCase: Planned, Running, Suspended, SpecApplied, Succeeded or Failed.',
       maxLength: 316,
       pattern:
         '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$',
@@ -1346,7 +1346,7 @@ export const statusSchema = object({
     observedGeneration: count('The .metadata.generation this status describes.'),
     phase: enumeration(PHASES, { description: 'Summary for kubectl; the conditions are authoritative.' }),
     conditions: array(condition, {
-      description: 'Conditions: Planned, Running, Succeeded, Failed, Suspended.',
+      description: 'Conditions: Planned, Running, Suspended, SpecApplied, Succeeded, Failed.',
       maxItems: 16,
       listType: 'map',
       listMapKeys: ['type'],

@@ -24,6 +24,19 @@ export const ANNOTATION = {
   tileReductions: 'tilestream.io/tile-reductions',
   /** Trainer restarts of earlier attempts (their Jobs are deleted when the next one starts). */
   restartsBefore: 'tilestream.io/restarts-before',
+  /**
+   * Restarts of this attempt the operator has seen (a disrupted pod is deleted soon after it failed, and
+   * its restart would otherwise be forgotten); the operator raises it, never lowers it.
+   */
+  restartsSeen: 'tilestream.io/restarts-seen',
+  /** The first start of an earlier attempt (RFC 3339), so status.startTime outlives its Job. */
+  firstStart: 'tilestream.io/first-start',
+  /** 'true' when the trainer ran in an earlier attempt: the phase stays Running across re-plans. */
+  trainerRan: 'tilestream.io/trainer-ran',
+  /** Why this attempt was planned, as the Planned condition says it: JSON {reason, message}. */
+  planned: 'tilestream.io/planned',
+  /** The spec fields the attempt was built from (attempt-spec.ts), JSON. */
+  spec: 'tilestream.io/spec',
 } as const;
 
 export const MANAGED_BY = 'tilestream-operator';

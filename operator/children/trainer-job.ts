@@ -14,6 +14,7 @@ import type { V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import type { StreamingTrainingJob, VolumeSource } from '../../crds/index.ts';
 import { EXIT as TRAINER_EXIT } from '../../trainer/train/exit-codes.ts';
 import { resourceToleration } from '../cluster/tolerations.ts';
+import { attemptSpecOf } from './attempt-spec.ts';
 import type { JobPlan } from './job-plan.ts';
 import {
   ANNOTATION,
@@ -73,6 +74,12 @@ export interface TrainerJobInput {
   attempt: number;
   tileReductions: number;
   restartsBefore: number;
+  /** The first start of an earlier attempt, carried on this one (RFC 3339). */
+  firstStart?: string;
+  /** The trainer ran in an earlier attempt. */
+  trainerRan?: boolean;
+  /** Why this attempt was planned (the Planned condition's reason and message). */
+  planned?: { reason: string; message: string };
   suspend: boolean;
   /** Seconds left of spec.runPolicy.activeDeadlineSeconds for this attempt. */
   activeDeadlineSeconds?: number;
@@ -180,6 +187,10 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
         [ANNOTATION.plan]: JSON.stringify(plan),
         [ANNOTATION.tileReductions]: String(i.tileReductions),
         [ANNOTATION.restartsBefore]: String(i.restartsBefore),
+        [ANNOTATION.spec]: JSON.stringify(attemptSpecOf(spec)),
+        ...(i.firstStart !== undefined && { [ANNOTATION.firstStart]: i.firstStart }),
+        ...(i.trainerRan && { [ANNOTATION.trainerRan]: 'true' }),
+        ...(i.planned !== undefined && { [ANNOTATION.planned]: JSON.stringify(i.planned) }),
       },
     }),
     spec: {

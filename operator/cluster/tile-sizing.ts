@@ -139,22 +139,35 @@ function sizeWith(inputs: PlanInputs): Sizing {
   };
 }
 
+/** The body's tile stride and smallest tile (with spec.streaming.minTileSize), in pixels. */
+export interface TileLimits {
+  stride: number;
+  minimum: number;
+}
+
+/**
+ * The tile limits of a spec, from the planner's geometry (an imported model's are assumed: the operator
+ * cannot read it). Throws SizingError for a body the planner cannot build.
+ */
+export function tileLimitsOf(spec: StreamingTrainingJobSpec): TileLimits {
+  if (spec.model.architecture === 'tfjs')
+    return { stride: TFJS_TILE_STEP, minimum: Math.max(spec.streaming.minTileSize, TFJS_TILE_STEP) };
+  try {
+    return tileConstraints(networkOf(planInputs(spec, 'tensorflow', 1)), spec.streaming.minTileSize);
+  } catch (e) {
+    explain(e);
+  }
+}
+
+/** The tile to retry with after an out-of-memory exit at `tile`, or undefined at the minimum. Pure arithmetic. */
+export function nextSmallerTile(tile: number, limits: TileLimits): number | undefined {
+  if (tile <= limits.minimum) return undefined;
+  return Math.max(limits.minimum, Math.floor((tile * SHRINK_FACTOR) / limits.stride) * limits.stride);
+}
+
 /** The tile to retry with after the trainer ran out of memory at `tile`, or undefined at the minimum. */
 export function smallerTile(spec: StreamingTrainingJobSpec, tile: number): number | undefined {
-  let step = TFJS_TILE_STEP;
-  let minimum = Math.max(spec.streaming.minTileSize, TFJS_TILE_STEP);
-  if (spec.model.architecture !== 'tfjs') {
-    try {
-      const inputs = planInputs(spec, 'tensorflow', 1);
-      const c = tileConstraints(networkOf(inputs), spec.streaming.minTileSize);
-      step = c.stride;
-      minimum = c.minimum;
-    } catch (e) {
-      explain(e);
-    }
-  }
-  if (tile <= minimum) return undefined;
-  return Math.max(minimum, Math.floor((tile * SHRINK_FACTOR) / step) * step);
+  return nextSmallerTile(tile, tileLimitsOf(spec));
 }
 
 /**

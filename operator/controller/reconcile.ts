@@ -1,5 +1,6 @@
-// Reconcile of one StreamingTrainingJob key: load → observe → decide → ensure children → write
-// status → record events → requeue. The decision is pure (status/decide.ts); this shell reads the
+// Reconcile of one StreamingTrainingJob key: load → observe → decide (plan any sizing the policy asks
+// for, off the event loop) → act → compute and write the status → record events → requeue. The policy
+// (controller/policy.ts) and the status (status/compute-status.ts) are pure; this shell reads the
 // caches and performs the writes.
 //
 // Guarantees: running it twice changes nothing the second time (children have fixed names, are
@@ -10,6 +11,7 @@
 // the status fields it owns; progress, lastCheckpoint and result belong to the trainer.
 
 import { ConditionReason, ConditionType, type StreamingTrainingJob } from '../../crds/index.ts';
+import { ANNOTATION } from '../children/names.ts';
 import { managedElsewhere } from '../children/pod-customisation.ts';
 import { buildTrainerJob, type TrainerSettings } from '../children/trainer-job.ts';
 import {
@@ -19,22 +21,15 @@ import {
   buildTrainerServiceAccount,
 } from '../children/trainer-rbac.ts';
 import type { AsyncSizer } from '../cluster/async-sizer.ts';
-import { buildInventory, type GpuClass, type Inventory } from '../cluster/gpu-inventory.ts';
+import { buildInventory, type GpuClass } from '../cluster/gpu-inventory.ts';
 import type { GpuMemoryTable } from '../cluster/gpu-memory-table.ts';
-import {
-  admits,
-  freeGpus,
-  type GpuUsage,
-  gpuUsage,
-  planPlacement,
-  sizingRequests,
-} from '../cluster/placement.ts';
+import { freeGpus, gpuUsage } from '../cluster/placement.ts';
 import {
   type Sizing,
   SizingError,
-  type SizingRequest,
   sizingKey,
-  smallerTile,
+  type TileLimits,
+  tileLimitsOf,
 } from '../cluster/tile-sizing.ts';
 import type { EventRecorder } from '../events.ts';
 import { applyObject, applyStjStatus, deleteObject, mergePatch } from '../kube/api.ts';
@@ -44,12 +39,19 @@ import { controllerOf, type Job, type KubeObject, type Node, type Pod, splitKey 
 import { withQueueDiagnosis } from '../kueue.ts';
 import type { Logger } from '../log.ts';
 import type { ClassSnapshot, OperatorMetrics } from '../metrics.ts';
+import {
+  isTerminal,
+  type OwnedStatus,
+  ownedStatus,
+  statusEvents,
+  statusFor,
+} from '../status/compute-status.ts';
 import { setCondition } from '../status/conditions.ts';
-import { type DecideInput, type Decision, decide, type OwnedStatus, ownedStatus } from '../status/decide.ts';
 import { tenantPolicyRefusal } from '../tenant-policy.ts';
 import type { Clock } from './clock.ts';
 import type { Expectations } from './expectations.ts';
 import type { Store } from './informer.ts';
+import { type AttemptInput, decide, type PolicyInput, type PolicyResult } from './policy.ts';
 
 export type Action = { kind: 'requeue'; afterMs: number } | { kind: 'await-change' };
 
@@ -154,76 +156,58 @@ export async function reconcile(key: string, ctx: ReconcileContext): Promise<Act
   );
   const inventory = inventoryOf(ctx);
   const usage = gpuUsage(allPods);
-  const decision = await decideWithSizings(
-    key,
-    ctx,
-    { inventory, usage },
-    {
-      stj,
-      now: ctx.clock.now(),
-      jobs,
-      pods,
-      smallerTile: (tile) => smallerTile(stj.spec, tile),
-      classUsable: (cls) =>
-        inventory.classes.some((c) => c.name === cls && c.offers.some((o) => admits(stj.spec, o))),
-    },
-  );
-
-  const gone = await act(stj, decision, ctx, log);
+  const now = ctx.clock.now();
+  const prev = ownedStatus(stj.status);
+  const result = await decideWithSizings(key, ctx, prev, {
+    stj,
+    now,
+    jobs,
+    pods,
+    inventory,
+    usage,
+    sizings: new Map(),
+    tileLimits: tileLimitsFor(stj),
+  });
+  const gone = await act(stj, result, prev, ctx, log);
   if (gone) return { kind: 'await-change' };
-  ctx.metrics.setJob(namespace ?? '', name, decision.status.plan);
-  return { kind: 'requeue', afterMs: decision.requeueAfterMs ?? ctx.config.resyncMs };
+  return { kind: 'requeue', afterMs: result.requeueAfterMs ?? ctx.config.resyncMs };
 }
 
-/** decide() asked for a placement whose sizings are not planned yet. */
-class SizingsPending extends Error {
-  override name = 'SizingsPending';
-  readonly requests: readonly SizingRequest[];
-  constructor(requests: readonly SizingRequest[]) {
-    super(`${requests.length} sizing(s) not planned yet`);
-    this.requests = requests;
+function tileLimitsFor(stj: StreamingTrainingJob): TileLimits | SizingError {
+  try {
+    return tileLimitsOf(stj.spec);
+  } catch (e) {
+    if (e instanceof SizingError) return e;
+    throw e;
   }
 }
 
+type Decided = Extract<PolicyResult, { kind: 'decided' }>;
+
 /**
- * decide() with the sizings its placement needs. decide() is synchronous and pure, and which
- * placement it asks for (a cap after an out-of-memory exit, the cap of earlier reductions) only it
- * knows; so a placement whose sizings are not memoised yet stops it (SizingsPending), the sizings are
- * planned off the event loop (ctx.sizer), and it runs again on the same inputs. decide() asks for one
- * placement per run, so the second pass finds everything; sizings this reconcile waited for are kept
- * here, so that an eviction from the shared memo cannot make it wait again.
+ * decide() with the sizings its placement needs. Which placement the policy asks for (a cap after an
+ * out-of-memory exit, the cap of earlier reductions) only it knows; so it says which sizings it misses
+ * (needs-sizings), they are planned off the event loop (ctx.sizer) or taken from its memo, and it
+ * runs again on the same inputs. It asks for one placement per run, so the second pass finds
+ * everything; sizings this reconcile waited for are kept here, so that an eviction from the shared
+ * memo cannot make it wait again.
  */
 async function decideWithSizings(
   key: string,
   ctx: ReconcileContext,
-  cluster: { inventory: Inventory; usage: GpuUsage },
-  input: Omit<DecideInput, 'place'>,
-): Promise<Decision> {
-  const spec = input.stj.spec;
+  prev: OwnedStatus,
+  input: PolicyInput,
+): Promise<Decided> {
   const known = new Map<string, Sizing | SizingError>();
-  const lookup = (req: SizingRequest) => known.get(sizingKey(req)) ?? ctx.sizer.peek(req);
-  const size = (req: SizingRequest): Sizing => {
-    const v = lookup(req);
-    if (v === undefined) throw new Error(`internal: sizing ${sizingKey(req)} was not planned first`);
-    if (v instanceof SizingError) throw v;
-    return v;
-  };
+  const terminal = isTerminal(prev);
   for (let pass = 1; ; pass++) {
-    try {
-      return decide({
-        ...input,
-        place: (maxTile) => {
-          const missing = sizingRequests(spec, cluster.inventory, maxTile).filter((r) => !lookup(r));
-          if (missing.length > 0) throw new SizingsPending(missing);
-          return planPlacement({ spec, ...cluster, size, ...(maxTile !== undefined && { maxTile }) });
-        },
-      });
-    } catch (e) {
-      if (!(e instanceof SizingsPending)) throw e;
-      if (pass >= 3) throw new Error(`internal: decide() still needs sizings after ${pass} passes`);
-      await Promise.all(
-        e.requests.map(async (req) => {
-          let v: Sizing | SizingError;
+    const result = decide({ ...input, sizings: known }, terminal, prev.completionTime);
+    if (result.kind === 'decided') return result;
+    if (pass >= 3) throw new Error(`internal: decide() still needs sizings after ${pass} passes`);
+    await Promise.all(
+      result.requests.map(async (req) => {
+        let v = ctx.sizer.peek(req);
+        if (v === undefined) {
           try {
             v = await ctx.sizer.size(req, key);
           } catch (err) {
@@ -231,96 +215,125 @@ async function decideWithSizings(
             if (!(err instanceof SizingError)) throw err;
             v = err;
           }
-          known.set(sizingKey(req), v);
-        }),
-      );
-    }
+        }
+        known.set(sizingKey(req), v);
+      }),
+    );
   }
 }
 
-/** Carries a decision out. Returns true when the StreamingTrainingJob turned out to be gone. */
+/** Carries a decision out and writes the status. Returns true when the StreamingTrainingJob turned out to be gone. */
 async function act(
   stj: StreamingTrainingJob,
-  d: Decision,
+  d: Decided,
+  prev: OwnedStatus,
   ctx: ReconcileContext,
   log: Logger,
 ): Promise<boolean> {
-  const key = `${stj.metadata.namespace}/${stj.metadata.name}`;
-  const fm = ctx.config.fieldManager;
-  // QueueAvailable is the Kueue probe's condition (kueue.ts), not decide()'s.
-  const queued = await withQueueDiagnosis(ctx.client, stj, d.status, ctx.clock.now());
-  let status = queued.status;
-  let events = [...d.events, ...queued.events];
-  if (d.create) {
-    const policyRefusal = await tenantPolicyRefusal(ctx.client, ctx.config.tenantPolicy, stj);
-    if (policyRefusal !== undefined) {
-      status = refused(d.status, policyRefusal, stj, ctx.clock.now(), ConditionReason.PolicyViolation);
-      await writeStatus(stj, status, ctx);
-      await ctx.events.record(stj, 'Warning', ConditionReason.PolicyViolation, policyRefusal);
-      throw new TerminalError(policyRefusal);
-    }
-    const job = buildTrainerJob({ stj, ...d.create, settings: ctx.config.trainer });
-    try {
-      for (const child of [
-        buildJobConfigMap(stj),
-        buildTrainerServiceAccount(stj),
-        buildTrainerRole(stj),
-        buildTrainerRoleBinding(stj),
-        job,
-      ]) {
-        await applyObject(ctx.client, child, fm);
-      }
-    } catch (e) {
-      if (!(e instanceof ApiError) || (e.status !== 400 && e.status !== 422)) throw e;
-      // The API server (or an admission webhook) refuses what we built from this spec: a condition, not a retry loop.
-      const message = `the API server refused the trainer Job: ${e.message}`;
-      status = refused(d.status, message, stj, ctx.clock.now());
-      await writeStatus(stj, status, ctx);
-      await ctx.events.record(stj, 'Warning', ConditionReason.InvalidSpec, message);
-      throw new TerminalError(message);
-    }
-    ctx.expectations.expectJob(key, job.metadata?.name as string);
-    if (d.create.tileReductions > (stj.status?.tileReductions ?? 0)) {
-      ctx.metrics.tileReductions.inc({ namespace: stj.metadata.namespace });
-    }
-    log.info(`created trainer Job ${job.metadata?.name}`, {
-      tileSize: d.create.plan.tileSize,
-      gpuClass: d.create.plan.gpuClass,
-      attempt: d.create.attempt,
-    });
-  }
-  if (d.suspendJob) {
-    try {
-      await mergePatch(
-        ctx.client,
-        RESOURCES.job,
-        stj.metadata.namespace,
-        d.suspendJob.name,
-        { spec: { suspend: d.suspendJob.suspend } },
-        fm,
-      );
-      log.info(`${d.suspendJob.suspend ? 'suspended' : 'resumed'} trainer Job ${d.suspendJob.name}`);
-    } catch (e) {
-      // Deleted meanwhile: the next reconcile sees that.
-      if (!isNotFound(e)) throw e;
+  const { namespace, name } = stj.metadata;
+  const computed = statusFor(stj, d.verdict, prev, ctx.clock.now());
+  // QueueAvailable is the Kueue probe's condition (kueue.ts), not the policy's.
+  const queued = await withQueueDiagnosis(ctx.client, stj, computed, ctx.clock.now());
+  const status = queued.status;
+  let events = [...statusEvents(prev, computed), ...queued.events];
+  for (const action of d.actions) {
+    switch (action.kind) {
+      case 'create-attempt':
+        await createAttempt(stj, action.attempt, prev, ctx, log);
+        break;
+      case 'set-suspend':
+        await patchJob(stj, action.job, { spec: { suspend: action.suspend } }, ctx);
+        log.info(`${action.suspend ? 'suspended' : 'resumed'} trainer Job ${action.job}`);
+        break;
+      case 'record-restarts':
+        await patchJob(
+          stj,
+          action.job,
+          { metadata: { annotations: { [ANNOTATION.restartsSeen]: String(action.restarts) } } },
+          ctx,
+        );
+        break;
+      case 'delete-job':
+        if (await deleteObject(ctx.client, RESOURCES.job, namespace, action.job))
+          log.info(`deleted trainer Job ${action.job}`);
+        break;
+      case 'delete-stj':
+        break; // last, after the status
     }
   }
-  for (const name of d.deleteJobs) {
-    if (await deleteObject(ctx.client, RESOURCES.job, stj.metadata.namespace, name))
-      log.info(`deleted trainer Job ${name}`);
-  }
-  if (canonical(status) !== canonical(ownedStatus(stj.status))) {
+  if (canonical(status) !== canonical(prev)) {
     if (!(await writeStatus(stj, status, ctx))) return true;
   } else events = [];
   for (const e of events) await ctx.events.record(stj, e.type, e.reason, e.message);
-  if (d.deleteStj) {
-    await deleteObject(ctx.client, RESOURCES.stj, stj.metadata.namespace, stj.metadata.name);
+  if (d.actions.some((a) => a.kind === 'delete-stj')) {
+    await deleteObject(ctx.client, RESOURCES.stj, namespace, name);
     log.info(
       `deleted: spec.runPolicy.ttlSecondsAfterFinished (${stj.spec.runPolicy.ttlSecondsAfterFinished} s) has passed`,
     );
     return true;
   }
+  ctx.metrics.setJob(namespace ?? '', name, status.plan);
   return false;
+}
+
+/** Merge-patches a trainer Job; one deleted meanwhile is left to the next reconcile. */
+async function patchJob(stj: StreamingTrainingJob, job: string, patch: object, ctx: ReconcileContext) {
+  try {
+    await mergePatch(ctx.client, RESOURCES.job, stj.metadata.namespace, job, patch, ctx.config.fieldManager);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+}
+
+/**
+ * Creates a new attempt's children, after the tenant policy's re-check. A refusal (by the policy, the
+ * API server or an admission webhook) becomes Planned=False and a terminal error, not a retry loop.
+ */
+async function createAttempt(
+  stj: StreamingTrainingJob,
+  attempt: AttemptInput,
+  prev: OwnedStatus,
+  ctx: ReconcileContext,
+  log: Logger,
+): Promise<void> {
+  const key = `${stj.metadata.namespace}/${stj.metadata.name}`;
+  const policyRefusal = await tenantPolicyRefusal(ctx.client, ctx.config.tenantPolicy, stj);
+  if (policyRefusal !== undefined) {
+    await writeStatus(
+      stj,
+      refused(prev, policyRefusal, stj, ctx.clock.now(), ConditionReason.PolicyViolation),
+      ctx,
+    );
+    await ctx.events.record(stj, 'Warning', ConditionReason.PolicyViolation, policyRefusal);
+    throw new TerminalError(policyRefusal);
+  }
+  const job = buildTrainerJob({ stj, ...attempt, settings: ctx.config.trainer });
+  try {
+    for (const child of [
+      buildJobConfigMap(stj),
+      buildTrainerServiceAccount(stj),
+      buildTrainerRole(stj),
+      buildTrainerRoleBinding(stj),
+      job,
+    ]) {
+      await applyObject(ctx.client, child, ctx.config.fieldManager);
+    }
+  } catch (e) {
+    if (!(e instanceof ApiError) || (e.status !== 400 && e.status !== 422)) throw e;
+    const message = `the API server refused the trainer Job: ${e.message}`;
+    await writeStatus(stj, refused(prev, message, stj, ctx.clock.now()), ctx);
+    await ctx.events.record(stj, 'Warning', ConditionReason.InvalidSpec, message);
+    throw new TerminalError(message);
+  }
+  ctx.expectations.expectJob(key, job.metadata?.name as string);
+  if (attempt.tileReductions > (prev.tileReductions ?? 0)) {
+    ctx.metrics.tileReductions.inc({ namespace: stj.metadata.namespace });
+  }
+  log.info(`created trainer Job ${job.metadata?.name}`, {
+    tileSize: attempt.plan.tileSize,
+    gpuClass: attempt.plan.gpuClass,
+    attempt: attempt.attempt,
+  });
 }
 
 /** Writes the operator's status fields; false when the StreamingTrainingJob is gone (404). */
@@ -362,11 +375,15 @@ function refused(
   return {
     ...rest,
     phase: 'Pending',
-    conditions: setCondition(
-      (prev.conditions ?? []).filter((c) => c.type !== ConditionType.Running),
-      { type: ConditionType.Planned, status: 'False', reason, message },
-      stj.metadata.generation ?? 0,
-      now,
+    conditions: [ConditionType.Planned, ConditionType.Running].reduce(
+      (conditions, type) =>
+        setCondition(
+          conditions,
+          { type, status: 'False', reason, message },
+          stj.metadata.generation ?? 0,
+          now,
+        ),
+      prev.conditions ?? [],
     ),
   };
 }

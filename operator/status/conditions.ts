@@ -52,11 +52,23 @@ export function setCondition(
       existing && existing.status === update.status ? existing.lastTransitionTime : rfc3339(now),
   };
   const others = conditions.filter((c) => c.type !== update.type);
-  return [...others, next].sort((a, b) => CONDITION_ORDER.indexOf(a.type) - CONDITION_ORDER.indexOf(b.type));
+  return sortConditions([...others, next]);
+}
+
+/** The conditions in a stable order, so that equal condition sets compare equal. */
+export function sortConditions(conditions: readonly Condition[]): Condition[] {
+  return [...conditions].sort((a, b) => CONDITION_ORDER.indexOf(a.type) - CONDITION_ORDER.indexOf(b.type));
 }
 
 /** A stable order, so that equal condition sets compare equal. */
-const CONDITION_ORDER: readonly string[] = ['Planned', 'Running', 'Suspended', 'Succeeded', 'Failed'];
+const CONDITION_ORDER: readonly string[] = [
+  'Planned',
+  'Running',
+  'Suspended',
+  'SpecApplied',
+  'Succeeded',
+  'Failed',
+];
 
 export function findCondition(
   conditions: readonly Condition[] | undefined,

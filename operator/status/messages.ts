@@ -3,6 +3,7 @@
 
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { formatQuantity, type JobPlan } from '../children/job-plan.ts';
+import { queueNameOf } from '../children/pod-customisation.ts';
 
 export function describePlan(plan: JobPlan): string {
   const where =
@@ -23,7 +24,7 @@ export function describePlan(plan: JobPlan): string {
 
 export function suspendedMessage(stj: StreamingTrainingJob, bySpec: boolean): string {
   if (bySpec) return 'spec.runPolicy.suspend is true: no trainer pod runs until it is false again';
-  return `waiting for Kueue to admit the trainer Job from LocalQueue ${stj.spec.runPolicy.queueName}`;
+  return `waiting for Kueue to admit the trainer Job from LocalQueue ${queueNameOf(stj)}`;
 }
 
 export function tileReducedMessage(
@@ -36,6 +37,26 @@ export function tileReducedMessage(
   return (
     `the trainer ran out of memory at tile ${before} px; re-planned with tile ${after} px ` +
     `(reduction ${reductions} of at most ${max}): ${describePlan(plan)}`
+  );
+}
+
+function fieldList(fields: readonly string[]): string {
+  return fields.length === 1 ? fields[0]! : `${fields.slice(0, -1).join(', ')} and ${fields.at(-1)}`;
+}
+
+export function specChangeAppliedMessage(fields: readonly string[], plan: JobPlan): string {
+  return `${fieldList(fields)} changed while no trainer was running; re-planned with the new spec: ${describePlan(plan)}`;
+}
+
+export function specChangePendingMessage(
+  fields: readonly string[],
+  jobName: string,
+  generation: number,
+): string {
+  return (
+    `${fieldList(fields)} changed (generation ${generation}) while trainer Job ${jobName} runs; the running trainer ` +
+    'keeps its settings, and the change applies at its next attempt. To apply it now, suspend the job ' +
+    '(spec.runPolicy.suspend: true; the trainer writes a checkpoint) and resume it'
   );
 }
 

@@ -2,8 +2,11 @@
 // is current, whether it is suspended, starting, running, done or failed (and why: the trainer's
 // out-of-memory exit, an invalid manifest, a full checkpoint volume, backoffLimit, the deadline),
 // and how often the trainer was restarted. Causes come from fields (the Job condition's reason,
-// the trainer's exit code), never from the wording of a Kubernetes message. Pure.
+// the trainer's exit code), never from the wording of a Kubernetes message. The facts that outlive a
+// deleted Job (tile reductions, restarts, first start, that the trainer ran, why the attempt was
+// planned, the spec it was built from) are annotations of the newest attempt's Job. Pure.
 
+import { type AttemptSpec, parseAttemptSpec } from '../children/attempt-spec.ts';
 import { type JobPlan, parseJobPlan } from '../children/job-plan.ts';
 import { ANNOTATION, LABEL, TRAINER_CONTAINER } from '../children/names.ts';
 import { TRAINER_EXIT } from '../children/trainer-job.ts';
@@ -40,11 +43,46 @@ export interface AttemptObservation {
   attempt: number;
   plan: JobPlan | undefined;
   tileReductions: number;
-  /** Failed trainer pods of this and earlier attempts. */
+  /** Failed trainer pods of this and earlier attempts (never fewer than the operator once saw). */
   failedPods: number;
+  /** The restart count recorded on the Job (ANNOTATION.restartsSeen). */
+  restartsSeen: number;
   outcome: JobOutcome;
-  /** Job.status.startTime: when the Job controller first ran it unsuspended. */
+  /**
+   * The first start: of an earlier attempt (carried on this Job), else Job.status.startTime (when the
+   * Job controller first ran it unsuspended).
+   */
   startTime: string | undefined;
+  /** The trainer ran, in this attempt (a pod ran or finished) or an earlier one. */
+  trainerRan: boolean;
+  /** Why this attempt was planned, as recorded when it was created. */
+  planned: { reason: string; message: string } | undefined;
+  /** The spec fields the Job was built from; undefined for a Job of an older operator. */
+  spec: AttemptSpec | undefined;
+}
+
+function plannedOf(text: string | undefined): AttemptObservation['planned'] {
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as { reason?: unknown; message?: unknown };
+    return typeof v.reason === 'string' && typeof v.message === 'string'
+      ? { reason: v.reason, message: v.message }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A trainer pod of this attempt ran: it runs, or it ended (its container terminated or the pod finished). */
+function ranHere(job: Job, own: readonly Pod[]): boolean {
+  if ((job.status?.failed ?? 0) > 0 || (job.status?.succeeded ?? 0) > 0) return true;
+  return own.some(
+    (p) =>
+      p.status?.phase === 'Running' ||
+      p.status?.phase === 'Succeeded' ||
+      (p.status?.phase === 'Failed' && !disrupted(p)) ||
+      trainerTermination(p) !== undefined,
+  );
 }
 
 function intAnnotation(job: Job, key: string): number {
@@ -138,17 +176,25 @@ export function observeAttempt(job: Job, pods: readonly Pod[]): AttemptObservati
   else if (job.spec?.suspend) outcome = { state: 'suspended' };
   else if (own.some((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp))
     outcome = { state: 'running' };
+  else if (own.some((p) => p.status?.phase === 'Succeeded' && !p.metadata.deletionTimestamp))
+    // The pod finished before the Job controller marked the Job Complete: still running, not starting.
+    outcome = { state: 'running' };
   else outcome = { state: 'starting' };
+  const annotations = job.metadata.annotations ?? {};
+  const restartsSeen = intAnnotation(job, ANNOTATION.restartsSeen);
+  const counted =
+    intAnnotation(job, ANNOTATION.restartsBefore) + (job.status?.failed ?? 0) + own.filter(disrupted).length;
   return {
     job,
     attempt: attemptOf(job),
-    plan: parseJobPlan(job.metadata.annotations?.[ANNOTATION.plan]),
+    plan: parseJobPlan(annotations[ANNOTATION.plan]),
     tileReductions: intAnnotation(job, ANNOTATION.tileReductions),
-    failedPods:
-      intAnnotation(job, ANNOTATION.restartsBefore) +
-      (job.status?.failed ?? 0) +
-      own.filter(disrupted).length,
+    failedPods: Math.max(counted, restartsSeen),
+    restartsSeen,
     outcome,
-    startTime: job.status?.startTime,
+    startTime: annotations[ANNOTATION.firstStart] ?? job.status?.startTime,
+    trainerRan: annotations[ANNOTATION.trainerRan] === 'true' || ranHere(job, own),
+    planned: plannedOf(annotations[ANNOTATION.planned]),
+    spec: parseAttemptSpec(annotations[ANNOTATION.spec]),
   };
 }

@@ -98,13 +98,29 @@ describe('the CRD on a real kube-apiserver', { skip: started.skip }, () => {
     }
   });
 
-  it('prints Phase, Tile, GPU, Saved and Progress from status (a subresource)', async () => {
+  it('prints Phase, Tile, GPU, Saved, Progress and the Running reason from status (a subresource)', async () => {
     assert.equal((await create(edit(validManifest(), { 'metadata.name': 'printed' }))).code, 0);
     const status = {
       status: {
         phase: 'Running',
         plan: { tileSize: 2048, gpuProduct: 'NVIDIA-A100-SXM4-40GB', memorySaved: '46.2Gi (94%)' },
         progress: { percent: '42%', epoch: 2 },
+        conditions: [
+          {
+            type: 'Planned',
+            status: 'True',
+            reason: 'PlanFound',
+            message: 'tile 2048 px',
+            lastTransitionTime: '2026-06-01T12:00:00Z',
+          },
+          {
+            type: 'Running',
+            status: 'False',
+            reason: 'TrainerRestarted',
+            message: 'waiting for the trainer pod to start again',
+            lastTransitionTime: '2026-06-01T12:00:00Z',
+          },
+        ],
       },
     };
     const patched = await plane.kubectl([
@@ -120,8 +136,20 @@ describe('the CRD on a real kube-apiserver', { skip: started.skip }, () => {
     const r = await plane.kubectl(['get', 'stj', 'printed']);
     assert.equal(r.code, 0, r.stderr);
     const [header, row] = r.stdout.trim().split('\n');
-    assert.deepEqual(header!.split(/\s+/), ['NAME', 'PHASE', 'TILE', 'GPU', 'SAVED', 'PROGRESS', 'AGE']);
-    assert.match(row!, /^printed\s+Running\s+2048\s+NVIDIA-A100-SXM4-40GB\s+46\.2Gi \(94%\)\s+42%\s+\S+$/);
+    assert.deepEqual(header!.split(/\s+/), [
+      'NAME',
+      'PHASE',
+      'TILE',
+      'GPU',
+      'SAVED',
+      'PROGRESS',
+      'REASON',
+      'AGE',
+    ]);
+    assert.match(
+      row!,
+      /^printed\s+Running\s+2048\s+NVIDIA-A100-SXM4-40GB\s+46\.2Gi \(94%\)\s+42%\s+TrainerRestarted\s+\S+$/,
+    );
     const short = await plane.kubectl(['get', 'stj', '-o', 'name']);
     assert.match(short.stdout, /streamingtrainingjob\.tilestream\.io\/printed/);
   });

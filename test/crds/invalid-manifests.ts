@@ -502,7 +502,7 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
       'spec.streaming': { tileSize: 128, minTileSize: 64 },
     }),
     path: 'spec.streaming.tileSize',
-    message: 'below the minimum tile of resnet18/layer3 (224 px',
+    message: 'resnet18/layer3 224 px',
   },
   {
     name: 'fixed tileSize below the minimum tile of resnet34 to layer4',
@@ -512,7 +512,7 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
       'spec.streaming': { tileSize: 576, minTileSize: 64 },
     }),
     path: 'spec.streaming.tileSize',
-    message: 'below the minimum tile of resnet34/layer4 (960 px',
+    message: 'resnet34/layer4 960 px',
   },
   {
     name: 'tolerations as an object',

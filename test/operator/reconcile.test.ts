@@ -299,7 +299,7 @@ describe('reconcile against a scripted API server', () => {
     assert.equal(s.phase, 'Pending');
     assert.deepEqual(
       s.conditions.map((c) => `${c.type}=${c.status}/${c.reason}`),
-      ['Planned=False/InvalidSpec'],
+      ['Planned=False/InvalidSpec', 'Running=False/InvalidSpec'],
     );
     assert.match(s.conditions[0]?.message ?? '', /cost-centre label/);
   });

@@ -1,16 +1,37 @@
+// The reconcile policy (controller/policy.ts) with the status computed from its verdict
+// (status/compute-status.ts), as the reconcile runs them: sizings are planned in this thread when
+// the policy asks for them.
+
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { buildTrainerJob, DEFAULT_TRAINER_SETTINGS } from '../../operator/children/trainer-job.ts';
 import { buildInventory } from '../../operator/cluster/gpu-inventory.ts';
 import { gpuMemoryTable } from '../../operator/cluster/gpu-memory-table.ts';
-import { admits, gpuUsage, planPlacement } from '../../operator/cluster/placement.ts';
-import { memoizedSizer, smallerTile } from '../../operator/cluster/tile-sizing.ts';
+import { gpuUsage } from '../../operator/cluster/placement.ts';
+import {
+  type Sizing,
+  SizingError,
+  sizeTile,
+  sizingKey,
+  tileLimitsOf,
+} from '../../operator/cluster/tile-sizing.ts';
+import {
+  type AttemptInput,
+  decide as decidePolicy,
+  type PolicyInput,
+} from '../../operator/controller/policy.ts';
 import type { Job, Node, Pod } from '../../operator/kube/types.ts';
-import { type DecideInput, type Decision, decide } from '../../operator/status/decide.ts';
+import {
+  type EventSpec,
+  isTerminal,
+  type OwnedStatus,
+  ownedStatus,
+  statusEvents,
+  statusFor,
+} from '../../operator/status/compute-status.ts';
 import { makeNode, makePod, makeStj, withJobStatus } from './builders.ts';
 
-const size = memoizedSizer();
 const NOW = Date.UTC(2026, 5, 1, 12, 0, 0);
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 const gpuNodes = (): Node[] => [
@@ -20,28 +41,74 @@ const gpuNodes = (): Node[] => [
 /** smallcnn on 20480² images: 2×2 tiles of 10272 px on 40 GiB, 3×3 of 6880 px on 16 GiB. */
 const stjBig = () => makeStj().image(20480);
 
+/** Sizings shared by the tests, planned in this thread (the operator plans them on worker threads). */
+const memo = new Map<string, Sizing | SizingError>();
+
 function world(
   stj: StreamingTrainingJob,
   o: { nodes?: Node[]; jobs?: Job[]; pods?: Pod[]; now?: number } = {},
-): DecideInput {
-  const inventory = buildInventory(o.nodes ?? gpuNodes(), { memoryTable: gpuMemoryTable() });
+): Omit<PolicyInput, 'sizings'> {
+  let tileLimits: PolicyInput['tileLimits'];
+  try {
+    tileLimits = tileLimitsOf(stj.spec);
+  } catch (e) {
+    if (!(e instanceof SizingError)) throw e;
+    tileLimits = e;
+  }
   return {
     stj,
     now: o.now ?? NOW,
     jobs: o.jobs ?? [],
     pods: o.pods ?? [],
-    place: (maxTile) =>
-      planPlacement({
-        spec: stj.spec,
-        inventory,
-        usage: gpuUsage(o.pods ?? []),
-        size,
-        ...(maxTile !== undefined && { maxTile }),
-      }),
-    smallerTile: (t) => smallerTile(stj.spec, t),
-    classUsable: (name) =>
-      inventory.classes.some((c) => c.name === name && c.offers.some((x) => admits(stj.spec, x))),
+    inventory: buildInventory(o.nodes ?? gpuNodes(), { memoryTable: gpuMemoryTable() }),
+    usage: gpuUsage(o.pods ?? []),
+    tileLimits,
   };
+}
+
+/** One reconcile's outcome, in the shape the assertions read. */
+interface Decision {
+  create?: AttemptInput;
+  suspendJob?: { name: string; suspend: boolean };
+  recordRestarts?: { name: string; restarts: number };
+  deleteJobs: string[];
+  deleteStj: boolean;
+  status: OwnedStatus;
+  events: EventSpec[];
+  requeueAfterMs?: number;
+}
+
+/** The policy, with every sizing it asks for planned first, then the status of its verdict. */
+function decide(input: Omit<PolicyInput, 'sizings'>): Decision {
+  const prev = ownedStatus(input.stj.status);
+  for (let pass = 0; pass < 3; pass++) {
+    const r = decidePolicy({ ...input, sizings: memo }, isTerminal(prev), prev.completionTime);
+    if (r.kind === 'needs-sizings') {
+      for (const req of r.requests) {
+        let v: Sizing | SizingError;
+        try {
+          v = sizeTile(req);
+        } catch (e) {
+          if (!(e instanceof SizingError)) throw e;
+          v = e;
+        }
+        memo.set(sizingKey(req), v);
+      }
+      continue;
+    }
+    const status = statusFor(input.stj, r.verdict, prev, input.now);
+    const d: Decision = { deleteJobs: [], deleteStj: false, status, events: statusEvents(prev, status) };
+    for (const a of r.actions) {
+      if (a.kind === 'create-attempt') d.create = a.attempt;
+      else if (a.kind === 'set-suspend') d.suspendJob = { name: a.job, suspend: a.suspend };
+      else if (a.kind === 'record-restarts') d.recordRestarts = { name: a.job, restarts: a.restarts };
+      else if (a.kind === 'delete-job') d.deleteJobs.push(a.job);
+      else d.deleteStj = true;
+    }
+    if (r.requeueAfterMs !== undefined) d.requeueAfterMs = r.requeueAfterMs;
+    return d;
+  }
+  throw new Error('the policy still needs sizings after 3 passes');
 }
 
 /** The trainer Job the operator would have created for a decision, as the API server stores it. */
@@ -80,7 +147,11 @@ describe('decide: planning and starting', () => {
     assert.equal(d.create?.plan.tileSize, 10272);
     assert.equal(d.create?.suspend, false);
     assert.equal(d.status.phase, 'Planned');
-    assert.deepEqual(conditions(d), { Planned: 'True/PlanFound', Running: 'False/TrainerStarting' });
+    assert.deepEqual(conditions(d), {
+      Planned: 'True/PlanFound',
+      Running: 'False/TrainerStarting',
+      SpecApplied: 'True/SpecCurrent',
+    });
     assert.equal(d.status.plan?.tileSize, 10272);
     assert.match(d.status.plan?.memorySaved ?? '', /^\d+\.\dGi \(\d+%\)$/);
     assert.equal(d.status.observedGeneration, 1);
@@ -104,7 +175,11 @@ describe('decide: planning and starting', () => {
     );
     assert.equal(d.create, undefined);
     assert.equal(d.status.phase, 'Pending');
-    assert.deepEqual(conditions(d), { Planned: 'False/NoGPUWithSufficientMemory' });
+    assert.deepEqual(conditions(d), {
+      Planned: 'False/NoGPUWithSufficientMemory',
+      Running: 'False/NoGPUWithSufficientMemory',
+    });
+    assert.equal(d.status.phase, 'Pending');
     assert.match(d.status.conditions?.[0]?.message ?? '', /needs 5\.6 GiB/);
     assert.equal(d.events[0]?.type, 'Warning');
   });
@@ -128,7 +203,11 @@ describe('decide: planning and starting', () => {
     const pods = [makePod('demo-0', 'team', { node: 'a100-0' })];
     const running = decide(world(after(b, first), { jobs: [job], pods, now: NOW + 10_000 }));
     assert.equal(running.status.phase, 'Running');
-    assert.deepEqual(conditions(running), { Planned: 'True/PlanFound', Running: 'True/TrainerRunning' });
+    assert.deepEqual(conditions(running), {
+      Planned: 'True/PlanFound',
+      Running: 'True/TrainerRunning',
+      SpecApplied: 'True/SpecCurrent',
+    });
     assert.equal(running.status.startTime, iso(NOW + 5000));
     assert.deepEqual(
       running.events.map((e) => e.reason),
@@ -179,7 +258,11 @@ describe('decide: out of memory', () => {
     assert.equal(d.create?.restartsBefore, 1);
     assert.ok((d.create?.plan.tileSize ?? 0) <= 10272 * 0.75, `smaller tile, got ${d.create?.plan.tileSize}`);
     assert.deepEqual(d.deleteJobs, ['demo-0']);
-    assert.deepEqual(conditions(d), { Planned: 'True/TileSizeReduced', Running: 'False/TrainerRestarted' });
+    assert.deepEqual(conditions(d), {
+      Planned: 'True/TileSizeReduced',
+      Running: 'False/TrainerRestarted',
+      SpecApplied: 'True/SpecCurrent',
+    });
     assert.equal(d.status.tileReductions, 1);
     assert.equal(d.status.restarts, 1);
     assert.equal(d.status.startTime, iso(NOW));
@@ -263,9 +346,13 @@ describe('decide: endings and the TTL', () => {
     const lost = makePod('demo-0', 'team', { node: 'a100-0', phase: 'Failed', disrupted: true });
     const seen = decide(world(after(b, first), { jobs: [job], pods: [lost] }));
     assert.equal(seen.status.restarts, 1);
+    // The count is recorded on the Job, where it outlives the pod (not in the status, which is computed).
+    assert.deepEqual(seen.recordRestarts, { name: 'demo-0', restarts: 1 });
+    job.metadata.annotations = { ...job.metadata.annotations, 'tilestream.io/restarts-seen': '1' };
     const replacement = makePod('demo-0', 'team', { name: 'demo-0-fghij', phase: 'Pending' });
     const gone = decide(world(after(b, seen), { jobs: [job], pods: [replacement] }));
     assert.equal(gone.status.restarts, 1, 'not 0 once the disrupted pod is deleted');
+    assert.equal(gone.recordRestarts, undefined, 'recorded once');
     // Carried into the next attempt when its class is gone and the job is re-planned elsewhere.
     const onlyV100 = [makeNode('v100-0').gpus(4, 'Tesla-V100-SXM2-16GB', 16384).obj()];
     const replanned = decide(world(after(b, gone), { jobs: [job], pods: [replacement], nodes: onlyV100 }));
@@ -479,6 +566,7 @@ describe('decide: suspend and Kueue', () => {
       Planned: 'True/PlanFound',
       Running: 'False/Suspended',
       Suspended: 'True/Suspended',
+      SpecApplied: 'True/SpecCurrent',
     });
     assert.ok(s.status.conditions?.every((c) => c.observedGeneration === 2));
     const suspendedJob = { ...job, spec: { ...job.spec, suspend: true }, status: {} };
@@ -545,5 +633,157 @@ describe('decide: the cluster changes under a waiting job', () => {
     const d = decide(world(after(b, first), { jobs: [job] }));
     assert.equal(d.create, undefined);
     assert.equal(d.requeueAfterMs, 5000);
+  });
+});
+
+describe('status from observation (the previous status gives only transition times)', () => {
+  it('a status rewritten by hand is recomputed from the trainer Job: plan, reductions, restarts, first start', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { startTime: iso(NOW) });
+    const forged = b.status({
+      ...first.status,
+      phase: 'Pending',
+      restarts: 9,
+      tileReductions: 5,
+      plan: { tileSize: 64 },
+      startTime: iso(NOW - 3600_000),
+    });
+    const pods = [makePod('demo-0', 'team', { node: 'a100-0', phase: 'Running' })];
+    const d = decide(world(forged.obj(), { jobs: [job], pods }));
+    assert.equal(d.status.phase, 'Running');
+    assert.equal(d.status.restarts, 0);
+    assert.equal(d.status.tileReductions, 0);
+    assert.equal(d.status.plan?.tileSize, 10272);
+    assert.equal(d.status.startTime, iso(NOW), "the Job's start, not the one written by hand");
+  });
+
+  it('the first start, the restarts and that the trainer ran are carried on the next attempt’s Job', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const oom = oomJob(b, first);
+    const replanned = decide(
+      world(after(b, first), { jobs: [oom], pods: [oomPod('demo-0')], now: NOW + 120_000 }),
+    );
+    assert.equal(replanned.create?.firstStart, iso(NOW));
+    assert.equal(replanned.create?.trainerRan, true);
+    const next = jobFrom(b.obj(), replanned, {});
+    assert.equal(next.metadata.annotations?.['tilestream.io/first-start'], iso(NOW));
+    // With the failed Job gone, the new Job alone says it all.
+    const d = decide(world(after(b, replanned), { jobs: [next], now: NOW + 130_000 }));
+    assert.equal(d.status.startTime, iso(NOW));
+    assert.equal(d.status.restarts, 1);
+    assert.equal(d.status.tileReductions, 1);
+    assert.equal(d.status.phase, 'Running', 'the trainer ran before: not back to Planned');
+    assert.equal(conditions(d).Running, 'False/TrainerRestarted');
+  });
+});
+
+describe('the phase never goes back', () => {
+  const ORDER = ['Pending', 'Planned', 'Running', 'Succeeded'];
+
+  it('Planned → Running → (pod finished, Job not yet Complete) Running → Succeeded', () => {
+    const b = stjBig();
+    const phases: string[] = [];
+    const first = decide(world(b.obj()));
+    phases.push(first.status.phase as string);
+    const job = jobFrom(b.obj(), first, { startTime: iso(NOW), active: 1 });
+    const running = decide(
+      world(after(b, first), { jobs: [job], pods: [makePod('demo-0', 'team', { node: 'a100-0' })] }),
+    );
+    phases.push(running.status.phase as string);
+    // The kubelet reports the pod Succeeded before the Job controller marks the Job Complete.
+    const donePod = makePod('demo-0', 'team', { node: 'a100-0', phase: 'Succeeded', exitCode: 0 });
+    const finishing = decide(world(after(b, running), { jobs: [job], pods: [donePod] }));
+    phases.push(finishing.status.phase as string);
+    const complete = withJobStatus(job, {
+      succeeded: 1,
+      startTime: iso(NOW),
+      completionTime: iso(NOW + 600_000),
+      conditions: [{ type: 'Complete', status: 'True' }],
+    });
+    const done = decide(world(after(b, finishing), { jobs: [complete], pods: [donePod] }));
+    phases.push(done.status.phase as string);
+    assert.deepEqual(phases, ['Planned', 'Running', 'Running', 'Succeeded']);
+    for (let i = 1; i < phases.length; i++)
+      assert.ok(ORDER.indexOf(phases[i]!) >= ORDER.indexOf(phases[i - 1]!), phases.join(' → '));
+  });
+
+  it('a trainer that ran stays Running through a restart and an out-of-memory re-plan, even one with no placement', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const oom = oomJob(b, first);
+    const replanned = decide(world(after(b, first), { jobs: [oom], pods: [oomPod('demo-0')] }));
+    assert.equal(replanned.status.phase, 'Running');
+    // No GPU left at all: the failed Job stays, the status says why, the phase holds.
+    const stranded = decide(world(after(b, first), { jobs: [oom], pods: [oomPod('demo-0')], nodes: [] }));
+    assert.equal(stranded.create, undefined);
+    assert.equal(stranded.status.phase, 'Running');
+    assert.equal(conditions(stranded).Planned, 'False/NoGPUNodes');
+    assert.equal(conditions(stranded).Running, 'False/NoGPUNodes');
+  });
+});
+
+describe('spec edits while a trainer Job exists', () => {
+  const edited = (b: ReturnType<typeof makeStj>) =>
+    b.meta({ generation: 2 }).tileSize(4096).resources({ memory: '24Gi' });
+
+  it('a running trainer keeps its spec: SpecApplied=False SpecChangePending names the fields, with a Warning', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, { startTime: iso(NOW), active: 1 });
+    const pods = [makePod('demo-0', 'team', { node: 'a100-0' })];
+    const running = decide(world(after(b, first), { jobs: [job], pods }));
+    const d = decide(
+      world(edited(after(b, running) && b.status(running.status)).obj(), { jobs: [job], pods }),
+    );
+    assert.equal(d.create, undefined, 'the running trainer is not disturbed');
+    assert.deepEqual(d.deleteJobs, []);
+    assert.equal(d.status.observedGeneration, 2);
+    assert.equal(d.status.phase, 'Running');
+    const c = d.status.conditions?.find((x) => x.type === 'SpecApplied');
+    assert.equal(`${c?.status}/${c?.reason}`, 'False/SpecChangePending');
+    assert.equal(c?.observedGeneration, 2);
+    assert.match(
+      c?.message ?? '',
+      /^spec\.streaming\.tileSize and spec\.resources\.memory changed \(generation 2\) while trainer Job demo-0 runs; .*next attempt/,
+    );
+    assert.deepEqual(
+      d.events.map((e) => `${e.type} ${e.reason}`),
+      ['Warning SpecChangePending'],
+    );
+  });
+
+  it('a suspended (or not yet started) trainer Job is replaced by a new attempt built from the edited spec', () => {
+    const b = stjBig().runPolicy({ suspend: true });
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, {});
+    const d = decide(world(edited(b.status(first.status)).obj(), { jobs: [job] }));
+    assert.equal(d.create?.attempt, 1);
+    assert.equal(d.create?.plan.tileSize, 4096);
+    assert.equal(d.create?.suspend, true);
+    assert.deepEqual(d.deleteJobs, ['demo-0']);
+    assert.equal(conditions(d).Planned, 'True/SpecChangeApplied');
+    assert.equal(conditions(d).SpecApplied, 'True/SpecCurrent');
+    assert.match(
+      d.status.conditions?.find((x) => x.type === 'Planned')?.message ?? '',
+      /^spec\.streaming\.tileSize and spec\.resources\.memory changed while no trainer was running; re-planned with the new spec: tile 4096 px/,
+    );
+    assert.ok(d.events.some((e) => e.type === 'Normal' && e.reason === 'SpecChangeApplied'));
+    // The new Job carries the new spec: nothing more to do.
+    const next = jobFrom(edited(b).obj(), d, {});
+    const again = decide(world(edited(b.status(d.status)).obj(), { jobs: [next] }));
+    assert.equal(again.create, undefined);
+    assert.deepEqual(again.deleteJobs, []);
+  });
+
+  it('a Job of an older operator (no spec annotation) is left alone', () => {
+    const b = stjBig();
+    const first = decide(world(b.obj()));
+    const job = jobFrom(b.obj(), first, {});
+    delete job.metadata.annotations?.['tilestream.io/spec'];
+    const d = decide(world(edited(b.status(first.status)).obj(), { jobs: [job] }));
+    assert.equal(d.create, undefined);
+    assert.equal(conditions(d).SpecApplied, undefined);
   });
 });
