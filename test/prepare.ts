@@ -1,5 +1,5 @@
 // Run by `npm test` before the suites: builds and fetches what they need (the native TensorFlow
-// backend, the OpenSlide library, the control-plane binaries, hadolint, the Prometheus Operator CRDs, the container
+// backend, the OpenSlide library, wsidicomizer, the control-plane binaries, hadolint, the Prometheus Operator CRDs, the container
 // images), so that no suite's own timeout counts a build (≈ 30 minutes cold on 2 cores). Warm, every
 // step is a quick no-op. A step that cannot run here (no compiler, no Go) is reported and its suites
 // skip with the reason — except under TILESTREAM_REQUIRE_ALL=1 (.ci/run), where it fails here.
@@ -21,6 +21,7 @@ import { BUILD_SCRIPT, EXIT_NO_GO } from './controlplane/binaries.ts';
 import { REQUIRE_ALL_ENV, requireAll } from './require-all.ts';
 import { EXIT_CANNOT_BUILD_IMAGES, IMAGES_SCRIPT } from './ship/images.ts';
 import { HADOLINT, PROMETHEUS_OPERATOR, TOOLS_CACHE } from './tools.ts';
+import { EXIT_NO_PYTHON, WSIDICOMIZER } from './wsidicomizer.ts';
 
 const root = join(import.meta.dirname, '..');
 const problems: string[] = [];
@@ -84,6 +85,12 @@ step(
   process.execPath,
   [join(root, 'bin', 'tilestream.js'), 'setup', 'openslide'],
   EXIT_OPENSLIDE_PREREQUISITES,
+);
+step(
+  `wsidicomizer ${WSIDICOMIZER.version} (PyPI, a virtualenv) to make the DICOM WSI test slides`,
+  process.execPath,
+  [join(root, 'test', 'wsidicomizer.ts')],
+  EXIT_NO_PYTHON,
 );
 step(
   'control-plane binaries (etcd, Kubernetes, helm, promtool)',

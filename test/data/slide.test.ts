@@ -2,9 +2,10 @@
 // real files made by real tools: a generic tiled pyramidal TIFF written by libvips (sharp) and an
 // Aperio .svs (the same with the Aperio description and resolution), holding a synthetic slide with
 // tissue, lesions and dust at known places. sharp (libvips' own TIFF reader) is the independent
-// reader the region reads are compared with. DICOM WSI is not made here (README: untested formats).
+// reader the region reads are compared with. A DICOM WSI series is converted from the .svs by PyPI's
+// wsidicomizer (lossless JPEG 2000, test/wsidicomizer.ts) and must read as the same pixels.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +23,7 @@ import { linearLoss, relativeError } from '../../trainer/streaming/compare.ts';
 import { tileGrid } from '../../trainer/streaming/geometry.ts';
 import { conventionalStep, initParams, type Network, streamedStep } from '../../trainer/streaming/network.ts';
 import { skipUnlessRequired } from '../require-all.ts';
+import { convertToDicom, wsidicomizerMissing } from '../wsidicomizer.ts';
 
 const available = openslideAvailability();
 const skip = skipUnlessRequired(
@@ -357,5 +359,68 @@ describe('whole slides through OpenSlide', { skip }, () => {
       await writeFile(f('orphan.mrxs'), jpeg);
       await expectImageError(openImage(f('orphan.mrxs'), o), 'unreadable', f('orphan.mrxs'), /.+/);
     });
+  });
+});
+
+describe('DICOM WSI through OpenSlide (converted by wsidicomizer)', {
+  skip: skip ?? skipUnlessRequired(wsidicomizerMissing()),
+}, () => {
+  let dir: string;
+  let slide: SyntheticSlide;
+  let dicom: string;
+  const f = (name: string) => join(dir, name);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tilestream-dicom-'));
+    // Every level a multiple of the 256² tiles: OpenSlide refuses DICOM edge tiles stored smaller.
+    slide = generateSyntheticSlide(2048, 2048, { x0: 500, y0: 700, x1: 1500, y1: 1500 }, 11, true);
+    await writeAperioSvs(f('source.svs'), slide, MPP);
+    convertToDicom(f('source.svs'), f('dicom'));
+    const files = (await readdir(f('dicom'))).filter((n) => n.endsWith('.dcm'));
+    assert.ok(files.length >= 4, `one instance per level: ${files.join(', ')}`);
+    dicom = join(f('dicom'), files[0] as string);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reads as vendor dicom with the levels and resolution of the source, and the same pixels at every level', async () => {
+    const d = Slide.open(dicom);
+    const s = Slide.open(f('source.svs'));
+    try {
+      assert.equal(d.vendor, 'dicom');
+      assert.deepEqual(d.levels, s.levels);
+      assert.equal(Number(d.property('openslide.mpp-x')), MPP);
+      for (let level = 0; level < d.levels.length; level++) {
+        const l = d.levels[level] as { width: number; height: number };
+        const [rows, cols] = [Math.min(150, l.height - 7), Math.min(170, l.width - 3)];
+        const got = await readLevelRgb(d, level, 3, 7, cols, rows, [255, 255, 255]);
+        assert.deepEqual(
+          got,
+          await readLevelRgb(s, level, 3, 7, cols, rows, [255, 255, 255]),
+          `level ${level}`,
+        );
+        if (level === 0) assert.deepEqual(got, window(slide.data, 2048, 7, 3, rows, cols));
+      }
+    } finally {
+      d.close();
+      s.close();
+    }
+  });
+
+  it('trains on the same image as the .svs: resolution, tissue crop and pixels', async () => {
+    const o: ImageOptions = { height: 512, width: 640, channels: 3, slide: { micronsPerPixel: 0.75 } };
+    const a = await openImage(dicom, o);
+    const b = await openImage(f('source.svs'), o);
+    try {
+      const da = a.describe().slide;
+      assert.ok(da);
+      assert.deepEqual({ ...da, vendor: 'x' }, { ...b.describe().slide, vendor: 'x' });
+      assert.equal(da.tissue, 'found');
+      assert.deepEqual(await a.readUint8Region(0, 0, 512, 640), await b.readUint8Region(0, 0, 512, 640));
+    } finally {
+      a.close();
+      b.close();
+    }
   });
 });
