@@ -23,7 +23,14 @@ import { type ControlPlane, DEFAULT_CONTROLLERS, startControlPlaneOrSkip } from 
 import { installCrd } from '../controlplane/install-crd.ts';
 import { waitFor } from '../controlplane/wait.ts';
 import { edit, type Manifest, validManifest } from '../crds/invalid-manifests.ts';
-import { DEFAULT_POLICY, HOSTPATH_POLICY, POLICY_CASES, TRAINER_REPO } from './cases.ts';
+import {
+  customPodJob,
+  DEFAULT_POLICY,
+  HOSTPATH_POLICY,
+  POLICY_CASES,
+  SECRETS_POLICY,
+  TRAINER_REPO,
+} from './cases.ts';
 
 const NS = 'tilestream-system';
 const TEAM = 'team-a';
@@ -370,5 +377,63 @@ describe('tenant policy on a real API server', { skip: started.skip }, () => {
     const expected = defaultRequests(stj, plan);
     assert.deepEqual(pod.spec.containers[0].resources.requests, { ...expected, 'nvidia.com/gpu': '1' });
     assert.equal(pod.spec.containers[0].resources.limits.memory, undefined, 'no memory limit by default');
+  });
+
+  it('a customised trainer pod (spec.pod, issue 15 item 5) an admin allowed: admitted under restricted', async () => {
+    // The edit user writes it; the admin's policy allows Secrets and the data-reader accounts.
+    await setPolicy(SECRETS_POLICY);
+    const m = edit(customPodJob(), { 'spec.image': `${TRAINER_REPO}:0.1.0`, 'spec.pod.volumes': undefined });
+    // restricted forbids hostPath: the pod volumes an admin may allow there.
+    const spec = edit(m, {
+      'spec.pod.volumes': [
+        { name: 'scratch', mountPath: '/scratch', readOnly: false, emptyDir: {} },
+        { name: 'labels', mountPath: '/labels', configMap: { name: 'label-map' } },
+        { name: 'creds', mountPath: '/var/run/creds', secret: { secretName: 'storage-creds' } },
+      ],
+      'spec.pod.nodeAffinity': undefined,
+    });
+    spec.metadata = { name: 'custom-pod', namespace: RESTRICTED };
+    const created = await kubectl(['create', '-o', 'json', '-f', '-'], {
+      input: JSON.stringify(spec),
+      kubeconfig: alice,
+    });
+    assert.equal(created.code, 0, created.stderr);
+    const stj = JSON.parse(created.stdout) as StreamingTrainingJob;
+    const job = buildTrainerJob({
+      stj,
+      plan: { tileSize: 512, budgetBytes: 8 * 2 ** 30 },
+      attempt: 0,
+      tileReductions: 0,
+      restartsBefore: 0,
+      suspend: false,
+      settings: { ...DEFAULT_TRAINER_SETTINGS, image: `${TRAINER_REPO}:0.1.0` },
+    });
+    const account = { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'data-reader-pathology' } };
+    const docs = [account, buildTrainerServiceAccount(stj), job].map((o) => stringify(o)).join('---\n');
+    const r = await kubectl(['create', '-n', RESTRICTED, '-f', '-'], { input: docs });
+    assert.equal(r.code, 0, r.stderr);
+    const pod: Obj = await waitFor('the customised trainer pod', async () => {
+      const p = await kubectl([
+        'get',
+        'pods',
+        '-n',
+        RESTRICTED,
+        '-l',
+        `job-name=${job.metadata?.name}`,
+        '-o',
+        'json',
+      ]);
+      return JSON.parse(p.stdout).items[0];
+    });
+    assert.equal(pod.spec.serviceAccountName, 'data-reader-pathology');
+    assert.deepEqual((pod.spec.containers[0].env as { name: string }[]).map((e) => e.name).slice(-3), [
+      'LOG_LEVEL',
+      'S3_ENDPOINT',
+      'S3_SECRET',
+    ]);
+    // Under the chart's default policy the same job is refused at its Secret and its account.
+    await setPolicy(DEFAULT_POLICY);
+    const refused = await createAs(alice, spec, RESTRICTED);
+    assert.match(refused, /spec\.pod\.volumes\[creds\]\.secret: secret volumes are not allowed/);
   });
 });
