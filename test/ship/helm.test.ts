@@ -546,7 +546,8 @@ describe('helm chart on a real API server (server-side dry run)', { skip }, () =
       /curl -s -H "Authorization: Bearer \$\(kubectl -n <ns> create token <account>\)" http:\/\/localhost:8080\/metrics/,
     );
     assert.match(r.out, /Tenant policy: ConfigMap tilestream-system\/ts-tilestream-tenant-policy/);
-    assert.match(r.out, /Volume kinds allowed: persistentVolumeClaim\./);
+    assert.match(r.out, /Volume kinds allowed: persistentVolumeClaim, configMap, emptyDir\./);
+    assert.match(r.out, /Env sources allowed: configMapKeyRef\. Service accounts a job may name: none/);
     assert.match(r.out, /edit or admin role in a namespace may create StreamingTrainingJobs/);
     const open = install(
       '--set',
