@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../trainer/backend/select.ts';
-import { type Float32Source, readAhead } from '../../trainer/data/read-ahead.ts';
+import { type Float32Source, readAhead, readAheadBytes } from '../../trainer/data/read-ahead.ts';
 import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 import { linearLoss, relativeError } from '../../trainer/streaming/compare.ts';
 import { tileGrid } from '../../trainer/streaming/geometry.ts';
@@ -48,6 +48,13 @@ function countingSource(
 }
 
 describe('reading ahead within an image', () => {
+  it('reads ahead only with spare cores, unless TILESTREAM_READ_AHEAD_MIB says', () => {
+    assert.equal(readAheadBytes(2, {}), 0);
+    assert.equal(readAheadBytes(4, {}), 64 * 2 ** 20);
+    assert.equal(readAheadBytes(2, { TILESTREAM_READ_AHEAD_MIB: '16' }), 16 * 2 ** 20);
+    assert.equal(readAheadBytes(8, { TILESTREAM_READ_AHEAD_MIB: '0' }), 0);
+  });
+
   const net: Network = {
     ...builtinNetwork('smallcnn', { width: 4, inputChannels: 3 }),
     pooling: 'max',
@@ -62,7 +69,7 @@ describe('reading ahead within an image', () => {
     const direct = countingSource(192, 256);
     const plain = await streamedStep(net, params, direct, grid, loss);
     const ahead = countingSource(192, 256);
-    const source = readAhead(ahead, grid);
+    const source = readAhead(ahead, grid, { maxBytes: 64 * 2 ** 20 });
     const streamed = await streamedStep(net, params, source, grid, loss);
     await source.settle();
     assert.deepEqual(ahead.log, direct.log, 'the same reads in the same order');
@@ -96,12 +103,12 @@ describe('reading ahead within an image', () => {
     const second = grid.tiles[1];
     assert.ok(second);
     const src = countingSource(192, 256, { top: second.row.start, left: second.col.start });
-    const source = readAhead(src, grid);
+    const source = readAhead(src, grid, { maxBytes: 64 * 2 ** 20 });
     const first = grid.tiles[0];
     assert.ok(first);
     (await source.read(first.row.start, first.col.start, first.row.length, first.col.length)).dispose();
     await assert.rejects(
-      source.read(second.row.start, second.col.start, second.row.length, second.col.length),
+      async () => source.read(second.row.start, second.col.start, second.row.length, second.col.length),
       /does not decode/,
     );
     await source.settle();

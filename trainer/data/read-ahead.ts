@@ -4,6 +4,7 @@
 // current tile computes. Bounded: at most `maxBytes` of float32 tiles wait, at most two tiles ahead.
 // A read that is not the expected next one is served directly, so any other order stays correct.
 import * as tf from '@tensorflow/tfjs-core';
+import { cpuAllowance } from '../backend/cpu-allowance.ts';
 import type { TileSource } from '../streaming/executor.ts';
 import type { TileGrid } from '../streaming/geometry.ts';
 
@@ -13,10 +14,31 @@ export interface Float32Source extends TileSource {
 }
 
 export interface ReadAheadOptions {
-  /** Bytes of tiles read ahead at most (default 64 MiB); below one tile, nothing is read ahead. */
+  /** Bytes of tiles read ahead at most (default readAheadBytes()); below one tile, nothing is read ahead. */
   maxBytes?: number;
   /** Passes over the grid the consumer makes (default 2: forward, then backward). */
   passes?: number;
+}
+
+/** Overrides the budget in MiB (0 turns reading ahead off); for measuring both ways. */
+export const READ_AHEAD_ENV = 'TILESTREAM_READ_AHEAD_MIB';
+
+/** Reading ahead needs spare cores: below this many, the decode threads only compete with the compute. */
+export const MIN_CPUS_FOR_READ_AHEAD = 4;
+
+/**
+ * The bytes to read ahead in this process: 64 MiB with at least MIN_CPUS_FOR_READ_AHEAD CPUs (the
+ * allowance: affinity capped by the cgroup quota), else 0. On 2 busy cores reading ahead made steps
+ * 11–29% slower (`tilestream bench slides --train`, README), as the decode ran on the cores the
+ * convolutions needed; with spare cores (a GPU node's) it overlaps the reads with the step.
+ */
+export function readAheadBytes(
+  cpus: number = cpuAllowance().cpus,
+  env: Record<string, string | undefined> = process.env,
+): number {
+  const mib = Number(env[READ_AHEAD_ENV]);
+  if (env[READ_AHEAD_ENV]?.trim() && Number.isFinite(mib) && mib >= 0) return mib * 2 ** 20;
+  return cpus >= MIN_CPUS_FOR_READ_AHEAD ? 64 * 2 ** 20 : 0;
 }
 
 /** At most this many tiles ahead: one hides the read behind the compute; more only costs memory. */
@@ -45,7 +67,7 @@ export function readAhead(
       order.push({ top: t.row.start, left: t.col.start, rows: t.row.length, cols: t.col.length });
   }
   const largest = Math.max(1, ...order.map((r) => r.rows * r.cols * source.channels * 4));
-  const depth = Math.min(MAX_DEPTH, Math.floor((o.maxBytes ?? 64 * 2 ** 20) / largest));
+  const depth = Math.min(MAX_DEPTH, Math.floor((o.maxBytes ?? readAheadBytes()) / largest));
   const pending = new Map<number, Promise<Float32Array>>();
   let next = 0; // position in `order` of the read expected next
   let hits = 0;

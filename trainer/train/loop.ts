@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataPosition, Dataset, DatasetItem } from '../data/dataset.ts';
 import { ImageError } from '../data/image-error.ts';
-import { readAhead } from '../data/read-ahead.ts';
+import { readAhead, readAheadBytes } from '../data/read-ahead.ts';
 import type { TileGrid } from '../streaming/geometry.ts';
 import {
   accumulate,
@@ -322,8 +322,8 @@ async function runImage(
 ): Promise<{ loss: number; grads: Map<string, tf.Tensor> }> {
   const t0 = performance.now();
   const lossFn = lossFor(config.loss, item.label, config.network.outputs);
-  // The next tile is read (on libvips' or OpenSlide's threads) while this one computes.
-  const source = readAhead(item.image, config.grid);
+  // With spare cores, the next tile is read (on libvips' or OpenSlide's threads) while this one computes.
+  const source = readAhead(item.image, config.grid, { maxBytes: readAheadBytes() });
   const run = () =>
     streamedStep(config.network, params, source, config.grid, lossFn, { progress: () => stopCheck() });
   let step: Awaited<ReturnType<typeof run>>;
@@ -381,7 +381,7 @@ async function validate(
   for await (const item of data.items(epoch)) {
     try {
       stopCheck();
-      const source = readAhead(item.image, config.grid, { passes: 1 });
+      const source = readAhead(item.image, config.grid, { passes: 1, maxBytes: readAheadBytes() });
       const logits = await streamedPredict(config.network, params, source, config.grid).finally(() =>
         source.settle(),
       );

@@ -6,7 +6,14 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type BackendChoice, initBackend } from '../../backend/select.ts';
+import { type Architecture, builtinNetwork } from '../../streaming/bodies.ts';
+import { linearLoss } from '../../streaming/compare.ts';
+import type { TileSource } from '../../streaming/executor.ts';
+import { tileGrid } from '../../streaming/geometry.ts';
+import { initParams, type Network, streamedStep } from '../../streaming/network.ts';
 import { openImage } from '../image.ts';
+import { readAhead } from '../read-ahead.ts';
 import { writeAperioSvs } from './slide-writer.ts';
 import { generateSyntheticSlide } from './synthetic-slide.ts';
 
@@ -18,7 +25,23 @@ export interface SlideBenchOptions {
   imageSize: number;
   tile: number;
   micronsPerPixel: readonly number[];
+  /** Also time training steps that read the slide, at the first resolution, with and without read-ahead. */
+  train?: { backend: BackendChoice; architecture: Architecture; width?: number; rounds: number };
   log?: (line: string) => void;
+}
+
+/** Seconds of one streamed training step on the slide, reading tiles as it goes or ahead. */
+export interface SlideStepTiming {
+  backend: string;
+  architecture: string;
+  micronsPerPixel: number;
+  /** Fastest round of each. */
+  stepSeconds: number;
+  stepSecondsReadAhead: number;
+  /** Reading the image's tiles alone (twice: forward and backward), from the table above. */
+  readSeconds: number;
+  /** Image megapixels a step consumes per second. */
+  megapixelsPerSecond: number;
 }
 
 export interface SlideBenchRow {
@@ -40,6 +63,7 @@ export interface SlideBenchReport {
   imageSize: number;
   tile: number;
   rows: SlideBenchRow[];
+  step?: SlideStepTiming;
   maxRssMiB: number;
 }
 
@@ -103,6 +127,9 @@ export async function benchSlides(o: SlideBenchOptions): Promise<SlideBenchRepor
       log(`${mpp} µm/px: level ${row.level}, ${row.megapixelsPerSecond.toFixed(1)} Mpx/s`);
       rows.push(row);
     }
+    let step: SlideStepTiming | undefined;
+    const first = rows[0];
+    if (o.train && first !== undefined) step = await timeSteps(file, o, first, log);
     const report: SlideBenchReport = {
       file,
       synthetic: o.file === undefined,
@@ -112,8 +139,68 @@ export async function benchSlides(o: SlideBenchOptions): Promise<SlideBenchRepor
       maxRssMiB: process.resourceUsage().maxRSS / 1024,
     };
     if (writeSeconds !== undefined) report.writeSeconds = writeSeconds;
+    if (step !== undefined) report.step = step;
     return report;
   } finally {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function timeSteps(
+  file: string,
+  o: SlideBenchOptions,
+  row: SlideBenchRow,
+  log: (line: string) => void,
+): Promise<SlideStepTiming> {
+  const t = o.train as NonNullable<SlideBenchOptions['train']>;
+  const info = await initBackend(t.backend);
+  const net: Network = {
+    ...builtinNetwork(t.architecture, { inputChannels: 3, ...(t.width !== undefined && { width: t.width }) }),
+    pooling: 'max',
+    outputs: 2,
+  };
+  const img = await openImage(file, {
+    height: o.imageSize,
+    width: o.imageSize,
+    channels: 3,
+    slide: { micronsPerPixel: row.micronsPerPixel, level: 0 },
+  });
+  const grid = tileGrid(net.body, [o.imageSize, o.imageSize], [o.tile, o.tile]);
+  const params = initParams(net, 1);
+  const loss = linearLoss(2, 1);
+  const once = async (ahead: boolean): Promise<number> => {
+    const source: TileSource & { settle?: () => Promise<void> } = ahead
+      ? readAhead(img, grid, { maxBytes: 64 * 2 ** 20 })
+      : img;
+    const t0 = performance.now();
+    const r = await streamedStep(net, params, source, grid, loss);
+    const seconds = (performance.now() - t0) / 1000;
+    await source.settle?.();
+    for (const g of r.grads.values()) g.dispose();
+    return seconds;
+  };
+  try {
+    await once(false); // warm-up: kernels compiled, OpenSlide's cache filled as in a later epoch
+    let plain = Number.POSITIVE_INFINITY;
+    let ahead = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < t.rounds; i++) {
+      plain = Math.min(plain, await once(false));
+      ahead = Math.min(ahead, await once(true));
+      log(
+        `${info.name} ${t.architecture} step: ${plain.toFixed(2)} s reading as it goes, ${ahead.toFixed(2)} s reading ahead`,
+      );
+    }
+    return {
+      backend: info.name,
+      architecture: t.architecture,
+      micronsPerPixel: row.micronsPerPixel,
+      stepSeconds: plain,
+      stepSecondsReadAhead: ahead,
+      readSeconds: (2 * (o.imageSize * o.imageSize)) / 1e6 / row.megapixelsPerSecond,
+      megapixelsPerSecond: (o.imageSize * o.imageSize) / 1e6 / ahead,
+    };
+  } finally {
+    img.close();
+    for (const p of params.values()) p.dispose();
   }
 }

@@ -2,7 +2,9 @@
 
 import { basename, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { BACKEND_CHOICES, type BackendChoice } from '../../backend/select.ts';
 import { parseIntOption } from '../../cli-util.ts';
+import { ARCHITECTURES, type Architecture } from '../../streaming/bodies.ts';
 import { formatTable } from '../../text-table.ts';
 import { parseSizeOption } from '../synth-cli.ts';
 import { benchSlides } from './bench.ts';
@@ -122,6 +124,17 @@ export function registerSlideBench(bench: Command): void {
       (v) => v.split(',').map(parsePositiveNumber),
       [0.25, 0.5, 0.75, 1, 2],
     )
+    .addOption(
+      new Option(
+        '--train <architecture>',
+        'also time streamed training steps reading the slide at the first resolution',
+      ).choices(ARCHITECTURES),
+    )
+    .option('--width <n>', 'with --train: smallcnn channels or ResNet base width', parseIntOption)
+    .addOption(
+      new Option('--backend <name>', 'with --train: the backend').choices(BACKEND_CHOICES).default('auto'),
+    )
+    .option('--rounds <n>', 'with --train: rounds of each (the fastest counts)', parseIntOption, 2)
     .option('--json', 'print JSON')
     .action(
       async (o: {
@@ -130,9 +143,20 @@ export function registerSlideBench(bench: Command): void {
         imageSize: number;
         tile: number;
         micronsPerPixel: number[];
+        train?: Architecture;
+        width?: number;
+        backend: BackendChoice;
+        rounds: number;
         json?: boolean;
       }) => {
-        const r = await benchSlides({ ...o, log: (l) => process.stderr.write(`bench slides: ${l}\n`) });
+        const { train, width, backend, rounds, ...rest } = o;
+        const r = await benchSlides({
+          ...rest,
+          ...(train !== undefined && {
+            train: { architecture: train, backend, rounds, ...(width !== undefined && { width }) },
+          }),
+          log: (l) => process.stderr.write(`bench slides: ${l}\n`),
+        });
         if (o.json === true) {
           process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
           return;
@@ -151,6 +175,14 @@ export function registerSlideBench(bench: Command): void {
             ]),
           ) + `${r.imageSize}² image, ${r.tile}² tiles, max RSS ${r.maxRssMiB.toFixed(0)} MiB\n`,
         );
+        const s = r.step;
+        if (s !== undefined) {
+          process.stdout.write(
+            `training step (${s.architecture} on ${s.backend}, ${s.micronsPerPixel} µm/px): ` +
+              `${s.stepSeconds.toFixed(2)} s reading as it goes, ${s.stepSecondsReadAhead.toFixed(2)} s reading ahead; ` +
+              `its reads alone take ${s.readSeconds.toFixed(2)} s; it consumes ${s.megapixelsPerSecond.toFixed(2)} Mpx/s\n`,
+          );
+        }
       },
     );
 }
