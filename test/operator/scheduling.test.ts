@@ -271,6 +271,21 @@ describe('scheduling and pod customisation on a real kube-apiserver', {
     assert.equal((await get('queued')).status?.phase, 'Suspended');
   });
 
+  it('a kueue.x-k8s.io/queue-name label alone queues the job: its trainer Job waits suspended for Kueue', async () => {
+    await admin.request('POST', STJ, {
+      body: base('labelled', {}, { labels: { 'kueue.x-k8s.io/queue-name': 'gpu-queue' } }),
+    });
+    const c = await waitFor('QueueAvailable', () => condition('labelled', 'QueueAvailable'));
+    assert.equal(c.reason, 'LocalQueueFound', 'the LocalQueue of the test before');
+    const job = await admin.request<{ spec: { suspend: boolean }; metadata: Job['metadata'] }>(
+      'GET',
+      `${JOBS}/labelled-0`,
+    );
+    assert.equal(job.metadata.labels?.['kueue.x-k8s.io/queue-name'], 'gpu-queue');
+    assert.equal(job.spec.suspend, true, 'suspended until Kueue admits it, not resumed by the operator');
+    assert.equal((await get('labelled')).status?.phase, 'Suspended');
+  });
+
   it('leaves a job managed by another controller alone: no children, no status', async () => {
     await admin.request('POST', STJ, {
       body: base('remote', { runPolicy: { managedBy: 'kueue.x-k8s.io/multikueue' } }),
