@@ -158,8 +158,10 @@ export async function withQueueDiagnosis<S extends { conditions?: Condition[] }>
     const { conditions: _c, ...rest } = status;
     return { status: (others.length > 0 ? { ...rest, conditions: others } : rest) as S, events: [] };
   }
+  // The status passed in is computed afresh (status/compute-status.ts): the condition's transition
+  // time comes from the stored one.
   const conditions = setCondition(
-    others,
+    before ? [...others, before] : others,
     { type: ConditionType.QueueAvailable, ...diag },
     stj.metadata.generation ?? 0,
     now,

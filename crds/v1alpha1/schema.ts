@@ -1186,7 +1186,6 @@ const pod = object({
         {
           rule: 'self.all(v, self.exists_one(w, w.mountPath == v.mountPath))',
           message: 'every mountPath must be different',
-          reason: 'FieldValueDuplicate',
           check: (vs) => new Set(vs.map((x) => x.mountPath)).size === vs.length,
         },
       ],
@@ -1260,7 +1259,6 @@ export const specSchema = object({
       message:
         'pod.volumes: a mountPath equals data.root or checkpoint.path, where the operator mounts those volumes',
       fieldPath: '.pod.volumes',
-      reason: 'FieldValueDuplicate',
       check: (s) =>
         (s.pod?.volumes ?? []).every(
           (v) =>
