@@ -35,3 +35,12 @@ export function commandOutput(cmd: Command): (text: string) => void {
   const out = cmd.configureOutput().writeOut;
   return out ?? ((text: string) => void process.stdout.write(text));
 }
+
+/** Parses `--size`: N for N×N, or HxW. */
+export function parseSizeOption(value: string): { height: number; width: number } {
+  const m = /^\s*(\d+)\s*(?:[x×]\s*(\d+)\s*)?$/i.exec(value);
+  if (!m)
+    throw new InvalidArgumentError(`expected a size like 1024 or 768x1024 (height x width), got '${value}'`);
+  const height = Number(m[1]);
+  return { height, width: m[2] === undefined ? height : Number(m[2]) };
+}

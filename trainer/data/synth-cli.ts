@@ -2,23 +2,14 @@
 // the summary to stdout (JSON with --json).
 
 import { resolve } from 'node:path';
-import { type Command, InvalidArgumentError, Option } from 'commander';
-import { parseIntOption } from '../cli-util.ts';
+import { type Command, Option } from 'commander';
+import { parseIntOption, parseSizeOption } from '../cli-util.ts';
 import {
   ensureSyntheticDataset,
   SYNTHETIC_FORMATS,
   type SyntheticFormat,
   type SyntheticProgress,
 } from './synthetic.ts';
-
-/** Parses `--size`: N for N×N, or HxW. */
-export function parseSizeOption(value: string): { height: number; width: number } {
-  const m = /^\s*(\d+)\s*(?:[x×]\s*(\d+)\s*)?$/i.exec(value);
-  if (!m)
-    throw new InvalidArgumentError(`expected a size like 1024 or 768x1024 (height x width), got '${value}'`);
-  const height = Number(m[1]);
-  return { height, width: m[2] === undefined ? height : Number(m[2]) };
-}
 
 interface SynthOptions {
   out: string;

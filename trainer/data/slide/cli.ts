@@ -3,10 +3,9 @@
 import { basename, resolve } from 'node:path';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_CHOICES, type BackendChoice } from '../../backend/select.ts';
-import { parseIntOption } from '../../cli-util.ts';
+import { parseIntOption, parseSizeOption } from '../../cli-util.ts';
 import { ARCHITECTURES, type Architecture } from '../../streaming/bodies.ts';
 import { formatTable } from '../../text-table.ts';
-import { parseSizeOption } from '../synth-cli.ts';
 import { benchSlides } from './bench.ts';
 import { inspectSlide } from './inspect.ts';
 import type { SlideRequest, TissueFit } from './slide-geometry.ts';
