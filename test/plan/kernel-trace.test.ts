@@ -24,13 +24,16 @@ interface Geometry {
   pad: [number, number, number, number];
 }
 
-/** Channel counts on both sides of the switch-overs (tiled filter gradient at 32, sub-pixel 1×1 at 64·64). */
+/**
+ * Channel counts on both sides of the switch-overs (tiled filter gradient at 32, sub-pixel 1×1 at
+ * 64·64); maps up to 36 px, so that the tiled form cuts several 16×16 blocks, partial ones too.
+ */
 const CHANNELS = [1, 3, 16, 32, 40, 64];
 
 const geometry: fc.Arbitrary<Geometry> = fc
   .record({
-    h: fc.integer({ min: 1, max: 12 }),
-    w: fc.integer({ min: 1, max: 12 }),
+    h: fc.integer({ min: 1, max: 36 }),
+    w: fc.integer({ min: 1, max: 36 }),
     cin: fc.constantFrom(...CHANNELS),
     cout: fc.constantFrom(...CHANNELS),
     kh: fc.integer({ min: 1, max: 4 }),
