@@ -218,8 +218,8 @@ function noGpuNodes(inventory: Inventory): Placement {
   const parts: string[] = [];
   if (offers > 0) {
     parts.push(
-      `${offers} GPU node offer(s) exist but none admits this job (untolerated taints or spec.resources.nodeSelector); ` +
-        'add tolerations or relax the nodeSelector',
+      `${offers} GPU node offer(s) exist but none admits this job (untolerated taints, spec.resources.nodeSelector ` +
+        'or the required terms of spec.pod.nodeAffinity); add tolerations or relax the nodeSelector or node affinity',
     );
   } else parts.push('no Ready, schedulable node offers nvidia.com/gpu with a known memory size');
   for (const x of inventory.excluded.slice(0, 5)) parts.push(`${x.node}: ${x.reason}`);

@@ -315,7 +315,10 @@ describe('scheduling and pod customisation on a real kube-apiserver', {
       const c = await condition('nowhere', 'Planned');
       return c?.status === 'False' ? c : undefined;
     });
-    t.diagnostic(`${unplaced.reason}: ${(unplaced as { message?: string }).message}`);
+    const why = (unplaced as { message?: string }).message ?? '';
+    t.diagnostic(`${unplaced.reason}: ${why}`);
+    assert.equal(unplaced.reason, 'NoGPUNodes');
+    assert.match(why, /none admits this job \(.*spec\.pod\.nodeAffinity\)/);
     const onA100 = {
       requiredDuringSchedulingIgnoredDuringExecution: {
         nodeSelectorTerms: [
