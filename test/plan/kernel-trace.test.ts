@@ -1,8 +1,10 @@
-// The planner runs each composed kernel (trainer/kernels/composed.ts) op for op as the engine does:
-// on random geometries around the kernels' switch-overs, the kernels tf.profile records (names and
-// tfjs's bytes after each) equal the simulated engine's. The shared source makes the paths the
-// same; this checks that the two implementations of the operations (backend/kernels/tf-ops.ts,
-// plan/sim-backends.ts simOps) allocate alike.
+// The planner runs each composed kernel (trainer/kernels/composed.ts) and the body's layers
+// (trainer/streaming/layers.ts) op for op as the engine does: on random geometries around the
+// kernels' switch-overs, and on random bodies, the kernels tf.profile records (names and tfjs's
+// bytes after each) equal the simulated engine's. The shared source makes the paths the same;
+// this checks that the two implementations of the operations (backend/kernels/tf-ops.ts and
+// streaming/tf-layer-ops.ts; plan/sim-backends.ts simOps and plan/sim-body.ts simLayerOps)
+// allocate alike.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -11,6 +13,11 @@ import fc from 'fast-check';
 import { initBackend } from '../../trainer/backend/select.ts';
 import { COMPOSED_KERNELS, type ComposedBackend } from '../../trainer/kernels/composed.ts';
 import { createEngine } from '../../trainer/plan/sim-backends.ts';
+import { runBody as simRunBody } from '../../trainer/plan/sim-body.ts';
+import { runBody } from '../../trainer/streaming/executor.ts';
+import { axisProfile, minimumTile } from '../../trainer/streaming/geometry.ts';
+import { type Body, parameterShapes } from '../../trainer/streaming/graph.ts';
+import { drawLayers, mulberry32, randomBody } from '../../trainer/streaming/random-body.ts';
 import { tensorflowSkip } from '../tensorflow-build.ts';
 
 interface Geometry {
@@ -132,3 +139,56 @@ for (const backend of ['wasm', 'tensorflow'] as const) {
     }
   });
 }
+
+/** A random body (the equivalence tests' generator) and an image size it accepts, or undefined. */
+function bodyCase(seed: number): { body: Body; size: number } | undefined {
+  const body = randomBody(drawLayers(mulberry32(seed)));
+  try {
+    const min = Math.max(minimumTile(body, 0), minimumTile(body, 1));
+    const stride = Math.max(axisProfile(body, 0).totalStride, axisProfile(body, 1).totalStride);
+    const size = stride * Math.ceil(min / stride);
+    return size <= 96 ? { body, size } : undefined;
+  } catch {
+    return undefined; // layers that vanish at every size
+  }
+}
+
+async function bodyTraces(body: Body, size: number): Promise<{ engine: Trace; planner: Trace }> {
+  const shapes = [...parameterShapes(body)];
+  const xShape: [number, number, number, number] = [1, size, size, body.inputChannels];
+  const sim = createEngine('wasm', 4, true);
+  const simParams = new Map(shapes.map(([n, s]) => [n, sim.variable(s, 'parameters')]));
+  const sx = sim.make(xShape);
+  const start = sim.numBytes;
+  const planner: Trace = [];
+  sim.onKernel = (kernel, bytes) => planner.push([kernel, bytes - start]);
+  simRunBody(sim, body, simParams, sx);
+  const params = new Map(shapes.map(([n, s]) => [n, tf.randomNormal(s)]));
+  const x = tf.randomNormal(xShape) as tf.Tensor4D;
+  try {
+    const before = tf.memory().numBytes;
+    const p = await tf.profile(() => runBody(body, params, x).dispose());
+    return { engine: p.kernels.map((k) => [k.name, k.totalBytesSnapshot - before]), planner };
+  } finally {
+    tf.dispose([x, ...params.values()]);
+  }
+}
+
+describe("the planner traces the body's layers as the engine runs them (wasm)", () => {
+  it('random bodies: the same kernels, with the same bytes after each', async () => {
+    assert.equal((await initBackend('wasm')).name, 'wasm');
+    let checked = 0;
+    for (let seed = 1; checked < 40 && seed < 400; seed++) {
+      const c = bodyCase(seed);
+      if (c === undefined) continue;
+      const { engine, planner } = await bodyTraces(c.body, c.size);
+      assert.deepEqual(
+        planner,
+        engine,
+        `random body seed ${seed} (${c.body.nodes.length} nodes) at ${c.size}²`,
+      );
+      checked++;
+    }
+    assert.ok(checked >= 20, `only ${checked} random bodies had a small enough image`);
+  });
+});
