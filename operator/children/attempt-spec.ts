@@ -13,6 +13,8 @@ export interface AttemptSpec {
   streaming: StreamingTrainingJobSpec['streaming'];
   resources: StreamingTrainingJobSpec['resources'];
   image?: string;
+  /** The pod customisation (env, volumes, service account, pull secrets, node affinity). */
+  pod?: StreamingTrainingJobSpec['pod'];
   backoffLimit: number;
   activeDeadlineSeconds?: number;
 }
@@ -22,6 +24,7 @@ export function attemptSpecOf(spec: StreamingTrainingJobSpec): AttemptSpec {
     streaming: spec.streaming,
     resources: spec.resources,
     ...(spec.image !== undefined && { image: spec.image }),
+    ...(spec.pod !== undefined && { pod: spec.pod }),
     backoffLimit: spec.runPolicy.backoffLimit,
     ...(spec.runPolicy.activeDeadlineSeconds !== undefined && {
       activeDeadlineSeconds: spec.runPolicy.activeDeadlineSeconds,
@@ -34,6 +37,7 @@ const FIELD_PATH: Record<keyof AttemptSpec, string> = {
   streaming: 'spec.streaming',
   resources: 'spec.resources',
   image: 'spec.image',
+  pod: 'spec.pod',
   backoffLimit: 'spec.runPolicy.backoffLimit',
   activeDeadlineSeconds: 'spec.runPolicy.activeDeadlineSeconds',
 };
@@ -49,7 +53,7 @@ function canonical(v: unknown): string {
 
 /**
  * The spec fields (as paths, e.g. `spec.streaming.tileSize`) that differ between what an attempt was
- * built from and the spec now; one level deep inside streaming and resources, where users edit.
+ * built from and the spec now; one level deep inside streaming, resources and pod, where users edit.
  */
 export function changedFields(built: AttemptSpec, now: AttemptSpec): string[] {
   const out: string[] = [];
@@ -58,7 +62,7 @@ export function changedFields(built: AttemptSpec, now: AttemptSpec): string[] {
     const b = now[key];
     if (canonical(a) === canonical(b)) continue;
     if (
-      (key === 'streaming' || key === 'resources') &&
+      (key === 'streaming' || key === 'resources' || key === 'pod') &&
       a &&
       b &&
       typeof a === 'object' &&
