@@ -122,6 +122,21 @@ export async function diagnoseQueue(
   };
 }
 
+/** How soon a queued job whose queue is not (yet) usable is checked again; LocalQueues are not watched. */
+export const QUEUE_RECHECK_MS = 30_000;
+
+/**
+ * QUEUE_RECHECK_MS for a queued, unfinished job whose stored QueueAvailable is not True (or not
+ * there yet), so a LocalQueue created after the job is seen within that; undefined otherwise.
+ */
+export function queueRecheckMs(stj: StreamingTrainingJob): number | undefined {
+  const conditions = stj.status?.conditions;
+  if (queueNameOf(stj) === undefined || hasFinished(conditions)) return undefined;
+  return isTrue(conditions, ConditionType.QueueAvailable) ? undefined : QUEUE_RECHECK_MS;
+}
+const hasFinished = (conditions: readonly Condition[] | undefined) =>
+  isTrue(conditions, ConditionType.Succeeded) || isTrue(conditions, ConditionType.Failed);
+
 /** One discovery cache per API client (the operator has one; each test its own). */
 const discoveries = new WeakMap<KubeClient, KueueDiscovery>();
 function discoveryFor(client: KubeClient): KueueDiscovery {
@@ -151,9 +166,9 @@ export async function withQueueDiagnosis<S extends { conditions?: Condition[] }>
 ): Promise<{ status: S; events: QueueEvent[] }> {
   const before = findCondition(stj.status?.conditions, ConditionType.QueueAvailable);
   const others = (status.conditions ?? []).filter((c) => c.type !== ConditionType.QueueAvailable);
-  const finished =
-    isTrue(status.conditions, ConditionType.Succeeded) || isTrue(status.conditions, ConditionType.Failed);
-  const diag = finished ? undefined : await diagnoseQueue(client, discoveryFor(client), stj);
+  const diag = hasFinished(status.conditions)
+    ? undefined
+    : await diagnoseQueue(client, discoveryFor(client), stj);
   if (diag === undefined) {
     const { conditions: _c, ...rest } = status;
     return { status: (others.length > 0 ? { ...rest, conditions: others } : rest) as S, events: [] };

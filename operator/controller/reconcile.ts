@@ -36,7 +36,7 @@ import { applyObject, applyStjStatus, deleteObject, mergePatch } from '../kube/a
 import { ApiError, isNotFound, type KubeClient } from '../kube/client.ts';
 import { RESOURCES } from '../kube/resources.ts';
 import { controllerOf, type Job, type KubeObject, type Node, type Pod, splitKey } from '../kube/types.ts';
-import { withQueueDiagnosis } from '../kueue.ts';
+import { queueRecheckMs, withQueueDiagnosis } from '../kueue.ts';
 import type { Logger } from '../log.ts';
 import type { ClassSnapshot, OperatorMetrics } from '../metrics.ts';
 import {
@@ -170,7 +170,8 @@ export async function reconcile(key: string, ctx: ReconcileContext): Promise<Act
   });
   const gone = await act(stj, result, prev, ctx, log);
   if (gone) return { kind: 'await-change' };
-  return { kind: 'requeue', afterMs: result.requeueAfterMs ?? ctx.config.resyncMs };
+  const afterMs = result.requeueAfterMs ?? ctx.config.resyncMs;
+  return { kind: 'requeue', afterMs: Math.min(afterMs, queueRecheckMs(stj) ?? afterMs) };
 }
 
 function tileLimitsFor(stj: StreamingTrainingJob): TileLimits | SizingError {

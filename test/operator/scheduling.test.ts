@@ -14,7 +14,7 @@ import { ConditionReason, type StreamingTrainingJob } from '../../crds/index.ts'
 import { operatorConfig } from '../../operator/config.ts';
 import { ApiError, CONTENT_TYPE, KubeClient } from '../../operator/kube/client.ts';
 import type { Job } from '../../operator/kube/types.ts';
-import { diagnoseQueue, KueueDiscovery } from '../../operator/kueue.ts';
+import { diagnoseQueue, KueueDiscovery, QUEUE_RECHECK_MS, queueRecheckMs } from '../../operator/kueue.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
 import { registerFakeGpuNodes } from '../controlplane/fake-gpu-nodes.ts';
@@ -93,6 +93,44 @@ describe('the Kueue probe (scripted API)', () => {
     assert.match(r?.message ?? '', /forbidden/);
     assert.equal(await diagnoseQueue(client, new KueueDiscovery(client), makeStj().obj()), undefined);
   });
+});
+
+describe('a queue not usable yet is checked again soon', () => {
+  const cond = (type: string, status: 'True' | 'False') => ({
+    type,
+    status,
+    reason: 'R',
+    message: '',
+    lastTransitionTime: '2026-01-01T00:00:00Z',
+  });
+  const queued = () => makeStj('q', 'team').runPolicy({ queueName: 'gpu' });
+  const cases: [string, StreamingTrainingJob, number | undefined][] = [
+    ['queued, not checked yet', queued().obj(), QUEUE_RECHECK_MS],
+    [
+      'queued, queue missing',
+      queued()
+        .status({ conditions: [cond('QueueAvailable', 'False')] })
+        .obj(),
+      QUEUE_RECHECK_MS,
+    ],
+    [
+      'queued, queue found',
+      queued()
+        .status({ conditions: [cond('QueueAvailable', 'True')] })
+        .obj(),
+      undefined,
+    ],
+    [
+      'queued and finished',
+      queued()
+        .status({ conditions: [cond('QueueAvailable', 'False'), cond('Succeeded', 'True')] })
+        .obj(),
+      undefined,
+    ],
+    ['not queued', makeStj().obj(), undefined],
+  ];
+  for (const [name, stj, want] of cases)
+    it(`${name}: ${want ?? 'resync'}`, () => assert.equal(queueRecheckMs(stj), want));
 });
 
 // ---------------------------------------------------------------- on a real API server
