@@ -2,8 +2,9 @@
 // HistoQC, Otsu on HSV saturation): glass and background are unsaturated, stained tissue is not.
 // Steps: saturation S = (max − min)/max per pixel → Otsu's threshold on S (never below
 // MIN_SATURATION, so an empty slide does not turn its noise into tissue) → closing (bridges gaps
-// between nuclei and thin cracks) → holes filled → specks below a minimum area removed → the
-// bounding box of what remains. Pure; masks are row-major uint8 0/1.
+// between nuclei and thin cracks) → holes filled → specks removed (components below 0.05% of the
+// thumbnail or 1% of the largest component: dust is small against the tissue, whatever the slide's
+// size) → the bounding box of what remains. Pure; masks are row-major uint8 0/1.
 
 export interface Box {
   /** Inclusive start, exclusive end. */
@@ -18,6 +19,8 @@ export interface TissueOptions {
   closeRadius?: number;
   /** Components smaller than this fraction of the thumbnail are specks (default 0.0005). */
   minAreaFraction?: number;
+  /** Components smaller than this fraction of the largest one are specks (default 0.01). */
+  minRelativeArea?: number;
 }
 
 export interface TissueMask {
@@ -168,10 +171,11 @@ export function detectTissue(
   components(mask, width, height, 0, (pixels, border) => {
     if (!border) for (const p of pixels) mask[p] = 1;
   });
-  const minArea = Math.max(1, Math.round((o.minAreaFraction ?? 0.0005) * n));
-  components(mask, width, height, 1, (pixels) => {
-    if (pixels.length < minArea) for (const p of pixels) mask[p] = 0;
-  });
+  const pieces: number[][] = [];
+  components(mask, width, height, 1, (pixels) => pieces.push(pixels));
+  const largest = Math.max(0, ...pieces.map((p) => p.length));
+  const minArea = Math.max(1, (o.minAreaFraction ?? 0.0005) * n, (o.minRelativeArea ?? 0.01) * largest);
+  for (const piece of pieces) if (piece.length < minArea) for (const p of piece) mask[p] = 0;
   let area = 0;
   const box: Box = { x0: width, y0: height, x1: 0, y1: 0 };
   for (let y = 0; y < height; y++) {
