@@ -1281,7 +1281,8 @@ const condition = object({
     'Condition contains details for one aspect of the current state of this API Resource (metav1.Condition).',
   properties: {
     type: string({
-      description: 'Type of condition in CamelCase: Planned, Running, Suspended, SpecApplied, Succeeded or Failed.',
+      description:
+        'Type of condition in CamelCase: Planned, Running, Suspended, SpecApplied, QueueAvailable, Succeeded or Failed.',
       maxLength: 316,
       pattern:
         '^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$',
