@@ -97,7 +97,7 @@ describe('the operator on a real kube-apiserver', { skip: started.skip, timeout:
     assert.equal(stj.status?.phase, 'Planned');
     assert.deepEqual(
       stj.status?.conditions?.map((c) => `${c.type}=${c.status}/${c.reason}`),
-      ['Planned=True/PlanFound', 'Running=False/TrainerStarting'],
+      ['Planned=True/PlanFound', 'Running=False/TrainerStarting', 'SpecApplied=True/SpecCurrent'],
     );
     const job = await admin.request<
       Job & { spec: { template: { spec: { containers: { args: string[] }[] } } } }
