@@ -1028,7 +1028,21 @@ const podVolume = object({
         'Mount read-only (the default); false for a volume the trainer writes, such as scratch space.',
       default: true,
     }),
-    subPath: relativePath('Mount only this path inside the volume.'),
+    subPath: string({
+      description: 'Mount only this path inside the volume (relative, without .. segments).',
+      minLength: 1,
+      maxLength: PATH_MAX,
+      pattern: '^[^/]',
+      patternHint: "must be relative to the volume (must not start with '/')",
+      // Kubernetes refuses it in the pod too; here the job is refused, not its trainer Job.
+      rules: [
+        {
+          rule: "!self.split('/').exists(s, s == '..')",
+          message: "must not contain a '..' segment",
+          check: (p) => !p.split('/').includes('..'),
+        },
+      ],
+    }),
     persistentVolumeClaim: object({
       description: 'A PersistentVolumeClaim in the job namespace.',
       properties: { claimName: objectName('Name of the PersistentVolumeClaim.') },

@@ -661,6 +661,14 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     message: "are the operator's volumes",
   },
   {
+    name: 'a pod volume subPath that climbs out with ..',
+    manifest: podEdit({
+      volumes: [{ name: 'x', mountPath: '/x', subPath: 'a/../../etc', configMap: { name: 'cm' } }],
+    }),
+    path: 'spec.pod.volumes[0].subPath',
+    message: "must not contain a '..' segment",
+  },
+  {
     name: 'a pod volume mounted over the job file folder',
     manifest: podEdit({ volumes: [{ name: 'x', mountPath: '/etc/tilestream', emptyDir: {} }] }),
     path: 'spec.pod.volumes[0].mountPath',
