@@ -240,7 +240,7 @@ async function act(
   for (const action of d.actions) {
     switch (action.kind) {
       case 'create-attempt':
-        await createAttempt(stj, action.attempt, prev, ctx, log);
+        await createAttempt(stj, action.attempt, { prev, computed }, ctx, log);
         break;
       case 'set-suspend':
         await patchJob(stj, action.job, { spec: { suspend: action.suspend } }, ctx);
@@ -293,7 +293,7 @@ async function patchJob(stj: StreamingTrainingJob, job: string, patch: object, c
 async function createAttempt(
   stj: StreamingTrainingJob,
   attempt: AttemptInput,
-  prev: OwnedStatus,
+  status: { prev: OwnedStatus; computed: OwnedStatus },
   ctx: ReconcileContext,
   log: Logger,
 ): Promise<void> {
@@ -302,7 +302,7 @@ async function createAttempt(
   if (policyRefusal !== undefined) {
     await writeStatus(
       stj,
-      refused(prev, policyRefusal, stj, ctx.clock.now(), ConditionReason.PolicyViolation),
+      refused(status.computed, policyRefusal, stj, ctx.clock.now(), ConditionReason.PolicyViolation),
       ctx,
     );
     await ctx.events.record(stj, 'Warning', ConditionReason.PolicyViolation, policyRefusal);
@@ -322,12 +322,12 @@ async function createAttempt(
   } catch (e) {
     if (!(e instanceof ApiError) || (e.status !== 400 && e.status !== 422)) throw e;
     const message = `the API server refused the trainer Job: ${e.message}`;
-    await writeStatus(stj, refused(prev, message, stj, ctx.clock.now()), ctx);
+    await writeStatus(stj, refused(status.computed, message, stj, ctx.clock.now()), ctx);
     await ctx.events.record(stj, 'Warning', ConditionReason.InvalidSpec, message);
     throw new TerminalError(message);
   }
   ctx.expectations.expectJob(key, job.metadata?.name as string);
-  if (attempt.tileReductions > (prev.tileReductions ?? 0)) {
+  if (attempt.tileReductions > (status.prev.tileReductions ?? 0)) {
     ctx.metrics.tileReductions.inc({ namespace: stj.metadata.namespace });
   }
   log.info(`created trainer Job ${job.metadata?.name}`, {
@@ -365,17 +365,21 @@ async function writeStatus(
   return true;
 }
 
+/**
+ * The status of a new attempt whose children were refused: no plan, Planned and Running False with
+ * the refusal; a trainer that ran before keeps the phase Running (it never goes back).
+ */
 function refused(
-  prev: OwnedStatus,
+  computed: OwnedStatus,
   message: string,
   stj: StreamingTrainingJob,
   now: number,
   reason: ConditionReason = ConditionReason.InvalidSpec,
 ): OwnedStatus {
-  const { plan: _plan, ...rest } = prev;
+  const { plan: _plan, ...rest } = computed;
   return {
     ...rest,
-    phase: 'Pending',
+    phase: computed.phase === 'Running' ? 'Running' : 'Pending',
     conditions: [ConditionType.Planned, ConditionType.Running].reduce(
       (conditions, type) =>
         setCondition(
@@ -384,7 +388,7 @@ function refused(
           stj.metadata.generation ?? 0,
           now,
         ),
-      prev.conditions ?? [],
+      (computed.conditions ?? []).filter((c) => c.type !== ConditionType.SpecApplied),
     ),
   };
 }
