@@ -1204,11 +1204,26 @@ const pod = object({
         },
       ],
     }),
-    serviceAccountName: objectName(
-      'ServiceAccount the trainer runs as, for data access (e.g. cloud workload identity); the operator binds ' +
+    serviceAccountName: string({
+      description:
+        'ServiceAccount the trainer runs as, for data access (e.g. cloud workload identity); the operator binds ' +
         "it to the job's status so the trainer can still report progress. Unset: a per-job account that may " +
         'touch nothing else. The tenant policy names the accounts it allows (allowedServiceAccounts).',
-    ),
+      minLength: 1,
+      maxLength: 253,
+      pattern: DNS1123_SUBDOMAIN,
+      patternHint: "must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.'",
+      rules: [
+        {
+          // <job>-trainer accounts may patch their job's status: another job must not borrow one,
+          // whatever an admin's wildcard in allowedServiceAccounts says.
+          rule: "!self.endsWith('-trainer')",
+          message: "names ending in -trainer are the operator's per-job accounts",
+          reason: 'FieldValueForbidden',
+          check: (n) => !n.endsWith('-trainer'),
+        },
+      ],
+    }),
     imagePullSecrets: array(
       object({
         description: 'A Secret of type kubernetes.io/dockerconfigjson in the job namespace.',

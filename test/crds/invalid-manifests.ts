@@ -661,6 +661,12 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     message: "are the operator's volumes",
   },
   {
+    name: "another job's trainer account as the service account",
+    manifest: podEdit({ serviceAccountName: 'other-job-trainer' }),
+    path: 'spec.pod.serviceAccountName',
+    message: "names ending in -trainer are the operator's per-job accounts",
+  },
+  {
     name: 'a pod volume subPath that climbs out with ..',
     manifest: podEdit({
       volumes: [{ name: 'x', mountPath: '/x', subPath: 'a/../../etc', configMap: { name: 'cm' } }],
