@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # tilestream images, all three on one base (Debian bookworm + the Node the project pins). Targets:
 #   operator     the Kubernetes operator (`tilestream operator`): the app and its production dependencies
-#   trainer-cpu  `tilestream train` on TensorFlow's CPU build (the tensorflow-cpu 2.21 wheel's libraries)
+#   trainer-cpu  `tilestream train` on TensorFlow's CPU build (the tensorflow-cpu 2.21 wheel's libraries);
+#                both trainers also hold OpenSlide 4 (the openslide-bin wheel's) for whole-slide formats
 #   trainer      `tilestream train` on TensorFlow's CUDA 12 build (the tensorflow 2.21 wheel and its
 #                nvidia-*-cu12 user-space wheels); the GPU driver comes from the node
 # The TensorFlow builds are made by `tilestream setup tensorflow [--gpu]` — the command users run —
@@ -72,6 +73,18 @@ RUN node bin/setup-tensorflow.ts setup tensorflow --gpu \
     && rm -rf /root/.npm
 
 # ---------------------------------------------------------------------------------------------
+# The OpenSlide 4 library that reads whole-slide formats (.svs, .ndpi, .mrxs, DICOM WSI, ...): the
+# pinned openslide-bin wheel's self-contained libopenslide.so.1, placed by `tilestream setup
+# openslide` — the command users run — into /opt/tilestream/openslide/<pin>/ (found again through
+# TILESTREAM_OPENSLIDE_CACHE). The setup loads the library through koffi (a production dependency)
+# to check it. Only what bin/setup-openslide.ts loads is copied, so other edits keep this layer.
+FROM deps AS openslide-setup
+ENV TILESTREAM_OPENSLIDE_CACHE=/opt/tilestream/openslide
+COPY bin/setup-openslide.ts ./bin/
+COPY trainer/data/slide/setup-cli.ts trainer/data/slide/openslide-setup.ts trainer/data/slide/openslide-lib.ts trainer/data/slide/openslide.ts ./trainer/data/slide/
+RUN node bin/setup-openslide.ts setup openslide
+
+# ---------------------------------------------------------------------------------------------
 FROM node:${NODE_VERSION}-bookworm-slim AS operator
 ENV NODE_ENV=production
 WORKDIR /app
@@ -93,8 +106,10 @@ CMD ["operator"]
 FROM node:${NODE_VERSION}-bookworm-slim AS trainer-cpu
 ENV NODE_ENV=production \
     TILESTREAM_BACKEND=tensorflow \
-    TILESTREAM_TENSORFLOW_CACHE=/opt/tilestream/tensorflow
+    TILESTREAM_TENSORFLOW_CACHE=/opt/tilestream/tensorflow \
+    TILESTREAM_OPENSLIDE_CACHE=/opt/tilestream/openslide
 COPY --from=tensorflow-cpu --chown=0:0 /opt/tilestream/tensorflow /opt/tilestream/tensorflow
+COPY --from=openslide-setup --chown=0:0 /opt/tilestream/openslide /opt/tilestream/openslide
 WORKDIR /app
 COPY --from=deps --chown=0:0 /app/node_modules ./node_modules
 COPY --chown=0:0 package.json package-lock.json ./
@@ -119,10 +134,12 @@ FROM node:${NODE_VERSION}-bookworm-slim AS trainer
 ENV NODE_ENV=production \
     TILESTREAM_BACKEND=tensorflow \
     TILESTREAM_TENSORFLOW_CACHE=/opt/tilestream/tensorflow \
+    TILESTREAM_OPENSLIDE_CACHE=/opt/tilestream/openslide \
     TF_FORCE_GPU_ALLOW_GROWTH=true \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64
 COPY --from=tensorflow-gpu --chown=0:0 /opt/tilestream/tensorflow /opt/tilestream/tensorflow
+COPY --from=openslide-setup --chown=0:0 /opt/tilestream/openslide /opt/tilestream/openslide
 WORKDIR /app
 COPY --from=deps --chown=0:0 /app/node_modules ./node_modules
 COPY --chown=0:0 package.json package-lock.json ./

@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
+import { writeAperioSvs } from '../../trainer/data/slide/slide-writer.ts';
+import { generateSyntheticSlide } from '../../trainer/data/slide/synthetic-slide.ts';
 import { ensureImages, ImageContainer, type ImagesState, TARGETS, type Target } from './images.ts';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -158,6 +160,38 @@ describe('container images, built with buildah and run', { skip }, () => {
     const installed = readLock(join(dir, 'node_modules', '.package-lock.json'));
     assert.deepEqual(lockDifferences(installed, readLock(join(pins, 'package-lock.json'))), []);
   });
+
+  for (const target of ['trainer-cpu', 'trainer'] as const) {
+    it(`${target}: holds OpenSlide 4 (tilestream setup openslide) and inspects an .svs as user 1000`, async () => {
+      const c = container(target);
+      assert.equal(c.config.env.TILESTREAM_OPENSLIDE_CACHE, '/opt/tilestream/openslide');
+      const setup = await c.run([...c.config.entrypoint, 'setup', 'openslide', '--json']);
+      assert.equal(setup.code, 0, setup.stderr);
+      const present = JSON.parse(setup.stdout) as { status: string; stamp: { openslideVersion: string } };
+      assert.deepEqual([present.status, present.stamp.openslideVersion], ['present', '4.0.1']);
+      const svs = join(tmp, `${target}.svs`);
+      await writeAperioSvs(
+        svs,
+        generateSyntheticSlide(512, 768, { x0: 200, y0: 100, x1: 500, y1: 400 }, 1, true),
+        0.5,
+      );
+      await c.run(['mkdir', '-p', '/tmp/slide']);
+      await c.copy(svs, '/tmp/slide/case.svs', '1000:1000');
+      const r = await c.run([
+        ...c.config.entrypoint,
+        'slides',
+        'inspect',
+        '/tmp/slide/case.svs',
+        '--thumbnail',
+        '/tmp/slide/case.png',
+        '--json',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const report = JSON.parse(r.stdout) as { vendor: string; tissue: { box: unknown } };
+      assert.equal(report.vendor, 'aperio');
+      assert.deepEqual(report.tissue.box, { x0: 200, y0: 100, x1: 500, y1: 400 });
+    });
+  }
 
   it('trainer-cpu: trains examples/cluster-smoke.yaml on the tensorflow backend', async (t) => {
     const c = container('trainer-cpu');
