@@ -157,6 +157,26 @@ describe('dataset iteration', () => {
     assert.equal(bad.length, 6);
   });
 
+  it('opening ahead yields the same items, positions and bad-image reports, and survives an early stop', async () => {
+    const entries = withBad(['missing', 'truncated', 'wrong-size']);
+    const run = async (openAhead: boolean) => {
+      const bad: BadImage[] = [];
+      const ds = new Dataset(options({ entries, openAhead, onBadImage: (b) => bad.push(b) }));
+      const positions: string[] = [];
+      const items: string[] = [];
+      for await (const item of ds.items(0)) {
+        items.push(`${item.entry.relativePath}:${JSON.stringify(item.augmentation)}`);
+        // The consumer is slow: the next image is opened meanwhile.
+        await new Promise((r) => setTimeout(r, 2));
+        item.image.close();
+        positions.push(JSON.stringify(item.positionAfter()));
+      }
+      const early = (await drain(new Dataset(options({ entries, openAhead })), 0, 3)).items;
+      return { items, positions, bad: bad.map((b) => `${b.index}:${b.reason}`), early };
+    };
+    assert.deepEqual(await run(true), await run(false));
+  });
+
   it('fails with a clear error when more than the allowed fraction is bad', async () => {
     const ds = new Dataset(
       options({ entries: withBad(['missing', 'truncated', 'wrong-size', 'unreadable']), name: 'training' }),

@@ -31,6 +31,19 @@ export interface DatasetOptions {
   onBadImage?: (bad: BadImage) => void;
   /** Name used in errors, e.g. 'training' or 'validation'. */
   name?: string;
+  /**
+   * Open the next image while the current one is used (default false): one more decoded image (or
+   * open slide) in memory, which the plan's memory request already allows for.
+   */
+  openAhead?: boolean;
+}
+
+/** An image being opened, with what `items` yields beside it. */
+interface Opening {
+  index: number;
+  entry: ManifestEntry;
+  augmentation: Augmentation;
+  image: Promise<ImageSource>;
 }
 
 export interface BadImage {
@@ -174,34 +187,53 @@ export class Dataset {
   /**
    * The items of `epoch`, from the saved index when the position is in that epoch, else from its
    * start. Bad images are reported and skipped. When the epoch is done the position moves to the
-   * start of the next one.
+   * start of the next one. With `openAhead`, the next image is opened (decoded, or a slide's
+   * thumbnail and tissue read) while the consumer works on the current one; the position, the
+   * order and the bad-image reports are the same, since an image is only taken — or found bad —
+   * when iteration reaches it. An image opened ahead and never reached is closed.
    */
   async *items(epoch: number): AsyncGenerator<DatasetItem> {
     if (epoch !== this.#epoch) this.#startEpoch(epoch);
     const order = this.order(epoch);
-    while (this.#index < this.size) {
-      const index = this.#index;
+    const open = (index: number): Opening => {
       const entry = this.#o.entries[order[index] as number] as ManifestEntry;
       const augmentation = this.augmentationAt(epoch, index);
-      let image: ImageSource | undefined;
-      try {
-        image = await openImage(entry.path, { ...this.#o.image, augmentation });
-      } catch (e) {
-        if (!(e instanceof ImageError)) throw e;
+      const image = openImage(entry.path, { ...this.#o.image, augmentation });
+      image.catch(() => {}); // reported when iteration reaches it
+      return { index, entry, augmentation, image };
+    };
+    let ahead: Opening | undefined;
+    try {
+      while (this.#index < this.size) {
+        const index = this.#index;
+        const current = ahead?.index === index ? ahead : open(index);
+        ahead = undefined;
+        let image: ImageSource;
+        try {
+          image = await current.image;
+        } catch (e) {
+          if (!(e instanceof ImageError)) throw e;
+          this.#index++;
+          this.#skip(current.entry, e, epoch, index);
+          continue;
+        }
         this.#index++;
-        this.#skip(entry, e, epoch, index);
-        continue;
+        if (this.#o.openAhead === true && this.#index < this.size) ahead = open(this.#index);
+        yield {
+          entry: current.entry,
+          label: current.entry.label,
+          epoch,
+          index,
+          augmentation: current.augmentation,
+          image,
+          positionAfter: () => this.#positionAt(epoch, index + 1),
+        };
       }
-      this.#index++;
-      yield {
-        entry,
-        label: entry.label,
-        epoch,
-        index,
-        augmentation,
-        image,
-        positionAfter: () => this.#positionAt(epoch, index + 1),
-      };
+    } finally {
+      ahead?.image.then(
+        (img) => img.close(),
+        () => {},
+      );
     }
     this.#startEpoch(epoch + 1);
   }

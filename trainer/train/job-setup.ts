@@ -7,6 +7,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
 import { type BadImage, Dataset } from '../data/dataset.ts';
 import { readManifest } from '../data/manifest.ts';
+import { readAheadBytes } from '../data/read-ahead.ts';
 import { builtinNetwork } from '../streaming/bodies.ts';
 import { type Network, networkParameterShapes } from '../streaming/network.ts';
 import { checkInputSize, importedNetwork, loadTfjsLayersModel } from '../streaming/tfjs-import.ts';
@@ -175,6 +176,8 @@ export async function datasetOf(
     },
     seed: spec.training.seed,
     maxBadFraction: spec.data.maxBadImageFraction,
+    // With spare cores, the next image (a slide's thumbnail and tissue) is opened while one trains.
+    openAhead: readAheadBytes() > 0,
     onBadImage,
     ...(which === 'train' ? { augmentation: { ...spec.data.augmentation } } : { shuffle: false }),
   });
