@@ -158,7 +158,12 @@ export class Slide {
     const a = api();
     const vendor = a.detectVendor(path) as string | null;
     if (vendor === null) {
-      throw new OpenslideError('OpenSlide does not recognise the file format', true);
+      // A 3DHISTECH slide is the .mrxs plus a folder of the same name (Slidedat.ini, Data*.dat);
+      // without the folder OpenSlide does not recognise the .mrxs at all.
+      const mirax = /\.mrxs$/i.test(path)
+        ? `; a .mrxs slide needs its companion folder ${path.replace(/\.mrxs$/i, '')}/ (Slidedat.ini and the Data*.dat files) beside it`
+        : '';
+      throw new OpenslideError(`OpenSlide does not recognise the file format${mirax}`, true);
     }
     const osr = a.open(path);
     if (osr === null) throw new OpenslideError(`OpenSlide could not open the ${vendor} slide`);
