@@ -221,7 +221,7 @@ describe('spec and status semantics on a real control plane', {
     assert.match(table.stdout, /no-data\s+Failed\s+.*DataNotFound/);
   });
 
-  it('the phase never goes back over a whole run, and an edit while running is reported, not silently applied', async () => {
+  it('the phase never goes back over a whole run, and an edit while running is reported, not silently applied', async (t) => {
     const watch = watchPhases('edited');
     await apply(job('edited', { epochs: 8 }));
     const running = await until('edited', 'Running', (s) => s.status?.phase === 'Running');
@@ -254,6 +254,9 @@ describe('spec and status semantics on a real control plane', {
     // restart: no trainer running) does the edit get in by a new attempt, as SpecChangeApplied says.
     const jobs = await jobsOf('edited');
     const restarted = (done.status?.restarts ?? 0) > 0;
+    t.diagnostic(
+      `phases ${watch.phases.join(' → ')}; trainer Jobs ${jobs.join(', ')}; restarts ${done.status?.restarts ?? 0}`,
+    );
     if (!restarted)
       assert.deepEqual(
         jobs,
