@@ -14,7 +14,7 @@
 //   honoured, the Kueue job's trainer Job created suspended with the queue label.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -529,6 +529,19 @@ describe('examples/svs-slides-pvc.yaml: its data settings read whole slides', { 
     assert.deepEqual(summary.image, [256, 256]);
     assert.equal(summary.skippedImages, 0, 'every slide was read');
     assert.ok(Number.isFinite(summary.validation?.loss), 'validation slides were read');
+    // Each slide's tissue pictures and crop, beside the checkpoints.
+    const saved = readdirSync(join(work, 'checkpoints', 'tissue'));
+    for (const split of ['train', 'val']) {
+      for (const n of ['000000', '000001']) {
+        for (const ext of ['tissue.png', 'mask.png', 'json']) {
+          assert.ok(
+            saved.some((f) => f.startsWith(`${n}.svs-`) && f.endsWith(`.${ext}`)),
+            `${split}/${n}.svs: no .${ext} in ${saved.join(', ')}`,
+          );
+        }
+      }
+    }
+    assert.equal(saved.filter((f) => f.endsWith('.json')).length, 4, 'one report per slide');
   });
 });
 

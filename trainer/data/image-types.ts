@@ -23,7 +23,16 @@ export interface ImageOptions {
    * Read every image as a whole slide through OpenSlide (spec.data.slides): resolution by µm/px or
    * level, tissue crop, placement into height × width (slide/slide-geometry.ts).
    */
-  slide?: SlideRequest;
+  slide?: SlideOptions;
+}
+
+/** spec.data.slides, plus where training saves each slide's tissue pictures. */
+export interface SlideOptions extends SlideRequest {
+  /**
+   * Folder for `<slide>-<hash>.tissue.png` (thumbnail, tissue outline, crop), `.mask.png` and
+   * `.json` (level, scale, placement, crop), written when a slide is first opened in a process.
+   */
+  reportDir?: string;
 }
 
 /** How a whole slide is read (spec.data.slides); for logs and `tilestream slides inspect`. */

@@ -150,6 +150,8 @@ export async function datasetOf(
   root: string,
   which: 'train' | 'validation',
   onBadImage: (bad: BadImage) => void,
+  /** With spec.data.slides: where each slide's tissue pictures are saved. */
+  tissueDir?: string,
 ): Promise<Dataset | undefined> {
   const file = which === 'validation' ? (spec.data.validation ?? spec.data.train) : spec.data.train;
   await requireManifest(
@@ -172,7 +174,7 @@ export async function datasetOf(
       width,
       channels: spec.data.channels as 1 | 3,
       ...(normalization && { normalization }),
-      ...(slides && { slide: { ...slides } }),
+      ...(slides && { slide: { ...slides, ...(tissueDir !== undefined && { reportDir: tissueDir }) } }),
     },
     seed: spec.training.seed,
     maxBadFraction: spec.data.maxBadImageFraction,

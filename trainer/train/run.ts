@@ -261,14 +261,20 @@ async function runJob(
       epoch: bad.epoch + 1,
     });
   };
-  const trainData = (await datasetOf(spec, root, 'train', onBadImage)) as Dataset;
-  const validationData = await datasetOf(spec, root, 'validation', onBadImage);
-  const epochs = o.epochs ?? spec.training.epochs;
   const checkpointDir = o.outputDir
     ? resolve(o.outputDir, 'checkpoints')
     : spec.checkpoint?.path
       ? resolveJobPath(spec.checkpoint.path, file)
       : undefined;
+  // Each slide's tissue pictures, beside the checkpoints as the saliency maps (the one writable volume).
+  const tissueDir = spec.data.slides
+    ? o.outputDir || !checkpointDir
+      ? resolve(o.outputDir ?? '.', 'tissue', job.metadata.name)
+      : join(checkpointDir, 'tissue')
+    : undefined;
+  const trainData = (await datasetOf(spec, root, 'train', onBadImage, tissueDir)) as Dataset;
+  const validationData = await datasetOf(spec, root, 'validation', onBadImage, tissueDir);
+  const epochs = o.epochs ?? spec.training.epochs;
   say('info', `training ${net.body.name} on ${trainData.size} images of ${image[0]}×${image[1]}`, {
     backend: backend.name,
     tile: tile.size,

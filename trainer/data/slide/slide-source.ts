@@ -4,18 +4,27 @@
 // source span, plus one thumbnail of a low-resolution level per slide for the tissue mask; the
 // geometry of each slide is remembered per process (keyed by file size and mtime), so later epochs
 // skip the thumbnail.
-import { stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { Rect } from '../augment.ts';
 import { ImageError } from '../image-error.ts';
 import { makeSource } from '../image-source.ts';
-import type { ImageOptions, ImageSource, PixelStore, SlideDescription } from '../image-types.ts';
+import type {
+  ImageOptions,
+  ImageSource,
+  PixelStore,
+  SlideDescription,
+  SlideOptions,
+} from '../image-types.ts';
 import { boxDownsample, convertChannels } from '../pixels.ts';
 import { conversionOrThrow } from '../sharp-input.ts';
 import { compositeArgb, OpenslideError, Slide, type SlideLevel } from './openslide.ts';
 import { areaResample, sourceSpan } from './resample.ts';
 import { parseMpp, ResolutionError } from './resolution.ts';
-import { planSlide, type ScaledMask, type SlideGeometry, type SlideRequest } from './slide-geometry.ts';
-import { detectTissue, type TissueMask } from './tissue.ts';
+import { planSlide, type ScaledMask, type SlideGeometry } from './slide-geometry.ts';
+import { detectTissue, type Thumbnail, type TissueMask } from './tissue.ts';
+import { cropLevel0, writeTissueImages } from './tissue-report.ts';
 
 /** The thumbnail for tissue detection: the coarsest level with a long side of at least this… */
 export const THUMBNAIL_MIN_SIDE = 512;
@@ -50,16 +59,6 @@ export async function readLevelRgb(
   // read_region takes the top-left in level-0 coordinates; a level pixel starts at its index × d.
   const argb = await slide.readArgb(Math.round(x * d), Math.round(y * d), level, width, height);
   return compositeArgb(argb, background);
-}
-
-export interface Thumbnail {
-  rgb: Uint8Array;
-  width: number;
-  height: number;
-  level: number;
-  /** Level-0 pixels per thumbnail pixel. */
-  downsampleX: number;
-  downsampleY: number;
 }
 
 /** A thumbnail of the slide from a low-resolution level, read in bands (never the whole level 0). */
@@ -113,7 +112,7 @@ function imageError(path: string, e: unknown, what: string): ImageError {
 /** Opens a slide as an ImageSource of options.height × options.width. */
 export async function openSlideImage(
   path: string,
-  options: ImageOptions & { slide: SlideRequest },
+  options: ImageOptions & { slide: SlideOptions },
 ): Promise<ImageSource> {
   let key: string;
   try {
@@ -142,12 +141,17 @@ export async function openSlideImage(
     let geometry = geometryCache.get(key);
     if (geometry === undefined) {
       let scaled: ScaledMask | undefined;
+      let tissue: Awaited<ReturnType<typeof slideTissue>> | undefined;
       if (options.slide.tissue !== false) {
-        const { thumbnail, mask } = await slideTissue(slide, background);
+        tissue = await slideTissue(slide, background);
+        const { thumbnail, mask } = tissue;
         scaled = { mask, downsampleX: thumbnail.downsampleX, downsampleY: thumbnail.downsampleY };
       }
       geometry = planSlide(slide.levels, mpp, options.slide, scaled, options.height, options.width);
       geometryCache.set(key, geometry);
+      if (options.slide.reportDir !== undefined) {
+        await writeSlideReport(options.slide.reportDir, slide, geometry, tissue);
+      }
     }
     const g = geometry;
     const conversion = conversionOrThrow(path, 3, options.channels);
@@ -223,4 +227,43 @@ export async function readPlaced(
     out.set(px.subarray(i * w * 3, (i + 1) * w * 3), at);
   }
   return out;
+}
+
+/**
+ * Saves what was chosen for one slide (tissue pictures and the geometry as JSON) into `dir`, named
+ * after the slide and a hash of its path. A diagnostic: failing to write it warns, never fails
+ * training.
+ */
+async function writeSlideReport(
+  dir: string,
+  slide: Slide,
+  g: SlideGeometry,
+  tissue: Awaited<ReturnType<typeof slideTissue>> | undefined,
+): Promise<void> {
+  const base = join(
+    dir,
+    `${basename(slide.path)}-${createHash('sha256').update(slide.path).digest('hex').slice(0, 8)}`,
+  );
+  const crop = cropLevel0(slide.levels, g);
+  try {
+    await mkdir(dir, { recursive: true });
+    const facts = {
+      slide: slide.path,
+      vendor: slide.vendor,
+      level: g.resolution.level,
+      scaleX: g.resolution.scaleX,
+      scaleY: g.resolution.scaleY,
+      micronsPerPixel: g.resolution.micronsPerPixelX,
+      tissue: g.tissue,
+      placement: g.placement,
+      cropLevel0: crop,
+    };
+    await writeFile(`${base}.json`, `${JSON.stringify(facts, null, 2)}\n`);
+    if (tissue)
+      await writeTissueImages(tissue.thumbnail, tissue.mask, crop, `${base}.tissue.png`, `${base}.mask.png`);
+  } catch (e) {
+    process.emitWarning(
+      `could not save the tissue report of ${slide.path} in ${dir}: ${(e as Error).message}`,
+    );
+  }
 }

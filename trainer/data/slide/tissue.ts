@@ -14,6 +14,17 @@ export interface Box {
   y1: number;
 }
 
+/** An RGB thumbnail of a slide read from one level. */
+export interface Thumbnail {
+  rgb: Uint8Array;
+  width: number;
+  height: number;
+  level: number;
+  /** Level-0 pixels per thumbnail pixel. */
+  downsampleX: number;
+  downsampleY: number;
+}
+
 export interface TissueOptions {
   /** Closing radius in thumbnail pixels (default 2). */
   closeRadius?: number;
