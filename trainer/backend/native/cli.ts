@@ -9,7 +9,9 @@ export const EXIT_PREREQUISITES = 2;
 
 /** Adds `setup` with its `tensorflow` subcommand; returns `setup` so other native parts add theirs. */
 export function registerSetupCommand(program: Command): Command {
-  const setup = program.command('setup').description('provide optional native parts (see: setup tensorflow)');
+  const setup = program
+    .command('setup')
+    .description('provide optional native parts (see: setup tensorflow, setup openslide)');
   setup
     .command('tensorflow')
     .description(
