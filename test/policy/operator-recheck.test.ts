@@ -64,7 +64,7 @@ describe('operator re-check of the tenant policy', () => {
     assert.equal(s.phase, 'Pending');
     assert.deepEqual(
       s.conditions.map((c) => `${c.type}=${c.status}/${c.reason}`),
-      ['Planned=False/PolicyViolation'],
+      ['Planned=False/PolicyViolation', 'Running=False/PolicyViolation'],
     );
     assert.equal(
       s.conditions[0]?.message,
