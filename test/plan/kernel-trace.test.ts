@@ -14,6 +14,7 @@ import { initBackend } from '../../trainer/backend/select.ts';
 import { COMPOSED_KERNELS, type ComposedBackend } from '../../trainer/kernels/composed.ts';
 import { createEngine } from '../../trainer/plan/sim-backends.ts';
 import { runBody as simRunBody } from '../../trainer/plan/sim-body.ts';
+import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 import { runBody } from '../../trainer/streaming/executor.ts';
 import { axisProfile, minimumTile } from '../../trainer/streaming/geometry.ts';
 import { type Body, parameterShapes } from '../../trainer/streaming/graph.ts';
@@ -190,5 +191,17 @@ describe("the planner traces the body's layers as the engine runs them (wasm)", 
       checked++;
     }
     assert.ok(checked >= 20, `only ${checked} random bodies had a small enough image`);
+  });
+
+  it('a ConvNeXt body (layer norm, GELU, layer scale): the same kernels, with the same bytes after each', async () => {
+    assert.equal((await initBackend('wasm')).name, 'wasm');
+    const { body } = builtinNetwork('convnext-atto', { bodyEnd: 'stages.1', width: 4 });
+    const { engine, planner } = await bodyTraces(body, 160);
+    assert.deepEqual(planner, engine);
+    for (const k of ['Erf', 'Rsqrt', 'Square'])
+      assert.ok(
+        engine.some(([name]) => name === k),
+        k,
+      );
   });
 });

@@ -72,11 +72,12 @@ function binary(sim: SimEngine, name: string, a: T, b: T | number, dtype?: SimDt
 
 export const add = (sim: SimEngine, a: T, b: T | number): T => binary(sim, 'Add', a, b);
 export const mul = (sim: SimEngine, a: T, b: T | number): T => binary(sim, 'Multiply', a, b);
-const sub = (sim: SimEngine, a: T | number, b: T): T =>
+export const sub = (sim: SimEngine, a: T | number, b: T): T =>
   typeof a === 'number'
     ? sim.tidy(() => sim.kernel('Sub', { a: scalar(sim), b }, b.shape))
     : binary(sim, 'Sub', a, b);
-const div = (sim: SimEngine, a: T, b: number): T => binary(sim, 'RealDiv', a, b);
+const div = (sim: SimEngine, a: T, b: T | number): T => binary(sim, 'RealDiv', a, b);
+const pow = (sim: SimEngine, a: T, b: number): T => binary(sim, 'Pow', a, b);
 export const minimum = (sim: SimEngine, a: T, b: number): T => binary(sim, 'Minimum', a, b);
 export const compare = (sim: SimEngine, name: string, a: T, b: T | number): T =>
   binary(sim, name, a, b, 'bool');
@@ -89,6 +90,10 @@ export const reshape = (sim: SimEngine, x: T, shape: Shape): T =>
   sim.kernel('Reshape', { x }, shape, { shape }, x.dtype);
 export const clone = (sim: SimEngine, x: T): T => sim.clone(x);
 const step = (sim: SimEngine, x: T): T => unary(sim, 'Step', x);
+/** tf.erf, tf.square, tf.rsqrt on float32: one kernel each. */
+export const erf = (sim: SimEngine, x: T): T => unary(sim, 'Erf', x);
+export const square = (sim: SimEngine, x: T): T => unary(sim, 'Square', x);
+export const rsqrt = (sim: SimEngine, x: T): T => unary(sim, 'Rsqrt', x);
 export const zerosLike = (sim: SimEngine, x: T): T => unary(sim, 'ZerosLike', x);
 /** tf.ones: makeTensor, no kernel. */
 export const ones = (sim: SimEngine, shape: Shape): T => sim.make(shape);
@@ -365,6 +370,29 @@ export const GRADIENTS: ReadonlyMap<string, GradConfig> = new Map<string, GradCo
     'Elu',
     unaryGrad(undefined, [true], (sim, dys, saved) => ({
       x: () => sim.kernel('EluGrad', { dy: dy0(dys), y: s0(saved) }, s0(saved).shape),
+    })),
+  ],
+  [
+    'Erf',
+    unaryGrad(['x'], undefined, (sim, dys, saved) => {
+      const a = mul(
+        sim,
+        unary(sim, 'Exp', unary(sim, 'Neg', square(sim, s0(saved)))),
+        2 / Math.sqrt(Math.PI),
+      );
+      return { x: () => mul(sim, dy0(dys), a) };
+    }),
+  ],
+  [
+    'Square',
+    unaryGrad(['x'], undefined, (sim, dys, saved) => ({
+      x: () => mul(sim, dy0(dys), mul(sim, cast(sim, s0(saved), 'float32'), 2)),
+    })),
+  ],
+  [
+    'Rsqrt',
+    unaryGrad(['x'], undefined, (sim, dys, saved) => ({
+      x: () => unary(sim, 'Neg', div(sim, dy0(dys), mul(sim, pow(sim, s0(saved), 1.5), 2))),
     })),
   ],
   [

@@ -1,13 +1,32 @@
-// Built-in networks: ResNet-18/34 with frozen batch-norm (torchvision's layout), the MIDL 2018
-// proof-of-concept network (streaming-algorithm.md Appendix B) and a small plain CNN for demos
-// and tests (synthetic-task.md §2). Each is a whole network up to its last spatial layer; `splitAt`
-// cuts it into the streamed body and a conventionally run trunk.
+// Built-in networks: ResNet-18/34 with frozen batch-norm (torchvision's layout), ConvNeXt bodies
+// (convnext.ts), the MIDL 2018 proof-of-concept network (streaming-algorithm.md Appendix B) and a
+// small plain CNN for demos and tests (synthetic-task.md §2). Each is a whole network up to its
+// last spatial layer; `splitAt` cuts it into the streamed body and a conventionally run trunk.
 
 import { BodyBuilder } from './builder.ts';
+import {
+  CONVNEXT_VARIANTS,
+  type ConvNextVariant,
+  convnext,
+  convnextStageEnd,
+  isConvNextStage,
+} from './convnext.ts';
 import { type Body, BodyError, type SplitNetwork, splitAt } from './graph.ts';
 
-export type Architecture = 'resnet18' | 'resnet34' | 'midl2018' | 'smallcnn';
-export const ARCHITECTURES: readonly Architecture[] = ['resnet18', 'resnet34', 'midl2018', 'smallcnn'];
+export type ConvNextArchitecture = `convnext-${ConvNextVariant}`;
+export type Architecture = 'resnet18' | 'resnet34' | ConvNextArchitecture | 'midl2018' | 'smallcnn';
+export const ARCHITECTURES: readonly Architecture[] = [
+  'resnet18',
+  'resnet34',
+  ...CONVNEXT_VARIANTS.map((v): ConvNextArchitecture => `convnext-${v}`),
+  'midl2018',
+  'smallcnn',
+];
+
+/** The ConvNeXt variant of an architecture name, or undefined for the other networks. */
+export function convnextVariant(arch: Architecture): ConvNextVariant | undefined {
+  return arch.startsWith('convnext-') ? (arch.slice('convnext-'.length) as ConvNextVariant) : undefined;
+}
 
 export interface ResNetOptions {
   inputChannels?: number;
@@ -100,11 +119,16 @@ export interface BuiltinOptions {
   /** Last layer of the streamed body; the default is each network's usual cut. */
   bodyEnd?: string;
   inputChannels?: number;
-  /** smallcnn: channels; resnet: base width. */
+  /** smallcnn: channels; resnet: base width; convnext: channels of stage 0 (later stages double it). */
   width?: number;
+  /** convnext: the layer scales' start (1e-6); tests raise it so that every branch counts. */
+  layerScaleInit?: number;
 }
 
-/** Default cut: ResNet body to layer3 (the head keeps layer4, as in the TPAMI paper), MIDL at conv3-4. */
+/**
+ * Default cut: ResNet body to layer3 and ConvNeXt to stages.2 (the head keeps the last stage, as
+ * in the TPAMI paper), MIDL at conv3-4.
+ */
 export function defaultBodyEnd(arch: Architecture): string | undefined {
   switch (arch) {
     case 'resnet18':
@@ -114,10 +138,15 @@ export function defaultBodyEnd(arch: Architecture): string | undefined {
       return 'conv3-4';
     case 'smallcnn':
       return undefined;
+    default:
+      return 'stages.2';
   }
 }
 
-/** A built-in network split into streamed body and trunk. ResNet stage names (`layer3`) mean the stage's last block. */
+/**
+ * A built-in network split into streamed body and trunk. ResNet stage names (`layer3`) and
+ * ConvNeXt ones (`stages.2`) mean the stage's last block.
+ */
 export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): SplitNetwork {
   const net = buildWhole(arch, o);
   let cut = o.bodyEnd ?? defaultBodyEnd(arch) ?? net.output;
@@ -125,6 +154,8 @@ export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): Spli
     const blocks = RESNET_BLOCKS[arch === 'resnet18' ? 18 : 34][Number(cut.slice(5)) - 1] as number;
     cut = `${cut}.${blocks - 1}`;
   }
+  const variant = convnextVariant(arch);
+  if (variant !== undefined && isConvNextStage(cut)) cut = convnextStageEnd(variant, cut);
   if (!net.nodes.some((n) => n.name === cut)) {
     throw new BodyError(`${arch} has no layer '${o.bodyEnd}' to end the streamed body at`);
   }
@@ -145,6 +176,12 @@ function buildWhole(arch: Architecture, o: BuiltinOptions): Body {
       return smallCnn({
         ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
         ...(o.width !== undefined && { width: o.width }),
+      });
+    default:
+      return convnext(convnextVariant(arch) as ConvNextVariant, {
+        ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
+        ...(o.width !== undefined && { width: o.width }),
+        ...(o.layerScaleInit !== undefined && { layerScaleInit: o.layerScaleInit }),
       });
   }
 }

@@ -116,6 +116,16 @@ export class BodyBuilder {
     return this.#add('bn', { kind: 'affine' }, [x], name);
   }
 
+  /** Layer normalisation over each pixel's channels (graph.ts LayerNormOp); ε 1e-6 as in ConvNeXt. */
+  layerNorm(x: string, name?: string, epsilon = 1e-6): string {
+    return this.#add('ln', { kind: 'layerNorm', epsilon }, [x], name);
+  }
+
+  /** Per-channel layer scale (graph.ts LayerScaleOp), starting at `init`. */
+  layerScale(x: string, init: number, name?: string): string {
+    return this.#add('scale', { kind: 'layerScale', init }, [x], name);
+  }
+
   pad(x: string, padding: number | Pair | Padding, name?: string): string {
     return this.#add('pad', { kind: 'pad', padding: padding4(padding) }, [x], name);
   }

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Tile, TileGrid } from './geometry.ts';
 import { type Body, parameterShapes } from './graph.ts';
 import { type BodyLayers, runBodyWith } from './layers.ts';
-import { activation, affine, avgPool2d, conv2d, maxPool2d } from './ops.ts';
+import { activation, affine, avgPool2d, conv2d, layerNorm, maxPool2d } from './ops.ts';
 import { TF_LAYER_OPS } from './tf-layer-ops.ts';
 
 /** Parameters of one body by the names of `parameterShapes` (e.g. `conv1/kernel`). */
@@ -21,6 +21,7 @@ export const ENGINE_LAYERS: BodyLayers<tf.Tensor> = {
   avgPool: (x, op) => avgPool2d(x as tf.Tensor4D, op),
   activation: (x, fn, alpha) => activation(x as tf.Tensor4D, fn, alpha),
   affine: (x, scale, shift) => affine(x as tf.Tensor4D, scale, shift),
+  layerNorm: (x, gamma, beta, epsilon) => layerNorm(x as tf.Tensor4D, gamma, beta, epsilon),
 };
 
 /**

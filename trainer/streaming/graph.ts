@@ -7,7 +7,8 @@ export type Pair = readonly [number, number];
 /** Explicit zero padding: [top, bottom, left, right]. */
 export type Padding = readonly [number, number, number, number];
 
-export type ActivationFn = 'relu' | 'relu6' | 'leakyRelu' | 'sigmoid' | 'tanh' | 'elu' | 'linear';
+/** 'gelu' is the exact (erf) GELU of PyTorch's nn.GELU() and Keras's gelu(approximate=False). */
+export type ActivationFn = 'relu' | 'relu6' | 'leakyRelu' | 'sigmoid' | 'tanh' | 'elu' | 'gelu' | 'linear';
 export const ACTIVATIONS: readonly ActivationFn[] = [
   'relu',
   'relu6',
@@ -15,6 +16,7 @@ export const ACTIVATIONS: readonly ActivationFn[] = [
   'sigmoid',
   'tanh',
   'elu',
+  'gelu',
   'linear',
 ];
 
@@ -44,6 +46,21 @@ export interface ActivationOp {
 export interface AffineOp {
   readonly kind: 'affine';
 }
+/**
+ * Layer normalisation over the channels of each pixel (ConvNeXt's LayerNorm2d / channels_last
+ * LayerNorm): y = (x − mean_c x) / √(var_c x + ε) · gamma + beta. Its statistics are per pixel, so
+ * it is a pointwise map of the pixel's channel vector and streams exactly; gamma and beta [C] are
+ * trainable like convolution weights (their gradient is a sum over pixels, which the tiles split).
+ */
+export interface LayerNormOp {
+  readonly kind: 'layerNorm';
+  readonly epsilon: number;
+}
+/** ConvNeXt's layer scale: y = x · gamma per channel, gamma [C] trainable, initialised to `init`. */
+export interface LayerScaleOp {
+  readonly kind: 'layerScale';
+  readonly init: number;
+}
 /** Zero padding as a layer of its own (Keras ZeroPadding2D that could not be folded). */
 export interface PadOp {
   readonly kind: 'pad';
@@ -52,7 +69,7 @@ export interface PadOp {
 export interface MergeOp {
   readonly kind: 'add' | 'concat';
 }
-export type Op = Conv2dOp | PoolOp | ActivationOp | AffineOp | PadOp | MergeOp;
+export type Op = Conv2dOp | PoolOp | ActivationOp | AffineOp | LayerNormOp | LayerScaleOp | PadOp | MergeOp;
 
 export interface BodyNode {
   readonly name: string;
@@ -103,6 +120,8 @@ export function footprint(op: Op, axis: Axis): AxisFootprint {
       return { k: 1, s: 1, pLo: op.padding[2 * axis] as number, pHi: op.padding[2 * axis + 1] as number };
     case 'activation':
     case 'affine':
+    case 'layerNorm':
+    case 'layerScale':
     case 'add':
     case 'concat':
       return { k: 1, s: 1, pLo: 0, pHi: 0 };
@@ -166,6 +185,11 @@ export function inferChannels(body: Body): Map<string, number> {
         break;
       case 'activation':
       case 'affine':
+      case 'layerScale':
+        channels.set(node.name, single());
+        break;
+      case 'layerNorm':
+        if (!(op.epsilon > 0)) throw new BodyError(`${where}: epsilon must be positive, got ${op.epsilon}`);
         channels.set(node.name, single());
         break;
       case 'add': {
@@ -237,6 +261,11 @@ export function parameterShapes(body: Body): Map<string, number[]> {
     } else if (op.kind === 'affine') {
       shapes.set(`${node.name}/scale`, [inC]);
       shapes.set(`${node.name}/shift`, [inC]);
+    } else if (op.kind === 'layerNorm') {
+      shapes.set(`${node.name}/gamma`, [inC]);
+      shapes.set(`${node.name}/beta`, [inC]);
+    } else if (op.kind === 'layerScale') {
+      shapes.set(`${node.name}/gamma`, [inC]);
     }
   }
   return shapes;

@@ -28,7 +28,8 @@ export interface LayerOps<T> {
   /** tf.conv2d and tf.depthwiseConv2d with explicit padding ('valid' when all zero). */
   conv2d(x: T, filter: T, strides: Pair, padding: Padding): T;
   depthwiseConv2d(x: T, filter: T, strides: Pair, padding: Padding): T;
-  add(a: T, b: T): T;
+  add(a: T, b: T | number): T;
+  sub(a: T, b: T): T;
   mul(a: T, b: T | number): T;
   minimum(a: T, b: number): T;
   /** tf.maxPool and tf.avgPool with 'valid' padding. */
@@ -40,6 +41,9 @@ export interface LayerOps<T> {
   sigmoid(x: T): T;
   tanh(x: T): T;
   elu(x: T): T;
+  erf(x: T): T;
+  square(x: T): T;
+  rsqrt(x: T): T;
   clone(x: T): T;
   /** tf.max and tf.mean over `axes` (the head's global pooling). */
   max(x: T, axes: readonly number[]): T;
@@ -158,9 +162,34 @@ export function activationLayer<T>(ops: LayerOps<T>, x: T, fn: ActivationFn, alp
       if (alpha === undefined || alpha === 1) return ops.elu(x);
       // elu_α(x) = x for x > 0, α(eˣ − 1) otherwise = relu(x) + α·elu(min(x, 0)).
       return ops.tidy(() => ops.add(ops.relu(x), ops.mul(ops.elu(ops.minimum(x, 0)), alpha)));
+    case 'gelu':
+      return geluLayer(ops, x);
     case 'linear':
       return ops.clone(x);
   }
+}
+
+/**
+ * Exact GELU, x·Φ(x) = x·(½ + ½·erf(x/√2)), from tfjs ops whose gradients every backend has
+ * (Erf, Multiply, Add; test/streaming/convnext-ops.test.ts checks values and gradients against
+ * a float64 reference on wasm, cpu and tensorflow).
+ */
+export const geluLayer = <T>(ops: LayerOps<T>, x: T): T =>
+  ops.tidy(() => ops.mul(x, ops.add(ops.mul(ops.erf(ops.mul(x, Math.SQRT1_2)), 0.5), 0.5)));
+
+/**
+ * Layer normalisation over the channels of each pixel (graph.ts LayerNormOp): biased variance,
+ * ε inside the root, as PyTorch's F.layer_norm. The means reduce the last axis and are reshaped
+ * back to [n, h, w, 1] (tf.mean's keepDims path allocates differently per backend).
+ */
+export function layerNormLayer<T>(ops: LayerOps<T>, x: T, gamma: T, beta: T, epsilon: number): T {
+  return ops.tidy(() => {
+    const [n, h, w] = ops.shape(x) as [number, number, number, number];
+    const perPixel = (t: T): T => ops.reshape(ops.mean(t, [3]), [n, h, w, 1]);
+    const d = ops.sub(x, perPixel(x));
+    const r = ops.rsqrt(ops.add(perPixel(ops.square(d)), epsilon));
+    return ops.add(ops.mul(ops.mul(d, r), gamma), beta);
+  });
 }
 
 /** Frozen batch normalisation as a per-channel affine map: y = x·scale + shift. */
@@ -175,6 +204,7 @@ export interface BodyLayers<T> {
   avgPool(x: T, op: PoolOp): T;
   activation(x: T, fn: ActivationFn, alpha: number | undefined): T;
   affine(x: T, scale: T, shift: T): T;
+  layerNorm(x: T, gamma: T, beta: T, epsilon: number): T;
 }
 
 /** The shared layers over `ops`, unchecked (the planner's bodies were validated when built). */
@@ -185,6 +215,7 @@ export const layersOf = <T>(ops: LayerOps<T>): BodyLayers<T> => ({
   avgPool: (x, op) => avgPoolLayer(ops, x, op),
   activation: (x, fn, alpha) => activationLayer(ops, x, fn, alpha),
   affine: (x, scale, shift) => affineLayer(ops, x, scale, shift),
+  layerNorm: (x, gamma, beta, epsilon) => layerNormLayer(ops, x, gamma, beta, epsilon),
 });
 
 /** A parameter by name, or the caller's error naming it. */
@@ -232,6 +263,12 @@ export function runBodyWith<T>(
         break;
       case 'affine':
         y = layers.affine(x0, param(`${node.name}/scale`), param(`${node.name}/shift`));
+        break;
+      case 'layerNorm':
+        y = layers.layerNorm(x0, param(`${node.name}/gamma`), param(`${node.name}/beta`), op.epsilon);
+        break;
+      case 'layerScale':
+        y = ops.mul(x0, param(`${node.name}/gamma`));
         break;
       case 'pad':
         y = ops.pad(x0, nhwcPad(op.padding));

@@ -30,3 +30,24 @@ export function networkParameterShapes(net: Network): Map<string, number[]> {
   shapes.set('head/dense/bias', [net.outputs]);
   return shapes;
 }
+
+/**
+ * Parameters that start at a constant, by prefixed name: layer-norm gamma 1 and beta 0, and
+ * layer scale at its op's `init` (ConvNeXt's 1e-6). The rest are drawn by initParams.
+ */
+export function constantInits(net: Network): Map<string, number> {
+  const out = new Map<string, number>();
+  const add = (prefix: string, body: Body | undefined): void => {
+    for (const node of body?.nodes ?? []) {
+      if (node.op.kind === 'layerNorm') {
+        out.set(`${prefix}/${node.name}/gamma`, 1);
+        out.set(`${prefix}/${node.name}/beta`, 0);
+      } else if (node.op.kind === 'layerScale') {
+        out.set(`${prefix}/${node.name}/gamma`, node.op.init);
+      }
+    }
+  };
+  add('body', net.body);
+  add('trunk', net.trunk);
+  return out;
+}

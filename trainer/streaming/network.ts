@@ -14,7 +14,7 @@ import {
 } from './executor.ts';
 import type { TileGrid } from './geometry.ts';
 import { headWith } from './layers.ts';
-import { type Network, networkParameterShapes } from './network-shape.ts';
+import { constantInits, type Network, networkParameterShapes } from './network-shape.ts';
 
 export type { Network, Pooling } from './network-shape.ts';
 export { networkParameterShapes } from './network-shape.ts';
@@ -27,15 +27,19 @@ export type NetworkParams = Map<string, tf.Variable>;
 
 /**
  * Seeded initialisation: He-normal conv kernels (std √(2 / fan-in)), zero biases and shifts, unit
- * scales, dense N(0, 1/fan-in). The same seed gives the same weights on every backend.
+ * scales, dense N(0, 1/fan-in), layer norm and layer scale at their constants (constantInits).
+ * The same seed gives the same weights on every backend.
  */
 export function initParams(net: Network, seed: number): NetworkParams {
   const params: NetworkParams = new Map();
+  const constants = constantInits(net);
   let i = 0;
   for (const [name, shape] of networkParameterShapes(net)) {
     const s = seed * 7919 + i++;
+    const constant = constants.get(name);
     let value: tf.Tensor;
-    if (name.endsWith('/bias') || name.endsWith('/shift')) value = tf.zeros(shape);
+    if (constant !== undefined) value = tf.fill(shape, constant);
+    else if (name.endsWith('/bias') || name.endsWith('/shift')) value = tf.zeros(shape);
     else if (name.endsWith('/scale')) value = tf.ones(shape);
     else if (name === 'head/dense/kernel')
       value = tf.randomNormal(shape, 0, Math.sqrt(1 / (shape[0] as number)), 'float32', s);

@@ -167,17 +167,38 @@ export function activation(x: tf.Tensor4D, fn: ActivationFn, alpha?: number): tf
   return shared.activationLayer(TF_LAYER_OPS, x, fn, alpha) as tf.Tensor4D;
 }
 
-/** Frozen batch normalisation as a per-channel affine map: y = x·scale + shift, scale and shift [C]. */
-export function affine(x: tf.Tensor4D, scale: tf.Tensor, shift: tf.Tensor): tf.Tensor4D {
-  checkRank4('affine', x);
+function checkPerChannel(
+  op: string,
+  x: tf.Tensor4D,
+  params: readonly (readonly [string, tf.Tensor])[],
+): void {
+  checkRank4(op, x);
   const c = x.shape[3];
-  for (const [name, t] of [
-    ['scale', scale],
-    ['shift', shift],
-  ] as const) {
+  for (const [name, t] of params) {
     if (t.rank !== 1 || t.shape[0] !== c) {
-      throw new Error(`affine: ${name} must be [${c}] for ${c} channels, got [${t.shape.join(', ')}]`);
+      throw new Error(`${op}: ${name} must be [${c}] for ${c} channels, got [${t.shape.join(', ')}]`);
     }
   }
+}
+
+/** Frozen batch normalisation as a per-channel affine map: y = x·scale + shift, scale and shift [C]. */
+export function affine(x: tf.Tensor4D, scale: tf.Tensor, shift: tf.Tensor): tf.Tensor4D {
+  checkPerChannel('affine', x, [
+    ['scale', scale],
+    ['shift', shift],
+  ]);
   return shared.affineLayer(TF_LAYER_OPS, x, scale, shift) as tf.Tensor4D;
+}
+
+/**
+ * Layer normalisation over each pixel's channels (graph.ts LayerNormOp), gamma and beta [C]:
+ * y = (x − mean_c) / √(var_c + ε) · gamma + beta, as PyTorch's F.layer_norm over the last axis.
+ */
+export function layerNorm(x: tf.Tensor4D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor4D {
+  checkPerChannel('layerNorm', x, [
+    ['gamma', gamma],
+    ['beta', beta],
+  ]);
+  if (!(epsilon > 0)) throw new Error(`layerNorm: epsilon must be positive, got ${epsilon}`);
+  return shared.layerNormLayer(TF_LAYER_OPS, x, gamma, beta, epsilon) as tf.Tensor4D;
 }

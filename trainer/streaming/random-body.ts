@@ -1,5 +1,6 @@
 // Random streamable bodies for property tests and `tilestream bench equivalence`: convolutions
-// (strides, dilations, groups), pools, activations, residual and bottleneck blocks and concats.
+// (strides, dilations, groups), pools, activations, residual, bottleneck and ConvNeXt-like blocks
+// and concats.
 
 import { mulberry32 } from '../data/random.ts';
 import { BodyBuilder } from './builder.ts';
@@ -9,7 +10,7 @@ export { mulberry32 };
 import { ACTIVATIONS, type Body } from './graph.ts';
 
 export interface LayerDraw {
-  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'concat' | 'act';
+  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'convnext' | 'concat' | 'act';
   k: number;
   s: number;
   d: number;
@@ -63,6 +64,27 @@ export function randomBody(layers: LayerDraw[]): Body {
         x = b.add([z, x]);
         break;
       }
+      case 'convnext': {
+        // With stride 2, a downsampling layer first (layer norm, k×k/2 conv with k = 2 or 3);
+        // then a block: depthwise k×k conv, layer norm, 1×1 up 2×, GELU, 1×1 down, layer scale, add.
+        // Layer norm over 2 channels is ill-conditioned in float32 (x̂ = ±1; 1/σ is huge where the two
+        // are close), so a 1×1 conv first widens a narrow input, as ConvNeXt's stem does.
+        if (c < 4) {
+          c = 4;
+          x = b.conv(x, { filters: c, kernel: 1 });
+        }
+        if (l.s === 2) {
+          const k = l.pad ? 2 : 3;
+          x = b.conv(b.layerNorm(x), { filters: c, kernel: k, stride: 2 });
+        }
+        const k = l.k | 1;
+        let y = b.conv(x, { filters: c, kernel: k, padding: l.pad ? (k - 1) / 2 : 0, groups: c });
+        if (!l.pad) x = b.avgPool(x, { kernel: k, stride: 1 }); // a 'valid' branch: the skip must shrink too
+        y = b.activation(b.conv(b.layerNorm(y), { filters: 2 * c, kernel: 1 }), 'gelu');
+        y = b.layerScale(b.conv(y, { filters: c, kernel: 1 }), 0.5 + (l.fn % 100) / 100);
+        x = b.add([y, x]);
+        break;
+      }
       case 'concat': {
         const y = b.conv(x, { filters: 2, kernel: l.k | 1, padding: ((l.k | 1) - 1) / 2 });
         x = b.concat([x, y]);
@@ -82,6 +104,7 @@ const KINDS: readonly LayerDraw['kind'][] = [
   'avg',
   'res',
   'bottleneck',
+  'convnext',
   'concat',
 ];
 

@@ -25,6 +25,7 @@ export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   depthwiseConv2d: (x, filter, strides, padding) =>
     tf.depthwiseConv2d(as4(x), as4(filter), [strides[0], strides[1]], explicitPadding(padding)),
   add: (a, b) => tf.add(a, b),
+  sub: (a, b) => tf.sub(a, b),
   mul: (a, b) => tf.mul(a, b),
   minimum: (a, b) => tf.minimum(a, b),
   maxPool: (x, kernel, strides) =>
@@ -37,6 +38,9 @@ export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   sigmoid: (x) => tf.sigmoid(x),
   tanh: (x) => tf.tanh(x),
   elu: (x) => tf.elu(x),
+  erf: (x) => tf.erf(x),
+  square: (x) => tf.square(x),
+  rsqrt: (x) => tf.rsqrt(x),
   clone: (x) => tf.clone(x),
   max: (x, axes) => tf.max(x, [...axes]),
   mean: (x, axes) => tf.mean(x, [...axes]),
