@@ -114,6 +114,40 @@ describe('tilestream plan', () => {
     assert.ok(j.areaFactor >= 1);
   });
 
+  it('plans ConvNeXt bodies cut by stage, and names the stages when the cut is unknown', async () => {
+    const r = await run(
+      'plan',
+      '--model',
+      'convnext-atto',
+      '--body-end',
+      'stages.3',
+      '--image-size',
+      '8192',
+      '--gpu-memory',
+      '24Gi',
+      '--json',
+    );
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.model, 'convnext-atto');
+    assert.equal(j.bodyEnd, 'stages.3.blocks.1');
+    assert.equal(j.stride, 32);
+    assert.equal(j.minimumTile, 1184);
+    assert.equal(j.fits, true);
+    assert.equal(j.conventionalFits, false);
+    const bad = await run(
+      'plan',
+      '--model',
+      'convnext-tiny',
+      '--body-end',
+      'stages.4',
+      '--image-size',
+      '4096',
+    );
+    assert.equal(bad.status, EXIT_INVALID);
+    assert.match(bad.stderr, /convnext-tiny has no layer 'stages\.4'.*stages\.0 … stages\.3/);
+  });
+
   it('reads a StreamingTrainingJob; flags override it', async () => {
     const file = manifest('job.yaml');
     const r = await run('plan', file, '--json');
@@ -230,7 +264,7 @@ describe('tilestream plan', () => {
       ],
       [
         ['plan', '--model', 'vgg16', '--image-size', '4096', '--gpu-memory', '16Gi'],
-        /Allowed choices are resnet18, resnet34, midl2018, smallcnn/,
+        /Allowed choices are resnet18, resnet34, convnext-atto, convnext-femto, convnext-pico, convnext-nano, convnext-tiny, midl2018, smallcnn/,
       ],
     ];
     for (const [args, message] of cases) {

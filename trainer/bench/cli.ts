@@ -24,7 +24,7 @@ export function registerStreamingBenches(bench: Command): void {
   bench
     .command('equivalence')
     .description(
-      'stream random bodies and ResNet-18 and compare with conventional training (worst relative errors)',
+      'stream random bodies, ResNet-18 and ConvNeXt-atto and compare with conventional training (worst relative errors)',
     )
     .addOption(
       new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_CHOICES).default('wasm'),
@@ -32,7 +32,10 @@ export function registerStreamingBenches(bench: Command): void {
     .option('--seed <n>', 'seed of the random cases', parseIntOption, 1)
     .option('--cases <n>', 'number of random bodies', parseIntOption, 40)
     .option('--max-pixels <n>', 'largest image area of a random case', parseIntOption, 200 * 200)
-    .option('--no-fixed', 'skip the ResNet-18 512² cases (tiles 256 and 320)')
+    .option(
+      '--no-fixed',
+      'skip the ResNet-18 512² (tiles 256, 320) and ConvNeXt-atto 384² (tiles 184, 248) cases',
+    )
     .option('--json', 'print JSON')
     .action(
       async (o: {

@@ -1,5 +1,6 @@
-// `tilestream bench equivalence`: a seeded set of random bodies and sizes plus fixed ResNet cases,
-// each streamed and run conventionally on the same image; reports the worst relative errors.
+// `tilestream bench equivalence`: a seeded set of random bodies and sizes (ConvNeXt-like blocks
+// among them) plus fixed ResNet-18 and ConvNeXt-atto cases, each streamed and run conventionally on
+// the same image; reports the worst relative errors.
 
 import { builtinNetwork } from '../streaming/bodies.ts';
 import { compareStep, type Discrepancy } from '../streaming/compare.ts';
@@ -82,6 +83,17 @@ export async function benchEquivalence(o: EquivalenceOptions): Promise<Equivalen
     for (const t of [256, 320]) {
       o.log?.(`equivalence: ResNet-18 body to layer3 (with layer4 trunk), 512² image, tile ${t}`);
       fixed.push(await timed(`resnet18-layer3 512 tile ${t}`, resnet, [512, 512], [t, t], o.seed));
+    }
+    // Full width (40); streamed to stages.1 (minimum tile 152), so that a 384² image takes several
+    // tiles; stages 2–3 run in the trunk. Layer scales start at 0.5, not 1e-6, so every branch counts.
+    const convnext: Network = {
+      ...builtinNetwork('convnext-atto', { bodyEnd: 'stages.1', layerScaleInit: 0.5 }),
+      pooling: 'avg',
+      outputs: 2,
+    };
+    for (const t of [184, 248]) {
+      o.log?.(`equivalence: ConvNeXt-atto body to stages.1 (with stages 2–3 trunk), 384² image, tile ${t}`);
+      fixed.push(await timed(`convnext-atto-stages.1 384 tile ${t}`, convnext, [384, 384], [t, t], o.seed));
     }
   }
   const all = [worst, ...fixed];

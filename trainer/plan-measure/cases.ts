@@ -38,6 +38,17 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     pooling: 'avg',
     outputs: 3,
   };
+  // ConvNeXt: layer norm, GELU and layer scale, streamed through stage 0 or 1, the rest in the trunk.
+  const convnext0: PlanNetwork = {
+    ...builtinNetwork('convnext-atto', { width: 4, bodyEnd: 'stages.0' }),
+    pooling: 'avg',
+    outputs: 2,
+  };
+  const convnext1: PlanNetwork = {
+    ...builtinNetwork('convnext-atto', { width: 4, bodyEnd: 'stages.1' }),
+    pooling: 'max',
+    outputs: 2,
+  };
   // The MIDL 2018 network as in the notebook's 514² demo (5 blocks, streamed to conv1-3); 520 is
   // the nearest size aligned to its stride of 8; smaller variants have 4 and 3 blocks.
   const midl: PlanNetwork = { ...splitAt(midl2018({ blocks: 5 }), 'conv1-3'), pooling: 'avg', outputs: 2 };
@@ -53,6 +64,7 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
       ...both('resnet18 w4 →layer2', r18, 160, 144),
       ...both('resnet34 w4 →layer1', r34, 128, 96),
       ...both('midl2018 3 blocks →conv1-1', midl3, 128, 72),
+      ...both('convnext-atto w4 →stages.0', convnext0, 128, 96),
     ];
   }
   return [
@@ -64,6 +76,8 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     ...both('resnet34 w4 →layer1', r34, 192, 96),
     ...both('midl2018 4 blocks →conv1-2', midl4, 264, 136),
     ...both('midl2018 5 blocks →conv1-3', midl, 520, 264),
+    ...both('convnext-atto w4 →stages.0', convnext0, 128, 96),
+    ...both('convnext-atto w4 →stages.1', convnext1, 224, 184),
   ];
 }
 

@@ -127,10 +127,13 @@ export function registerPlanCommands(program: Command): void {
     .addOption(
       new Option('--model <arch>', 'a built-in network (overrides the manifest)').choices(ARCHITECTURES),
     )
-    .option('--body-end <layer>', 'last layer of the streamed body (ResNet: layer1..layer4 or a block name)')
+    .option(
+      '--body-end <layer>',
+      'last layer of the streamed body (ResNet: layer1..layer4; ConvNeXt: stages.0..stages.3; or a block name)',
+    )
     .option(
       '--width <n>',
-      'smallcnn channels, or the ResNet base width (64 in torchvision)',
+      'smallcnn channels, the ResNet base width (64 in torchvision) or the ConvNeXt stage-0 width',
       parsePositiveInt,
     )
     .option('--channels <n>', 'input channels (default 3)', parsePositiveInt)

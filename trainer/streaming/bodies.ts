@@ -157,7 +157,12 @@ export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): Spli
   const variant = convnextVariant(arch);
   if (variant !== undefined && isConvNextStage(cut)) cut = convnextStageEnd(variant, cut);
   if (!net.nodes.some((n) => n.name === cut)) {
-    throw new BodyError(`${arch} has no layer '${o.bodyEnd}' to end the streamed body at`);
+    const stages =
+      variant !== undefined ? 'stages.0 … stages.3' : arch.startsWith('resnet') ? 'layer1 … layer4' : '';
+    throw new BodyError(
+      `${arch} has no layer '${o.bodyEnd}' to end the streamed body at` +
+        (stages ? `; use a stage (${stages}) or a block name` : ''),
+    );
   }
   return splitAt(net, cut);
 }
