@@ -133,10 +133,28 @@ const volumeSource = (description: string) =>
 
 // ---------------------------------------------------------------- spec.model
 
-export const ARCHITECTURES = ['resnet18', 'resnet34', 'midl2018', 'smallcnn', 'tfjs'] as const;
+export const CONVNEXT_ARCHITECTURES = [
+  'convnext-atto',
+  'convnext-femto',
+  'convnext-pico',
+  'convnext-nano',
+  'convnext-tiny',
+] as const;
+export const ARCHITECTURES = [
+  'resnet18',
+  'resnet34',
+  ...CONVNEXT_ARCHITECTURES,
+  'midl2018',
+  'smallcnn',
+  'tfjs',
+] as const;
 export const RESNET_STAGES = ['layer1', 'layer2', 'layer3', 'layer4'] as const;
 /** Where a ResNet body ends when spec.model.bodyEnd is unset (set by the trainer, not by the schema). */
 export const RESNET_DEFAULT_BODY_END = 'layer3';
+export const CONVNEXT_STAGES = ['stages.0', 'stages.1', 'stages.2', 'stages.3'] as const;
+/** Where a ConvNeXt body ends when spec.model.bodyEnd is unset (set by the trainer, not by the schema). */
+export const CONVNEXT_DEFAULT_BODY_END = 'stages.2';
+const celList = (xs: readonly string[]): string => `[${xs.map((x) => `'${x}'`).join(', ')}]`;
 /** Channels of the smallcnn body when spec.model.width is unset. */
 export const SMALLCNN_DEFAULT_WIDTH = 16;
 
@@ -146,13 +164,15 @@ const model = object({
   properties: {
     architecture: enumeration(ARCHITECTURES, {
       description:
-        "Built-in body ('resnet18', 'resnet34' with frozen batch-norm; 'midl2018', the network of the MIDL 2018 " +
-        "abstract; 'smallcnn', a small conv net), or 'tfjs' for a TensorFlow.js layers model in tfjsModel.",
+        "Built-in body ('resnet18', 'resnet34' with frozen batch-norm; 'convnext-atto' … 'convnext-tiny', " +
+        "ConvNeXt with per-pixel layer norm; 'midl2018', the network of the MIDL 2018 abstract; 'smallcnn', a " +
+        "small conv net), or 'tfjs' for a TensorFlow.js layers model in tfjsModel.",
     }),
     bodyEnd: string({
       description:
         `Where the streamed body ends. For resnet18/resnet34 a stage, ${RESNET_STAGES.join(', ')} ` +
-        `(default ${RESNET_DEFAULT_BODY_END}); for tfjs the name of the last layer of the body (required). ` +
+        `(default ${RESNET_DEFAULT_BODY_END}); for ConvNeXt a stage, ${CONVNEXT_STAGES.join(', ')} ` +
+        `(default ${CONVNEXT_DEFAULT_BODY_END}); for tfjs the name of the last layer of the body (required). ` +
         'Everything after it is the head.',
       minLength: 1,
       maxLength: 253,
@@ -199,7 +219,7 @@ const model = object({
     requiredWhen('tfjsModel', 'architecture', ['tfjs']),
     onlyWhen('tfjsModel', 'architecture', ['tfjs']),
     requiredWhen('bodyEnd', 'architecture', ['tfjs']),
-    onlyWhen('bodyEnd', 'architecture', ['resnet18', 'resnet34', 'tfjs']),
+    onlyWhen('bodyEnd', 'architecture', ['resnet18', 'resnet34', ...CONVNEXT_ARCHITECTURES, 'tfjs']),
     {
       rule: `!(self.architecture in ['resnet18', 'resnet34']) || !has(self.bodyEnd) || self.bodyEnd in [${RESNET_STAGES.map((s) => `'${s}'`).join(', ')}]`,
       message: `for resnet18 and resnet34, bodyEnd must be one of ${RESNET_STAGES.join(', ')}`,
@@ -208,6 +228,15 @@ const model = object({
         !(m.architecture === 'resnet18' || m.architecture === 'resnet34') ||
         m.bodyEnd === undefined ||
         (RESNET_STAGES as readonly string[]).includes(m.bodyEnd),
+    },
+    {
+      rule: `!(self.architecture in ${celList(CONVNEXT_ARCHITECTURES)}) || !has(self.bodyEnd) || self.bodyEnd in ${celList(CONVNEXT_STAGES)}`,
+      message: `for ConvNeXt, bodyEnd must be one of ${CONVNEXT_STAGES.join(', ')}`,
+      fieldPath: '.bodyEnd',
+      check: (m) =>
+        !(CONVNEXT_ARCHITECTURES as readonly string[]).includes(m.architecture) ||
+        m.bodyEnd === undefined ||
+        (CONVNEXT_STAGES as readonly string[]).includes(m.bodyEnd),
     },
     onlyWhen('width', 'architecture', ['smallcnn']),
     immutable('spec.model', 'create a new StreamingTrainingJob to train a different model'),
@@ -221,8 +250,8 @@ const model = object({
  * it against the planner. Tiles below TILE_SIZE_MIN are refused by tileSize's own bounds anyway.
  */
 export const MODEL_MINIMUM_TILES: readonly {
-  architecture: 'resnet18' | 'resnet34' | 'midl2018' | 'smallcnn';
-  bodyEnd?: (typeof RESNET_STAGES)[number];
+  architecture: Exclude<(typeof ARCHITECTURES)[number], 'tfjs'>;
+  bodyEnd?: (typeof RESNET_STAGES)[number] | (typeof CONVNEXT_STAGES)[number];
   minimumPx: number;
 }[] = [
   { architecture: 'resnet18', bodyEnd: 'layer1', minimumPx: 48 },
@@ -233,14 +262,36 @@ export const MODEL_MINIMUM_TILES: readonly {
   { architecture: 'resnet34', bodyEnd: 'layer2', minimumPx: 192 },
   { architecture: 'resnet34', bodyEnd: 'layer3', minimumPx: 576 },
   { architecture: 'resnet34', bodyEnd: 'layer4', minimumPx: 960 },
+  // atto, femto and pico share their depths, so their receptive fields.
+  ...(['convnext-atto', 'convnext-femto', 'convnext-pico'] as const).flatMap((architecture) =>
+    (
+      [
+        ['stages.0', 52],
+        ['stages.1', 152],
+        ['stages.2', 752],
+        ['stages.3', 1184],
+      ] as const
+    ).map(([bodyEnd, minimumPx]) => ({ architecture, bodyEnd, minimumPx })),
+  ),
+  { architecture: 'convnext-nano', bodyEnd: 'stages.0', minimumPx: 52 },
+  { architecture: 'convnext-nano', bodyEnd: 'stages.1', minimumPx: 152 },
+  { architecture: 'convnext-nano', bodyEnd: 'stages.2', minimumPx: 944 },
+  { architecture: 'convnext-nano', bodyEnd: 'stages.3', minimumPx: 1376 },
+  { architecture: 'convnext-tiny', bodyEnd: 'stages.0', minimumPx: 76 },
+  { architecture: 'convnext-tiny', bodyEnd: 'stages.1', minimumPx: 232 },
+  { architecture: 'convnext-tiny', bodyEnd: 'stages.2', minimumPx: 1104 },
+  { architecture: 'convnext-tiny', bodyEnd: 'stages.3', minimumPx: 1696 },
   { architecture: 'midl2018', minimumPx: 208 },
   { architecture: 'smallcnn', minimumPx: 80 },
 ];
 
 /** `architecture` or `architecture/bodyEnd`: the key of a body in minimumTileRule's CEL map. */
 function bodyKey(m: { architecture: string; bodyEnd?: string }): string {
-  if (m.architecture !== 'resnet18' && m.architecture !== 'resnet34') return m.architecture;
-  return `${m.architecture}/${m.bodyEnd ?? RESNET_DEFAULT_BODY_END}`;
+  if (m.architecture === 'resnet18' || m.architecture === 'resnet34')
+    return `${m.architecture}/${m.bodyEnd ?? RESNET_DEFAULT_BODY_END}`;
+  if ((CONVNEXT_ARCHITECTURES as readonly string[]).includes(m.architecture))
+    return `${m.architecture}/${m.bodyEnd ?? CONVNEXT_DEFAULT_BODY_END}`;
+  return m.architecture;
 }
 
 /**
@@ -255,9 +306,12 @@ function minimumTileRule(): ValidationRule<{
 }> {
   const table = new Map(MODEL_MINIMUM_TILES.map((m) => [bodyKey(m), m.minimumPx]));
   const celMap = `{${[...table].map(([k, px]) => `'${k}': ${px}`).join(', ')}}`;
+  const a = 'self.model.architecture';
+  const end = (fallback: string): string =>
+    `${a} + '/' + (has(self.model.bodyEnd) ? self.model.bodyEnd : '${fallback}')`;
   const key =
-    "(self.model.architecture in ['resnet18', 'resnet34'] ? self.model.architecture + '/' + " +
-    `(has(self.model.bodyEnd) ? self.model.bodyEnd : '${RESNET_DEFAULT_BODY_END}') : self.model.architecture)`;
+    `(${a} in ['resnet18', 'resnet34'] ? ${end(RESNET_DEFAULT_BODY_END)} : ` +
+    `${a} in ${celList(CONVNEXT_ARCHITECTURES)} ? ${end(CONVNEXT_DEFAULT_BODY_END)} : ${a})`;
   const t = 'self.streaming.tileSize';
   return {
     rule:

@@ -4,7 +4,14 @@
 
 import type { InputOf, OutputOf } from '../schema-builder.ts';
 import type { API_VERSION, KIND } from './names.ts';
-import type { ARCHITECTURES, RESNET_STAGES, SpecNode, StatusNode } from './schema.ts';
+import type {
+  ARCHITECTURES,
+  CONVNEXT_ARCHITECTURES,
+  CONVNEXT_STAGES,
+  RESNET_STAGES,
+  SpecNode,
+  StatusNode,
+} from './schema.ts';
 
 /** The spec after defaulting, exactly as derived from the schema (no unions). */
 type DerivedSpec = OutputOf<SpecNode>;
@@ -28,6 +35,13 @@ export interface ResNetModel extends ModelCommon {
   tfjsModel?: never;
   width?: never;
 }
+export interface ConvNextModel extends ModelCommon {
+  architecture: (typeof CONVNEXT_ARCHITECTURES)[number];
+  /** Unset means CONVNEXT_DEFAULT_BODY_END. */
+  bodyEnd?: (typeof CONVNEXT_STAGES)[number];
+  tfjsModel?: never;
+  width?: never;
+}
 export interface TfjsModel extends ModelCommon {
   architecture: 'tfjs';
   tfjsModel: string;
@@ -47,7 +61,7 @@ export interface Midl2018Model extends ModelCommon {
   tfjsModel?: never;
   width?: never;
 }
-export type ModelSpec = ResNetModel | TfjsModel | SmallCnnModel | Midl2018Model;
+export type ModelSpec = ResNetModel | ConvNextModel | TfjsModel | SmallCnnModel | Midl2018Model;
 
 // ------------------------------------------------------------ data, checkpoint
 

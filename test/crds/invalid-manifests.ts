@@ -149,6 +149,21 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     message: 'bodyEnd must be one of',
   },
   {
+    name: 'ConvNeXt bodyEnd that is not a stage',
+    manifest: edit(v(), { 'spec.model': { architecture: 'convnext-atto', bodyEnd: 'layer3' } }),
+    path: 'spec.model.bodyEnd',
+    message: 'for ConvNeXt, bodyEnd must be one of stages.0',
+  },
+  {
+    name: 'tile below the minimum of a ConvNeXt stage',
+    manifest: edit(v(), {
+      'spec.model': { architecture: 'convnext-tiny', bodyEnd: 'stages.1' },
+      'spec.streaming.tileSize': 224,
+    }),
+    path: 'spec.streaming.tileSize',
+    message: 'below the minimum tile',
+  },
+  {
     name: 'bodyEnd on smallcnn',
     manifest: edit(v(), { 'spec.model.bodyEnd': 'layer3' }),
     path: 'spec.model.bodyEnd',

@@ -2,7 +2,13 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { MODEL_MINIMUM_TILES, RESNET_DEFAULT_BODY_END } from '../../crds/v1alpha1/schema.ts';
+import {
+  CONVNEXT_ARCHITECTURES,
+  CONVNEXT_DEFAULT_BODY_END,
+  CONVNEXT_STAGES,
+  MODEL_MINIMUM_TILES,
+  RESNET_DEFAULT_BODY_END,
+} from '../../crds/v1alpha1/schema.ts';
 import { tileConstraints } from '../../trainer/plan/planner.ts';
 import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 
@@ -24,6 +30,13 @@ describe('MODEL_MINIMUM_TILES', () => {
       const ends = MODEL_MINIMUM_TILES.filter((m) => m.architecture === a).map((m) => m.bodyEnd);
       assert.deepEqual(ends, ['layer1', 'layer2', 'layer3', 'layer4']);
       assert.ok(ends.includes(RESNET_DEFAULT_BODY_END));
+    }
+  });
+  it('has every stage of every ConvNeXt, and the default body end among them', () => {
+    for (const a of CONVNEXT_ARCHITECTURES) {
+      const ends = MODEL_MINIMUM_TILES.filter((m) => m.architecture === a).map((m) => m.bodyEnd);
+      assert.deepEqual(ends, [...CONVNEXT_STAGES], a);
+      assert.ok(ends.includes(CONVNEXT_DEFAULT_BODY_END));
     }
   });
 });
