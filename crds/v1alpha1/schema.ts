@@ -97,6 +97,21 @@ const quantity = (description: string) =>
   });
 
 /** The volumes a job may mount: a restricted core/v1 VolumeSource (exactly one member). */
+/** A hostPath volume: the same shape for the checkpoint/data volumes and for spec.pod.volumes. */
+const hostPathSource = (description: string) =>
+  object({
+    description,
+    properties: {
+      path: string({
+        description: 'Absolute path on the node.',
+        maxLength: PATH_MAX,
+        pattern: '^/',
+        patternHint: 'must be an absolute path',
+      }),
+    },
+    required: ['path'],
+  });
+
 const volumeSource = (description: string) =>
   object({
     description: `${description} Exactly one of persistentVolumeClaim or hostPath.`,
@@ -114,19 +129,9 @@ const volumeSource = (description: string) =>
         },
         required: ['claimName'],
       }),
-      hostPath: object({
-        description:
-          'A directory on the node (single-node and test clusters; needs a privileged namespace policy).',
-        properties: {
-          path: string({
-            description: 'Absolute path on the node.',
-            maxLength: PATH_MAX,
-            pattern: '^/',
-            patternHint: 'must be an absolute path',
-          }),
-        },
-        required: ['path'],
-      }),
+      hostPath: hostPathSource(
+        'A directory on the node (single-node and test clusters; needs a privileged namespace policy).',
+      ),
     },
     rules: [exactlyOneOf(['persistentVolumeClaim', 'hostPath'])],
   });
@@ -1102,18 +1107,7 @@ const podVolume = object({
       properties: { claimName: objectName('Name of the PersistentVolumeClaim.') },
       required: ['claimName'],
     }),
-    hostPath: object({
-      description: 'A directory on the node (the tenant policy limits it to hostPathPrefixes).',
-      properties: {
-        path: string({
-          description: 'Absolute path on the node.',
-          maxLength: PATH_MAX,
-          pattern: '^/',
-          patternHint: 'must be an absolute path',
-        }),
-      },
-      required: ['path'],
-    }),
+    hostPath: hostPathSource('A directory on the node (the tenant policy limits it to hostPathPrefixes).'),
     configMap: object({
       description: 'A ConfigMap in the job namespace, its keys as files.',
       properties: { name: objectName('Name of the ConfigMap.') },
