@@ -59,13 +59,9 @@ function setup(): number {
   const venv = spawnSync('python3', ['-m', 'venv', join(WSIDICOMIZER.dir, 'venv')], { stdio: 'inherit' });
   const pip =
     venv.status === 0 &&
-    spawnSync(
-      python,
-      ['-m', 'pip', 'install', '--quiet', `wsidicomizer==${WSIDICOMIZER.version}`],
-      {
-        stdio: 'inherit',
-      },
-    ).status === 0;
+    spawnSync(python, ['-m', 'pip', 'install', '--quiet', `wsidicomizer==${WSIDICOMIZER.version}`], {
+      stdio: 'inherit',
+    }).status === 0;
   if (!pip) {
     rmSync(WSIDICOMIZER.dir, { recursive: true, force: true });
     process.stderr.write(
