@@ -47,6 +47,19 @@ describe('out-of-memory detection', () => {
   });
 });
 
+/** One size² grey PNG of hash noise (so PNG cannot shrink it) and a train.csv naming it, in dir. */
+async function writeNoiseDataset(dir: string, size: number): Promise<void> {
+  const { writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const sharp = (await import('sharp')).default;
+  const pixels = Buffer.alloc(size * size);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
+  await sharp(pixels, { raw: { width: size, height: size, channels: 1 } })
+    .png({ compressionLevel: 1 })
+    .toFile(join(dir, 'a.png'));
+  writeFileSync(join(dir, 'train.csv'), 'path,label\na.png,1\n');
+}
+
 describe('tilestream train out of memory', () => {
   it('exits with code 3 when a tile does not fit the wasm heap', async (t) => {
     const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
@@ -54,17 +67,11 @@ describe('tilestream train out of memory', () => {
     const { join } = await import('node:path');
     const { spawnSync } = await import('node:child_process');
     const { fileURLToPath } = await import('node:url');
-    const sharp = (await import('sharp')).default;
     const { stringify } = await import('yaml');
     const dir = mkdtempSync(join(tmpdir(), 'oom-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const size = 4096;
-    const pixels = Buffer.alloc(size * size);
-    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
-    await sharp(pixels, { raw: { width: size, height: size, channels: 1 } })
-      .png({ compressionLevel: 1 })
-      .toFile(join(dir, 'a.png'));
-    writeFileSync(join(dir, 'train.csv'), 'path,label\na.png,1\n');
+    await writeNoiseDataset(dir, size);
     writeFileSync(
       join(dir, 'job.yaml'),
       stringify({
@@ -98,7 +105,6 @@ describe('tilestream train out of memory on the tensorflow backend', { skip: ten
     const { join } = await import('node:path');
     const { spawnSync } = await import('node:child_process');
     const { fileURLToPath } = await import('node:url');
-    const sharp = (await import('sharp')).default;
     const { stringify } = await import('yaml');
     const tfl = await import('@tensorflow/tfjs-layers');
     const { initBackend } = await import('../../trainer/backend/select.ts');
@@ -122,12 +128,7 @@ describe('tilestream train out of memory on the tensorflow backend', { skip: ten
     );
     writeFileSync(join(dir, 'weights.bin'), new Uint8Array(0));
     const size = 2048;
-    const pixels = Buffer.alloc(size * size);
-    for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
-    await sharp(pixels, { raw: { width: size, height: size, channels: 1 } })
-      .png({ compressionLevel: 1 })
-      .toFile(join(dir, 'a.png'));
-    writeFileSync(join(dir, 'train.csv'), 'path,label\na.png,1\n');
+    await writeNoiseDataset(dir, size);
     writeFileSync(
       join(dir, 'job.yaml'),
       stringify({
