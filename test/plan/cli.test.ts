@@ -298,7 +298,7 @@ describe('tilestream bench memory', () => {
         streamed: { predicted?: { requiredBytes: number } };
       }[];
     };
-    assert.equal(j.rows.length, 8);
+    assert.equal(j.rows.length, 10);
     const midlSmall = j.rows.find((row) => row.network.startsWith('midl2018') && row.image === 1024);
     assert.match(midlSmall?.conventional.note ?? '', /too small for the layers after the streamed body/);
     for (const row of j.rows.filter((x) => x.image === 8192)) assert.ok(row.streamed.predicted, row.network);

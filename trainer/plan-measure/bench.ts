@@ -25,6 +25,7 @@ export const BENCH_NETWORKS: readonly { arch: Architecture; width?: number; labe
   { arch: 'resnet18', width: 16, label: 'resnet18 width 16, to layer3' },
   { arch: 'resnet34', width: 16, label: 'resnet34 width 16, to layer3' },
   { arch: 'midl2018', label: 'midl2018 (9 blocks, to conv3-4)' },
+  { arch: 'convnext-atto', label: 'convnext-atto (width 40), to stages.2' },
 ];
 
 // Effective training throughput (conv FLOP/s, narrow networks, shared 2-core machine), measured
