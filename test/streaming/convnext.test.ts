@@ -1,7 +1,7 @@
 // ConvNeXt's new ops and bodies on the wasm, cpu and native TensorFlow backends: GELU and channel
 // layer norm against a float64 reference (values and gradients), the variants' sizes against
-// timm's, and streamed training against conventional training on every variant at small width
-// and on random ConvNeXt-like bodies, within the tolerances of streaming-algorithm.md §2.2.
+// timm's, and streamed training against conventional training on the variants' depths at small
+// width and on random ConvNeXt-like bodies, within the tolerances of streaming-algorithm.md §2.2.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -177,10 +177,12 @@ for (const backend of ['wasm', 'cpu', 'tensorflow'] as const) {
       tf.dispose([x, g]);
     });
 
-    it('every variant’s depths at width 4, body to stages.1 with a stages 2–3 trunk: streamed equals conventional', async (t) => {
-      // At one width the variants differ only in depths: atto, femto and pico share theirs. cpu
-      // convolutions are slow: there the shortest and the deepest stand for all.
-      const variants = backend === 'cpu' ? (['atto', 'tiny'] as const) : (['atto', 'nano', 'tiny'] as const);
+    it('the variants’ depths at width 4, body to stages.1 with a stages 2–3 trunk: streamed equals conventional', async (t) => {
+      // At one width the variants differ only in depths: atto, femto and pico share theirs, and
+      // nano's differ from them in stage 2 only, which runs in the trunk here (conventionally on
+      // both sides). So atto and tiny cover every streamed body of this cut; cpu, slow at
+      // convolutions, checks atto.
+      const variants = backend === 'cpu' ? (['atto'] as const) : (['atto', 'tiny'] as const);
       for (const v of variants) {
         const net: Network = {
           ...builtinNetwork(`convnext-${v}`, { bodyEnd: 'stages.1', width: 4, layerScaleInit: 0.5 }),
@@ -208,8 +210,9 @@ for (const backend of ['wasm', 'cpu', 'tensorflow'] as const) {
       assertEquivalent(await compareStep(net, [128, 96], [64, 64], 5), 'convnext-atto stages.0');
     });
 
-    it('random ConvNeXt-like bodies (blocks, downsampling, GELU, layer norm, layer scale) and sizes', async () => {
+    it('random ConvNeXt-like bodies (blocks, downsampling, GELU, layer norm, layer scale) and sizes', async (t) => {
       let compared = 0;
+      let downsampling = 0;
       await fc.assert(
         fc.asyncProperty(
           fc.array(convnextDraw, { minLength: 1, maxLength: 5 }),
@@ -229,13 +232,16 @@ for (const backend of ['wasm', 'cpu', 'tensorflow'] as const) {
             const image: [number, number] = [tile + S, tile + 2 * S];
             if (image[0] * image[1] > 160 * 160) return;
             compared++;
+            if (layers.some((l) => l.kind === 'convnext' && l.s === 2)) downsampling++;
             const d = await compareStep({ body, pooling: 'avg', outputs: 2 }, image, [tile, tile], seed);
             assertEquivalent(d, `body ${JSON.stringify(layers)} image ${image} tile ${tile}`);
           },
         ),
-        { numRuns: backend === 'cpu' ? 6 : 15, seed: 1717 },
+        { numRuns: backend === 'cpu' ? 6 : 12, seed: 1717 },
       );
-      assert.ok(compared >= (backend === 'cpu' ? 3 : 8), `only ${compared} random cases were small enough`);
+      t.diagnostic(`${compared} random bodies compared, ${downsampling} with a downsampling ConvNeXt block`);
+      assert.ok(compared >= (backend === 'cpu' ? 3 : 6), `only ${compared} random cases were small enough`);
+      assert.ok(downsampling > 0, 'no compared body had a downsampling ConvNeXt block');
     });
   });
 }
