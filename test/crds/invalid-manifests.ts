@@ -224,6 +224,12 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     message: 'exactly one of',
   },
   {
+    name: 'slides with neither micronsPerPixel nor level',
+    manifest: edit(v(), { 'spec.data.slides': { tissue: true } }),
+    path: 'spec.data.slides',
+    message: 'set micronsPerPixel or level',
+  },
+  {
     name: 'claimName that is not a DNS name',
     manifest: edit(v(), { 'spec.data.volume.persistentVolumeClaim.claimName': 'Lesion_Data' }),
     path: 'spec.data.volume.persistentVolumeClaim.claimName',
@@ -868,5 +874,9 @@ export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = 
       'spec.model': { architecture: 'resnet18', bodyEnd: 'layer2', head: { classes: 1 } },
       'spec.streaming': { tileSize: 128, minTileSize: 64 },
     }),
+  },
+  {
+    name: 'whole slides at 2 µm per pixel, level 1 for slides without resolution',
+    manifest: edit(v(), { 'spec.data.slides': { micronsPerPixel: 2, level: 1, fit: 'downscale' } }),
   },
 ];
