@@ -14,7 +14,7 @@
 //   honoured, the Kueue job's trainer Job created suspended with the queue label.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -514,7 +514,8 @@ describe('examples/svs-slides-pvc.yaml: its data settings read whole slides', { 
       schedule: { type: 'constant' },
     };
     spec.streaming = { tileSize: 128 };
-    spec.checkpoint = { path: 'checkpoints', everySteps: 1, keep: 1 };
+    // Its own folder: the pyramidal-TIFF example's run leaves a finished checkpoint in checkpoints/.
+    spec.checkpoint = { path: 'checkpoints-slides', everySteps: 1, keep: 1 };
     for (const k of ['train', 'validation', 'channels', 'augmentation', 'maxBadImageFraction']) {
       assert.deepEqual(spec.data[k], job.spec.data[k], `spec.data.${k} is the example's`);
     }
@@ -530,7 +531,9 @@ describe('examples/svs-slides-pvc.yaml: its data settings read whole slides', { 
     assert.equal(summary.skippedImages, 0, 'every slide was read');
     assert.ok(Number.isFinite(summary.validation?.loss), 'validation slides were read');
     // Each slide's tissue pictures and crop, beside the checkpoints.
-    const saved = readdirSync(join(work, 'checkpoints', 'tissue'));
+    const tissueDir = join(work, 'checkpoints-slides', 'tissue');
+    assert.ok(existsSync(tissueDir), `no ${tissueDir}; tilestream train said:\n${r.stderr.slice(-3000)}`);
+    const saved = readdirSync(tissueDir);
     for (const split of ['train', 'val']) {
       for (const n of ['000000', '000001']) {
         for (const ext of ['tissue.png', 'mask.png', 'json']) {
@@ -612,18 +615,11 @@ describe('examples/ on a real kube-apiserver', { skip: skipPlane }, () => {
     const r = await plane.kubectl(['get', 'stj', '-n', 'pathology', '-o', 'wide']);
     assert.equal(r.code, 0, r.stderr);
     const [header, ...rows] = r.stdout.trim().split('\n');
-    assert.deepEqual(header?.split(/\s{2,}/), [
-      'NAME',
-      'PHASE',
-      'TILE',
-      'GPU',
-      'SAVED',
-      'PROGRESS',
-      'AGE',
-      'EPOCH',
-      'LOSS',
-      'QUEUE',
-    ]);
+    assert.deepEqual(
+      header?.split(/\s{2,}/),
+      ['NAME', 'PHASE', 'TILE', 'GPU', 'SAVED', 'PROGRESS', 'REASON', 'AGE', 'EPOCH', 'LOSS', 'QUEUE'],
+      `kubectl get stj -o wide printed:\n${r.stdout}\n${r.stderr}`,
+    );
     const names = jobs()
       .filter((d) => namespaceOf(d.obj) === 'pathology')
       .map((d) => d.obj.metadata.name)
