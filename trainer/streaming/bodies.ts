@@ -1,4 +1,4 @@
-// Built-in networks: ResNet-18/34 with frozen batch-norm (torchvision's layout), ConvNeXt bodies
+// Built-in networks: ResNet-18/34/50 with frozen batch-norm (torchvision's layout), ConvNeXt bodies
 // (convnext.ts), the MIDL 2018 proof-of-concept network (streaming-algorithm.md Appendix B) and a
 // small plain CNN for demos and tests (synthetic-task.md §2). Each is a whole network up to its
 // last spatial layer; `splitAt` cuts it into the streamed body and a conventionally run trunk.
@@ -14,10 +14,12 @@ import {
 import { type Body, BodyError, type SplitNetwork, splitAt } from './graph.ts';
 
 export type ConvNextArchitecture = `convnext-${ConvNextVariant}`;
-export type Architecture = 'resnet18' | 'resnet34' | ConvNextArchitecture | 'midl2018' | 'smallcnn';
+export type ResNetArchitecture = 'resnet18' | 'resnet34' | 'resnet50';
+export type Architecture = ResNetArchitecture | ConvNextArchitecture | 'midl2018' | 'smallcnn';
 export const ARCHITECTURES: readonly Architecture[] = [
   'resnet18',
   'resnet34',
+  'resnet50',
   ...CONVNEXT_VARIANTS.map((v): ConvNextArchitecture => `convnext-${v}`),
   'midl2018',
   'smallcnn',
@@ -34,37 +36,91 @@ export interface ResNetOptions {
   baseWidth?: number;
 }
 
-const RESNET_BLOCKS: Record<18 | 34, readonly number[]> = { 18: [2, 2, 2, 2], 34: [3, 4, 6, 3] };
+export type ResNetDepth = 18 | 34 | 50;
+const RESNET_BLOCKS: Record<ResNetDepth, readonly number[]> = {
+  18: [2, 2, 2, 2],
+  34: [3, 4, 6, 3],
+  50: [3, 4, 6, 3],
+};
+/** ResNet-50's bottleneck blocks output 4× their inner width (torchvision's Bottleneck.expansion). */
+const BOTTLENECK_EXPANSION = 4;
 
-/** ResNet-18/34 from the stem to the end of layer4; block outputs are named `layerS.B`. */
-export function resnet(depth: 18 | 34, o: ResNetOptions = {}): Body {
+const resnetDepth = (arch: ResNetArchitecture): ResNetDepth =>
+  Number(arch.slice('resnet'.length)) as ResNetDepth;
+export const isResNet = (arch: Architecture): arch is ResNetArchitecture =>
+  arch === 'resnet18' || arch === 'resnet34' || arch === 'resnet50';
+
+/**
+ * ResNet-18/34 (basic blocks) and ResNet-50 (bottleneck blocks, stride in the 3×3 conv as
+ * torchvision's v1.5) from the stem to the end of layer4; block outputs are named `layerS.B`.
+ */
+export function resnet(depth: ResNetDepth, o: ResNetOptions = {}): Body {
   const width = o.baseWidth ?? 64;
   const b = new BodyBuilder(`resnet${depth}`, o.inputChannels ?? 3);
   let x = b.conv(b.input, { filters: width, kernel: 7, stride: 2, padding: 3, bias: false, name: 'conv1' });
   x = b.relu(b.affine(x, 'bn1'), 'relu');
   x = b.maxPool(x, { kernel: 3, stride: 2, padding: 1, name: 'maxpool' });
+  const block = depth === 50 ? bottleneckBlock : basicBlock;
+  const expansion = depth === 50 ? BOTTLENECK_EXPANSION : 1;
+  let channels = width;
   RESNET_BLOCKS[depth].forEach((blocks, stage) => {
-    const filters = width * 2 ** stage;
+    const inner = width * 2 ** stage;
     for (let i = 0; i < blocks; i++) {
-      const p = `layer${stage + 1}.${i}`;
       const stride = stage > 0 && i === 0 ? 2 : 1;
-      let y = b.conv(x, { filters, kernel: 3, stride, padding: 1, bias: false, name: `${p}.conv1` });
-      y = b.relu(b.affine(y, `${p}.bn1`), `${p}.relu1`);
-      y = b.affine(
-        b.conv(y, { filters, kernel: 3, padding: 1, bias: false, name: `${p}.conv2` }),
-        `${p}.bn2`,
-      );
-      const skip =
-        stride === 1
-          ? x
-          : b.affine(
-              b.conv(x, { filters, kernel: 1, stride, bias: false, name: `${p}.downsample.0` }),
-              `${p}.downsample.1`,
-            );
-      x = b.relu(b.add([y, skip], `${p}.add`), p);
+      // A projection shortcut wherever the shape changes (layer1.0 of ResNet-50 too: 64 → 256).
+      const project = stride !== 1 || channels !== inner * expansion;
+      x = block(b, x, `layer${stage + 1}.${i}`, inner, stride, project);
+      channels = inner * expansion;
     }
   });
   return b.build(x);
+}
+
+/** The shortcut of a block: the input, or a strided 1×1 conv and frozen batch-norm. */
+function shortcut(
+  b: BodyBuilder,
+  x: string,
+  p: string,
+  filters: number,
+  stride: number,
+  project: boolean,
+): string {
+  if (!project) return x;
+  const y = b.conv(x, { filters, kernel: 1, stride, bias: false, name: `${p}.downsample.0` });
+  return b.affine(y, `${p}.downsample.1`);
+}
+
+/** torchvision's BasicBlock: two 3×3 convs. */
+function basicBlock(
+  b: BodyBuilder,
+  x: string,
+  p: string,
+  filters: number,
+  stride: number,
+  project: boolean,
+): string {
+  let y = b.conv(x, { filters, kernel: 3, stride, padding: 1, bias: false, name: `${p}.conv1` });
+  y = b.relu(b.affine(y, `${p}.bn1`), `${p}.relu1`);
+  y = b.affine(b.conv(y, { filters, kernel: 3, padding: 1, bias: false, name: `${p}.conv2` }), `${p}.bn2`);
+  return b.relu(b.add([y, shortcut(b, x, p, filters, stride, project)], `${p}.add`), p);
+}
+
+/** torchvision's Bottleneck: 1×1 down to `inner`, 3×3 (strided), 1×1 up to 4·inner. */
+function bottleneckBlock(
+  b: BodyBuilder,
+  x: string,
+  p: string,
+  inner: number,
+  stride: number,
+  project: boolean,
+): string {
+  const out = inner * BOTTLENECK_EXPANSION;
+  let y = b.conv(x, { filters: inner, kernel: 1, bias: false, name: `${p}.conv1` });
+  y = b.relu(b.affine(y, `${p}.bn1`), `${p}.relu1`);
+  y = b.conv(y, { filters: inner, kernel: 3, stride, padding: 1, bias: false, name: `${p}.conv2` });
+  y = b.relu(b.affine(y, `${p}.bn2`), `${p}.relu2`);
+  y = b.affine(b.conv(y, { filters: out, kernel: 1, bias: false, name: `${p}.conv3` }), `${p}.bn3`);
+  return b.relu(b.add([y, shortcut(b, x, p, out, stride, project)], `${p}.add`), p);
 }
 
 export interface Midl2018Options {
@@ -133,6 +189,7 @@ export function defaultBodyEnd(arch: Architecture): string | undefined {
   switch (arch) {
     case 'resnet18':
     case 'resnet34':
+    case 'resnet50':
       return 'layer3';
     case 'midl2018':
       return 'conv3-4';
@@ -150,8 +207,8 @@ export function defaultBodyEnd(arch: Architecture): string | undefined {
 export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): SplitNetwork {
   const net = buildWhole(arch, o);
   let cut = o.bodyEnd ?? defaultBodyEnd(arch) ?? net.output;
-  if (/^layer[1-4]$/.test(cut) && (arch === 'resnet18' || arch === 'resnet34')) {
-    const blocks = RESNET_BLOCKS[arch === 'resnet18' ? 18 : 34][Number(cut.slice(5)) - 1] as number;
+  if (/^layer[1-4]$/.test(cut) && isResNet(arch)) {
+    const blocks = RESNET_BLOCKS[resnetDepth(arch)][Number(cut.slice(5)) - 1] as number;
     cut = `${cut}.${blocks - 1}`;
   }
   const variant = convnextVariant(arch);
@@ -171,7 +228,8 @@ function buildWhole(arch: Architecture, o: BuiltinOptions): Body {
   switch (arch) {
     case 'resnet18':
     case 'resnet34':
-      return resnet(arch === 'resnet18' ? 18 : 34, {
+    case 'resnet50':
+      return resnet(resnetDepth(arch), {
         ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
         ...(o.width !== undefined && { baseWidth: o.width }),
       });
