@@ -5,12 +5,15 @@
 // trainer itself runs unchanged. Test-only options come before the trainer's arguments:
 //   --e2e-oom-once=<file>  exit 3 (the trainer's out-of-memory code) if <file> does not exist yet,
 //                          after writing the planned tile size into it.
+//   --e2e-slide-reads=<file>  record every OpenSlide region the trainer reads into <file>
+//                          (slide-reads.ts, preloaded into the trainer).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
+import { SLIDE_READS_ENV, SLIDE_READS_PRELOAD } from './slide-reads.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
 const root = process.env.TILESTREAM_POD_ROOT;
@@ -51,7 +54,14 @@ const env: NodeJS.ProcessEnv = { ...process.env, TILESTREAM_STATUS_KUBECONFIG: k
 const term = process.env.TILESTREAM_TERMINATION_MESSAGE_PATH;
 if (term) env.TILESTREAM_TERMINATION_MESSAGE_PATH = inPod(term);
 
-const child = spawn(process.execPath, [BIN, 'train', localJob, ...rest], { stdio: 'inherit', env });
+const readsFile = own.find((a) => a.startsWith('--e2e-slide-reads='))?.slice('--e2e-slide-reads='.length);
+const preload = readsFile ? ['--import', SLIDE_READS_PRELOAD] : [];
+if (readsFile) env[SLIDE_READS_ENV] = readsFile;
+
+const child = spawn(process.execPath, [...preload, BIN, 'train', localJob, ...rest], {
+  stdio: 'inherit',
+  env,
+});
 // The agent signals the whole process group, so the trainer gets SIGTERM too. This wrapper must
 // outlive it: dying at once would end the container (and the agent would SIGKILL the group) before
 // the trainer has written its checkpoint. Exit as the trainer did.
