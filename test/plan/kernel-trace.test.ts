@@ -13,11 +13,17 @@ import fc from 'fast-check';
 import { initBackend } from '../../trainer/backend/select.ts';
 import { COMPOSED_KERNELS, type ComposedBackend } from '../../trainer/kernels/composed.ts';
 import { createEngine } from '../../trainer/plan/sim-backends.ts';
-import { runBody as simRunBody } from '../../trainer/plan/sim-body.ts';
+import {
+  headForward as simHeadForward,
+  loss as simLoss,
+  runBody as simRunBody,
+} from '../../trainer/plan/sim-body.ts';
+import { add as simAdd } from '../../trainer/plan/sim-ops.ts';
 import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 import { runBody } from '../../trainer/streaming/executor.ts';
 import { axisProfile, minimumTile } from '../../trainer/streaming/geometry.ts';
 import { type Body, parameterShapes } from '../../trainer/streaming/graph.ts';
+import { headForward, type Network, networkParameterShapes } from '../../trainer/streaming/network.ts';
 import { drawLayers, mulberry32, randomBody } from '../../trainer/streaming/random-body.ts';
 import { tensorflowSkip } from '../tensorflow-build.ts';
 
@@ -203,5 +209,73 @@ describe("the planner traces the body's layers as the engine runs them (wasm)", 
         engine.some(([name]) => name === k),
         k,
       );
+  });
+});
+
+/**
+ * The head's training step on F (network.ts headStep; plan/memory.ts runs simHeadForward the same
+ * way): its loss, dL/dF and the head's gradients under one tape.
+ */
+async function headTraces(
+  net: Network,
+  fShape: readonly number[],
+): Promise<{ engine: Trace; planner: Trace }> {
+  const shapes = [...networkParameterShapes(net)].filter(([n]) => !n.startsWith('body/'));
+  const sim = createEngine('wasm', 4, true);
+  const simParams = new Map(shapes.map(([n, s]) => [n, sim.variable(s, 'parameters')]));
+  const sF = sim.make(fShape);
+  const start = sim.numBytes;
+  const planner: Trace = [];
+  sim.onKernel = (kernel, bytes) => planner.push([kernel, bytes - start]);
+  const simResult = sim.tidy(() =>
+    sim.gradients(
+      () => simLoss(sim, simHeadForward(sim, net, simParams, sF)),
+      [sF, ...simParams.values()],
+      null,
+      (a, b) => simAdd(sim, a, b),
+    ),
+  );
+  sim.dispose(simResult.value);
+  for (const g of simResult.grads) sim.dispose(g);
+  const names = shapes.map(([n]) => n);
+  const params = shapes.map(([, s]) => tf.randomNormal(s, 0, 0.1));
+  const F = tf.randomNormal(fShape as number[]) as tf.Tensor4D;
+  try {
+    const before = tf.memory().numBytes;
+    const p = await tf.profile(() => {
+      const { value, grads } = tf.valueAndGrads((f: tf.Tensor, ...ps: tf.Tensor[]) => {
+        const y = headForward(net, new Map(names.map((n, i) => [n, ps[i] as tf.Tensor])), f as tf.Tensor4D);
+        return tf.sum(tf.mul(y, tf.ones([1, net.outputs]))) as tf.Scalar; // as sim-body.ts loss
+      })([F, ...params]);
+      tf.dispose([value, ...grads]);
+    });
+    return { engine: p.kernels.map((k) => [k.name, k.totalBytesSnapshot - before]), planner };
+  } finally {
+    tf.dispose([F, ...params]);
+  }
+}
+
+describe("the planner traces the attention head's training step as the engine runs it (wasm)", () => {
+  it('gated attention on F [1,12,10,8], H=16, with and without a trunk: the same kernels and bytes', async () => {
+    assert.equal((await initBackend('wasm')).name, 'wasm');
+    const { body } = builtinNetwork('smallcnn', { width: 4 });
+    const net: Network = { body, pooling: 'attention', attentionHiddenSize: 16, outputs: 2 };
+    const channels = networkParameterShapes(net).get('head/attention/V/kernel')?.[0] as number;
+    const { engine, planner } = await headTraces(net, [1, 12, 10, channels]);
+    assert.deepEqual(planner, engine);
+    for (const k of ['Exp', 'RealDiv', 'Tanh', 'Sigmoid', 'BatchMatMul'])
+      assert.ok(
+        engine.some(([name]) => name === k),
+        k,
+      );
+    const withTrunk: Network = {
+      ...builtinNetwork('resnet18', { bodyEnd: 'layer2', width: 4 }),
+      pooling: 'attention',
+      attentionHiddenSize: 8,
+      outputs: 3,
+    };
+    const trunkIn = withTrunk.trunk?.inputChannels as number;
+    const t = await headTraces(withTrunk, [1, 8, 8, trunkIn]);
+    assert.deepEqual(t.planner, t.engine);
   });
 });

@@ -14,6 +14,7 @@ import {
   concat,
   conv2d,
   depthwiseConv2d,
+  div,
   erf,
   matMul,
   max,
@@ -71,6 +72,9 @@ export function simLayerOps(sim: SimEngine): LayerOps<T> {
     max: (x, axes) => max(sim, x, axes),
     mean: (x, axes) => mean(sim, x, axes),
     matMul: (a, b) => matMul(sim, a, b),
+    exp: (x) => unary(sim, 'Exp', x),
+    sum: (x, axes) => sum(sim, x, axes),
+    div: (a, b) => div(sim, a, b),
   };
 }
 

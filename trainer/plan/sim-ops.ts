@@ -76,7 +76,7 @@ export const sub = (sim: SimEngine, a: T | number, b: T): T =>
   typeof a === 'number'
     ? sim.tidy(() => sim.kernel('Sub', { a: scalar(sim), b }, b.shape))
     : binary(sim, 'Sub', a, b);
-const div = (sim: SimEngine, a: T, b: T | number): T => binary(sim, 'RealDiv', a, b);
+export const div = (sim: SimEngine, a: T, b: T | number): T => binary(sim, 'RealDiv', a, b);
 const pow = (sim: SimEngine, a: T, b: number): T => binary(sim, 'Pow', a, b);
 export const minimum = (sim: SimEngine, a: T, b: number): T => binary(sim, 'Minimum', a, b);
 export const compare = (sim: SimEngine, name: string, a: T, b: T | number): T =>
@@ -287,7 +287,13 @@ export const GRADIENTS: ReadonlyMap<string, GradConfig> = new Map<string, GradCo
         const out = broadcastShape(s0(saved).shape, s1(saved).shape);
         return {
           a: () => broadcastGrad(sim, dy0(dys), s0(saved).shape, out),
-          b: () => unary(sim, 'Neg', broadcastGrad(sim, dy0(dys), s1(saved).shape, out)),
+          // Sub_grad negates the reduced gradient before reshaping it.
+          b: () => {
+            const b = s1(saved);
+            const axes = reductionAxes(b.shape, out);
+            const res = axes.length > 0 ? sum(sim, dy0(dys), axes) : dy0(dys);
+            return reshape(sim, unary(sim, 'Neg', res), b.shape);
+          },
         };
       },
     },
@@ -357,13 +363,20 @@ export const GRADIENTS: ReadonlyMap<string, GradConfig> = new Map<string, GradCo
   [
     'Sigmoid',
     unaryGrad(undefined, [true], (sim, dys, saved) => ({
-      x: () => mul(sim, dy0(dys), mul(sim, s0(saved), sub(sim, 1, s0(saved)))),
+      // tfjs's scalar(1) is made outside sub's scope: it lives until the gradient's scope ends.
+      x: () => {
+        const one = sim.make([]);
+        return mul(sim, dy0(dys), mul(sim, s0(saved), sub(sim, one, s0(saved))));
+      },
     })),
   ],
   [
     'Tanh',
     unaryGrad(undefined, [true], (sim, dys, saved) => ({
-      x: () => mul(sim, sub(sim, 1, unary(sim, 'Square', s0(saved))), dy0(dys)),
+      x: () => {
+        const one = sim.make([]);
+        return mul(sim, sub(sim, one, unary(sim, 'Square', s0(saved))), dy0(dys));
+      },
     })),
   ],
   [
@@ -371,6 +384,28 @@ export const GRADIENTS: ReadonlyMap<string, GradConfig> = new Map<string, GradCo
     unaryGrad(undefined, [true], (sim, dys, saved) => ({
       x: () => sim.kernel('EluGrad', { dy: dy0(dys), y: s0(saved) }, s0(saved).shape),
     })),
+  ],
+  ['Exp', unaryGrad(undefined, [true], (sim, dys, saved) => ({ x: () => mul(sim, dy0(dys), s0(saved)) }))],
+  [
+    'RealDiv',
+    {
+      inputsToSave: ['a', 'b'],
+      gradFunc: (sim, dys, saved) => {
+        const [a, b] = [s0(saved), s1(saved)];
+        const out = broadcastShape(a.shape, b.shape);
+        const reduced = (t: T, shape: Shape): T => {
+          const axes = reductionAxes(shape, out);
+          return axes.length > 0 ? reshape(sim, sum(sim, t, axes), shape) : t;
+        };
+        return {
+          a: () => reduced(div(sim, dy0(dys), cast(sim, b, 'float32')), a.shape),
+          b: () => {
+            const res = reduced(mul(sim, dy0(dys), cast(sim, a, 'float32')), b.shape);
+            return unary(sim, 'Neg', div(sim, res, cast(sim, square(sim, b), 'float32')));
+          },
+        };
+      },
+    },
   ],
   [
     'Erf',

@@ -49,6 +49,10 @@ export interface LayerOps<T> {
   max(x: T, axes: readonly number[]): T;
   mean(x: T, axes: readonly number[]): T;
   matMul(a: T, b: T): T;
+  /** tf.exp, tf.sum over `axes` and tf.div (the attention head's softmax). */
+  exp(x: T): T;
+  sum(x: T, axes: readonly number[]): T;
+  div(a: T, b: T): T;
 }
 
 /** Default negative slope of leakyRelu when none is given: PyTorch's 0.01 (Keras uses 0.3). */
@@ -293,12 +297,49 @@ export function runBodyWith<T>(
 /** What the head needs of a network: the conventionally run trunk, if any, and the pooling. */
 export interface HeadShape {
   readonly trunk?: Body;
-  readonly pooling: 'max' | 'avg';
+  readonly pooling: 'max' | 'avg' | 'attention';
+}
+
+/**
+ * Gated attention (Ilse et al. 2018; CLAM's Attn_Net_Gated) over the instances of x [1, h, w, C],
+ * one per position: s = w^T (tanh(V x + b_V) ⊙ sigmoid(U x + b_U)), a = softmax(s) over the h·w
+ * instances. Returns the instances X [h·w, C] and the weights a [1, h·w]. The score has no bias:
+ * softmax ignores a constant shift, so its gradient would always be zero. The maximum is
+ * subtracted before exp so that large scores cannot overflow (softmax is unchanged by it).
+ * Parameters `head/attention/{V,U}/{kernel,bias}` ([C, H], [H]) and `head/attention/w/kernel` [H, 1].
+ */
+export function attentionWith<T>(
+  ops: LayerOps<T>,
+  params: ReadonlyMap<string, T>,
+  x: T,
+  missing: (name: string) => Error,
+): { instances: T; weights: T } {
+  const param = lookup(params, missing);
+  const [n, h, w, c] = ops.shape(x) as [number, number, number, number];
+  if (n !== 1) throw new Error(`the attention head pools the instances of one image, got a batch of ${n}`);
+  const instances = ops.reshape(x, [h * w, c]);
+  const weights = ops.tidy(() => {
+    const gate = (name: string, f: (t: T) => T): T =>
+      f(
+        ops.add(
+          ops.matMul(instances, param(`head/attention/${name}/kernel`)),
+          param(`head/attention/${name}/bias`),
+        ),
+      );
+    const hidden = ops.mul(
+      gate('V', (t) => ops.tanh(t)),
+      gate('U', (t) => ops.sigmoid(t)),
+    );
+    const scores = ops.matMul(hidden, param('head/attention/w/kernel'));
+    const e = ops.exp(ops.sub(scores, ops.max(scores, [0, 1])));
+    return ops.reshape(ops.div(e, ops.sum(e, [0, 1])), [1, h * w]);
+  });
+  return { instances, weights };
 }
 
 /**
  * Trunk, global pooling and dense layer on the stitched feature map: logits [1, outputs].
- * Parameters as network.ts names them: `trunk/…`, `head/dense/kernel|bias`.
+ * Parameters as network.ts names them: `trunk/…`, `head/attention/…`, `head/dense/kernel|bias`.
  */
 export function headWith<T>(
   layers: BodyLayers<T>,
@@ -310,10 +351,26 @@ export function headWith<T>(
   const { ops } = layers;
   const param = lookup(params, missing);
   return ops.tidy(() => {
-    const trunkParams = new Map<string, T>();
-    for (const [n, t] of params) if (n.startsWith('trunk/')) trunkParams.set(n.slice('trunk/'.length), t);
-    const x = net.trunk ? runBodyWith(layers, net.trunk, trunkParams, F, missing) : F;
-    const pooled = net.pooling === 'max' ? ops.max(x, [1, 2]) : ops.mean(x, [1, 2]);
+    const x = trunkWith(layers, net, params, F, missing);
+    let pooled: T;
+    if (net.pooling === 'attention') {
+      const { instances, weights } = attentionWith(ops, params, x, missing);
+      pooled = ops.matMul(weights, instances);
+    } else pooled = net.pooling === 'max' ? ops.max(x, [1, 2]) : ops.mean(x, [1, 2]);
     return ops.add(ops.matMul(pooled, param('head/dense/kernel')), param('head/dense/bias'));
   });
+}
+
+/** The trunk's output on F, or F itself when the network has no trunk. */
+export function trunkWith<T>(
+  layers: BodyLayers<T>,
+  net: HeadShape,
+  params: ReadonlyMap<string, T>,
+  F: T,
+  missing: (name: string) => Error,
+): T {
+  if (!net.trunk) return F;
+  const trunkParams = new Map<string, T>();
+  for (const [n, t] of params) if (n.startsWith('trunk/')) trunkParams.set(n.slice('trunk/'.length), t);
+  return runBodyWith(layers, net.trunk, trunkParams, F, missing);
 }

@@ -4,12 +4,17 @@
 
 import { type Body, inferChannels, parameterShapes } from './graph.ts';
 
-export type Pooling = 'max' | 'avg';
+export type Pooling = 'max' | 'avg' | 'attention';
+
+/** Hidden size of the gated attention head when none is given: CLAM's small model (D = 128). */
+export const ATTENTION_HIDDEN_DEFAULT = 128;
 
 export interface Network {
   readonly body: Body;
   readonly trunk?: Body;
   readonly pooling: Pooling;
+  /** Hidden size H of the gated attention (pooling 'attention'; ATTENTION_HIDDEN_DEFAULT when absent). */
+  readonly attentionHiddenSize?: number;
   /** Outputs of the dense layer: classes for softmax, 1 for a binary logit or a regression value. */
   readonly outputs: number;
 }
@@ -25,6 +30,14 @@ export function networkParameterShapes(net: Network): Map<string, number[]> {
     }
     for (const [n, s] of parameterShapes(net.trunk)) shapes.set(`trunk/${n}`, s);
     features = inferChannels(net.trunk).get(net.trunk.output) as number;
+  }
+  if (net.pooling === 'attention') {
+    const hidden = net.attentionHiddenSize ?? ATTENTION_HIDDEN_DEFAULT;
+    for (const g of ['V', 'U']) {
+      shapes.set(`head/attention/${g}/kernel`, [features, hidden]);
+      shapes.set(`head/attention/${g}/bias`, [hidden]);
+    }
+    shapes.set('head/attention/w/kernel', [hidden, 1]);
   }
   shapes.set('head/dense/kernel', [features, net.outputs]);
   shapes.set('head/dense/bias', [net.outputs]);

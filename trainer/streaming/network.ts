@@ -13,7 +13,7 @@ import {
   type TileSource,
 } from './executor.ts';
 import type { TileGrid } from './geometry.ts';
-import { headWith } from './layers.ts';
+import { attentionWith, headWith, trunkWith } from './layers.ts';
 import { constantInits, type Network, networkParameterShapes } from './network-shape.ts';
 
 export type { Network, Pooling } from './network-shape.ts';
@@ -27,7 +27,7 @@ export type NetworkParams = Map<string, tf.Variable>;
 
 /**
  * Seeded initialisation: He-normal conv kernels (std √(2 / fan-in)), zero biases and shifts, unit
- * scales, dense N(0, 1/fan-in), layer norm and layer scale at their constants (constantInits).
+ * scales, dense kernels (head and attention) N(0, 1/fan-in), layer norm and layer scale at their constants (constantInits).
  * The same seed gives the same weights on every backend.
  */
 export function initParams(net: Network, seed: number): NetworkParams {
@@ -41,7 +41,8 @@ export function initParams(net: Network, seed: number): NetworkParams {
     if (constant !== undefined) value = tf.fill(shape, constant);
     else if (name.endsWith('/bias') || name.endsWith('/shift')) value = tf.zeros(shape);
     else if (name.endsWith('/scale')) value = tf.ones(shape);
-    else if (name === 'head/dense/kernel')
+    else if (shape.length === 2)
+      // Dense kernels (the head's dense layer and the attention's V, U, w): N(0, 1/fan-in).
       value = tf.randomNormal(shape, 0, Math.sqrt(1 / (shape[0] as number)), 'float32', s);
     else {
       const fanIn = (shape[0] as number) * (shape[1] as number) * (shape[2] as number);
@@ -206,6 +207,50 @@ export async function streamedPredict(
   const out = y.dataSync() as Float32Array;
   y.dispose();
   return Float32Array.from(out);
+}
+
+/** Attention weights of one image over the positions of the head's input (the trunk's output, or F). */
+export interface AttentionMap {
+  readonly height: number;
+  readonly width: number;
+  /** Row-major softmax weights, summing to 1. */
+  readonly weights: Float32Array;
+}
+
+/** The attention head's weights on the stitched feature map F [1, h, w, C] (layers.ts attentionWith). */
+export function attentionOf(
+  net: Network,
+  params: ReadonlyMap<string, tf.Tensor>,
+  F: tf.Tensor4D,
+): AttentionMap {
+  if (net.pooling !== 'attention')
+    throw new Error(`the network's head pools by ${net.pooling}, not attention`);
+  const missing = (name: string) => new Error(`missing parameter '${name}' of the head`);
+  const x = tf.tidy(() => trunkWith(ENGINE_LAYERS, net, params, F, missing));
+  try {
+    const [, height, width] = x.shape as [number, number, number, number];
+    const w = tf.tidy(() => attentionWith(ENGINE_LAYERS.ops, params, x, missing).weights);
+    const weights = Float32Array.from(w.dataSync());
+    w.dispose();
+    return { height, width, weights };
+  } finally {
+    if (x !== F) x.dispose();
+  }
+}
+
+/** Streamed forward to F, then the attention head's weights (attentionOf). */
+export async function streamedAttention(
+  net: Network,
+  params: NetworkParams,
+  source: TileSource,
+  grid: TileGrid,
+): Promise<AttentionMap> {
+  const F = await streamForward(net.body, scoped(params, 'body'), source, grid);
+  try {
+    return attentionOf(net, params, F);
+  } finally {
+    F.dispose();
+  }
 }
 
 /** Adds `grads` into `into` (gradient accumulation across images), disposing what it replaces. */

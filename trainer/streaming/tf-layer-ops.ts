@@ -45,4 +45,7 @@ export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   max: (x, axes) => tf.max(x, [...axes]),
   mean: (x, axes) => tf.mean(x, [...axes]),
   matMul: (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
+  exp: (x) => tf.exp(x),
+  sum: (x, axes) => tf.sum(x, [...axes]),
+  div: (a, b) => tf.div(a, b),
 };
