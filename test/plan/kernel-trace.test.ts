@@ -218,7 +218,7 @@ describe("the planner traces the body's layers as the engine runs them (wasm)", 
  */
 async function headTraces(
   net: Network,
-  fShape: readonly number[],
+  fShape: [number, number, number, number],
 ): Promise<{ engine: Trace; planner: Trace }> {
   const shapes = [...networkParameterShapes(net)].filter(([n]) => !n.startsWith('body/'));
   const sim = createEngine('wasm', 4, true);
@@ -239,7 +239,7 @@ async function headTraces(
   for (const g of simResult.grads) sim.dispose(g);
   const names = shapes.map(([n]) => n);
   const params = shapes.map(([, s]) => tf.randomNormal(s, 0, 0.1));
-  const F = tf.randomNormal(fShape as number[]) as tf.Tensor4D;
+  const F = tf.randomNormal(fShape) as tf.Tensor4D;
   try {
     const before = tf.memory().numBytes;
     const p = await tf.profile(() => {
