@@ -145,9 +145,9 @@ export const CONVNEXT_ARCHITECTURES = [
   'convnext-nano',
   'convnext-tiny',
 ] as const;
+export const RESNET_ARCHITECTURES = ['resnet18', 'resnet34', 'resnet50'] as const;
 export const ARCHITECTURES = [
-  'resnet18',
-  'resnet34',
+  ...RESNET_ARCHITECTURES,
   ...CONVNEXT_ARCHITECTURES,
   'midl2018',
   'smallcnn',
@@ -169,13 +169,13 @@ const model = object({
   properties: {
     architecture: enumeration(ARCHITECTURES, {
       description:
-        "Built-in body ('resnet18', 'resnet34' with frozen batch-norm; 'convnext-atto' … 'convnext-tiny', " +
+        "Built-in body ('resnet18', 'resnet34', 'resnet50' with frozen batch-norm; 'convnext-atto' … 'convnext-tiny', " +
         "ConvNeXt with per-pixel layer norm; 'midl2018', the network of the MIDL 2018 abstract; 'smallcnn', a " +
         "small conv net), or 'tfjs' for a TensorFlow.js layers model in tfjsModel.",
     }),
     bodyEnd: string({
       description:
-        `Where the streamed body ends. For resnet18/resnet34 a stage, ${RESNET_STAGES.join(', ')} ` +
+        `Where the streamed body ends. For resnet18/resnet34/resnet50 a stage, ${RESNET_STAGES.join(', ')} ` +
         `(default ${RESNET_DEFAULT_BODY_END}); for ConvNeXt a stage, ${CONVNEXT_STAGES.join(', ')} ` +
         `(default ${CONVNEXT_DEFAULT_BODY_END}); for tfjs the name of the last layer of the body (required). ` +
         'Everything after it is the head.',
@@ -224,13 +224,13 @@ const model = object({
     requiredWhen('tfjsModel', 'architecture', ['tfjs']),
     onlyWhen('tfjsModel', 'architecture', ['tfjs']),
     requiredWhen('bodyEnd', 'architecture', ['tfjs']),
-    onlyWhen('bodyEnd', 'architecture', ['resnet18', 'resnet34', ...CONVNEXT_ARCHITECTURES, 'tfjs']),
+    onlyWhen('bodyEnd', 'architecture', [...RESNET_ARCHITECTURES, ...CONVNEXT_ARCHITECTURES, 'tfjs']),
     {
-      rule: `!(self.architecture in ['resnet18', 'resnet34']) || !has(self.bodyEnd) || self.bodyEnd in [${RESNET_STAGES.map((s) => `'${s}'`).join(', ')}]`,
-      message: `for resnet18 and resnet34, bodyEnd must be one of ${RESNET_STAGES.join(', ')}`,
+      rule: `!(self.architecture in ${celList(RESNET_ARCHITECTURES)}) || !has(self.bodyEnd) || self.bodyEnd in ${celList(RESNET_STAGES)}`,
+      message: `for ${RESNET_ARCHITECTURES.join(', ')}, bodyEnd must be one of ${RESNET_STAGES.join(', ')}`,
       fieldPath: '.bodyEnd',
       check: (m) =>
-        !(m.architecture === 'resnet18' || m.architecture === 'resnet34') ||
+        !(RESNET_ARCHITECTURES as readonly string[]).includes(m.architecture) ||
         m.bodyEnd === undefined ||
         (RESNET_STAGES as readonly string[]).includes(m.bodyEnd),
     },
@@ -267,6 +267,11 @@ export const MODEL_MINIMUM_TILES: readonly {
   { architecture: 'resnet34', bodyEnd: 'layer2', minimumPx: 192 },
   { architecture: 'resnet34', bodyEnd: 'layer3', minimumPx: 576 },
   { architecture: 'resnet34', bodyEnd: 'layer4', minimumPx: 960 },
+  // Bottlenecks have one 3×3 conv per block (basic blocks two), so ResNet-50's tiles are smaller.
+  { architecture: 'resnet50', bodyEnd: 'layer1', minimumPx: 40 },
+  { architecture: 'resnet50', bodyEnd: 'layer2', minimumPx: 96 },
+  { architecture: 'resnet50', bodyEnd: 'layer3', minimumPx: 288 },
+  { architecture: 'resnet50', bodyEnd: 'layer4', minimumPx: 448 },
   // atto, femto and pico share their depths, so their receptive fields.
   ...(['convnext-atto', 'convnext-femto', 'convnext-pico'] as const).flatMap((architecture) =>
     (
@@ -292,7 +297,7 @@ export const MODEL_MINIMUM_TILES: readonly {
 
 /** `architecture` or `architecture/bodyEnd`: the key of a body in minimumTileRule's CEL map. */
 function bodyKey(m: { architecture: string; bodyEnd?: string }): string {
-  if (m.architecture === 'resnet18' || m.architecture === 'resnet34')
+  if ((RESNET_ARCHITECTURES as readonly string[]).includes(m.architecture))
     return `${m.architecture}/${m.bodyEnd ?? RESNET_DEFAULT_BODY_END}`;
   if ((CONVNEXT_ARCHITECTURES as readonly string[]).includes(m.architecture))
     return `${m.architecture}/${m.bodyEnd ?? CONVNEXT_DEFAULT_BODY_END}`;
@@ -315,7 +320,7 @@ function minimumTileRule(): ValidationRule<{
   const end = (fallback: string): string =>
     `${a} + '/' + (has(self.model.bodyEnd) ? self.model.bodyEnd : '${fallback}')`;
   const key =
-    `(${a} in ['resnet18', 'resnet34'] ? ${end(RESNET_DEFAULT_BODY_END)} : ` +
+    `(${a} in ${celList(RESNET_ARCHITECTURES)} ? ${end(RESNET_DEFAULT_BODY_END)} : ` +
     `${a} in ${celList(CONVNEXT_ARCHITECTURES)} ? ${end(CONVNEXT_DEFAULT_BODY_END)} : ${a})`;
   const t = 'self.streaming.tileSize';
   return {

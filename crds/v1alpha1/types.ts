@@ -8,6 +8,7 @@ import type {
   ARCHITECTURES,
   CONVNEXT_ARCHITECTURES,
   CONVNEXT_STAGES,
+  RESNET_ARCHITECTURES,
   RESNET_STAGES,
   SpecNode,
   StatusNode,
@@ -29,7 +30,7 @@ interface ModelCommon {
   initialWeights?: string;
 }
 export interface ResNetModel extends ModelCommon {
-  architecture: 'resnet18' | 'resnet34';
+  architecture: (typeof RESNET_ARCHITECTURES)[number];
   /** Unset means RESNET_DEFAULT_BODY_END. */
   bodyEnd?: ResNetStage;
   tfjsModel?: never;

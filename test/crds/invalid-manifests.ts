@@ -121,7 +121,7 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
   },
   {
     name: 'architecture not in the enum',
-    manifest: edit(v(), { 'spec.model': { architecture: 'resnet50' } }),
+    manifest: edit(v(), { 'spec.model': { architecture: 'resnet101' } }),
     path: 'spec.model.architecture',
   },
   {
@@ -147,6 +147,12 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     manifest: edit(v(), { 'spec.model': { architecture: 'resnet34', bodyEnd: 'layer5' } }),
     path: 'spec.model.bodyEnd',
     message: 'bodyEnd must be one of',
+  },
+  {
+    name: 'ResNet-50 bodyEnd that is not a stage',
+    manifest: edit(v(), { 'spec.model': { architecture: 'resnet50', bodyEnd: 'stages.2' } }),
+    path: 'spec.model.bodyEnd',
+    message: 'bodyEnd must be one of layer1',
   },
   {
     name: 'ConvNeXt bodyEnd that is not a stage',

@@ -7,6 +7,7 @@ import {
   CONVNEXT_DEFAULT_BODY_END,
   CONVNEXT_STAGES,
   MODEL_MINIMUM_TILES,
+  RESNET_ARCHITECTURES,
   RESNET_DEFAULT_BODY_END,
 } from '../../crds/v1alpha1/schema.ts';
 import { tileConstraints } from '../../trainer/plan/planner.ts';
@@ -26,7 +27,7 @@ describe('MODEL_MINIMUM_TILES', () => {
     });
   }
   it('has every body end of every ResNet, and the default body end among them', () => {
-    for (const a of ['resnet18', 'resnet34'] as const) {
+    for (const a of RESNET_ARCHITECTURES) {
       const ends = MODEL_MINIMUM_TILES.filter((m) => m.architecture === a).map((m) => m.bodyEnd);
       assert.deepEqual(ends, ['layer1', 'layer2', 'layer3', 'layer4']);
       assert.ok(ends.includes(RESNET_DEFAULT_BODY_END));

@@ -148,6 +148,23 @@ describe('tilestream plan', () => {
     assert.match(bad.stderr, /convnext-tiny has no layer 'stages\.4'.*stages\.0 … stages\.3/);
   });
 
+  it('plans ResNet-50 cut by stage; at its default cut the trunk on the 8192² map needs more than 24 GiB', async () => {
+    const args = ['plan', '--model', 'resnet50', '--image-size', '8192', '--gpu-memory', '24Gi', '--json'];
+    const r = await run(...args, '--body-end', 'layer4');
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.model, 'resnet50');
+    assert.equal(j.bodyEnd, 'layer4.2');
+    assert.equal(j.stride, 32);
+    assert.equal(j.minimumTile, 448);
+    assert.equal(j.fits, true);
+    assert.equal(j.conventionalFits, false);
+    const layer3 = await run(...args);
+    assert.equal(layer3.status, EXIT_DOES_NOT_FIT);
+    assert.equal(JSON.parse(layer3.stdout).bodyEnd, 'layer3.5');
+    assert.match(layer3.stdout, /the largest term is head \(trunk/);
+  });
+
   it('reads a StreamingTrainingJob; flags override it', async () => {
     const file = manifest('job.yaml');
     const r = await run('plan', file, '--json');
@@ -264,7 +281,7 @@ describe('tilestream plan', () => {
       ],
       [
         ['plan', '--model', 'vgg16', '--image-size', '4096', '--gpu-memory', '16Gi'],
-        /Allowed choices are resnet18, resnet34, convnext-atto, convnext-femto, convnext-pico, convnext-nano, convnext-tiny, midl2018, smallcnn/,
+        /Allowed choices are resnet18, resnet34, resnet50, convnext-atto, convnext-femto, convnext-pico, convnext-nano, convnext-tiny, midl2018, smallcnn/,
       ],
     ];
     for (const [args, message] of cases) {

@@ -1,5 +1,5 @@
 // `tilestream bench equivalence`: a seeded set of random bodies and sizes (ConvNeXt-like blocks
-// among them) plus fixed ResNet-18 and ConvNeXt-atto cases, each streamed and run conventionally on
+// among them) plus fixed ResNet-18, ResNet-50 and ConvNeXt-atto cases, each streamed and run conventionally on
 // the same image; reports the worst relative errors.
 
 import { builtinNetwork } from '../streaming/bodies.ts';
@@ -83,6 +83,17 @@ export async function benchEquivalence(o: EquivalenceOptions): Promise<Equivalen
     for (const t of [256, 320]) {
       o.log?.(`equivalence: ResNet-18 body to layer3 (with layer4 trunk), 512² image, tile ${t}`);
       fixed.push(await timed(`resnet18-layer3 512 tile ${t}`, resnet, [512, 512], [t, t], o.seed));
+    }
+    // ResNet-50 at full width (bottlenecks 64-64-256 …), streamed to layer2 (minimum tile 96) so a
+    // 384² image takes several tiles; layer3–4 (2048 channels) run in the trunk.
+    const resnet50: Network = {
+      ...builtinNetwork('resnet50', { bodyEnd: 'layer2' }),
+      pooling: 'max',
+      outputs: 2,
+    };
+    for (const t of [160, 224]) {
+      o.log?.(`equivalence: ResNet-50 body to layer2 (with layer3–4 trunk), 384² image, tile ${t}`);
+      fixed.push(await timed(`resnet50-layer2 384 tile ${t}`, resnet50, [384, 384], [t, t], o.seed));
     }
     // Full width (40); streamed to stages.1 (minimum tile 152), so that a 384² image takes several
     // tiles; stages 2–3 run in the trunk. Layer scales start at 0.5, not 1e-6, so every branch counts.

@@ -38,6 +38,12 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     pooling: 'avg',
     outputs: 3,
   };
+  // ResNet-50: bottlenecks (1×1 convs around the strided 3×3) and layer1.0's projection.
+  const r50: PlanNetwork = {
+    ...builtinNetwork('resnet50', { width: 4, bodyEnd: 'layer1' }),
+    pooling: 'max',
+    outputs: 2,
+  };
   // ConvNeXt: layer norm, GELU and layer scale, streamed through stage 0 or 1, the rest in the trunk.
   const convnext0: PlanNetwork = {
     ...builtinNetwork('convnext-atto', { width: 4, bodyEnd: 'stages.0' }),
@@ -63,6 +69,7 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
       ...both('smallcnn w8', small, 128, 96),
       ...both('resnet18 w4 →layer2', r18, 160, 144),
       ...both('resnet34 w4 →layer1', r34, 128, 96),
+      ...both('resnet50 w4 →layer1', r50, 128, 96),
       ...both('midl2018 3 blocks →conv1-1', midl3, 128, 72),
       ...both('convnext-atto w4 →stages.0', convnext0, 128, 96),
     ];
@@ -74,6 +81,7 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     { name: 'smallcnn w8 256²', net: small, image: [256, 256] },
     ...both('resnet18 w4 →layer2', r18, 256, 192),
     ...both('resnet34 w4 →layer1', r34, 192, 96),
+    ...both('resnet50 w4 →layer1', r50, 192, 96),
     ...both('midl2018 4 blocks →conv1-2', midl4, 264, 136),
     ...both('midl2018 5 blocks →conv1-3', midl, 520, 264),
     ...both('convnext-atto w4 →stages.0', convnext0, 128, 96),
