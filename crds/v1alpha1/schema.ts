@@ -162,6 +162,8 @@ export const CONVNEXT_DEFAULT_BODY_END = 'stages.2';
 const celList = (xs: readonly string[]): string => `[${xs.map((x) => `'${x}'`).join(', ')}]`;
 /** Channels of the smallcnn body when spec.model.width is unset. */
 export const SMALLCNN_DEFAULT_WIDTH = 16;
+/** Hidden size of the attention head when head.attention.hiddenSize is unset (CLAM's small model's D). */
+export const ATTENTION_HIDDEN_DEFAULT = 128;
 
 const model = object({
   description:
@@ -197,10 +199,22 @@ const model = object({
       object({
         description: 'The non-streamed part after the body: global pooling, then a dense layer.',
         properties: {
-          pooling: enumeration(['max', 'avg'], {
+          pooling: enumeration(['max', 'avg', 'attention'], {
             description:
-              'Global pooling over the body output: max (as in the streaming CNN paper) or average.',
+              'Global pooling over the body output (or the trunk output): max (as in the streaming CNN paper), ' +
+              'average, or attention: gated attention-MIL as in CLAM, each position an instance, weighted by a ' +
+              'learnt softmax; its attention map is written next to the saliency maps.',
             default: 'max',
+          }),
+          attention: object({
+            description: 'The gated attention of pooling: attention.',
+            properties: {
+              hiddenSize: integer({
+                description: `Hidden size of the attention's two gates (default ${ATTENTION_HIDDEN_DEFAULT}, as CLAM's small model).`,
+                minimum: 1,
+                maximum: 4096,
+              }),
+            },
           }),
           classes: integer({
             description:
@@ -211,6 +225,7 @@ const model = object({
             default: 2,
           }),
         },
+        rules: [onlyWhen('attention', 'pooling', ['attention'])],
       }),
     ),
     initialWeights: path(

@@ -192,6 +192,19 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     path: 'spec.model.head.pooling',
   },
   {
+    name: 'attention settings with max pooling',
+    manifest: edit(v(), { 'spec.model.head.attention': { hiddenSize: 64 } }),
+    path: 'spec.model.head.attention',
+    message: "attention may be set only when pooling is 'attention'",
+  },
+  {
+    name: 'attention hidden size 0',
+    manifest: edit(v(), {
+      'spec.model.head': { pooling: 'attention', classes: 1, attention: { hiddenSize: 0 } },
+    }),
+    path: 'spec.model.head.attention.hiddenSize',
+  },
+  {
     name: 'zero classes',
     manifest: edit(v(), { 'spec.model.head.classes': 0 }),
     path: 'spec.model.head.classes',
@@ -884,5 +897,11 @@ export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = 
   {
     name: 'whole slides at 2 µm per pixel, level 1 for slides without resolution',
     manifest: edit(v(), { 'spec.data.slides': { micronsPerPixel: 2, level: 1, fit: 'downscale' } }),
+  },
+  {
+    name: 'an attention-MIL head with its hidden size',
+    manifest: edit(v(), {
+      'spec.model.head': { pooling: 'attention', classes: 1, attention: { hiddenSize: 64 } },
+    }),
   },
 ];

@@ -9,6 +9,7 @@ import { commandOutput, parseMemory, parsePositiveInt } from '../cli-util.ts';
 import { ARCHITECTURES, type Architecture } from '../streaming/bodies.ts';
 import { GeometryError } from '../streaming/geometry.ts';
 import { BodyError } from '../streaming/graph.ts';
+import { ATTENTION_HIDDEN_DEFAULT, type Pooling } from '../streaming/network-shape.ts';
 import { formatPlan, planJson } from './format.ts';
 import { completeInputs, inputsFromSpec, type PlanInputs } from './inputs.ts';
 import {
@@ -66,7 +67,8 @@ interface PlanFlags {
   optimizer?: OptimizerName;
   dtype?: Dtype;
   backend?: BackendName;
-  pooling?: 'max' | 'avg';
+  pooling?: Pooling;
+  attentionHiddenSize?: number;
   classes?: number;
   saliency?: boolean;
   json?: boolean;
@@ -93,6 +95,7 @@ function merge(flags: PlanFlags, m: Partial<PlanInputs>): PlanInputs {
     dtype: flags.dtype,
     backend: flags.backend ?? m.backend,
     pooling: flags.pooling ?? m.pooling,
+    attentionHiddenSize: flags.attentionHiddenSize ?? m.attentionHiddenSize,
     classes: flags.classes ?? m.classes,
     saliency: flags.saliency ?? m.saliency,
     source: m.source,
@@ -160,7 +163,16 @@ export function registerPlanCommands(program: Command): void {
       ),
     )
     .addOption(
-      new Option('--pooling <kind>', 'global pooling of the head (default max)').choices(['max', 'avg']),
+      new Option('--pooling <kind>', 'global pooling of the head (default max)').choices([
+        'max',
+        'avg',
+        'attention',
+      ]),
+    )
+    .option(
+      '--attention-hidden-size <n>',
+      `hidden size of the attention head's gates (default ${ATTENTION_HIDDEN_DEFAULT})`,
+      parsePositiveInt,
     )
     .option('--classes <n>', 'outputs of the dense layer (default 2)', parsePositiveInt)
     .option('--saliency', 'also compute input gradients (saliency maps)')

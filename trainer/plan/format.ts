@@ -1,5 +1,6 @@
 // The report of a plan: readable text (formatPlan) and JSON (planJson), for `tilestream plan`.
 
+import { ATTENTION_HIDDEN_DEFAULT } from '../streaming/network-shape.ts';
 import { formatTable } from '../text-table.ts';
 import type { PlanInputs } from './inputs.ts';
 import { type MemoryPrediction, type PlanNetwork, parameterCount, TERM_LABELS, TERMS } from './memory.ts';
@@ -11,8 +12,15 @@ function describeNetwork(i: PlanInputs, net: PlanNetwork): string {
   const width = i.width !== undefined ? `, width ${i.width}` : '';
   return (
     `${i.model}${width}, streamed to ${net.body.output} (stride ${stride}, minimum tile ${minimum}), ` +
-    `${(params / 1e6).toFixed(params < 1e5 ? 3 : 1)} M parameters`
+    `${(params / 1e6).toFixed(params < 1e5 ? 3 : 1)} M parameters, ${headOf(net)}`
   );
+}
+
+/** The head's pooling, with the attention's hidden size. */
+function headOf(net: PlanNetwork): string {
+  return net.pooling === 'attention'
+    ? `attention head (hidden ${net.attentionHiddenSize ?? ATTENTION_HIDDEN_DEFAULT})`
+    : `${net.pooling} pooling head`;
 }
 
 function pct(x: number): string {
@@ -102,6 +110,10 @@ export function planJson(i: PlanInputs, net: PlanNetwork, plan: TilePlan): unkno
     dtype: i.dtype,
     backend: i.backend,
     saliency: i.saliency,
+    pooling: net.pooling,
+    ...(net.pooling === 'attention' && {
+      attentionHiddenSize: net.attentionHiddenSize ?? ATTENTION_HIDDEN_DEFAULT,
+    }),
     stride,
     minimumTile: minimum,
     parameters: parameterCount(net),

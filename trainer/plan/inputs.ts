@@ -5,6 +5,7 @@
 import { parseQuantity } from '../../crds/quantity.ts';
 import type { StreamingTrainingJobSpec } from '../../crds/v1alpha1/types.ts';
 import { ARCHITECTURES, type Architecture } from '../streaming/bodies.ts';
+import type { Pooling } from '../streaming/network-shape.ts';
 import { type BackendName, type Dtype, type OptimizerName, optimizerFromSpec } from './memory.ts';
 import { PlanError } from './planner.ts';
 
@@ -26,7 +27,9 @@ export interface PlanInputs {
   readonly optimizer: OptimizerName;
   readonly dtype: Dtype;
   readonly backend: BackendName;
-  readonly pooling: 'max' | 'avg';
+  readonly pooling: Pooling;
+  /** Hidden size of the attention head (pooling 'attention'); network-shape.ts's default when absent. */
+  readonly attentionHiddenSize?: number;
   readonly classes: number;
   readonly saliency: boolean;
   /** Where the settings came from, for the report. */
@@ -112,6 +115,10 @@ export function inputsFromSpec(spec: StreamingTrainingJobSpec, source: string): 
           : 'wasm'
         : spec.training.backend,
     pooling: model.head.pooling,
+    ...(model.head.pooling === 'attention' &&
+      model.head.attention?.hiddenSize !== undefined && {
+        attentionHiddenSize: model.head.attention.hiddenSize,
+      }),
     classes: model.head.classes,
     saliency: s.saliency,
     source,

@@ -8,14 +8,23 @@ import { checkTile, PlanError, planAutoTile, type TilePlan, tileConstraints } fr
 
 /** The built-in network the inputs name, with its head. */
 export function networkOf(
-  i: Pick<PlanInputs, 'model' | 'bodyEnd' | 'width' | 'channels' | 'pooling' | 'classes'>,
+  i: Pick<
+    PlanInputs,
+    'model' | 'bodyEnd' | 'width' | 'channels' | 'pooling' | 'attentionHiddenSize' | 'classes'
+  >,
 ): PlanNetwork {
   const split = builtinNetwork(i.model, {
     ...(i.bodyEnd !== undefined && { bodyEnd: i.bodyEnd }),
     ...(i.width !== undefined && { width: i.width }),
     inputChannels: i.channels,
   });
-  return { ...split, pooling: i.pooling, outputs: i.classes };
+  return {
+    ...split,
+    pooling: i.pooling,
+    ...(i.pooling === 'attention' &&
+      i.attentionHiddenSize !== undefined && { attentionHiddenSize: i.attentionHiddenSize }),
+    outputs: i.classes,
+  };
 }
 
 /** Runs the plan for resolved inputs. A budget is needed unless a tile is given. */

@@ -385,7 +385,7 @@ function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
  */
 export function importedNetwork(
   model: Pick<TfjsLayersTopology, 'network' | 'head'>,
-  overrides: { pooling?: Pooling; outputs?: number } = {},
+  overrides: { pooling?: Pooling; attentionHiddenSize?: number; outputs?: number } = {},
 ): Network {
   const pooling = overrides.pooling ?? model.head?.pooling;
   const outputs = overrides.outputs ?? model.head?.dense?.units;
@@ -399,6 +399,9 @@ export function importedNetwork(
     body: model.network.body,
     ...(model.network.trunk && { trunk: model.network.trunk }),
     pooling,
+    ...(overrides.attentionHiddenSize !== undefined && {
+      attentionHiddenSize: overrides.attentionHiddenSize,
+    }),
     outputs,
   };
 }

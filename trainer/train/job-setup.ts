@@ -48,7 +48,7 @@ async function importedNetworkWithWeights(
   const imported = await loadTfjsLayersModel(modelJson, { bodyEnd });
   const [height, width] = imageSizeOf(spec);
   checkInputSize(imported, height, width);
-  const network = importedNetwork(imported, { pooling: spec.model.head.pooling, outputs: outputsFor(spec) });
+  const network = importedNetwork(imported, { ...headOf(spec), outputs: outputsFor(spec) });
   const initialWeights = new Map<string, CheckpointTensor>();
   const shapes = networkParameterShapes(network);
   for (const [name, w] of imported.weights) {
@@ -68,7 +68,17 @@ export function builtinNetworkFor(spec: StreamingTrainingJobSpec): Network {
     ...(m.bodyEnd !== undefined && { bodyEnd: m.bodyEnd }),
     ...(m.width !== undefined && { width: m.width }),
   });
-  return { ...split, pooling: m.head.pooling, outputs: outputsFor(spec) };
+  return { ...split, ...headOf(spec), outputs: outputsFor(spec) };
+}
+
+/** The head's pooling and, for attention, its hidden size when the job gives one. */
+function headOf(spec: StreamingTrainingJobSpec): Pick<Network, 'pooling' | 'attentionHiddenSize'> {
+  const { pooling, attention } = spec.model.head;
+  return {
+    pooling,
+    ...(pooling === 'attention' &&
+      attention?.hiddenSize !== undefined && { attentionHiddenSize: attention.hiddenSize }),
+  };
 }
 
 export function imageSizeOf(spec: StreamingTrainingJobSpec): [number, number] {
