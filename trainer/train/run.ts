@@ -16,6 +16,7 @@ import { GeometryError, tileGrid } from '../streaming/geometry.ts';
 import { BodyError } from '../streaming/graph.ts';
 import { networkParameterShapes } from '../streaming/network-shape.ts';
 import { TfjsImportError } from '../streaming/tfjs-import/model-json.ts';
+import { writeAttentionMaps } from './attention-map.ts';
 import { CheckpointError } from './checkpoint.ts';
 import { EXIT, isOutOfMemory } from './exit-codes.ts';
 import { InitialWeightsError } from './initial-weights.ts';
@@ -363,6 +364,17 @@ async function runJob(
       say('warn', m),
     );
     say('info', `wrote ${files.length} saliency maps to ${dir}`);
+  }
+  if (net.pooling === 'attention' && result.status === 'completed' && validationData) {
+    // Beside the saliency maps (written whether or not they are): a forward pass per image.
+    const dir =
+      o.outputDir || !checkpointDir
+        ? resolve(o.outputDir ?? '.', 'saliency', job.metadata.name)
+        : join(checkpointDir, 'saliency');
+    const files = await writeAttentionMaps(net, result.params, validationData, grid, dir, (m) =>
+      say('warn', m),
+    );
+    say('info', `wrote ${files.length} attention maps to ${dir}`);
   }
   for (const p of result.params.values()) p.dispose();
   const last = result.history.at(-1);
