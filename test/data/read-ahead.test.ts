@@ -4,7 +4,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../trainer/backend/select.ts';
-import { type Float32Source, readAhead, readAheadBytes } from '../../trainer/data/read-ahead.ts';
+import {
+  type Float32Source,
+  MAX_READ_AHEAD_BYTES,
+  planReadAhead,
+  type ReadAheadMemory,
+  readAhead,
+} from '../../trainer/data/read-ahead.ts';
 import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 import { linearLoss, relativeError } from '../../trainer/streaming/compare.ts';
 import { tileGrid } from '../../trainer/streaming/geometry.ts';
@@ -48,11 +54,73 @@ function countingSource(
 }
 
 describe('reading ahead within an image', () => {
-  it('reads ahead only with spare cores, unless TILESTREAM_READ_AHEAD_MIB says', () => {
-    assert.equal(readAheadBytes(2, {}), 0);
-    assert.equal(readAheadBytes(4, {}), 64 * 2 ** 20);
-    assert.equal(readAheadBytes(2, { TILESTREAM_READ_AHEAD_MIB: '16' }), 16 * 2 ** 20);
-    assert.equal(readAheadBytes(8, { TILESTREAM_READ_AHEAD_MIB: '0' }), 0);
+  const MiB = 2 ** 20;
+  const GiB = 2 ** 30;
+  /** A pod with a 16 GiB limit, 1 GiB resident, a 6 GiB predicted step, slides (32 MiB to open). */
+  const pod: ReadAheadMemory = {
+    allowanceBytes: 16 * GiB,
+    residentBytes: 1 * GiB,
+    stepBytes: 6 * GiB,
+    openedImageBytes: 32 * MiB,
+  };
+  const cases: [string, Partial<ReadAheadMemory>, number, Record<string, string>, number, boolean][] = [
+    // name, memory, cpus, env → tile bytes, open ahead
+    ['2 CPUs: nothing, whatever is left', {}, 2, {}, 0, false],
+    ['9 GiB left: a quarter, capped at 512 MiB', {}, 8, {}, MAX_READ_AHEAD_BYTES - 32 * MiB, true],
+    ['1 GiB left: 256 MiB, the next slide first', { stepBytes: 14 * GiB }, 8, {}, 224 * MiB, true],
+    [
+      '100 MiB left: 25 MiB, too little to open a slide ahead',
+      { stepBytes: 15 * GiB - 100 * MiB },
+      8,
+      {},
+      25 * MiB,
+      false,
+    ],
+    ['the step takes it all: nothing', { stepBytes: 15.5 * GiB }, 8, {}, 0, false],
+    [
+      'on a GPU the step is not in RAM (stepBytes 0)',
+      { allowanceBytes: 2 * GiB, stepBytes: 0 },
+      8,
+      {},
+      224 * MiB,
+      true,
+    ],
+    [
+      'TILESTREAM_READ_AHEAD_MIB=16 on 2 CPUs: 16 MiB of tiles',
+      {},
+      2,
+      { TILESTREAM_READ_AHEAD_MIB: '16' },
+      16 * MiB,
+      false,
+    ],
+    ['TILESTREAM_READ_AHEAD_MIB=0 on 8 CPUs: off', {}, 8, { TILESTREAM_READ_AHEAD_MIB: '0' }, 0, false],
+    [
+      'an RGBA PNG job of 8192×9600: 300 MiB to open, more than the 256 MiB budget',
+      { stepBytes: 14 * GiB, openedImageBytes: 300 * MiB },
+      8,
+      {},
+      256 * MiB,
+      false,
+    ],
+  ];
+  for (const [name, memory, cpus, env, tileBytes, openAhead] of cases) {
+    it(`plans the read-ahead budget: ${name}`, () => {
+      const m = { ...pod, ...memory };
+      const got = planReadAhead(m, cpus, env);
+      assert.deepEqual(
+        { tileBytes: got.tileBytes, openAhead: got.openAhead },
+        { tileBytes, openAhead },
+        `planReadAhead(${JSON.stringify(m)}, ${cpus}, ${JSON.stringify(env)}): ${got.reason}`,
+      );
+    });
+  }
+
+  it('says where the budget came from', () => {
+    assert.match(
+      planReadAhead({ ...pod, stepBytes: 14 * GiB }, 8, {}).reason,
+      /^read-ahead budget 256 MiB \(25% of the 1024 MiB left of 16384 MiB after 1024 MiB resident and the predicted step's 14336 MiB\): the next image opened ahead \(32 MiB\), 224 MiB of tiles$/,
+    );
+    assert.match(planReadAhead(pod, 2, {}).reason, /no read-ahead: 2 CPUs/);
   });
 
   const net: Network = {

@@ -7,7 +7,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { StreamingTrainingJob, StreamingTrainingJobSpec } from '../../crds/index.ts';
 import { type BadImage, Dataset } from '../data/dataset.ts';
 import { readManifest } from '../data/manifest.ts';
-import { readAheadBytes } from '../data/read-ahead.ts';
+import { SLIDE_OPEN_BYTES } from '../data/slide/tissue.ts';
 import { builtinNetwork } from '../streaming/bodies.ts';
 import { type Network, networkParameterShapes } from '../streaming/network.ts';
 import { checkInputSize, importedNetwork, loadTfjsLayersModel } from '../streaming/tfjs-import.ts';
@@ -152,6 +152,17 @@ async function requireManifest(root: string, file: string, field: 'train' | 'val
 }
 
 /**
+ * The most memory one image of this job holds once opened, before its tiles are read: a slide its
+ * thumbnail (SLIDE_OPEN_BYTES); any other image at most its decoded pixels (PNG and JPEG decode
+ * whole at open; sharp decodes to at most 4 channels of 8 bits; a tiled TIFF holds far less).
+ */
+export function openedImageBytes(spec: StreamingTrainingJobSpec): number {
+  if (spec.data.slides) return SLIDE_OPEN_BYTES;
+  const [height, width] = imageSizeOf(spec);
+  return height * width * 4;
+}
+
+/**
  * The dataset of one manifest. Without a validation manifest, the training manifest's split column
  * divides the rows (rows without a split are training rows).
  */
@@ -161,7 +172,9 @@ export async function datasetOf(
   which: 'train' | 'validation',
   onBadImage: (bad: BadImage) => void,
   /** With spec.data.slides: where each slide's tissue pictures are saved. */
-  tissueDir?: string,
+  tissueDir: string | undefined,
+  /** Open the next image while one trains (planReadAhead decides). */
+  openAhead: boolean,
 ): Promise<Dataset | undefined> {
   const file = which === 'validation' ? (spec.data.validation ?? spec.data.train) : spec.data.train;
   await requireManifest(
@@ -188,8 +201,7 @@ export async function datasetOf(
     },
     seed: spec.training.seed,
     maxBadFraction: spec.data.maxBadImageFraction,
-    // With spare cores, the next image (a slide's thumbnail and tissue) is opened while one trains.
-    openAhead: readAheadBytes() > 0,
+    openAhead,
     onBadImage,
     ...(which === 'train' ? { augmentation: { ...spec.data.augmentation } } : { shuffle: false }),
   });

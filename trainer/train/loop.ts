@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataPosition, Dataset, DatasetItem } from '../data/dataset.ts';
 import { ImageError } from '../data/image-error.ts';
-import { readAhead, readAheadBytes } from '../data/read-ahead.ts';
+import { readAhead } from '../data/read-ahead.ts';
 import type { TileGrid } from '../streaming/geometry.ts';
 import {
   accumulate,
@@ -38,6 +38,8 @@ export interface TrainConfig {
   readonly checkpoint?: { dir: string; everySteps: number; keep: number };
   /** Initial weights to start from instead of random ones (e.g. an imported model). */
   readonly initialWeights?: ReadonlyMap<string, CheckpointTensor>;
+  /** Bytes of tiles read ahead within an image (planReadAhead's tileBytes); default 0, none. */
+  readonly readAheadBytes?: number;
 }
 
 export interface EpochMetrics {
@@ -323,7 +325,7 @@ async function runImage(
   const t0 = performance.now();
   const lossFn = lossFor(config.loss, item.label, config.network.outputs);
   // With spare cores, the next tile is read (on libvips' or OpenSlide's threads) while this one computes.
-  const source = readAhead(item.image, config.grid, { maxBytes: readAheadBytes() });
+  const source = readAhead(item.image, config.grid, { maxBytes: config.readAheadBytes ?? 0 });
   const run = () =>
     streamedStep(config.network, params, source, config.grid, lossFn, { progress: () => stopCheck() });
   let step: Awaited<ReturnType<typeof run>>;
@@ -381,7 +383,10 @@ async function validate(
   for await (const item of data.items(epoch)) {
     try {
       stopCheck();
-      const source = readAhead(item.image, config.grid, { passes: 1, maxBytes: readAheadBytes() });
+      const source = readAhead(item.image, config.grid, {
+        passes: 1,
+        maxBytes: config.readAheadBytes ?? 0,
+      });
       const logits = await streamedPredict(config.network, params, source, config.grid).finally(() =>
         source.settle(),
       );

@@ -7,9 +7,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { StreamingTrainingJob } from '../../crds/index.ts';
 import { formatProblems, loadJobFile } from '../../crds/validate.ts';
+import { cpuAllowance } from '../backend/cpu-allowance.ts';
+import { memoryAllowance } from '../backend/memory-allowance.ts';
 import { type BackendChoice, initBackend, wasmHeapBytes } from '../backend/select.ts';
 import type { BadImage, Dataset } from '../data/dataset.ts';
 import { ManifestError } from '../data/manifest.ts';
+import { planReadAhead } from '../data/read-ahead.ts';
 import { ensureSyntheticDataset } from '../data/synthetic.ts';
 import { PlanError } from '../plan/planner.ts';
 import { GeometryError, tileGrid } from '../streaming/geometry.ts';
@@ -27,6 +30,7 @@ import {
   imageSizeOf,
   loadNetwork,
   lossOf,
+  openedImageBytes,
   optimizerConfigOf,
   resolveJobPath,
   scheduleOf,
@@ -35,7 +39,7 @@ import { type TrainResult, train } from './loop.ts';
 import { createLogger, createTrainerMetrics, formatDuration, ProgressBar, serveMetrics } from './observe.ts';
 import { createStatusReporter } from './report-k8s.ts';
 import { writeSaliencyMaps } from './saliency.ts';
-import { checkTileFitsBackend, hardMemoryLimit, resolveTile } from './tile-choice.ts';
+import { checkTileFitsBackend, hardMemoryLimit, predictedHostStepBytes, resolveTile } from './tile-choice.ts';
 
 export interface TrainOptions {
   /** Overrides spec.streaming.tileSize (the operator passes the planned tile this way). */
@@ -273,8 +277,27 @@ async function runJob(
       ? resolve(o.outputDir ?? '.', 'tissue', job.metadata.name)
       : join(checkpointDir, 'tissue')
     : undefined;
-  const trainData = (await datasetOf(spec, root, 'train', onBadImage, tissueDir)) as Dataset;
-  const validationData = await datasetOf(spec, root, 'validation', onBadImage, tissueDir);
+  // Reading ahead takes a share of what the predicted step leaves of this process's memory.
+  const ahead = planReadAhead(
+    {
+      allowanceBytes: memoryAllowance().bytes,
+      residentBytes: process.memoryUsage.rss(),
+      stepBytes: predictedHostStepBytes(
+        spec,
+        net,
+        image,
+        backend.name,
+        backend.tensorflow?.gpu === true,
+        tile.size,
+      ),
+      openedImageBytes: openedImageBytes(spec),
+    },
+    cpuAllowance().cpus,
+    process.env,
+  );
+  say('info', ahead.reason);
+  const trainData = (await datasetOf(spec, root, 'train', onBadImage, tissueDir, ahead.openAhead)) as Dataset;
+  const validationData = await datasetOf(spec, root, 'validation', onBadImage, tissueDir, ahead.openAhead);
   const epochs = o.epochs ?? spec.training.epochs;
   say('info', `training ${net.body.name} on ${trainData.size} images of ${image[0]}×${image[1]}`, {
     backend: backend.name,
@@ -297,6 +320,7 @@ async function runJob(
       optimizer: optimizerConfigOf(spec),
       loss: lossOf(spec),
       seed: spec.training.seed,
+      readAheadBytes: ahead.tileBytes,
       ...(initialWeights && { initialWeights }),
       ...(checkpointDir && {
         checkpoint: {

@@ -122,6 +122,25 @@ export function checkTileFitsBackend(
   );
 }
 
+/**
+ * The planner's predicted peak of one training step at `tile`, in this process's memory: the wasm
+ * heap, the JS heap for cpu, host RAM for TensorFlow on the CPU; 0 for TensorFlow on a GPU, whose
+ * step lives in device memory. For the read-ahead budget (planReadAhead).
+ */
+export function predictedHostStepBytes(
+  spec: StreamingTrainingJobSpec,
+  net: Network,
+  image: readonly [number, number],
+  backend: BackendName,
+  tensorflowOnGpu: boolean,
+  tile: number,
+): number {
+  if (backend === 'tensorflow' && tensorflowOnGpu) return 0;
+  // Any budget will do: the prediction is the same whether or not it fits.
+  const plan = checkTile({ ...planRequest(spec, net, image, backend, 2 ** 50, 0), tile });
+  return plan.streamed.requiredBytes;
+}
+
 /** What the planner needs to know about a job's run. */
 function planRequest(
   spec: StreamingTrainingJobSpec,

@@ -23,15 +23,15 @@ import { compositeArgb, OpenslideError, Slide, type SlideLevel } from './opensli
 import { areaResample, sourceSpan } from './resample.ts';
 import { parseMpp, ResolutionError } from './resolution.ts';
 import { planSlide, type ScaledMask, type SlideGeometry } from './slide-geometry.ts';
-import { detectTissue, type Thumbnail, type TissueMask } from './tissue.ts';
+import {
+  detectTissue,
+  THUMBNAIL_BAND_PIXELS,
+  THUMBNAIL_MAX_SIDE,
+  THUMBNAIL_MIN_SIDE,
+  type Thumbnail,
+  type TissueMask,
+} from './tissue.ts';
 import { cropLevel0, writeTissueImages } from './tissue-report.ts';
-
-/** The thumbnail for tissue detection: the coarsest level with a long side of at least this… */
-export const THUMBNAIL_MIN_SIDE = 512;
-/** …box-downsampled to at most this. */
-export const THUMBNAIL_MAX_SIDE = 1024;
-/** Source pixels per read while building the thumbnail (≈ 16 MB of ARGB). */
-const THUMBNAIL_BAND_PIXELS = 1 << 22;
 
 export type Rgb = readonly [number, number, number];
 

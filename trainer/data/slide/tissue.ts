@@ -14,6 +14,18 @@ export interface Box {
   y1: number;
 }
 
+/** The thumbnail for tissue detection: the coarsest level with a long side of at least this… */
+export const THUMBNAIL_MIN_SIDE = 512;
+/** …box-downsampled to at most this. */
+export const THUMBNAIL_MAX_SIDE = 1024;
+/** Source pixels per read while building the thumbnail (≈ 16 MB of ARGB). */
+export const THUMBNAIL_BAND_PIXELS = 1 << 22;
+/**
+ * The most memory opening a slide takes before its tiles are read: one band as ARGB and as RGB,
+ * the thumbnail and its mask (what opening the next slide ahead holds).
+ */
+export const SLIDE_OPEN_BYTES = THUMBNAIL_BAND_PIXELS * (4 + 3) + THUMBNAIL_MAX_SIDE ** 2 * (3 + 1);
+
 /** An RGB thumbnail of a slide read from one level. */
 export interface Thumbnail {
   rgb: Uint8Array;
