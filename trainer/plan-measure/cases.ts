@@ -55,6 +55,18 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     pooling: 'max',
     outputs: 2,
   };
+  // The attention-MIL head: its [positions, 128] tensors grow with the image, so at 384² with
+  // 128² tiles the head's phase is the streamed step's peak.
+  const smallAttention: PlanNetwork = { ...small, pooling: 'attention' };
+  // …and on a trunk's output (ResNet-18's layer3 on the stitched layer2 map).
+  const r18Attention: PlanNetwork = { ...r18, pooling: 'attention', attentionHiddenSize: 16 };
+  // InceptionNeXt: channel slices, square and band depthwise branches, concat (width 8: one
+  // channel per branch in stage 0).
+  const inception0: PlanNetwork = {
+    ...builtinNetwork('inceptionnext-atto', { width: 8, bodyEnd: 'stages.0' }),
+    pooling: 'avg',
+    outputs: 2,
+  };
   // The MIDL 2018 network as in the notebook's 514² demo (5 blocks, streamed to conv1-3); 520 is
   // the nearest size aligned to its stride of 8; smaller variants have 4 and 3 blocks.
   const midl: PlanNetwork = { ...splitAt(midl2018({ blocks: 5 }), 'conv1-3'), pooling: 'avg', outputs: 2 };
@@ -72,6 +84,8 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
       ...both('resnet50 w4 →layer1', r50, 128, 96),
       ...both('midl2018 3 blocks →conv1-1', midl3, 128, 72),
       ...both('convnext-atto w4 →stages.0', convnext0, 128, 96),
+      ...both('inceptionnext-atto w8 →stages.0', inception0, 128, 96),
+      ...both('smallcnn w8 attention head', smallAttention, 384, 128),
     ];
   }
   return [
@@ -86,6 +100,9 @@ export function builtinCases(size: 'full' | 'light' = 'full'): CalibrationCase[]
     ...both('midl2018 5 blocks →conv1-3', midl, 520, 264),
     ...both('convnext-atto w4 →stages.0', convnext0, 128, 96),
     ...both('convnext-atto w4 →stages.1', convnext1, 224, 184),
+    ...both('inceptionnext-atto w8 →stages.0', inception0, 192, 112),
+    ...both('smallcnn w8 attention head', smallAttention, 384, 128),
+    ...both('resnet18 w4 →layer2 attention head (hidden 16) on the trunk', r18Attention, 256, 192),
   ];
 }
 
