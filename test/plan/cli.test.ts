@@ -165,6 +165,24 @@ describe('tilestream plan', () => {
     assert.match(layer3.stdout, /the largest term is head \(trunk/);
   });
 
+  it('plans InceptionNeXt bodies cut by stage; tiny to stages.2 does not fit 24 GiB (the tape at its 1840 minimum tile)', async () => {
+    const args = ['plan', '--image-size', '8192', '--gpu-memory', '24Gi', '--json'];
+    const r = await run(...args, '--model', 'inceptionnext-atto');
+    assert.equal(r.status, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.model, 'inceptionnext-atto');
+    assert.equal(j.bodyEnd, 'stages.2.blocks.5');
+    assert.equal(j.stride, 16);
+    assert.equal(j.minimumTile, 976);
+    assert.equal(j.fits, true);
+    const tiny = await run(...args, '--model', 'inceptionnext-tiny');
+    assert.equal(tiny.status, EXIT_DOES_NOT_FIT);
+    assert.equal(JSON.parse(tiny.stdout).minimumTile, 1840);
+    const bad = await run(...args, '--model', 'inceptionnext-tiny', '--body-end', 'layer3');
+    assert.equal(bad.status, EXIT_INVALID);
+    assert.match(bad.stderr, /inceptionnext-tiny has no layer 'layer3'.*stages\.0 … stages\.3/);
+  });
+
   it('reads a StreamingTrainingJob; flags override it', async () => {
     const file = manifest('job.yaml');
     const r = await run('plan', file, '--json');
@@ -281,7 +299,7 @@ describe('tilestream plan', () => {
       ],
       [
         ['plan', '--model', 'vgg16', '--image-size', '4096', '--gpu-memory', '16Gi'],
-        /Allowed choices are resnet18, resnet34, resnet50, convnext-atto, convnext-femto, convnext-pico, convnext-nano, convnext-tiny, midl2018, smallcnn/,
+        /Allowed choices are resnet18, resnet34, resnet50, convnext-atto, convnext-femto, convnext-pico, convnext-nano, convnext-tiny, inceptionnext-atto, inceptionnext-tiny, midl2018, smallcnn/,
       ],
     ];
     for (const [args, message] of cases) {

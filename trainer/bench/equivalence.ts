@@ -1,6 +1,6 @@
 // `tilestream bench equivalence`: a seeded set of random bodies and sizes (ConvNeXt-like blocks
-// among them) plus fixed ResNet-18, ResNet-50 and ConvNeXt-atto cases, each streamed and run conventionally on
-// the same image; reports the worst relative errors.
+// among them) plus fixed ResNet-18, ResNet-50, ConvNeXt-atto and InceptionNeXt-atto cases, each
+// streamed and run conventionally on the same image; reports the worst relative errors.
 
 import { builtinNetwork } from '../streaming/bodies.ts';
 import { compareStep, type Discrepancy } from '../streaming/compare.ts';
@@ -105,6 +105,21 @@ export async function benchEquivalence(o: EquivalenceOptions): Promise<Equivalen
     for (const t of [184, 248]) {
       o.log?.(`equivalence: ConvNeXt-atto body to stages.1 (with stages 2–3 trunk), 384² image, tile ${t}`);
       fixed.push(await timed(`convnext-atto-stages.1 384 tile ${t}`, convnext, [384, 384], [t, t], o.seed));
+    }
+    // InceptionNeXt-atto at full width (40: ten channels per branch), streamed to stages.1
+    // (minimum tile 200); stages 2–3 in the trunk; layer scales at 0.5 as for ConvNeXt.
+    const inception: Network = {
+      ...builtinNetwork('inceptionnext-atto', { bodyEnd: 'stages.1', layerScaleInit: 0.5 }),
+      pooling: 'avg',
+      outputs: 2,
+    };
+    for (const t of [232, 296]) {
+      o.log?.(
+        `equivalence: InceptionNeXt-atto body to stages.1 (with stages 2–3 trunk), 384² image, tile ${t}`,
+      );
+      fixed.push(
+        await timed(`inceptionnext-atto-stages.1 384 tile ${t}`, inception, [384, 384], [t, t], o.seed),
+      );
     }
   }
   const all = [worst, ...fixed];

@@ -132,11 +132,11 @@ export function registerPlanCommands(program: Command): void {
     )
     .option(
       '--body-end <layer>',
-      'last layer of the streamed body (ResNet: layer1..layer4; ConvNeXt: stages.0..stages.3; or a block name)',
+      'last layer of the streamed body (ResNet: layer1..layer4; ConvNeXt, InceptionNeXt: stages.0..stages.3; or a block name)',
     )
     .option(
       '--width <n>',
-      'smallcnn channels, the ResNet base width (64 in torchvision) or the ConvNeXt stage-0 width',
+      'smallcnn channels, the ResNet base width (64 in torchvision) or the ConvNeXt/InceptionNeXt stage-0 width',
       parsePositiveInt,
     )
     .option('--channels <n>', 'input channels (default 3)', parsePositiveInt)
