@@ -1,5 +1,5 @@
-// Built-in networks: ResNet-18/34/50 with frozen batch-norm (torchvision's layout), ConvNeXt bodies
-// (convnext.ts), the MIDL 2018 proof-of-concept network (streaming-algorithm.md Appendix B) and a
+// Built-in networks: ResNet-18/34/50 with frozen batch-norm (torchvision's layout), ConvNeXt and
+// InceptionNeXt bodies (convnext.ts, inceptionnext.ts), the MIDL 2018 proof-of-concept network (streaming-algorithm.md Appendix B) and a
 // small plain CNN for demos and tests (synthetic-task.md §2). Each is a whole network up to its
 // last spatial layer; `splitAt` cuts it into the streamed body and a conventionally run trunk.
 
@@ -12,15 +12,29 @@ import {
   isConvNextStage,
 } from './convnext.ts';
 import { type Body, BodyError, type SplitNetwork, splitAt } from './graph.ts';
+import {
+  INCEPTIONNEXT_VARIANTS,
+  type InceptionNextVariant,
+  inceptionnext,
+  inceptionnextStageEnd,
+  isInceptionNextStage,
+} from './inceptionnext.ts';
 
 export type ConvNextArchitecture = `convnext-${ConvNextVariant}`;
+export type InceptionNextArchitecture = `inceptionnext-${InceptionNextVariant}`;
 export type ResNetArchitecture = 'resnet18' | 'resnet34' | 'resnet50';
-export type Architecture = ResNetArchitecture | ConvNextArchitecture | 'midl2018' | 'smallcnn';
+export type Architecture =
+  | ResNetArchitecture
+  | ConvNextArchitecture
+  | InceptionNextArchitecture
+  | 'midl2018'
+  | 'smallcnn';
 export const ARCHITECTURES: readonly Architecture[] = [
   'resnet18',
   'resnet34',
   'resnet50',
   ...CONVNEXT_VARIANTS.map((v): ConvNextArchitecture => `convnext-${v}`),
+  ...INCEPTIONNEXT_VARIANTS.map((v): InceptionNextArchitecture => `inceptionnext-${v}`),
   'midl2018',
   'smallcnn',
 ];
@@ -28,6 +42,13 @@ export const ARCHITECTURES: readonly Architecture[] = [
 /** The ConvNeXt variant of an architecture name, or undefined for the other networks. */
 export function convnextVariant(arch: Architecture): ConvNextVariant | undefined {
   return arch.startsWith('convnext-') ? (arch.slice('convnext-'.length) as ConvNextVariant) : undefined;
+}
+
+/** The InceptionNeXt variant of an architecture name, or undefined for the other networks. */
+export function inceptionnextVariant(arch: Architecture): InceptionNextVariant | undefined {
+  return arch.startsWith('inceptionnext-')
+    ? (arch.slice('inceptionnext-'.length) as InceptionNextVariant)
+    : undefined;
 }
 
 export interface ResNetOptions {
@@ -175,14 +196,14 @@ export interface BuiltinOptions {
   /** Last layer of the streamed body; the default is each network's usual cut. */
   bodyEnd?: string;
   inputChannels?: number;
-  /** smallcnn: channels; resnet: base width; convnext: channels of stage 0 (later stages double it). */
+  /** smallcnn: channels; resnet: base width; convnext, inceptionnext: channels of stage 0 (later stages double it). */
   width?: number;
-  /** convnext: the layer scales' start (1e-6); tests raise it so that every branch counts. */
+  /** convnext, inceptionnext: the layer scales' start (1e-6); tests raise it so that every branch counts. */
   layerScaleInit?: number;
 }
 
 /**
- * Default cut: ResNet body to layer3 and ConvNeXt to stages.2 (the head keeps the last stage, as
+ * Default cut: ResNet body to layer3 and ConvNeXt and InceptionNeXt to stages.2 (the head keeps the last stage, as
  * in the TPAMI paper), MIDL at conv3-4.
  */
 export function defaultBodyEnd(arch: Architecture): string | undefined {
@@ -202,7 +223,7 @@ export function defaultBodyEnd(arch: Architecture): string | undefined {
 
 /**
  * A built-in network split into streamed body and trunk. ResNet stage names (`layer3`) and
- * ConvNeXt ones (`stages.2`) mean the stage's last block.
+ * ConvNeXt and InceptionNeXt ones (`stages.2`) mean the stage's last block.
  */
 export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): SplitNetwork {
   const net = buildWhole(arch, o);
@@ -213,9 +234,15 @@ export function builtinNetwork(arch: Architecture, o: BuiltinOptions = {}): Spli
   }
   const variant = convnextVariant(arch);
   if (variant !== undefined && isConvNextStage(cut)) cut = convnextStageEnd(variant, cut);
+  const inception = inceptionnextVariant(arch);
+  if (inception !== undefined && isInceptionNextStage(cut)) cut = inceptionnextStageEnd(inception, cut);
   if (!net.nodes.some((n) => n.name === cut)) {
     const stages =
-      variant !== undefined ? 'stages.0 … stages.3' : arch.startsWith('resnet') ? 'layer1 … layer4' : '';
+      variant !== undefined || inception !== undefined
+        ? 'stages.0 … stages.3'
+        : arch.startsWith('resnet')
+          ? 'layer1 … layer4'
+          : '';
     throw new BodyError(
       `${arch} has no layer '${o.bodyEnd}' to end the streamed body at` +
         (stages ? `; use a stage (${stages}) or a block name` : ''),
@@ -240,11 +267,15 @@ function buildWhole(arch: Architecture, o: BuiltinOptions): Body {
         ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
         ...(o.width !== undefined && { width: o.width }),
       });
-    default:
-      return convnext(convnextVariant(arch) as ConvNextVariant, {
+    default: {
+      const inception = inceptionnextVariant(arch);
+      const common = {
         ...(o.inputChannels !== undefined && { inputChannels: o.inputChannels }),
         ...(o.width !== undefined && { width: o.width }),
         ...(o.layerScaleInit !== undefined && { layerScaleInit: o.layerScaleInit }),
-      });
+      };
+      if (inception !== undefined) return inceptionnext(inception, common);
+      return convnext(convnextVariant(arch) as ConvNextVariant, common);
+    }
   }
 }

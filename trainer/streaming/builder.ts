@@ -126,6 +126,11 @@ export class BodyBuilder {
     return this.#add('scale', { kind: 'layerScale', init }, [x], name);
   }
 
+  /** Channels [begin, begin + size) of x (graph.ts ChannelSliceOp). */
+  channelSlice(x: string, begin: number, size: number, name?: string): string {
+    return this.#add('slice', { kind: 'channelSlice', begin, size }, [x], name);
+  }
+
   pad(x: string, padding: number | Pair | Padding, name?: string): string {
     return this.#add('pad', { kind: 'pad', padding: padding4(padding) }, [x], name);
   }

@@ -61,6 +61,15 @@ export interface LayerScaleOp {
   readonly kind: 'layerScale';
   readonly init: number;
 }
+/**
+ * Channels [begin, begin + size) of the input (InceptionNeXt's torch.split into branches): a
+ * pointwise selection, so it streams exactly; its gradient pads dy back with zeros.
+ */
+export interface ChannelSliceOp {
+  readonly kind: 'channelSlice';
+  readonly begin: number;
+  readonly size: number;
+}
 /** Zero padding as a layer of its own (Keras ZeroPadding2D that could not be folded). */
 export interface PadOp {
   readonly kind: 'pad';
@@ -69,7 +78,16 @@ export interface PadOp {
 export interface MergeOp {
   readonly kind: 'add' | 'concat';
 }
-export type Op = Conv2dOp | PoolOp | ActivationOp | AffineOp | LayerNormOp | LayerScaleOp | PadOp | MergeOp;
+export type Op =
+  | Conv2dOp
+  | PoolOp
+  | ActivationOp
+  | AffineOp
+  | LayerNormOp
+  | LayerScaleOp
+  | ChannelSliceOp
+  | PadOp
+  | MergeOp;
 
 export interface BodyNode {
   readonly name: string;
@@ -122,6 +140,7 @@ export function footprint(op: Op, axis: Axis): AxisFootprint {
     case 'affine':
     case 'layerNorm':
     case 'layerScale':
+    case 'channelSlice':
     case 'add':
     case 'concat':
       return { k: 1, s: 1, pLo: 0, pHi: 0 };
@@ -192,6 +211,19 @@ export function inferChannels(body: Body): Map<string, number> {
         if (!(op.epsilon > 0)) throw new BodyError(`${where}: epsilon must be positive, got ${op.epsilon}`);
         channels.set(node.name, single());
         break;
+      case 'channelSlice': {
+        const c = single();
+        if (!Number.isInteger(op.begin) || !Number.isInteger(op.size) || op.begin < 0 || op.size < 1) {
+          throw new BodyError(`${where}: channelSlice needs an integer begin >= 0 and size >= 1`);
+        }
+        if (op.begin + op.size > c) {
+          throw new BodyError(
+            `${where}: channels ${op.begin}…${op.begin + op.size - 1} asked of an input with ${c} channels`,
+          );
+        }
+        channels.set(node.name, op.size);
+        break;
+      }
       case 'add': {
         if (inC.length < 2) throw new BodyError(`${where}: add needs at least two inputs`);
         if (inC.some((c) => c !== inC[0])) {

@@ -274,6 +274,11 @@ export function runBodyWith<T>(
       case 'layerScale':
         y = ops.mul(x0, param(`${node.name}/gamma`));
         break;
+      case 'channelSlice': {
+        const [n, h, w] = ops.shape(x0) as [number, number, number, number];
+        y = ops.slice(x0, [0, 0, 0, op.begin], [n, h, w, op.size]);
+        break;
+      }
       case 'pad':
         y = ops.pad(x0, nhwcPad(op.padding));
         break;

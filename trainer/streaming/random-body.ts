@@ -1,6 +1,6 @@
 // Random streamable bodies for property tests and `tilestream bench equivalence`: convolutions
-// (strides, dilations, groups), pools, activations, residual, bottleneck and ConvNeXt-like blocks
-// and concats.
+// (strides, dilations, groups), pools, activations, residual, bottleneck, ConvNeXt-like and
+// InceptionNeXt-like blocks and concats.
 
 import { mulberry32 } from '../data/random.ts';
 import { BodyBuilder } from './builder.ts';
@@ -10,7 +10,7 @@ export { mulberry32 };
 import { ACTIVATIONS, type Body } from './graph.ts';
 
 export interface LayerDraw {
-  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'convnext' | 'concat' | 'act';
+  kind: 'conv' | 'max' | 'avg' | 'res' | 'bottleneck' | 'convnext' | 'inception' | 'concat' | 'act';
   k: number;
   s: number;
   d: number;
@@ -81,6 +81,38 @@ export function randomBody(layers: LayerDraw[]): Body {
         let y = b.conv(x, { filters: c, kernel: k, padding: l.pad ? (k - 1) / 2 : 0, groups: c });
         if (!l.pad) x = b.avgPool(x, { kernel: k, stride: 1 }); // a 'valid' branch: the skip must shrink too
         y = b.activation(b.conv(b.layerNorm(y), { filters: 2 * c, kernel: 1 }), 'gelu');
+        y = b.layerScale(b.conv(y, { filters: c, kernel: 1 }), 0.5 + (l.fn % 100) / 100);
+        x = b.add([y, x]);
+        break;
+      }
+      case 'inception': {
+        // With stride 2, InceptionNeXt's downsampling (frozen batch-norm, 2×2/2 conv); then a block
+        // whose token mixer splits the channels into identity, a square k×k and two bands (1×k',
+        // k'×1, k' = 2k+1 up to 9) of depthwise convs with same-size padding, concatenated; then
+        // batch-norm, 1×1 up 2×, GELU, 1×1 down, layer scale, add. At least 4 channels: 1 per branch.
+        if (c < 4) {
+          c = 4;
+          x = b.conv(x, { filters: c, kernel: 1 });
+        }
+        if (l.s === 2) x = b.conv(b.affine(x), { filters: c, kernel: 2, stride: 2 });
+        const g = Math.max(1, Math.floor(c / 4));
+        const k = l.k | 1;
+        const band = Math.min(2 * l.k + 1, 9);
+        const id = b.channelSlice(x, 0, c - 3 * g);
+        const branch = (begin: number, kernel: [number, number]): string =>
+          b.conv(b.channelSlice(x, begin, g), {
+            filters: g,
+            kernel,
+            padding: [(kernel[0] - 1) / 2, (kernel[1] - 1) / 2],
+            groups: g,
+          });
+        let y = b.concat([
+          id,
+          branch(c - 3 * g, [k, k]),
+          branch(c - 2 * g, [1, band]),
+          branch(c - g, [band, 1]),
+        ]);
+        y = b.activation(b.conv(b.affine(y), { filters: 2 * c, kernel: 1 }), 'gelu');
         y = b.layerScale(b.conv(y, { filters: c, kernel: 1 }), 0.5 + (l.fn % 100) / 100);
         x = b.add([y, x]);
         break;
