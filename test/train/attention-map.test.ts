@@ -10,29 +10,26 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { stringify } from 'yaml';
-import { attentionHeatmap } from '../../trainer/train/attention-map.ts';
+import { attentionHeatmap, percentileRanks } from '../../trainer/train/attention-map.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'attention-map-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
 describe('attention heatmap', () => {
-  it('a 2×2 map at 4×5 pixels: each position covers its share, scaled by the largest weight', () => {
+  it('percentile ranks in [0, 1], ties sharing their mean rank', () => {
+    assert.deepEqual([...percentileRanks([0.3, 0.1, 0.3, 0.2, 0.1])], [0.875, 0.125, 0.875, 0.5, 0.125]);
+    assert.deepEqual([...percentileRanks([0.5])], [1]);
+    // A nearly uniform softmax still shows where the head looks most.
+    assert.deepEqual([...percentileRanks([0.2501, 0.2499, 0.25, 0.25])], [1, 0, 0.5, 0.5]);
+  });
+
+  it('a 2×2 map at 4×5 pixels: each position covers its share of the picture', () => {
     const map = { height: 2, width: 2, weights: Float32Array.from([0.1, 0.2, 0.3, 0.4]) };
     const got = [...attentionHeatmap(map, 4, 5)].map((v) => Math.round(v * 100) / 100);
     // Columns 0–2 of the picture fall in position column 0 (x·2/5 < 1), columns 3–4 in column 1.
-    assert.deepEqual(
-      got,
-      [
-        0.25, 0.25, 0.25, 0.5, 0.5, 0.25, 0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 0.75, 1, 1, 0.75, 0.75, 0.75, 1,
-        1,
-      ],
-    );
-  });
-
-  it('all-zero weights draw nothing', () => {
-    const map = { height: 1, width: 2, weights: new Float32Array(2) };
-    assert.deepEqual([...attentionHeatmap(map, 1, 2)], [0, 0]);
+    const [a, b, c, d] = [0, 0.33, 0.67, 1];
+    assert.deepEqual(got, [a, a, a, b, b, a, a, a, b, b, c, c, c, d, d, c, c, c, d, d]);
   });
 });
 

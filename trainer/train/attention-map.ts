@@ -1,6 +1,6 @@
 // Attention maps of the attention-MIL head (head.pooling: attention): the softmax weight of each
-// position of the head's input (the stitched feature map, or the trunk's output) drawn over a
-// downsampled copy of the image, as saliency.ts draws gradients. Written beside the saliency maps.
+// position of the head's input (the stitched feature map, or the trunk's output), as a percentile
+// rank drawn over a downsampled copy of the image as saliency.ts draws gradients; beside them.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,20 +20,39 @@ import { colour } from './saliency.ts';
 const MAX_SIDE = 1024;
 
 /**
- * The attention weights at `height` × `width` picture pixels, scaled to [0, 1] by the largest
- * weight (so the most attended position is full strength whatever the number of positions).
+ * Percentile rank of each weight in [0, 1] (ties share their mean rank), as CLAM draws its
+ * heatmaps: the softmax of an untrained or unsure head is nearly uniform, and dividing by the
+ * largest weight would paint every position hot; ranks show where the head looks most either way.
+ */
+export function percentileRanks(weights: ArrayLike<number>): Float32Array {
+  const n = weights.length;
+  const order = Array.from({ length: n }, (_, i) => i).sort(
+    (a, b) => (weights[a] as number) - (weights[b] as number),
+  );
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; ) {
+    let j = i;
+    while (j + 1 < n && weights[order[j + 1] as number] === weights[order[i] as number]) j++;
+    const rank = n === 1 ? 1 : (i + j) / 2 / (n - 1);
+    for (let k = i; k <= j; k++) out[order[k] as number] = rank;
+    i = j + 1;
+  }
+  return out;
+}
+
+/**
+ * The attention map at `height` × `width` picture pixels, as percentile ranks (percentileRanks).
  * Each picture pixel takes the position whose share of the image it falls in (nearest; a position
  * of a stride-S map covers S × S image pixels).
  */
 export function attentionHeatmap(map: AttentionMap, height: number, width: number): Float32Array {
-  let max = 0;
-  for (const w of map.weights) if (w > max) max = w;
+  const ranks = percentileRanks(map.weights);
   const out = new Float32Array(height * width);
   for (let y = 0; y < height; y++) {
     const row = Math.min(map.height - 1, Math.floor((y * map.height) / height)) * map.width;
     for (let x = 0; x < width; x++) {
       const col = Math.min(map.width - 1, Math.floor((x * map.width) / width));
-      out[y * width + x] = max > 0 ? (map.weights[row + col] as number) / max : 0;
+      out[y * width + x] = ranks[row + col] as number;
     }
   }
   return out;
