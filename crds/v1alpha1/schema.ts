@@ -145,10 +145,12 @@ export const CONVNEXT_ARCHITECTURES = [
   'convnext-nano',
   'convnext-tiny',
 ] as const;
+export const INCEPTIONNEXT_ARCHITECTURES = ['inceptionnext-atto', 'inceptionnext-tiny'] as const;
 export const RESNET_ARCHITECTURES = ['resnet18', 'resnet34', 'resnet50'] as const;
 export const ARCHITECTURES = [
   ...RESNET_ARCHITECTURES,
   ...CONVNEXT_ARCHITECTURES,
+  ...INCEPTIONNEXT_ARCHITECTURES,
   'midl2018',
   'smallcnn',
   'tfjs',
@@ -157,7 +159,9 @@ export const RESNET_STAGES = ['layer1', 'layer2', 'layer3', 'layer4'] as const;
 /** Where a ResNet body ends when spec.model.bodyEnd is unset (set by the trainer, not by the schema). */
 export const RESNET_DEFAULT_BODY_END = 'layer3';
 export const CONVNEXT_STAGES = ['stages.0', 'stages.1', 'stages.2', 'stages.3'] as const;
-/** Where a ConvNeXt body ends when spec.model.bodyEnd is unset (set by the trainer, not by the schema). */
+/** Networks cut by stage (`stages.N`, default CONVNEXT_DEFAULT_BODY_END): ConvNeXt and InceptionNeXt. */
+const STAGED_ARCHITECTURES = [...CONVNEXT_ARCHITECTURES, ...INCEPTIONNEXT_ARCHITECTURES];
+/** Where a ConvNeXt or InceptionNeXt body ends when spec.model.bodyEnd is unset (set by the trainer). */
 export const CONVNEXT_DEFAULT_BODY_END = 'stages.2';
 const celList = (xs: readonly string[]): string => `[${xs.map((x) => `'${x}'`).join(', ')}]`;
 /** Channels of the smallcnn body when spec.model.width is unset. */
@@ -172,13 +176,14 @@ const model = object({
     architecture: enumeration(ARCHITECTURES, {
       description:
         "Built-in body ('resnet18', 'resnet34', 'resnet50' with frozen batch-norm; 'convnext-atto' … 'convnext-tiny', " +
-        "ConvNeXt with per-pixel layer norm; 'midl2018', the network of the MIDL 2018 abstract; 'smallcnn', a " +
+        "ConvNeXt with per-pixel layer norm; 'inceptionnext-atto', 'inceptionnext-tiny', InceptionNeXt with frozen " +
+        "batch-norm; 'midl2018', the network of the MIDL 2018 abstract; 'smallcnn', a " +
         "small conv net), or 'tfjs' for a TensorFlow.js layers model in tfjsModel.",
     }),
     bodyEnd: string({
       description:
         `Where the streamed body ends. For resnet18/resnet34/resnet50 a stage, ${RESNET_STAGES.join(', ')} ` +
-        `(default ${RESNET_DEFAULT_BODY_END}); for ConvNeXt a stage, ${CONVNEXT_STAGES.join(', ')} ` +
+        `(default ${RESNET_DEFAULT_BODY_END}); for ConvNeXt and InceptionNeXt a stage, ${CONVNEXT_STAGES.join(', ')} ` +
         `(default ${CONVNEXT_DEFAULT_BODY_END}); for tfjs the name of the last layer of the body (required). ` +
         'Everything after it is the head.',
       minLength: 1,
@@ -239,7 +244,12 @@ const model = object({
     requiredWhen('tfjsModel', 'architecture', ['tfjs']),
     onlyWhen('tfjsModel', 'architecture', ['tfjs']),
     requiredWhen('bodyEnd', 'architecture', ['tfjs']),
-    onlyWhen('bodyEnd', 'architecture', [...RESNET_ARCHITECTURES, ...CONVNEXT_ARCHITECTURES, 'tfjs']),
+    onlyWhen('bodyEnd', 'architecture', [
+      ...RESNET_ARCHITECTURES,
+      ...CONVNEXT_ARCHITECTURES,
+      ...INCEPTIONNEXT_ARCHITECTURES,
+      'tfjs',
+    ]),
     {
       rule: `!(self.architecture in ${celList(RESNET_ARCHITECTURES)}) || !has(self.bodyEnd) || self.bodyEnd in ${celList(RESNET_STAGES)}`,
       message: `for ${RESNET_ARCHITECTURES.join(', ')}, bodyEnd must be one of ${RESNET_STAGES.join(', ')}`,
@@ -255,6 +265,15 @@ const model = object({
       fieldPath: '.bodyEnd',
       check: (m) =>
         !(CONVNEXT_ARCHITECTURES as readonly string[]).includes(m.architecture) ||
+        m.bodyEnd === undefined ||
+        (CONVNEXT_STAGES as readonly string[]).includes(m.bodyEnd),
+    },
+    {
+      rule: `!(self.architecture in ${celList(INCEPTIONNEXT_ARCHITECTURES)}) || !has(self.bodyEnd) || self.bodyEnd in ${celList(CONVNEXT_STAGES)}`,
+      message: `for InceptionNeXt, bodyEnd must be one of ${CONVNEXT_STAGES.join(', ')}`,
+      fieldPath: '.bodyEnd',
+      check: (m) =>
+        !(INCEPTIONNEXT_ARCHITECTURES as readonly string[]).includes(m.architecture) ||
         m.bodyEnd === undefined ||
         (CONVNEXT_STAGES as readonly string[]).includes(m.bodyEnd),
     },
@@ -306,6 +325,15 @@ export const MODEL_MINIMUM_TILES: readonly {
   { architecture: 'convnext-tiny', bodyEnd: 'stages.1', minimumPx: 232 },
   { architecture: 'convnext-tiny', bodyEnd: 'stages.2', minimumPx: 1104 },
   { architecture: 'convnext-tiny', bodyEnd: 'stages.3', minimumPx: 1696 },
+  // InceptionNeXt: a 3×3 square and 1×9 / 1×11 band branch per block (a 7×7 in ConvNeXt).
+  { architecture: 'inceptionnext-atto', bodyEnd: 'stages.0', minimumPx: 68 },
+  { architecture: 'inceptionnext-atto', bodyEnd: 'stages.1', minimumPx: 200 },
+  { architecture: 'inceptionnext-atto', bodyEnd: 'stages.2', minimumPx: 976 },
+  { architecture: 'inceptionnext-atto', bodyEnd: 'stages.3', minimumPx: 1504 },
+  { architecture: 'inceptionnext-tiny', bodyEnd: 'stages.0', minimumPx: 124 },
+  { architecture: 'inceptionnext-tiny', bodyEnd: 'stages.1', minimumPx: 376 },
+  { architecture: 'inceptionnext-tiny', bodyEnd: 'stages.2', minimumPx: 1840 },
+  { architecture: 'inceptionnext-tiny', bodyEnd: 'stages.3', minimumPx: 2848 },
   { architecture: 'midl2018', minimumPx: 208 },
   { architecture: 'smallcnn', minimumPx: 80 },
 ];
@@ -314,7 +342,7 @@ export const MODEL_MINIMUM_TILES: readonly {
 function bodyKey(m: { architecture: string; bodyEnd?: string }): string {
   if ((RESNET_ARCHITECTURES as readonly string[]).includes(m.architecture))
     return `${m.architecture}/${m.bodyEnd ?? RESNET_DEFAULT_BODY_END}`;
-  if ((CONVNEXT_ARCHITECTURES as readonly string[]).includes(m.architecture))
+  if ((STAGED_ARCHITECTURES as readonly string[]).includes(m.architecture))
     return `${m.architecture}/${m.bodyEnd ?? CONVNEXT_DEFAULT_BODY_END}`;
   return m.architecture;
 }
@@ -336,7 +364,7 @@ function minimumTileRule(): ValidationRule<{
     `${a} + '/' + (has(self.model.bodyEnd) ? self.model.bodyEnd : '${fallback}')`;
   const key =
     `(${a} in ${celList(RESNET_ARCHITECTURES)} ? ${end(RESNET_DEFAULT_BODY_END)} : ` +
-    `${a} in ${celList(CONVNEXT_ARCHITECTURES)} ? ${end(CONVNEXT_DEFAULT_BODY_END)} : ${a})`;
+    `${a} in ${celList(STAGED_ARCHITECTURES)} ? ${end(CONVNEXT_DEFAULT_BODY_END)} : ${a})`;
   const t = 'self.streaming.tileSize';
   return {
     rule:

@@ -8,6 +8,7 @@ import type {
   ARCHITECTURES,
   CONVNEXT_ARCHITECTURES,
   CONVNEXT_STAGES,
+  INCEPTIONNEXT_ARCHITECTURES,
   RESNET_ARCHITECTURES,
   RESNET_STAGES,
   SpecNode,
@@ -37,7 +38,7 @@ export interface ResNetModel extends ModelCommon {
   width?: never;
 }
 export interface ConvNextModel extends ModelCommon {
-  architecture: (typeof CONVNEXT_ARCHITECTURES)[number];
+  architecture: (typeof CONVNEXT_ARCHITECTURES)[number] | (typeof INCEPTIONNEXT_ARCHITECTURES)[number];
   /** Unset means CONVNEXT_DEFAULT_BODY_END. */
   bodyEnd?: (typeof CONVNEXT_STAGES)[number];
   tfjsModel?: never;

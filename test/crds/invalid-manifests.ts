@@ -155,6 +155,12 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
     message: 'bodyEnd must be one of layer1',
   },
   {
+    name: 'InceptionNeXt bodyEnd that is not a stage',
+    manifest: edit(v(), { 'spec.model': { architecture: 'inceptionnext-tiny', bodyEnd: 'layer3' } }),
+    path: 'spec.model.bodyEnd',
+    message: 'for InceptionNeXt, bodyEnd must be one of stages.0',
+  },
+  {
     name: 'ConvNeXt bodyEnd that is not a stage',
     manifest: edit(v(), { 'spec.model': { architecture: 'convnext-atto', bodyEnd: 'layer3' } }),
     path: 'spec.model.bodyEnd',

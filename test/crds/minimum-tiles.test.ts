@@ -6,6 +6,7 @@ import {
   CONVNEXT_ARCHITECTURES,
   CONVNEXT_DEFAULT_BODY_END,
   CONVNEXT_STAGES,
+  INCEPTIONNEXT_ARCHITECTURES,
   MODEL_MINIMUM_TILES,
   RESNET_ARCHITECTURES,
   RESNET_DEFAULT_BODY_END,
@@ -33,8 +34,8 @@ describe('MODEL_MINIMUM_TILES', () => {
       assert.ok(ends.includes(RESNET_DEFAULT_BODY_END));
     }
   });
-  it('has every stage of every ConvNeXt, and the default body end among them', () => {
-    for (const a of CONVNEXT_ARCHITECTURES) {
+  it('has every stage of every ConvNeXt and InceptionNeXt, and the default body end among them', () => {
+    for (const a of [...CONVNEXT_ARCHITECTURES, ...INCEPTIONNEXT_ARCHITECTURES]) {
       const ends = MODEL_MINIMUM_TILES.filter((m) => m.architecture === a).map((m) => m.bodyEnd);
       assert.deepEqual(ends, [...CONVNEXT_STAGES], a);
       assert.ok(ends.includes(CONVNEXT_DEFAULT_BODY_END));
