@@ -24,7 +24,7 @@ export function registerStreamingBenches(bench: Command): void {
   bench
     .command('equivalence')
     .description(
-      'stream random bodies, ResNet-18, ResNet-50, ConvNeXt-atto and InceptionNeXt-atto and compare with conventional training (worst relative errors)',
+      'stream random bodies, ResNet-18 (max pooling and the attention head), ResNet-50, ConvNeXt-atto and InceptionNeXt-atto and compare with conventional training (worst relative errors)',
     )
     .addOption(
       new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_CHOICES).default('wasm'),
@@ -34,7 +34,7 @@ export function registerStreamingBenches(bench: Command): void {
     .option('--max-pixels <n>', 'largest image area of a random case', parseIntOption, 200 * 200)
     .option(
       '--no-fixed',
-      'skip the ResNet-18 512² (tiles 256, 320), ResNet-50 384² (tiles 160, 224), ConvNeXt-atto 384² (tiles 184, 248) and InceptionNeXt-atto 384² (tiles 232, 296) cases',
+      'skip the ResNet-18 512² (tiles 256, 320; with the attention head, tile 256), ResNet-50 384² (tiles 160, 224), ConvNeXt-atto 384² (tiles 184, 248) and InceptionNeXt-atto 384² (tiles 232, 296) cases',
     )
     .option('--json', 'print JSON')
     .action(

@@ -84,6 +84,19 @@ export async function benchEquivalence(o: EquivalenceOptions): Promise<Equivalen
       o.log?.(`equivalence: ResNet-18 body to layer3 (with layer4 trunk), 512² image, tile ${t}`);
       fixed.push(await timed(`resnet18-layer3 512 tile ${t}`, resnet, [512, 512], [t, t], o.seed));
     }
+    // The attention-MIL head (CLAM's gated attention, hidden 128) on the layer4 trunk's output.
+    o.log?.(
+      'equivalence: ResNet-18 body to layer3, layer4 trunk and the attention head, 512² image, tile 256',
+    );
+    fixed.push(
+      await timed(
+        'resnet18-layer3 attention 512 tile 256',
+        { ...resnet, pooling: 'attention' },
+        [512, 512],
+        [256, 256],
+        o.seed,
+      ),
+    );
     // ResNet-50 at full width (bottlenecks 64-64-256 …), streamed to layer2 (minimum tile 96) so a
     // 384² image takes several tiles; layer3–4 (2048 channels) run in the trunk.
     const resnet50: Network = {
