@@ -136,7 +136,7 @@ describe('tfjs layers-model import refuses what cannot stream, and says why', ()
     );
   });
 
-  it('normalisation over H×W: image-wide statistics; over channels only: local but no op', async () => {
+  it('normalisation over H×W: image-wide statistics; unit norm over channels: local but no op', async () => {
     await assertRefused(
       chain([L.layerNormalization({ axis: [1, 2, 3], name: 'ln' })], [8, 8, 3]),
       'ln',
@@ -144,7 +144,8 @@ describe('tfjs layers-model import refuses what cannot stream, and says why', ()
       'LayerNormalization',
       [/statistics taken over the whole image/, /replace it with BatchNormalization \(frozen/, CUT_BEFORE],
     );
-    await assertRefused(chain([L.layerNormalization({ name: 'ln' })]), 'ln', 'ln', 'LayerNormalization', [
+    // Layer norm over channels only is translated (tfjs-import-layer-norm.test.ts); unit norm has no op.
+    await assertRefused(handWritten('UnitNormalization', { axis: -1 }), 'odd', 'odd', 'UnitNormalization', [
       /is local, but the streamed body has no op for it/,
     ]);
     await assertRefused(

@@ -17,7 +17,7 @@ export class UnsupportedLayerError extends TfjsImportError {
 
 export const OPS_LIST =
   'conv2d (incl. depthwise, separable, grouped, dilated), max/avg pooling, relu, relu6, leakyRelu, elu, ' +
-  'sigmoid, tanh, frozen batch normalisation, zero padding, add, concat';
+  'sigmoid, tanh, exact gelu, frozen batch normalisation, layer normalisation over channels, zero padding, add, concat';
 
 type Category = 'global' | 'statistics' | 'random' | 'grid' | 'code' | 'preprocessing' | 'noOp' | 'notImage';
 
@@ -150,7 +150,7 @@ export function refusal(layer: KerasLayer, inputLayer: string): UnsupportedLayer
       layer,
       `is a layer class the importer does not know (it translates InputLayer, Conv2D, DepthwiseConv2D, ` +
         'SeparableConv2D, Dense on feature maps, MaxPooling2D, AveragePooling2D, Activation, ReLU, LeakyReLU, ELU, ' +
-        'BatchNormalization, ZeroPadding2D, Add, Concatenate)',
+        'BatchNormalization, LayerNormalization over channels, ZeroPadding2D, Add, Concatenate)',
       `If it is local, it needs an op in trainer/streaming/ops.ts; otherwise ${before}.`,
     );
   }

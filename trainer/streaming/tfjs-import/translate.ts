@@ -10,6 +10,7 @@
 //   MaxPooling2D / AveragePooling2D                                                      layers/pool.ts
 //   Activation / ReLU / LeakyReLU / ELU                                                  layers/activation.ts
 //   BatchNormalization    frozen: a per-channel affine map                               layers/batch-norm.ts
+//   LayerNormalization    over the channel axis: a layer norm node (trainable)           layers/layer-norm.ts
 //   ZeroPadding2D         folded into the next conv or 'valid' avg pool, else a pad node layers/zero-padding.ts
 //   Add / Concatenate     add / concat (channel axis only)                               layers/merge.ts
 // Padding 'valid' is zero; 'same' is the fixed explicit padding of same-padding.ts. Everything
@@ -31,6 +32,7 @@ import {
   type WeightRecipe,
 } from './layers/context.ts';
 import { CONV_LAYERS } from './layers/conv.ts';
+import { LAYER_NORM_LAYERS } from './layers/layer-norm.ts';
 import { MERGE_LAYERS } from './layers/merge.ts';
 import { POOL_LAYERS } from './layers/pool.ts';
 import { ZERO_PADDING_LAYERS } from './layers/zero-padding.ts';
@@ -64,6 +66,7 @@ const LAYERS: ReadonlyMap<string, LayerTranslator> = (() => {
     POOL_LAYERS,
     ACTIVATION_LAYERS,
     BATCH_NORM_LAYERS,
+    LAYER_NORM_LAYERS,
     ZERO_PADDING_LAYERS,
     MERGE_LAYERS,
   ]) {

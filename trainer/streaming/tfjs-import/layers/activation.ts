@@ -1,4 +1,4 @@
-// Pointwise activations: Activation, ReLU (max_value 6 → relu6, negative_slope → leakyRelu),
+// Pointwise activations (exact GELU among them): Activation, ReLU (max_value 6 → relu6, negative_slope → leakyRelu),
 // LeakyReLU, ELU; and activationOf, which reads a fused `activation` setting for the other families.
 
 import type { ActivationFn } from '../../graph.ts';
@@ -25,6 +25,7 @@ export function activationOf(raw: unknown, layer: KerasLayer, c: LayerContext): 
     case 'sigmoid':
     case 'tanh':
     case 'elu':
+    case 'gelu': // exact (erf) in tfjs-layers, and Keras's default (approximate=False)
       return { fn: name as ActivationFn };
     case 'leaky_relu':
       return { fn: 'leakyRelu', alpha: 0.2 }; // Keras 3's default negative slope
@@ -32,7 +33,7 @@ export function activationOf(raw: unknown, layer: KerasLayer, c: LayerContext): 
       throw new UnsupportedLayerError(
         layer,
         `uses the activation '${String(name)}', which the streamed body has no op for (its activations are ` +
-          'relu, relu6, leakyRelu, elu, sigmoid, tanh, linear)',
+          'relu, relu6, leakyRelu, elu, sigmoid, tanh, exact gelu, linear)',
         `Retrain with a supported activation, or ${before(c, layer)}.`,
       );
   }
