@@ -1,16 +1,17 @@
 // DICOM WSI for the slide tests: PyPI's wsidicomizer (with wsidicom, tiffslide and their wheels) in a
 // virtualenv under the tools cache, made by test/prepare.ts (`node test/wsidicomizer.ts`), and a
 // conversion of an .svs into a DICOM WSI series with lossless JPEG 2000 (RGB, so pixels survive
-// exactly; OpenSlide 4 reads JPEG and JPEG 2000 DICOM, not JPEG-lossless). tiffslide is the
-// source: opentile's would need the system's libturbojpeg.
+// exactly): the script of trainer/data/slide/dicom-writer.ts, which `tilestream synth --format
+// dicom` runs with this virtualenv's python when it finds it.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { WSIDICOMIZER_CONVERT, WSIDICOMIZER_VERSION } from '../trainer/data/slide/dicom-writer.ts';
 import { TOOLS_CACHE } from './tools.ts';
 
 export const WSIDICOMIZER = {
-  version: '0.26.1',
-  dir: join(TOOLS_CACHE, 'wsidicomizer-0.26.1'),
+  version: WSIDICOMIZER_VERSION,
+  dir: join(TOOLS_CACHE, `wsidicomizer-${WSIDICOMIZER_VERSION}`),
 } as const;
 const python = join(WSIDICOMIZER.dir, 'venv', 'bin', 'python');
 const stamp = join(WSIDICOMIZER.dir, 'ready');
@@ -25,23 +26,14 @@ export function wsidicomizerMissing(): string | undefined {
     : `wsidicomizer is not set up in ${WSIDICOMIZER.dir} (test/prepare.ts does it)`;
 }
 
-const CONVERT = `
-import sys
-from wsidicom.codec import Jpeg2kSettings
-from wsidicom.codec.settings import Channels
-from wsidicomizer import WsiDicomizer
-from wsidicomizer.sources import TiffSlideSource
-WsiDicomizer.convert(sys.argv[1], sys.argv[2], preferred_source=TiffSlideSource,
-    encoding=Jpeg2kSettings(levels=[0], channels=Channels.RGB), tile_size=int(sys.argv[3]),
-    add_missing_levels=True, include_label=False, include_overview=False, workers=1)
-`;
-
 /**
  * Converts `svs` into a DICOM WSI series in `outDir` (created; must not exist). OpenSlide wants full
  * tiles, so every level's sides should be multiples of `tileSize`.
  */
 export function convertToDicom(svs: string, outDir: string, tileSize = 256): void {
-  const r = spawnSync(python, ['-c', CONVERT, svs, outDir, String(tileSize)], { encoding: 'utf8' });
+  const r = spawnSync(python, ['-c', WSIDICOMIZER_CONVERT, svs, outDir, String(tileSize)], {
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`wsidicomizer failed on ${svs}: ${r.stderr.slice(-2000)}`);
 }
 

@@ -124,6 +124,8 @@ describe('a folder of .svs and DICOM slides with a CSV trains locally', {
     assert.equal(summary.steps, 2, '4 training slides, batch 2');
     assert.equal(summary.skippedImages, 0, 'every slide was read');
     assert.ok(Number.isFinite(summary.validation?.loss), 'the validation slides were read');
+    // The read-ahead budget is planned at start (on 2 CPUs: none) and said.
+    assert.match(r.stderr, /read-ahead budget \d+ MiB \(|no read-ahead: \d+ CPUs/);
     t.diagnostic(
       checkSlideRun(slides, dataDir, join(work, 'local-checkpoints', 'tissue'), readSlideReads(readsFile)),
     );

@@ -40,7 +40,8 @@ export function registerSynthCommand(program: Command): Command {
     .addOption(
       new Option(
         '--format <format>',
-        'file format (svs: each image as the tissue of an Aperio whole slide, read with spec.data.slides.micronsPerPixel 0.5)',
+        'file format (svs: each image as the tissue of an Aperio whole slide, read with spec.data.slides.micronsPerPixel 0.5; ' +
+          "dicom: the same slide as a DICOM WSI series, converted by PyPI's wsidicomizer, which must be installed)",
       )
         .choices(SYNTHETIC_FORMATS)
         .default('png'),

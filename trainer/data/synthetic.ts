@@ -1,7 +1,8 @@
 // The synthetic lesion dataset on disk (`tilestream synth`, and `spec.data.synthetic` of a job):
 // images (PNG, or tiled pyramidal TIFF with lossless deflate: JPEG would smear the 2-px
 // checkerboards, or an Aperio .svs whole slide holding the image as stained tissue on glass, read
-// with spec.data.slides at 0.5 µm/px: slide/synthetic-slide.ts), `train.csv` and `val.csv` manifests with paths relative to the folder, and a
+// with spec.data.slides at 0.5 µm/px: slide/synthetic-slide.ts, or the same slide as a DICOM WSI
+// series converted by wsidicomizer: slide/dicom-writer.ts), `train.csv` and `val.csv` manifests with paths relative to the folder, and a
 // `dataset.json` that records the parameters. Optionally an F× box-downsampled copy (`down8/`, with
 // its own manifests) for the resolution comparison, and that copy upsampled back to full size
 // (`down8-up/`), so that the same network sees the same number of pixels with less information.
@@ -10,17 +11,31 @@
 // the dataset seed, the split and its index, so generation can resume after an interruption and the
 // training and validation sets use unrelated random streams.
 
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import sharp from 'sharp';
 import { generateLesionImage, LESION_TASK, MIN_SYNTHETIC_SIDE } from './lesions.ts';
 import { boxDownsample } from './pixels.ts';
 import { deriveSeed } from './random.ts';
+import {
+  convertSvsToDicom,
+  DICOM_TILE_SIZE,
+  findWsidicomizer,
+  WSIDICOMIZER_MISSING,
+} from './slide/dicom-writer.ts';
 import { writeAperioSvs } from './slide/slide-writer.ts';
-import { SYNTHETIC_SLIDE_MPP, SYNTHETIC_SLIDE_NORMALIZATION, slideOfImage } from './slide/synthetic-slide.ts';
+import {
+  dicomGlassSide,
+  SYNTHETIC_SLIDE_MPP,
+  SYNTHETIC_SLIDE_NORMALIZATION,
+  slideOfImage,
+} from './slide/synthetic-slide.ts';
 
-export type SyntheticFormat = 'png' | 'tiff' | 'svs';
-export const SYNTHETIC_FORMATS: readonly SyntheticFormat[] = ['png', 'tiff', 'svs'];
+export type SyntheticFormat = 'png' | 'tiff' | 'svs' | 'dicom';
+export const SYNTHETIC_FORMATS: readonly SyntheticFormat[] = ['png', 'tiff', 'svs', 'dicom'];
+
+/** Formats written as whole slides (3-channel stained tissue, read with spec.data.slides). */
+const isSlideFormat = (f: SyntheticFormat): boolean => f === 'svs' || f === 'dicom';
 
 export interface SyntheticParams {
   height: number;
@@ -181,7 +196,10 @@ export function syntheticImageSeed(seed: number, split: 'train' | 'validation', 
 }
 
 function relativeImagePath(split: 'train' | 'validation', index: number, format: SyntheticFormat): string {
-  return `${SPLIT_DIRS[split]}/${String(index).padStart(6, '0')}.${format}`;
+  const name = String(index).padStart(6, '0');
+  // A DICOM series is a folder of instances (one per level); any of them opens the slide.
+  if (format === 'dicom') return `${SPLIT_DIRS[split]}/${name}.dicom/${DICOM_FIRST_INSTANCE}`;
+  return `${SPLIT_DIRS[split]}/${name}.${format}`;
 }
 
 const splitCount = (p: ResolvedSyntheticParams, split: 'train' | 'validation'): number =>
@@ -231,11 +249,10 @@ export async function ensureSyntheticDataset(
     version: 1,
     params: p,
     variant,
-    channels: p.format === 'svs' ? 3 : 1,
-    normalization:
-      p.format === 'svs'
-        ? { mean: [...SYNTHETIC_SLIDE_NORMALIZATION.mean], std: [...SYNTHETIC_SLIDE_NORMALIZATION.std] }
-        : { mean: [...LESION_TASK.normalization.mean], std: [...LESION_TASK.normalization.std] },
+    channels: isSlideFormat(p.format) ? 3 : 1,
+    normalization: isSlideFormat(p.format)
+      ? { mean: [...SYNTHETIC_SLIDE_NORMALIZATION.mean], std: [...SYNTHETIC_SLIDE_NORMALIZATION.std] }
+      : { mean: [...LESION_TASK.normalization.mean], std: [...LESION_TASK.normalization.std] },
     manifests: { train: MANIFESTS.train, validation: MANIFESTS.validation },
     counts: {
       train: { total: p.count, positive: Math.floor(p.count / 2) },
@@ -251,6 +268,10 @@ export async function ensureSyntheticDataset(
   }
   await writeAtomic(join(dir, DATASET_JSON), `${JSON.stringify(infoFor(full, false), null, 2)}\n`);
 
+  // Found once, before any image: a missing wsidicomizer fails at once, naming the fix.
+  const dicomPython = p.format === 'dicom' ? findWsidicomizer() : undefined;
+  if (p.format === 'dicom' && dicomPython === undefined)
+    throw new Error(`tilestream synth --format dicom: ${WSIDICOMIZER_MISSING}`);
   let generated = 0;
   let kept = 0;
   for (const split of SPLITS) {
@@ -285,6 +306,7 @@ export async function ensureSyntheticDataset(
               o.width,
               p.format,
               syntheticImageSeed(p.seed, split, i),
+              dicomPython,
             ),
           ),
         );
@@ -360,7 +382,8 @@ export function nearestUpsample(src: Uint8Array, height: number, width: number, 
 
 /**
  * Writes a single-channel image: PNG, or tiled pyramidal TIFF (256² tiles, deflate, lossless), or an
- * Aperio .svs slide with the image as its tissue (`seed` places it; lossless too).
+ * Aperio .svs slide with the image as its tissue (`seed` places it; lossless too), or that slide as a
+ * DICOM WSI series (lossless JPEG 2000).
  */
 export async function writeGreyImage(
   file: string,
@@ -369,12 +392,19 @@ export async function writeGreyImage(
   width: number,
   format: SyntheticFormat,
   seed = 0,
+  /** For 'dicom': a python that imports wsidicomizer (findWsidicomizer). */
+  dicomPython?: string,
 ): Promise<void> {
   if (format === 'svs') {
     const slide = slideOfImage({ pixels, height, width, lesions: [] }, seed);
     const tmp = `${file}.tmp-${process.pid}`;
     await writeAperioSvs(tmp, slide, SYNTHETIC_SLIDE_MPP);
     await rename(tmp, file);
+    return;
+  }
+  if (format === 'dicom') {
+    if (dicomPython === undefined) throw new Error(`writing ${file}: ${WSIDICOMIZER_MISSING}`);
+    await writeDicomSlide(file, { pixels, height, width, lesions: [] }, seed, dicomPython);
     return;
   }
   const input = sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), {
@@ -392,6 +422,44 @@ export async function writeGreyImage(
           predictor: 'horizontal',
         });
   await writeAtomic(file, await encoded.toBuffer());
+}
+
+/** Name of the series' level-0 instance, which the manifests list. */
+const DICOM_FIRST_INSTANCE = '0.dcm';
+
+/**
+ * Writes the image's slide as a DICOM WSI series into the folder of `file` (…/NNNNNN.dicom/0.dcm):
+ * an .svs on glass of whole DICOM tiles, converted by wsidicomizer, its instances renamed 0.dcm, 1.dcm…
+ * from the largest (level 0) down — wsidicomizer names them by UID, and a manifest needs a fixed name.
+ */
+async function writeDicomSlide(
+  file: string,
+  texture: Parameters<typeof slideOfImage>[0],
+  seed: number,
+  python: string,
+): Promise<void> {
+  const folder = dirname(file);
+  const tmp = `${folder}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  try {
+    const glass = dicomGlassSide(texture.height, texture.width, DICOM_TILE_SIZE);
+    const svs = join(tmp, 'source.svs');
+    await writeAperioSvs(svs, slideOfImage(texture, seed, glass), SYNTHETIC_SLIDE_MPP);
+    const series = join(tmp, 'series');
+    await convertSvsToDicom(python, svs, series);
+    const instances = await Promise.all(
+      (await readdir(series))
+        .filter((n) => n.endsWith('.dcm'))
+        .map(async (n) => ({ n, size: (await stat(join(series, n))).size })),
+    );
+    instances.sort((a, b) => b.size - a.size);
+    for (const [i, { n }] of instances.entries()) await rename(join(series, n), join(series, `${i}.dcm`));
+    await rm(folder, { recursive: true, force: true });
+    await rename(series, folder);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
 }
 
 async function writeAtomic(file: string, data: string | Uint8Array): Promise<void> {

@@ -1,7 +1,7 @@
 // A synthetic whole slide with known content: pale glass, one piece of H&E-coloured tissue at a
 // known place carrying the lesion texture of lesions.ts (so positive slides have the checkerboard
 // lesions at known positions), and a few small specks of dust that tissue detection must ignore.
-// Pure; for the tests, `tilestream bench slides` and `tilestream synth --format svs`.
+// Pure; for the tests, `tilestream bench slides` and `tilestream synth --format svs|dicom`.
 import { generateLesionImage, LESION_TASK, type Lesion, type LesionImage } from '../lesions.ts';
 import { mulberry32 } from '../random.ts';
 import type { Box } from './tissue.ts';
@@ -9,7 +9,7 @@ import type { Box } from './tissue.ts';
 /** Glass: unsaturated and bright, as a scanner's background. */
 export const GLASS_RGB = [236, 234, 238] as const;
 
-/** Resolution of the slides `tilestream synth --format svs` writes: 20×. */
+/** Resolution of the slides `tilestream synth --format svs|dicom` writes: 20×. */
 export const SYNTHETIC_SLIDE_MPP = 0.5;
 
 const SPECK = 16;
@@ -134,12 +134,28 @@ export function generateSyntheticSlide(
  * and widen the crop). Read at SYNTHETIC_SLIDE_MPP with imageSize = the image size, the crop is the
  * image again, coloured.
  */
-export function slideOfImage(texture: LesionImage, seed: number): SyntheticSlide {
-  const height = Math.round(texture.height * 1.5);
-  const width = Math.round(texture.width * 1.5);
+export function slideOfImage(
+  texture: LesionImage,
+  seed: number,
+  /** Square glass of this side instead (at least 1.5× the image's longer side), e.g. for DICOM's tile multiples. */
+  glassSide?: number,
+): SyntheticSlide {
+  const height = glassSide ?? Math.round(texture.height * 1.5);
+  const width = glassSide ?? Math.round(texture.width * 1.5);
   const rand = mulberry32(seed ^ 0x13579bdf);
   const y0 = Math.floor(rand() * (height - texture.height));
   const x0 = Math.floor(rand() * (width - texture.width));
   const tissue = { x0, y0, x1: x0 + texture.width, y1: y0 + texture.height };
   return paintSlide(height, width, tissue, texture, { kind: 'rounded', radius: 8 }, seed, false);
+}
+
+/**
+ * The glass side of a synthetic DICOM slide for a `height` × `width` image: the smallest
+ * `tile`·2^k at least 1.5× the longer side, so every level of the halving pyramid is whole tiles
+ * (OpenSlide refuses DICOM edge tiles stored smaller than the tile size).
+ */
+export function dicomGlassSide(height: number, width: number, tile: number): number {
+  let side = tile;
+  while (side < 1.5 * Math.max(height, width)) side *= 2;
+  return side;
 }
