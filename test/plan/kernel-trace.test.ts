@@ -199,6 +199,18 @@ describe("the planner traces the body's layers as the engine runs them (wasm)", 
     assert.ok(checked >= 20, `only ${checked} random bodies had a small enough image`);
   });
 
+  it('an InceptionNeXt body (channel slices, band depthwise convs, concat): the same kernels and bytes', async () => {
+    assert.equal((await initBackend('wasm')).name, 'wasm');
+    const { body } = builtinNetwork('inceptionnext-atto', { bodyEnd: 'stages.0', width: 8 });
+    const { engine, planner } = await bodyTraces(body, 96);
+    assert.deepEqual(planner, engine);
+    for (const k of ['Slice', 'Concat', 'DepthwiseConv2dNative'])
+      assert.ok(
+        engine.some(([name]) => name === k),
+        k,
+      );
+  });
+
   it('a ConvNeXt body (layer norm, GELU, layer scale): the same kernels, with the same bytes after each', async () => {
     assert.equal((await initBackend('wasm')).name, 'wasm');
     const { body } = builtinNetwork('convnext-atto', { bodyEnd: 'stages.1', width: 4 });
