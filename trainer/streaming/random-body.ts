@@ -137,6 +137,7 @@ const KINDS: readonly LayerDraw['kind'][] = [
   'res',
   'bottleneck',
   'convnext',
+  'inception',
   'concat',
 ];
 
