@@ -16,7 +16,8 @@ export async function installCrd(plane: ControlPlane): Promise<void> {
   for (;;) {
     const ready = await plane.kubectl(['wait', '--for', 'condition=established', '--timeout=15s', crd]);
     if (ready.code === 0) return;
-    if (Date.now() > deadline) throw new Error(`the CRD did not become established within 60 s:\n${ready.stderr}`);
+    if (Date.now() > deadline)
+      throw new Error(`the CRD did not become established within 60 s:\n${ready.stderr}`);
     await sleep(250);
   }
 }
