@@ -140,8 +140,8 @@ export interface LeaseRenewals {
  * period (2 s): it waits that long after a renewal's answer, reads the Lease and writes it. So a gap
  * is the retry period, plus the API server's time to answer the earlier write and the read, plus
  * the operator's own delay in sending them; at the renew deadline (10 s) it steps down. The
- * renewal just before the window opens the first gap, so a stall that straddles the window's start
- * is not cut short.
+ * renewal just before the window (or the create that took the Lease) opens the first gap, so a
+ * stall that straddles the window's start is not cut short, and a short window still has a gap.
  */
 export function leaseRenewals(
   events: readonly AuditEvent[],
@@ -163,6 +163,7 @@ export function leaseRenewals(
         at,
         apiMs: Math.max(0, done - at),
         renewal: e.verb === 'update' && e.responseStatus?.code === 200,
+        acquired: e.verb === 'create' && e.responseStatus?.code === 201,
       };
     })
     .filter((r) => r.at < o.toMs)
@@ -171,6 +172,12 @@ export function leaseRenewals(
   let previous: (typeof lease)[number] | undefined;
   let apiSince = 0; // API time of the requests since the previous renewal was received
   for (const r of lease) {
+    if (r.acquired) {
+      // Taking a free Lease starts the first term: the first renewal's gap runs from it.
+      previous = r;
+      apiSince = 0;
+      continue;
+    }
     if (!r.renewal) {
       apiSince += r.apiMs;
       continue;

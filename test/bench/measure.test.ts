@@ -105,6 +105,15 @@ describe('audit log counting', () => {
         maxOperatorDelayMs: 1000,
       },
     );
+    // The create that took the Lease opens the first renewal's gap.
+    const acquired = [
+      ev('a', 'ResponseComplete', 'create', 'leases', t(1), { code: 201 }),
+      ...renewals.slice(1),
+    ];
+    assert.equal(
+      leaseRenewals(acquired, { user: OP, fromMs: auditTimeMs(t(1)), toMs: auditTimeMs(t(4)) }).maxGapMs,
+      2000,
+    );
     assert.deepEqual(leaseRenewals([], { user: OP, fromMs: 0, toMs: 1 }), {
       renewals: 0,
       maxGapMs: 0,

@@ -82,4 +82,5 @@ export function percentile(values: readonly number[], p: number): number {
 }
 
 export const MiB = 2 ** 20;
-export const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits;
+// `+ 0` turns -0 (a tiny negative rounded) into 0, which JSON would otherwise print as 0 and read back unequal.
+export const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits + 0;
