@@ -76,6 +76,27 @@ describe('tilestream plan with the attention head', () => {
     assert.ok(head(wider) > 1.5 * head(large), 'a wider attention needs more memory');
   });
 
+  it('refuses --attention-hidden-size without the attention head, naming the flag to add', async () => {
+    let err = '';
+    const program = new Command('tilestream').exitOverride().configureOutput({
+      writeOut: () => {},
+      writeErr: (s) => {
+        err += s;
+      },
+    });
+    registerPlanCommands(program);
+    await assert.rejects(
+      program.parseAsync(
+        ['plan', '--model', 'smallcnn', '--image-size', '2048', '--attention-hidden-size', '64'],
+        {
+          from: 'user',
+        },
+      ),
+      (e: unknown) => e instanceof CommanderError && e.exitCode === 2,
+    );
+    assert.match(err, /--attention-hidden-size applies only to the attention head: add --pooling attention/);
+  });
+
   it('reads head.pooling and head.attention.hiddenSize from a manifest', async () => {
     const file = join(dir, 'job.yaml');
     writeFileSync(

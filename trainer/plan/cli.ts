@@ -80,6 +80,13 @@ interface PlanFlags {
  */
 function merge(flags: PlanFlags, m: Partial<PlanInputs>): PlanInputs {
   const manifestNetwork = flags.model === undefined;
+  // A hidden size for a head without attention would be ignored: say so rather than plan without it.
+  if (flags.attentionHiddenSize !== undefined && (flags.pooling ?? m.pooling) !== 'attention') {
+    throw new PlanError(
+      '--attention-hidden-size applies only to the attention head: add --pooling attention ' +
+        '(or head.pooling: attention in the manifest)',
+    );
+  }
   return completeInputs({
     model: flags.model ?? m.model,
     bodyEnd: flags.bodyEnd ?? (manifestNetwork ? m.bodyEnd : undefined),
