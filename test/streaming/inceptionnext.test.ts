@@ -16,6 +16,7 @@ import { INCEPTIONNEXT_VARIANTS, inceptionnext } from '../../trainer/streaming/i
 import type { Network } from '../../trainer/streaming/network.ts';
 import { type LayerDraw, randomBody } from '../../trainer/streaming/random-body.ts';
 import { tensorflowSkip } from '../tensorflow-build.ts';
+import { smallTiling } from './small-tiling.ts';
 
 function assertEquivalent(d: Discrepancy, what: string): void {
   assert.ok(d.output <= TOLERANCES.output, `${what}: output differs by ${d.output} (relative)`);
@@ -127,17 +128,9 @@ for (const backend of ['wasm', 'cpu', 'tensorflow'] as const) {
           fc.integer({ min: 1, max: 1000 }),
           async (layers, extra, seed) => {
             const body = randomBody(layers);
-            let t0: number;
-            let S: number;
-            try {
-              t0 = Math.max(minimumTile(body, 0), minimumTile(body, 1));
-              S = axisProfile(body, 0).totalStride;
-            } catch {
-              return; // layers that vanish at every size
-            }
-            const tile = t0 + extra * S;
-            const image: [number, number] = [tile + S, tile + 2 * S];
-            if (image[0] * image[1] > 160 * 160) return;
+            const sized = smallTiling(body, extra);
+            if (sized === undefined) return;
+            const { tile, image } = sized;
             compared++;
             if (layers.some((l) => l.kind === 'inception' && l.s === 2)) downsampling++;
             const d = await compareStep({ body, pooling: 'avg', outputs: 2 }, image, [tile, tile], seed);
