@@ -69,6 +69,13 @@ export const PRINTER_COLUMNS: readonly PrinterColumn[] = [
     description: 'Kueue LocalQueue.',
     priority: 1,
   },
+  {
+    name: 'Ranks',
+    type: 'string',
+    jsonPath: '.status.distributed.ranks',
+    description: 'Ranks reporting of the world size (data-parallel jobs only).',
+    priority: 1,
+  },
 ];
 
 // Emitted key order, so the YAML reads like controller-gen output: what a node is, then its limits,

@@ -56,6 +56,18 @@ export function isLabelKey(k: string): boolean {
 /** Tile sizes are bounded so that the memory model's arithmetic stays far inside int32. */
 export const TILE_SIZE_MIN = 64;
 export const TILE_SIZE_MAX = 65536;
+/** GPUs of one trainer pod: one node's GPUs (8 on the usual GPU servers). */
+export const GPUS_PER_POD_MAX = 8;
+/** Trainer pods of one job; with GPUS_PER_POD_MAX a world of up to 512 ranks. */
+export const REPLICAS_MAX = 64;
+export const WORLD_SIZE_MAX = REPLICAS_MAX * GPUS_PER_POD_MAX;
+/** Ranks of a job: replicas × max(gpus, 1) (trainer/distributed's world size; contract of issue 18). */
+export function worldSize(r: { replicas: number; gpus: number }): number {
+  return r.replicas * Math.max(r.gpus, 1);
+}
+/** worldSize in CEL over spec.resources (`self` the spec): CEL has no max() before the math library. */
+const CEL_WORLD_SIZE = 'self.resources.replicas * (self.resources.gpus > 0 ? self.resources.gpus : 1)';
+
 /** The longest StreamingTrainingJob name: it names the trainer Job, whose pods add a suffix, like CronJob's 52. */
 export const NAME_MAX_LENGTH = 52;
 
@@ -845,9 +857,19 @@ const resources = object({
   properties: {
     gpus: integer({
       description:
-        'GPUs (nvidia.com/gpu) per trainer pod: 1, or 0 to train on CPU. The trainer uses one GPU.',
+        `GPUs (nvidia.com/gpu) per trainer pod, 0 to ${GPUS_PER_POD_MAX}; 0 trains on CPU. The pod runs one rank per ` +
+        'GPU (one rank when 0), each on its own GPU; the world size is replicas × max(gpus, 1).',
       minimum: 0,
-      maximum: 1,
+      maximum: GPUS_PER_POD_MAX,
+      default: 1,
+    }),
+    replicas: integer({
+      description:
+        `Trainer pods, 1 to ${REPLICAS_MAX}. More than one runs the job data-parallel across pods (an Indexed Job ` +
+        'with a headless Service; all pods on one GPU class, admitted together). training.batchSize must be a ' +
+        'multiple of the world size replicas × max(gpus, 1).',
+      minimum: 1,
+      maximum: REPLICAS_MAX,
       default: 1,
     }),
     minGpuMemory: quantity(
@@ -894,7 +916,7 @@ const resources = object({
   rules: [
     {
       rule: 'self.gpus > 0 || !has(self.minGpuMemory)',
-      message: 'minGpuMemory needs gpus: 1',
+      message: 'minGpuMemory needs gpus of at least 1 (a CPU job, gpus: 0, has no GPU memory to ask for)',
       fieldPath: '.minGpuMemory',
       reason: 'FieldValueForbidden',
       check: (r) => r.gpus > 0 || r.minGpuMemory === undefined,
@@ -1369,6 +1391,46 @@ export const specSchema = object({
     },
     minimumTileRule(),
     {
+      // replicas or gpus out of bounds are reported by their own bounds; do not blame batchSize (or divide by 0).
+      rule:
+        `self.resources.replicas < 1 || self.resources.replicas > ${REPLICAS_MAX} || self.resources.gpus < 0 || ` +
+        `self.resources.gpus > ${GPUS_PER_POD_MAX} || self.training.batchSize % (${CEL_WORLD_SIZE}) == 0`,
+      message:
+        'training.batchSize must be a multiple of the world size, resources.replicas × max(resources.gpus, 1): ' +
+        'every rank streams the same share of each batch',
+      fieldPath: '.training.batchSize',
+      messageExpression:
+        `'training.batchSize ' + string(self.training.batchSize) + ' is not a multiple of the world size ' + ` +
+        `string(${CEL_WORLD_SIZE}) + ' (resources.replicas ' + string(self.resources.replicas) + ` +
+        `' × max(resources.gpus ' + string(self.resources.gpus) + ', 1)): every rank streams the same share of ` +
+        `each batch; use batchSize ' + string((self.training.batchSize + ${CEL_WORLD_SIZE} - 1) / (${CEL_WORLD_SIZE}) * ` +
+        `(${CEL_WORLD_SIZE})) + ', or change replicas or gpus'`,
+      check: (s) =>
+        s.resources.replicas < 1 ||
+        s.resources.replicas > REPLICAS_MAX ||
+        s.resources.gpus < 0 ||
+        s.resources.gpus > GPUS_PER_POD_MAX ||
+        s.training.batchSize % worldSize(s.resources) === 0,
+      describe: (s) => {
+        const n = worldSize(s.resources);
+        const up = Math.ceil(s.training.batchSize / n) * n;
+        return (
+          `training.batchSize ${s.training.batchSize} is not a multiple of the world size ${n} ` +
+          `(resources.replicas ${s.resources.replicas} × max(resources.gpus ${s.resources.gpus}, 1)): every rank ` +
+          `streams the same share of each batch; use batchSize ${up}, or change replicas or gpus`
+        );
+      },
+    },
+    {
+      // More than one rank per pod means one rank per GPU, and only the tensorflow backend uses a GPU.
+      rule: "self.resources.gpus <= 1 || self.training.backend in ['auto', 'tensorflow']",
+      message:
+        "resources.gpus above 1 needs training.backend 'auto' or 'tensorflow': the wasm and cpu backends use no GPU",
+      fieldPath: '.resources.gpus',
+      check: (s) =>
+        s.resources.gpus <= 1 || s.training.backend === 'auto' || s.training.backend === 'tensorflow',
+    },
+    {
       rule: 'has(self.checkpoint) == has(oldSelf.checkpoint)',
       message: 'spec.checkpoint cannot be added or removed after creation',
     },
@@ -1464,6 +1526,42 @@ const progress = object({
   },
 });
 
+/** What a rank says it is doing (status.ranks[].phase). */
+export const RANK_PHASES = ['Starting', 'WaitingForPeers', 'Running', 'Succeeded', 'Failed'] as const;
+
+const rankStatus = object({
+  description:
+    'One rank of a data-parallel job, reported by that rank itself (server-side apply under its own field ' +
+    'manager, so ranks never overwrite each other).',
+  properties: {
+    rank: integer({
+      description: 'Rank, 0 to worldSize − 1: replicaIndex × ranksPerReplica + localRank.',
+      minimum: 0,
+    }),
+    replicaIndex: integer({ description: 'Index of its pod in the Indexed Job.', minimum: 0 }),
+    localRank: integer({ description: 'Its index among the ranks of its pod (its GPU).', minimum: 0 }),
+    pod: string({ description: 'Pod the rank runs in.', maxLength: 253 }),
+    node: string({ description: 'Node of that pod.', maxLength: 253 }),
+    phase: enumeration(RANK_PHASES, {
+      description:
+        'Starting, WaitingForPeers (the collective is being formed), Running, Succeeded or Failed.',
+    }),
+    step: count('Optimizer steps this rank has taken part in.'),
+    imagesPerSecond: real("This rank's throughput in images per second (its share of each batch)."),
+    allReduceFraction: number({
+      description: 'Share of its step time spent in the gradient all-reduce.',
+      minimum: 0,
+      maximum: 1,
+    }),
+    lastReportTime: time('When the rank last reported.'),
+    message: string({
+      description: 'What the rank last said, e.g. which peer it waits for.',
+      maxLength: 1024,
+    }),
+  },
+  required: ['rank'],
+});
+
 export const statusSchema = object({
   description: 'Observed state, written by the operator and the trainer.',
   properties: {
@@ -1477,6 +1575,32 @@ export const statusSchema = object({
     }),
     plan,
     progress,
+    ranks: array(rankStatus, {
+      description:
+        'Per rank of a data-parallel job (resources.replicas × max(resources.gpus, 1) > 1), keyed by rank; each ' +
+        'rank writes its own entry.',
+      maxItems: WORLD_SIZE_MAX,
+      listType: 'map',
+      listMapKeys: ['rank'],
+    }),
+    distributed: object({
+      description: 'Summary of the ranks of a data-parallel job, written by the operator from status.ranks.',
+      properties: {
+        worldSize: count('Ranks of the job: replicas × max(gpus, 1).'),
+        replicas: count('Trainer pods.'),
+        ranksReporting: count('Ranks that reported within the last few minutes.'),
+        ranks: string({
+          description: "Ranks running of the world size for kubectl, e.g. '4/4'.",
+          maxLength: 16,
+        }),
+        imagesPerSecond: real('Throughput of the job: the sum over the ranks reporting.'),
+        slowestRank: count(
+          'The rank with the lowest throughput (the one the others wait for at each all-reduce).',
+        ),
+        slowestRankPod: string({ description: 'Pod of the slowest rank.', maxLength: 253 }),
+        slowestRankImagesPerSecond: real('Throughput of the slowest rank.'),
+      },
+    }),
     lastCheckpoint: object({
       description: 'The newest checkpoint written.',
       properties: {

@@ -203,3 +203,8 @@ export type _SchemaAgreement = [
   Expect<Refines<StreamingTrainingJobSpec, DerivedSpec>>,
   Expect<Covers<StreamingTrainingJobSpec, DerivedSpec>>,
 ];
+
+/** One entry of status.ranks: what one rank of a data-parallel job reports about itself. */
+export type RankStatus = NonNullable<StreamingTrainingJobStatus['ranks']>[number];
+/** status.distributed: the operator's summary of status.ranks. */
+export type DistributedStatus = NonNullable<StreamingTrainingJobStatus['distributed']>;

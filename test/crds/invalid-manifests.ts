@@ -456,7 +456,46 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
   },
 
   // --- spec.resources
-  { name: 'two GPUs', manifest: edit(v(), { 'spec.resources.gpus': 2 }), path: 'spec.resources.gpus' },
+  {
+    name: 'nine GPUs per pod',
+    manifest: edit(v(), { 'spec.resources.gpus': 9 }),
+    path: 'spec.resources.gpus',
+  },
+  {
+    name: 'no replicas',
+    manifest: edit(v(), { 'spec.resources.replicas': 0 }),
+    path: 'spec.resources.replicas',
+  },
+  {
+    name: 'more replicas than the maximum',
+    manifest: edit(v(), { 'spec.resources.replicas': 65 }),
+    path: 'spec.resources.replicas',
+  },
+  {
+    name: 'a batch that does not split over two pods of two GPUs',
+    manifest: edit(v(), {
+      'spec.resources.replicas': 2,
+      'spec.resources.gpus': 2,
+      'spec.training.batchSize': 6,
+    }),
+    path: 'spec.training.batchSize',
+    message: 'is not a multiple of the world size 4 (resources.replicas 2',
+  },
+  {
+    name: 'a batch smaller than the world size (three CPU pods)',
+    manifest: edit(v(), {
+      'spec.resources': { gpus: 0, replicas: 3 },
+      'spec.training.batchSize': 2,
+    }),
+    path: 'spec.training.batchSize',
+    message: 'use batchSize 3',
+  },
+  {
+    name: 'several GPUs per pod on the wasm backend',
+    manifest: edit(v(), { 'spec.resources.gpus': 2, 'spec.training.backend': 'wasm' }),
+    path: 'spec.resources.gpus',
+    message: "resources.gpus above 1 needs training.backend 'auto' or 'tensorflow'",
+  },
   {
     name: 'memory with a B suffix',
     manifest: edit(v(), { 'spec.resources.memory': '16GB' }),
@@ -869,6 +908,23 @@ export const VALID_MANIFESTS: readonly { name: string; manifest: Manifest }[] = 
       'spec.training.schedule': { type: 'cosine', warmupEpochs: 2 },
       'spec.training.backend': 'wasm',
       'spec.streaming.saliency': true,
+    }),
+  },
+  {
+    name: 'a data-parallel job: two pods of four GPUs, batch 16',
+    manifest: edit(v(), {
+      'spec.resources.replicas': 2,
+      'spec.resources.gpus': 4,
+      'spec.training.batchSize': 16,
+      'spec.training.backend': 'tensorflow',
+    }),
+  },
+  {
+    name: 'a data-parallel CPU job: three pods, batch 9',
+    manifest: edit(v(), {
+      'spec.resources': { gpus: 0, replicas: 3 },
+      'spec.training.batchSize': 9,
+      'spec.training.backend': 'cpu',
     }),
   },
   {

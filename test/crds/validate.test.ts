@@ -79,7 +79,7 @@ describe('validateJob accepts valid manifests', () => {
       seed: 0,
       backend: 'auto',
     });
-    assert.deepEqual(spec.resources, { gpus: 1 });
+    assert.deepEqual(spec.resources, { gpus: 1, replicas: 1 });
     assert.deepEqual(spec.runPolicy, { backoffLimit: 3, suspend: false, maxTileReductions: 3 });
     assert.deepEqual(spec.data.augmentation, { flips: false, rotate90: false, colorJitter: 0 });
     assert.equal(spec.data.channels, 3);
