@@ -1,12 +1,18 @@
 // The `tilestream bench` subcommands of the streaming engine. Each prints a readable table, or
 // JSON with --json; progress goes to stderr so stdout stays machine-readable.
 
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_CHOICES, type BackendChoice, initBackend } from '../backend/select.ts';
 import { parseIntOption } from '../cli-util.ts';
 import { formatTable } from '../text-table.ts';
 import { benchEquivalence } from './equivalence.ts';
-import { benchResolution } from './resolution.ts';
+import { benchResolution, formatResolution } from './resolution.ts';
+import {
+  BENCH_ARCHITECTURES,
+  parseResolutionModels,
+  RESOLUTION_POOLINGS,
+  type ResolutionModel,
+} from './resolution-models.ts';
 import { THROUGHPUT_CASES, throughputCase } from './throughput.ts';
 import { benchThroughput, formatThroughput } from './throughput-report.ts';
 
@@ -15,6 +21,23 @@ const list = (s: string): string[] =>
     .split(',')
     .map((x) => x.trim())
     .filter(Boolean);
+
+/** Commander parser of `bench resolution --models`. */
+export function parseModelsOption(value: string): ResolutionModel[] {
+  try {
+    return parseResolutionModels(value);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+/** Commander parser of a learning rate: a number above 0 and at most 10 (the CRD's bounds). */
+export function parseLearningRate(value: string): number {
+  const x = Number(value);
+  if (value.trim() === '' || !(x > 0 && x <= 10))
+    throw new InvalidArgumentError(`expected a learning rate above 0 and at most 10, got '${value}'`);
+  return x;
+}
 
 const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
@@ -149,15 +172,36 @@ export function registerStreamingBenches(bench: Command): void {
   bench
     .command('resolution')
     .description(
-      'train the same network on the synthetic lesion task at full resolution (streamed) and 8× downsampled',
+      'train each model on the synthetic lesion task at full resolution (streamed) and 8× downsampled; one table of validation AUC',
     )
-    .option('--out <dir>', 'folder for the data, manifests and checkpoints', 'runs/resolution')
+    .addOption(
+      new Option(
+        '--models <list>',
+        `models, comma-separated ARCHITECTURE-POOLING: ARCHITECTURE ${Object.keys(BENCH_ARCHITECTURES).join(', ')}, POOLING ${RESOLUTION_POOLINGS.join(', ')}; e.g. smallcnn-max,convnext-atto-attention`,
+      )
+        .argParser(parseModelsOption)
+        .default(parseResolutionModels('smallcnn-max'), 'smallcnn-max'),
+    )
+    .option(
+      '--out <dir>',
+      'folder for the data, manifests, checkpoints and attention maps',
+      'runs/resolution',
+    )
     .option('--size <px>', 'full image size', parseIntOption, 512)
-    .option('--tile <px>', 'tile size of the full-resolution run', parseIntOption, 256)
+    .option(
+      '--tile <px>',
+      "tile of every full-resolution run (default each architecture's: smallcnn 256, convnext-atto 328)",
+      parseIntOption,
+    )
     .option('--factor <n>', 'downsampling factor', parseIntOption, 8)
     .option('--count <n>', 'training images', parseIntOption, 160)
     .option('--val-count <n>', 'validation images', parseIntOption, 200)
     .option('--epochs <n>', 'epochs of each run', parseIntOption, 3)
+    .option(
+      '--learning-rate <x>',
+      "Adam's learning rate of every run (default each architecture's: smallcnn 0.003, convnext-atto 0.001)",
+      parseLearningRate,
+    )
     .option('--seed <n>', 'seed of the data and the training', parseIntOption, 1)
     .addOption(
       new Option('--backend <name>', 'TensorFlow.js backend').choices(BACKEND_CHOICES).default('auto'),
@@ -165,39 +209,21 @@ export function registerStreamingBenches(bench: Command): void {
     .option('--json', 'print JSON')
     .action(
       async (o: {
+        models: ResolutionModel[];
         out: string;
         size: number;
-        tile: number;
+        tile?: number;
         factor: number;
         count: number;
         valCount: number;
         epochs: number;
+        learningRate?: number;
         seed: number;
         backend: string;
         json?: boolean;
       }) => {
         const r = await benchResolution({ ...o, validationCount: o.valCount, log: progress });
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
-          return;
-        }
-        process.stdout.write(
-          formatTable(
-            ['run', 'image', 'tile', 'validation AUC', 'accuracy', 'AUC per epoch', 'seconds'],
-            [r.full, r.downsampled].map((x) => [
-              x.resolution,
-              `${x.image}²`,
-              `${x.tile}²`,
-              x.validationAuc.toFixed(3),
-              x.validationAccuracy.toFixed(3),
-              x.aucPerEpoch.map((a) => a.toFixed(2)).join(' '),
-              x.seconds.toFixed(0),
-            ]),
-          ),
-        );
-        process.stdout.write(
-          `paper (CAMELYON17, TPAMI abstract): AUC ${r.paper.lowResolutionAuc} at 4 MP vs ${r.paper.highResolutionAuc} at 66 MP\n`,
-        );
+        process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : formatResolution(r));
       },
     );
 }
