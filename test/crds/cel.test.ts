@@ -86,27 +86,6 @@ describe('CEL rules agree with their JavaScript twins', () => {
     assert.ok(evaluations > 200, `only ${evaluations} evaluations`);
   });
 
-  it('with each messageExpression saying what its describe twin says', () => {
-    let compared = 0;
-    for (const c of cases) {
-      for (const { node, value } of valueNodes(specSchema, defaultedSpec(c.manifest), 'spec')) {
-        if (hasBlockingProblems(node, value)) continue;
-        for (const rule of node['x-kubernetes-validations'] ?? []) {
-          if (!rule.messageExpression || !rule.check || (rule.check as (s: unknown) => boolean)(value))
-            continue;
-          const cel = env.evaluate(rule.messageExpression, { self: toCel(node, value) });
-          assert.equal(
-            cel,
-            (rule.describe as (s: unknown) => string)(value),
-            `${c.name}: ${rule.messageExpression}`,
-          );
-          compared++;
-        }
-      }
-    }
-    assert.ok(compared >= 2, `only ${compared} messages compared`);
-  });
-
   it('with every rule seen both passing and failing by some fixture', () => {
     for (const { path, rule } of checked) {
       const seen = outcomes.get(rule) ?? new Set();

@@ -479,7 +479,7 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
       'spec.training.batchSize': 6,
     }),
     path: 'spec.training.batchSize',
-    message: 'is not a multiple of the world size 4 (resources.replicas 2',
+    message: 'is not a multiple of the world size',
   },
   {
     name: 'a batch smaller than the world size (three CPU pods)',
@@ -488,7 +488,7 @@ export const INVALID_MANIFESTS: readonly InvalidCase[] = [
       'spec.training.batchSize': 2,
     }),
     path: 'spec.training.batchSize',
-    message: 'use batchSize 3',
+    message: 'every rank streams the same share of each batch',
   },
   {
     name: 'several GPUs per pod on the wasm backend',

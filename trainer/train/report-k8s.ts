@@ -2,6 +2,10 @@
 // apply of status.progress (and the last checkpoint and final result) under the trainer's own field
 // manager, so it never fights the operator over the fields the operator owns. The per-job service
 // account may patch only this job's status. Outside a cluster this is off, silently.
+//
+// A rank of a data-parallel job reports its own entry of status.ranks (a list map keyed by rank)
+// under a field manager of its own, so the ranks' applies merge instead of replacing each other;
+// rank 0 also reports the job's progress, checkpoint and result as a single-rank trainer does.
 
 import { existsSync } from 'node:fs';
 import {
@@ -13,15 +17,62 @@ import {
   type RequestContext,
   type ResponseContext,
 } from '@kubernetes/client-node';
-import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../../crds/index.ts';
+import { API_VERSION, GROUP, KIND, PLURAL, type RankStatus, VERSION } from '../../crds/index.ts';
 
 export const TRAINER_FIELD_MANAGER = 'tilestream-trainer';
+/** The field manager of rank r ≠ 0 (rank 0 keeps TRAINER_FIELD_MANAGER: it also owns progress). */
+export const rankFieldManager = (rank: number): string =>
+  rank === 0 ? TRAINER_FIELD_MANAGER : `${TRAINER_FIELD_MANAGER}-rank-${rank}`;
 const SA_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+/** Set by the operator on trainer pods from the downward API, so a rank can say where it runs. */
+export const POD_NAME_ENV = 'TILESTREAM_POD_NAME';
+export const NODE_NAME_ENV = 'TILESTREAM_NODE_NAME';
+
+/** What a rank says about itself; rank, replicaIndex, localRank, pod, node and lastReportTime are filled in. */
+export type RankReport = Partial<
+  Pick<RankStatus, 'phase' | 'step' | 'imagesPerSecond' | 'allReduceFraction' | 'message'>
+>;
 
 export interface StatusPatch {
+  /** Job progress: reported by rank 0 only (ignored on other ranks). */
   progress?: Record<string, unknown>;
+  /** Reported by rank 0 only (ignored on other ranks). */
   lastCheckpoint?: Record<string, unknown>;
+  /** Reported by rank 0 only (ignored on other ranks). */
   result?: Record<string, unknown>;
+  /** This rank's entry of status.ranks (only when the reporter was made for a rank); merged field by field. */
+  rank?: RankReport;
+}
+
+/** Which rank of a data-parallel job a reporter speaks for (trainer/distributed/topology.ts knows it). */
+export interface RankIdentity {
+  rank: number;
+  replicaIndex: number;
+  localRank: number;
+}
+
+/** The status a reporter applies for its state: what its field manager owns, nothing else. */
+export function statusBody(
+  state: StatusPatch,
+  rank: RankIdentity | undefined,
+  where: { pod?: string; node?: string },
+  now: Date,
+): Record<string, unknown> {
+  const { rank: own, ...job } = state;
+  const status: Record<string, unknown> = rank === undefined || rank.rank === 0 ? { ...job } : {};
+  if (rank !== undefined) {
+    const entry: RankStatus = {
+      rank: rank.rank,
+      replicaIndex: rank.replicaIndex,
+      localRank: rank.localRank,
+      ...(where.pod ? { pod: where.pod } : {}),
+      ...(where.node ? { node: where.node } : {}),
+      ...own,
+      lastReportTime: now.toISOString(),
+    };
+    status.ranks = [entry];
+  }
+  return status;
 }
 
 export interface StatusReporter {
@@ -58,7 +109,7 @@ function transient(e: unknown): boolean {
  * A failed request leaves the state unsent, and the next one carries it.
  */
 export function createStatusReporter(
-  job: { namespace: string; name: string },
+  job: { namespace: string; name: string; rank?: RankIdentity },
   intervalMs: number,
   warn: (message: string) => void,
   env: Record<string, string | undefined> = process.env,
@@ -93,6 +144,8 @@ export function createStatusReporter(
   let lastError: unknown;
 
   /** Applies the whole state; true when it landed. */
+  const where = { pod: env[POD_NAME_ENV], node: env[NODE_NAME_ENV] };
+  const fieldManager = job.rank === undefined ? TRAINER_FIELD_MANAGER : rankFieldManager(job.rank.rank);
   const send = async (): Promise<boolean> => {
     const status = state;
     dirty = false;
@@ -100,7 +153,7 @@ export function createStatusReporter(
       apiVersion: API_VERSION,
       kind: KIND,
       metadata: { name: job.name, namespace: job.namespace },
-      status,
+      status: statusBody(status, job.rank, where, new Date()),
     };
     try {
       await api.patchNamespacedCustomObjectStatus(
@@ -111,7 +164,7 @@ export function createStatusReporter(
           plural: PLURAL,
           name: job.name,
           body,
-          fieldManager: TRAINER_FIELD_MANAGER,
+          fieldManager,
           force: true,
         },
         options,
@@ -140,7 +193,7 @@ export function createStatusReporter(
   };
   return {
     report(patch) {
-      state = { ...state, ...patch };
+      state = { ...state, ...patch, ...(patch.rank ? { rank: { ...state.rank, ...patch.rank } } : {}) };
       dirty = true;
       schedule();
     },
