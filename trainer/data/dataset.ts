@@ -190,9 +190,11 @@ export class Dataset {
    * start of the next one. With `openAhead`, the next image is opened (decoded, or a slide's
    * thumbnail and tissue read) while the consumer works on the current one; the position, the
    * order and the bad-image reports are the same, since an image is only taken — or found bad —
-   * when iteration reaches it. An image opened ahead and never reached is closed.
+   * when iteration reaches it. An image opened ahead and never reached is closed. With `take`, only
+   * the positions it accepts are opened and yielded (a rank's share of every batch); the others are
+   * passed over unopened, and the position still moves through them.
    */
-  async *items(epoch: number): AsyncGenerator<DatasetItem> {
+  async *items(epoch: number, take?: (index: number) => boolean): AsyncGenerator<DatasetItem> {
     if (epoch !== this.#epoch) this.#startEpoch(epoch);
     const order = this.order(epoch);
     const open = (index: number): Opening => {
@@ -203,8 +205,15 @@ export class Dataset {
       return { index, entry, augmentation, image };
     };
     let ahead: Opening | undefined;
+    const next = (from: number): number => {
+      let i = from;
+      while (take && i < this.size && !take(i)) i++;
+      return i;
+    };
     try {
-      while (this.#index < this.size) {
+      for (;;) {
+        this.#index = next(this.#index);
+        if (this.#index >= this.size) break;
         const index = this.#index;
         const current = ahead?.index === index ? ahead : open(index);
         ahead = undefined;
@@ -218,7 +227,7 @@ export class Dataset {
           continue;
         }
         this.#index++;
-        if (this.#o.openAhead === true && this.#index < this.size) ahead = open(this.#index);
+        if (this.#o.openAhead === true && next(this.#index) < this.size) ahead = open(next(this.#index));
         yield {
           entry: current.entry,
           label: current.entry.label,

@@ -5,7 +5,7 @@ import { parseQuantity } from '../../crds/index.ts';
 import { BACKEND_CHOICES, type BackendChoice } from '../backend/select.ts';
 import { parseIntOption } from '../cli-util.ts';
 import { EXIT } from './exit-codes.ts';
-import { runTrainCommand } from './run.ts';
+import { trainOrLaunch } from './launch.ts';
 
 export function registerTrainCommand(program: Command): void {
   program
@@ -34,7 +34,11 @@ export function registerTrainCommand(program: Command): void {
     .addHelpText(
       'after',
       '\nExit codes: 0 done, 1 failed, 2 invalid manifest, 3 out of memory (retry with a smaller tile),\n' +
-        '143 stopped by SIGTERM/SIGINT after writing a checkpoint (the next run resumes from it).',
+        '4 checkpoint volume full, 5 data not found, 6 peers unavailable (a rank of a multi-rank job lost\n' +
+        'its peers; restart from the checkpoint), 143 stopped by SIGTERM/SIGINT after writing a checkpoint\n' +
+        '(the next run resumes from it).\n\n' +
+        'A job of several ranks (spec.resources.replicas × max(gpus, 1) > 1) starts one process per rank:\n' +
+        'all on this machine when run locally, its own ranks in a trainer pod.',
     )
     .action(
       async (
@@ -49,7 +53,7 @@ export function registerTrainCommand(program: Command): void {
           json?: boolean;
         },
       ) => {
-        const code = await runTrainCommand(manifest, o);
+        const code = await trainOrLaunch(manifest, o);
         // After an out-of-memory trap the wasm module is broken; any later call into it (tensor
         // finalisers, pending timers) would trap again, so leave now with the documented code.
         if (code === EXIT.outOfMemory) process.exit(code);

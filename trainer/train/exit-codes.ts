@@ -26,6 +26,13 @@ export const EXIT = {
    * job at once (every retry would find the same nothing).
    */
   dataNotFound: 5,
+  /**
+   * A rank of a data-parallel job did not meet its peers within TILESTREAM_PEER_TIMEOUT_SECONDS
+   * (default 600), or lost one during a collective (a peer process or pod died). Not the job's
+   * fault: every rank restarts from the last checkpoint (locally the launcher restarts them; on
+   * Kubernetes the operator starts the next attempt), counted against spec.runPolicy.backoffLimit.
+   */
+  peersUnavailable: 6,
   /** Stopped by SIGTERM/SIGINT after writing a checkpoint (128 + SIGTERM). */
   stopped: 143,
 } as const;

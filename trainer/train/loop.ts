@@ -1,12 +1,27 @@
 // The training loop: epochs of seeded image orders, streamed steps with gradient accumulation to the
 // effective batch, one optimizer update per batch, validation each epoch, checkpoints at batch
 // boundaries (so a resumed run repeats exactly what an uninterrupted one does), and a stop flag
-// checked between tiles for SIGTERM.
+// checked between tiles for SIGTERM. With a collective (world size > 1) the loop is one rank of a
+// data-parallel job: it streams positions r, r + N, … of every batch, sums the gradients over the
+// ranks before the same update, and takes its starting state from rank 0 (see trainDistributed notes
+// in the functions below). World size 1 makes no collective call at all.
 
 import * as tf from '@tensorflow/tfjs-core';
 import type { DataPosition, Dataset, DatasetItem } from '../data/dataset.ts';
 import { ImageError } from '../data/image-error.ts';
 import { readAhead } from '../data/read-ahead.ts';
+import type { Collective } from '../distributed/collective.ts';
+import {
+  type AllReduceTiming,
+  broadcastJson,
+  broadcastSlots,
+  newAllReduceTiming,
+  packSum,
+  type Slot,
+  timedAllReduce,
+  unpackSum,
+} from '../distributed/rank-sync.ts';
+import { isRankPosition } from '../distributed/topology.ts';
 import type { TileGrid } from '../streaming/geometry.ts';
 import {
   accumulate,
@@ -40,6 +55,11 @@ export interface TrainConfig {
   readonly initialWeights?: ReadonlyMap<string, CheckpointTensor>;
   /** Bytes of tiles read ahead within an image (planReadAhead's tileBytes); default 0, none. */
   readonly readAheadBytes?: number;
+  /**
+   * The job's ranks when there are several (unset or world size 1: a single-rank run, no collective
+   * calls). Only rank 0 reads and writes checkpoints; the others receive its state.
+   */
+  readonly collective?: Collective;
 }
 
 export interface EpochMetrics {
@@ -85,6 +105,10 @@ export interface TrainResult {
   readonly resumedFrom?: string;
   readonly history: EpochMetrics[];
   readonly params: NetworkParams;
+  /** Images trained on by all ranks together, and the wall time of the training passes (validation excluded). */
+  readonly trained: { images: number; seconds: number };
+  /** Time inside the collective's all-reduce of the training steps; undefined on a single rank. */
+  readonly allReduce?: AllReduceTiming;
 }
 
 class StopRequested extends Error {}
@@ -117,6 +141,11 @@ export async function train(
   events: TrainEvents,
 ): Promise<TrainResult> {
   const net = config.network;
+  const dist = config.collective && config.collective.worldSize > 1 ? config.collective : undefined;
+  const rank = dist?.rank ?? 0;
+  const worldSize = dist?.worldSize ?? 1;
+  const timing = dist ? newAllReduceTiming() : undefined;
+  const trained = { images: 0, seconds: 0 };
   const params = initParams(net, config.seed);
   const optimizer = createOptimizer(config.optimizer);
   const pos: Position = { step: 0, epoch: 0, history: [] };
@@ -145,7 +174,7 @@ export async function train(
   };
   if (config.initialWeights) setParams(config.initialWeights, 'the initial weights', true);
 
-  if (config.checkpoint) {
+  if (config.checkpoint && rank === 0) {
     const ckpt = loadLatestCheckpoint(config.checkpoint.dir, (m) => events.log('warn', m));
     if (ckpt) {
       if (ckpt.meta.fingerprint !== fingerprint(net)) {
@@ -165,7 +194,6 @@ export async function train(
       optimizer.restore(slots, ckpt.meta.optimizer as Record<string, number>);
       for (const t of slots.values()) t.dispose();
       Object.assign(pos, ckpt.meta.position as Position);
-      if (pos.data) trainData.restore(pos.data);
       resumedFrom = ckpt.path;
       events.log('info', `resumed from ${ckpt.path}`, {
         step: pos.step,
@@ -174,9 +202,16 @@ export async function train(
       });
     }
   }
+  if (dist) resumedFrom = await receiveStartingState(dist, params, optimizer, pos, resumedFrom);
+  if (pos.data) trainData.restore(pos.data);
+  // Rank r's share of every batch: positions r, r + N, … (the same rule splits a short last batch).
+  const take = dist
+    ? (index: number): boolean => isRankPosition(index, config.batchSize, rank, worldSize)
+    : undefined;
+  const slots: Slot[] = [...params].map(([name, p]) => ({ name, size: p.size }));
 
   const save = (): void => {
-    if (!config.checkpoint) return;
+    if (!config.checkpoint || rank !== 0) return;
     const tensors = new Map<string, CheckpointTensor>();
     for (const [n, p] of params) tensors.set(n, { shape: p.shape, values: Float32Array.from(p.dataSync()) });
     const st = optimizer.state();
@@ -200,8 +235,10 @@ export async function train(
     events.checkpointed?.({ path, step: pos.step, time: new Date() });
   };
 
-  const stopCheck = (): void => {
-    if (events.shouldStop?.()) throw new StopRequested();
+  // On several ranks a stop is agreed at the next batch's all-reduce instead (sumOverRanks): a rank
+  // leaving mid-batch would leave the others waiting in the collective.
+  const localStopCheck = (): void => {
+    if (!dist && events.shouldStop?.()) throw new StopRequested();
   };
 
   try {
@@ -212,10 +249,26 @@ export async function train(
       let batch:
         | { index: number; grads: Map<string, tf.Tensor>; used: number; loss: number; after?: DataPosition }
         | undefined;
-      const apply = (): void => {
-        if (!batch) return;
-        const b = batch;
+      // On several ranks every rank applies every batch of the epoch, also those it has no image of.
+      let nextBatch =
+        pos.data && pos.data.epoch === epoch ? Math.floor(pos.data.index / config.batchSize) : 0;
+      let stopAll = false;
+      const apply = async (): Promise<void> => {
+        if (!batch && !dist) return;
+        const b = batch ?? { index: nextBatch, grads: new Map<string, tf.Tensor>(), used: 0, loss: 0 };
         batch = undefined;
+        nextBatch = b.index + 1;
+        if (dist && timing) {
+          const summed = await sumOverRanks(dist, params, slots, b, events.shouldStop?.() === true, timing);
+          b.grads = summed.grads;
+          b.used = summed.used;
+          b.loss = summed.loss;
+          stopAll = summed.stop;
+          // Where the whole batch ends, whichever rank streamed its last image.
+          const end = Math.min((b.index + 1) * config.batchSize, trainData.size);
+          b.after = { ...(b.after ?? trainData.position()), epoch, index: end };
+        }
+        trained.images += b.used;
         if (b.used > 0) {
           const t = epoch + (b.index * config.batchSize) / trainData.size;
           const lr = learningRateAt(config.learningRate, config.schedule, t, config.epochs);
@@ -238,15 +291,19 @@ export async function train(
           loss: b.used > 0 ? b.loss / b.used : Number.NaN,
         });
         if (config.checkpoint && pos.step % config.checkpoint.everySteps === 0) save();
+        // A stop asked on any rank ends every rank after the same batch, so none waits for another.
+        if (stopAll) throw new StopRequested();
       };
+      const t0 = performance.now();
       try {
-        for await (const item of trainData.items(epoch)) {
+        for await (const item of trainData.items(epoch, take)) {
           try {
-            stopCheck();
+            localStopCheck();
             const index = Math.floor(item.index / config.batchSize);
-            if (batch && batch.index !== index) apply();
+            if (batch && batch.index !== index) await apply();
+            while (dist && nextBatch < index) await apply(); // batches this rank had no image of
             batch ??= { index, grads: new Map(), used: 0, loss: 0 };
-            const r = await runImage(config, params, item, pos, events, stopCheck, item.index === 0);
+            const r = await runImage(config, params, item, pos, events, localStopCheck, item.index === rank);
             accumulate(batch.grads, r.grads);
             batch.loss += r.loss;
             batch.used++;
@@ -260,13 +317,16 @@ export async function train(
             item.image.close();
           }
         }
-        apply();
+        await apply();
+        while (dist && nextBatch < stepsPerEpoch) await apply();
       } catch (e) {
         if (batch) for (const g of batch.grads.values()) g.dispose();
         throw e;
+      } finally {
+        trained.seconds += (performance.now() - t0) / 1000;
       }
       const m = validationData
-        ? await validate(config, params, validationData, epoch, events, stopCheck)
+        ? await validate(config, params, validationData, epoch, events, localStopCheck, dist)
         : emptyMetrics(epoch);
       m.trainLoss = lossCount > 0 ? lossSum / lossCount : Number.NaN;
       pos.history.push(m);
@@ -289,6 +349,8 @@ export async function train(
       epoch: pos.epoch,
       history: pos.history,
       params,
+      trained,
+      ...(timing && { allReduce: timing }),
       ...(resumedFrom && { resumedFrom }),
     };
   }
@@ -299,7 +361,91 @@ export async function train(
     epoch: pos.epoch,
     history: pos.history,
     params,
+    trained,
+    ...(timing && { allReduce: timing }),
     ...(resumedFrom && { resumedFrom }),
+  };
+}
+
+/**
+ * Every rank starts from rank 0's state: its parameters (random, imported or from its checkpoint),
+ * optimizer state and position. Returns the checkpoint rank 0 resumed from, if any.
+ */
+async function receiveStartingState(
+  dist: Collective,
+  params: NetworkParams,
+  optimizer: ReturnType<typeof createOptimizer>,
+  pos: Position,
+  resumedFrom: string | undefined,
+): Promise<string | undefined> {
+  const st = optimizer.state();
+  const header = await broadcastJson(
+    dist,
+    dist.rank === 0
+      ? {
+          position: pos,
+          scalars: st.scalars,
+          slots: [...st.tensors].map(([n, t]) => ({ name: n, shape: t.shape })),
+          ...(resumedFrom && { resumedFrom }),
+        }
+      : undefined,
+  );
+  const paramSlots: Slot[] = [...params].map(([name, p]) => ({ name, size: p.size }));
+  const optimizerSlots: Slot[] = header.slots.map((s) => ({
+    name: `optimizer/${s.name}`,
+    size: s.shape.reduce((n, d) => n * d, 1),
+  }));
+  const mine =
+    dist.rank === 0
+      ? new Map<string, Float32Array>([
+          ...[...params].map(([n, p]) => [n, p.dataSync() as Float32Array] as const),
+          ...[...st.tensors].map(([n, t]) => [`optimizer/${n}`, t.dataSync() as Float32Array] as const),
+        ])
+      : undefined;
+  const got = await broadcastSlots(dist, [...paramSlots, ...optimizerSlots], mine);
+  if (dist.rank !== 0) {
+    for (const [name, p] of params) {
+      const v = got.get(name) as Float32Array;
+      tf.tidy(() => p.assign(tf.tensor(v, p.shape)));
+    }
+    const restored = new Map<string, tf.Tensor>();
+    for (const s of header.slots)
+      restored.set(s.name, tf.tensor(got.get(`optimizer/${s.name}`) as Float32Array, s.shape));
+    optimizer.restore(restored, header.scalars);
+    for (const t of restored.values()) t.dispose();
+    Object.assign(pos, header.position);
+  }
+  return header.resumedFrom;
+}
+
+/**
+ * The batch's gradients, image count and loss summed over the ranks in one all-reduce, and whether
+ * any rank was asked to stop. The local gradients are disposed; the summed ones are new tensors.
+ */
+async function sumOverRanks(
+  dist: Collective,
+  params: NetworkParams,
+  slots: readonly Slot[],
+  b: { grads: Map<string, tf.Tensor>; used: number; loss: number },
+  stop: boolean,
+  timing: AllReduceTiming,
+): Promise<{ grads: Map<string, tf.Tensor>; used: number; loss: number; stop: boolean }> {
+  const local = new Map<string, Float32Array>();
+  for (const [n, g] of b.grads) local.set(n, (await g.data()) as Float32Array);
+  for (const g of b.grads.values()) g.dispose();
+  const [summed] = await timedAllReduce(
+    dist,
+    [packSum(slots, local, [b.used, b.loss, stop ? 1 : 0])],
+    timing,
+  );
+  const { values, tail } = unpackSum(slots, summed as Float32Array, 3);
+  const grads = new Map<string, tf.Tensor>();
+  for (const [n, v] of values) grads.set(n, tf.tensor(v, params.get(n)?.shape));
+  return {
+    grads,
+    used: Math.round(tail[0] as number),
+    loss: tail[1] as number,
+    stop: (tail[2] as number) > 0,
   };
 }
 
@@ -367,6 +513,17 @@ async function runImage(
   return { loss: step.loss, grads: step.grads };
 }
 
+/**
+ * One validated image: its logits and loss are float32 values, so summing them over ranks (each
+ * rank fills only its own positions) gathers them exactly.
+ */
+interface Validated {
+  index: number;
+  label: number;
+  logits: Float32Array;
+  loss: number;
+}
+
 async function validate(
   config: TrainConfig,
   params: NetworkParams,
@@ -374,13 +531,14 @@ async function validate(
   epoch: number,
   events: TrainEvents,
   stopCheck: () => void,
+  dist?: Collective,
 ): Promise<EpochMetrics> {
-  const scores: number[] = [];
-  const labels: number[] = [];
-  const predicted: number[] = [];
-  let lossSum = 0;
+  // On several ranks, rank r validates positions r, r + N, …; the predictions are then gathered so
+  // every rank computes the metrics over all images in manifest order, as a single rank does.
+  const take = dist ? (index: number): boolean => index % dist.worldSize === dist.rank : undefined;
+  let done: Validated[] = [];
   // Validation data is not shuffled or augmented; every epoch reads it in manifest order.
-  for await (const item of data.items(epoch)) {
+  for await (const item of data.items(epoch, take)) {
     try {
       stopCheck();
       const source = readAhead(item.image, config.grid, {
@@ -398,17 +556,25 @@ async function validate(
             config.network.outputs,
           )(tf.tensor2d([Array.from(logits)])).dataSync()[0] as number,
       );
-      const s = scoreOf(config.loss, logits);
-      lossSum += loss;
-      scores.push(s.score);
-      predicted.push(s.predicted);
-      labels.push(item.label);
+      done.push({ index: item.index, label: item.label, logits: Float32Array.from(logits), loss });
     } catch (e) {
       if (!(e instanceof ImageError)) throw e;
       data.reportBad(item, e);
     } finally {
       item.image.close();
     }
+  }
+  if (dist) done = await gatherValidated(dist, done, data.size, config.network.outputs);
+  const scores: number[] = [];
+  const labels: number[] = [];
+  const predicted: number[] = [];
+  let lossSum = 0;
+  for (const v of done) {
+    const s = scoreOf(config.loss, v.logits);
+    lossSum += v.loss;
+    scores.push(s.score);
+    predicted.push(s.predicted);
+    labels.push(v.label);
   }
   events.log('info', `validated ${labels.length} images`, { epoch: epoch + 1 });
   return {
@@ -418,4 +584,35 @@ async function validate(
     validationAuc: rocAuc(scores, labels),
     validationAccuracy: config.loss === 'mse' ? Number.NaN : accuracy(predicted, labels),
   };
+}
+
+/** Every rank's validated images on every rank, in position order (one all-reduce of n × (outputs + 3)). */
+async function gatherValidated(
+  dist: Collective,
+  mine: readonly Validated[],
+  size: number,
+  outputs: number,
+): Promise<Validated[]> {
+  const stride = outputs + 3; // logits, loss, label, present
+  const buffer = new Float32Array(size * stride);
+  for (const v of mine) {
+    const at = v.index * stride;
+    buffer.set(v.logits, at);
+    buffer[at + outputs] = v.loss;
+    buffer[at + outputs + 1] = v.label;
+    buffer[at + outputs + 2] = 1;
+  }
+  const [all] = (await dist.allReduceSum([buffer])) as [Float32Array];
+  const out: Validated[] = [];
+  for (let index = 0; index < size; index++) {
+    const at = index * stride;
+    if ((all[at + outputs + 2] as number) === 0) continue; // a bad image on its rank
+    out.push({
+      index,
+      logits: all.slice(at, at + outputs),
+      loss: all[at + outputs] as number,
+      label: all[at + outputs + 1] as number,
+    });
+  }
+  return out;
 }
