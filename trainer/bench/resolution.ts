@@ -187,7 +187,7 @@ export function formatResolution(r: ResolutionReport): string {
       rows,
     ) +
     `${notes.join('\n')}\n` +
-    `${r.trainImages} training and ${r.validationImages} validation images, ${r.epochs} epochs per run\n` +
+    `${r.trainImages} training and ${r.validationImages} validation images, ${r.epochs} epoch${r.epochs === 1 ? '' : 's'} per run\n` +
     `paper (CAMELYON17, TPAMI abstract): AUC ${r.paper.lowResolutionAuc} at 4 MP vs ${r.paper.highResolutionAuc} at 66 MP\n`
   );
 }
