@@ -136,6 +136,8 @@ for (const backend of ['cpu', 'wasm', 'tensorflow'] as const) {
               'DepthwiseConv2dNativeBackpropFilter',
               'DepthwiseConv2dNativeBackpropInput',
               'Step',
+              'TilestreamGelu',
+              'TilestreamLayerNorm',
             ]
           : backend === 'wasm'
             ? [
@@ -147,6 +149,8 @@ for (const backend of ['cpu', 'wasm', 'tensorflow'] as const) {
                 'Slice',
                 'Identity',
                 'Sum',
+                'TilestreamGelu',
+                'TilestreamLayerNorm',
               ]
             : [
                 'Conv2DBackpropFilter',
@@ -154,6 +158,8 @@ for (const backend of ['cpu', 'wasm', 'tensorflow'] as const) {
                 'DepthwiseConv2dNativeBackpropInput',
                 'MaxPoolGrad',
                 'Sum',
+                'TilestreamGelu',
+                'TilestreamLayerNorm',
               ];
       assert.deepEqual(activeProjectKernels(backend), expected);
       assert.equal(tf.getBackend(), backend);

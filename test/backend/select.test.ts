@@ -118,13 +118,15 @@ describe('initBackend', () => {
     assert.match(info.reason, /@tensorflow\/tfjs-node loaded/);
     assert.equal(tf.getBackend(), 'tensorflow');
     // The four convolution gradients that tfjs-node gets wrong and the two-op ReLU gradient mask
-    // (trainer/kernels/tensorflow-explicit-padding.ts).
+    // (trainer/kernels/tensorflow-explicit-padding.ts), and the fused ops every backend gets.
     assert.deepEqual(info.projectKernels, [
       'Conv2DBackpropFilter',
       'Conv2DBackpropInput',
       'DepthwiseConv2dNativeBackpropFilter',
       'DepthwiseConv2dNativeBackpropInput',
       'Step',
+      'TilestreamGelu',
+      'TilestreamLayerNorm',
     ]);
     tf.removeBackend('tensorflow');
   });
@@ -203,7 +205,7 @@ describe('initBackend', () => {
       ),
     );
     assert.deepEqual(dx, [1, 2, 1, 2, 4, 2, 1, 2, 1]);
-    assert.deepEqual(registerProjectKernels('wasm').length, 8);
+    assert.deepEqual(registerProjectKernels('wasm').length, 10);
   });
 
   it('trains through a conv on both backends after switching back and forth', async () => {

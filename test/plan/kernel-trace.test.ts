@@ -12,6 +12,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import fc from 'fast-check';
 import { initBackend } from '../../trainer/backend/select.ts';
 import { COMPOSED_KERNELS, type ComposedBackend } from '../../trainer/kernels/composed.ts';
+import { FUSED_GELU } from '../../trainer/kernels/gelu.ts';
+import { FUSED_LAYER_NORM } from '../../trainer/kernels/layer-norm.ts';
 import { createEngine } from '../../trainer/plan/sim-backends.ts';
 import {
   headForward as simHeadForward,
@@ -81,6 +83,12 @@ function call(name: string, g: Geometry) {
   const common = { strides: g.stride, dilations: [1, 1] };
   if (name === 'Step')
     return { inputs: { x }, output: x, engine: { alpha: 0 }, planner: { alpha: 0 }, shapes };
+  if (name === FUSED_GELU) return { inputs: { x }, output: x, engine: {}, planner: {}, shapes };
+  if (name === FUSED_LAYER_NORM) {
+    const attrs = { epsilon: 1e-6 };
+    const inputs = { x, gamma: [g.cin], beta: [g.cin] };
+    return { inputs, output: x, engine: attrs, planner: attrs, shapes };
+  }
   const input = name.endsWith('BackpropInput');
   const extra = input ? { inputShape: x } : { filterShape: filter };
   return {
@@ -127,7 +135,7 @@ function plannerTrace(backend: ComposedBackend, name: string, c: ReturnType<type
   return trace;
 }
 
-for (const backend of ['wasm', 'tensorflow'] as const) {
+for (const backend of ['cpu', 'wasm', 'tensorflow'] as const) {
   const skip = backend === 'tensorflow' ? tensorflowSkip() : undefined;
   describe(`the planner traces each composed ${backend} kernel as the engine runs it`, { skip }, () => {
     it('initialises the backend', async () => {
@@ -216,7 +224,7 @@ describe("the planner traces the body's layers as the engine runs them (wasm)", 
     const { body } = builtinNetwork('convnext-atto', { bodyEnd: 'stages.1', width: 4 });
     const { engine, planner } = await bodyTraces(body, 160);
     assert.deepEqual(planner, engine);
-    for (const k of ['Erf', 'Rsqrt', 'Square'])
+    for (const k of [FUSED_GELU, FUSED_LAYER_NORM, 'Erf', 'Rsqrt', 'Square'])
       assert.ok(
         engine.some(([name]) => name === k),
         k,
@@ -289,5 +297,22 @@ describe("the planner traces the attention head's training step as the engine ru
     const trunkIn = withTrunk.trunk?.inputChannels as number;
     const t = await headTraces(withTrunk, [1, 8, 8, trunkIn]);
     assert.deepEqual(t.planner, t.engine);
+  });
+});
+
+describe('the planner traces the fused GELU and layer norm backward as the engine runs them (wasm)', () => {
+  it('a ConvNeXt trunk (stages 1–3 at width 4) trained on F [1,16,16,4]: the same kernels and bytes', async () => {
+    assert.equal((await initBackend('wasm')).name, 'wasm');
+    const net: Network = {
+      ...builtinNetwork('convnext-atto', { bodyEnd: 'stages.0', width: 4 }),
+      pooling: 'avg',
+      outputs: 2,
+    };
+    const { engine, planner } = await headTraces(net, [1, 16, 16, 4]);
+    assert.deepEqual(planner, engine);
+    // The backward of both fused ops ran: the layer norm's statistics are recomputed (a second
+    // Rsqrt per norm) and GELU's slope needs Exp.
+    const count = (k: string) => engine.filter(([name]) => name === k).length;
+    assert.ok(count('Exp') > 0 && count('Rsqrt') > count(FUSED_LAYER_NORM), 'the fused gradients ran');
   });
 });

@@ -49,8 +49,19 @@ export interface KernelOps<T> {
   transpose(x: T, perm: readonly number[]): T;
   stack(xs: readonly T[], axis: number): T;
   stridedSlice(x: T, begin: readonly number[], end: readonly number[], strides: readonly number[]): T;
-  sum(x: T, axis: number): T;
+  /** tf.sum over one axis or several. */
+  sum(x: T, axes: number | readonly number[]): T;
+  /** tf.mean over one axis. */
+  mean(x: T, axis: number): T;
   zeros(shape: readonly number[]): T;
+  /** Elementwise tf ops (a number is a scalar made inside the op, as tfjs does). */
+  add(a: T, b: T | number): T;
+  sub(a: T, b: T): T;
+  mul(a: T, b: T | number): T;
+  erf(x: T): T;
+  exp(x: T): T;
+  square(x: T): T;
+  rsqrt(x: T): T;
   /** tf.conv2d at stride 1 with explicit padding ('valid' when all zero). */
   conv2d(x: T, filter: T, pad: Pad4, dilations: Pair): T;
   /** tf.depthwiseConv2d at stride 1, 'valid'. */

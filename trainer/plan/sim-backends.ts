@@ -7,29 +7,39 @@
 import type { ComposedKernel } from '../kernels/composed.ts';
 import { COMPOSED_KERNELS } from '../kernels/composed.ts';
 import { explicitConvInfo } from '../kernels/conv-geometry.ts';
+import { FUSED_GRADIENTS } from '../kernels/fused-gradients.ts';
 import type { NativeOps, Pad4, Pair } from '../kernels/ops.ts';
 import {
   type Attrs,
   type BackendModel,
   type CompositeKernel,
+  type GradConfig,
   SimEngine,
   type SimTensor,
 } from './sim-engine.ts';
 import {
+  add,
   cast,
   compare,
   conv2d,
   depthwiseConv2d,
+  erf,
   GRADIENTS,
+  mean,
+  mul,
   ones,
   pad,
   reduceShape,
   reshape,
+  rsqrt,
   slice,
+  square,
   stack,
   stridedSlice,
+  sub,
   sum,
   transpose,
+  unary,
   where,
 } from './sim-ops.ts';
 
@@ -60,12 +70,18 @@ const STOCK_COMPOSITES: Readonly<Record<BackendName, Readonly<Record<string, Com
         return sim.make(x.shape);
       });
     },
-    /** tfjs-node's Mean casts its input to float32 first (a copy on this backend), then runs TF's Mean directly. */
+    /**
+     * tfjs-node's Mean makes its axes as an int32 tensor, casts its input to float32 (a copy on
+     * this backend), then runs TF's Mean directly.
+     */
     Mean: (sim, inputs, attrs) => {
       const x = inputs.x as T;
+      const axes = attrs.axes as number[];
+      const axesTensor = sim.make([axes.length], 'int32');
       const asFloat = cast(sim, x, 'float32');
-      const out = sim.make(reduceShape(x.shape, attrs.axes as number[]));
+      const out = sim.make(reduceShape(x.shape, axes));
       sim.dispose(asFloat);
+      sim.dispose(axesTensor);
       return out;
     },
   },
@@ -88,8 +104,16 @@ export function simOps(sim: SimEngine, backend: BackendName): NativeOps<T> {
     transpose: (x, perm) => transpose(sim, x, perm),
     stack: (xs, axis) => stack(sim, xs, axis),
     stridedSlice: (x, begin, end, strides) => stridedSlice(sim, x, begin, end, strides),
-    sum: (x, axis) => sum(sim, x, [axis]),
+    sum: (x, axes) => sum(sim, x, typeof axes === 'number' ? [axes] : axes),
+    mean: (x, axis) => mean(sim, x, [axis]),
     zeros: (shape) => sim.make(shape),
+    add: (a, b) => add(sim, a, b),
+    sub: (a, b) => sub(sim, a, b),
+    mul: (a, b) => mul(sim, a, b),
+    erf: (x) => erf(sim, x),
+    exp: (x) => unary(sim, 'Exp', x),
+    square: (x) => square(sim, x),
+    rsqrt: (x) => rsqrt(sim, x),
     conv2d: (x, filter, p, dilations) => conv2d(sim, x, filter, { strides: [1, 1], pad: p, dilations }),
     depthwiseConv2d: (x, filter, dilations) =>
       depthwiseConv2d(sim, x, filter, { strides: [1, 1], pad: [0, 0, 0, 0], dilations }),
@@ -128,7 +152,14 @@ function simComposite(k: ComposedKernel, backend: BackendName): CompositeKernel 
     const ops = simOps(sim, backend);
     const a = attrs as unknown as GradAttrs;
     const info = (inShape: readonly number[], filterShape: readonly number[]) =>
-      explicitConvInfo(inShape, filterShape, a.strides, a.pad, a.dilations, k.kind !== 'step' && k.depthwise);
+      explicitConvInfo(
+        inShape,
+        filterShape,
+        a.strides,
+        a.pad,
+        a.dilations,
+        (k.kind === 'backprop-input' || k.kind === 'backprop-filter') && k.depthwise,
+      );
     switch (k.kind) {
       case 'backprop-input': {
         const filter = inputs.filter as T;
@@ -141,6 +172,10 @@ function simComposite(k: ComposedKernel, backend: BackendName): CompositeKernel 
       }
       case 'step':
         return k.run(ops, inputs.x as T, (attrs.alpha as number | undefined) ?? 0);
+      case 'gelu':
+        return k.run(ops, inputs.x as T);
+      case 'layer-norm':
+        return k.run(ops, inputs.x as T, inputs.gamma as T, inputs.beta as T, attrs.epsilon as number);
     }
   };
 }
@@ -157,7 +192,7 @@ export type ProjectKernelModel =
 
 const OUTPUT_ONLY: ProjectKernelModel = { kind: 'output only' };
 
-const composedModels = (backend: 'wasm' | 'tensorflow'): Record<string, ProjectKernelModel> =>
+const composedModels = (backend: BackendName): Record<string, ProjectKernelModel> =>
   Object.fromEntries(
     Object.entries(COMPOSED_KERNELS[backend]).map(([name, kernel]) => [name, { kind: 'composed', kernel }]),
   );
@@ -167,6 +202,7 @@ export const PROJECT_KERNEL_MODELS: Readonly<
   Record<BackendName, Readonly<Record<string, ProjectKernelModel>>>
 > = {
   cpu: {
+    ...composedModels('cpu'),
     Conv2DBackpropFilter: OUTPUT_ONLY,
     DepthwiseConv2dNativeBackpropFilter: OUTPUT_ONLY,
     DepthwiseConv2dNativeBackpropInput: OUTPUT_ONLY,
@@ -228,7 +264,25 @@ export const BACKENDS: Readonly<Record<BackendName, BackendModel>> = {
   },
 };
 
+/**
+ * The fused ops' gradient configs (trainer/kernels/fused-gradients.ts, the source the engine
+ * registers) on the simulated engine's own backend.
+ */
+const FUSED_GRADIENT_MODELS: ReadonlyMap<string, GradConfig> = new Map(
+  Object.entries(FUSED_GRADIENTS).map(([name, g]): [string, GradConfig] => [
+    name,
+    {
+      inputsToSave: g.inputsToSave,
+      gradFunc: (sim, dys, saved, attrs) =>
+        g.grads(simOps(sim, sim.backend.name as BackendName), dys[0] as T, saved, attrs),
+    },
+  ]),
+);
+
+/** tfjs-core's gradients and the fused ops'. */
+const ALL_GRADIENTS: ReadonlyMap<string, GradConfig> = new Map([...GRADIENTS, ...FUSED_GRADIENT_MODELS]);
+
 /** A simulated engine for `backend`; `countDataIds`: buffers are the engine's data ids, not memory. */
 export function createEngine(backend: BackendName, floatBytes = 4, countDataIds = false): SimEngine {
-  return new SimEngine(BACKENDS[backend], floatBytes, GRADIENTS, countDataIds);
+  return new SimEngine(BACKENDS[backend], floatBytes, ALL_GRADIENTS, countDataIds);
 }

@@ -1,6 +1,8 @@
 // The streamed body and the head run symbolically: the engine's own layer code, runBody and head
 // (trainer/streaming/layers.ts) on simulated ops, over shapes only.
 
+import { FUSED_GELU } from '../kernels/gelu.ts';
+import { FUSED_LAYER_NORM } from '../kernels/layer-norm.ts';
 import type { Body } from '../streaming/graph.ts';
 import { type HeadShape, headWith, type LayerOps, layersOf, runBodyWith } from '../streaming/layers.ts';
 
@@ -15,7 +17,6 @@ import {
   conv2d,
   depthwiseConv2d,
   div,
-  erf,
   matMul,
   max,
   maxPool,
@@ -24,10 +25,8 @@ import {
   mul,
   pad,
   reshape,
-  rsqrt,
   slice,
   split,
-  square,
   sub,
   sum,
   unary,
@@ -65,9 +64,9 @@ export function simLayerOps(sim: SimEngine): LayerOps<T> {
     sigmoid: (x) => unary(sim, 'Sigmoid', x),
     tanh: (x) => unary(sim, 'Tanh', x),
     elu: (x) => unary(sim, 'Elu', x),
-    erf: (x) => erf(sim, x),
-    square: (x) => square(sim, x),
-    rsqrt: (x) => rsqrt(sim, x),
+    gelu: (x) => sim.kernel(FUSED_GELU, { x }, x.shape),
+    layerNorm: (x, gamma, beta, epsilon) =>
+      sim.kernel(FUSED_LAYER_NORM, { x, gamma, beta }, x.shape, { epsilon }),
     clone: (x) => clone(sim, x),
     max: (x, axes) => max(sim, x, axes),
     mean: (x, axes) => mean(sim, x, axes),

@@ -41,9 +41,10 @@ export interface LayerOps<T> {
   sigmoid(x: T): T;
   tanh(x: T): T;
   elu(x: T): T;
-  erf(x: T): T;
-  square(x: T): T;
-  rsqrt(x: T): T;
+  /** The project's fused exact GELU (trainer/kernels/gelu.ts): one kernel, its input on the tape. */
+  gelu(x: T): T;
+  /** The project's fused channel layer norm (trainer/kernels/layer-norm.ts): one kernel, x and γ on the tape. */
+  layerNorm(x: T, gamma: T, beta: T, epsilon: number): T;
   clone(x: T): T;
   /** tf.max and tf.mean over `axes` (the head's global pooling). */
   max(x: T, axes: readonly number[]): T;
@@ -174,27 +175,19 @@ export function activationLayer<T>(ops: LayerOps<T>, x: T, fn: ActivationFn, alp
 }
 
 /**
- * Exact GELU, x·Φ(x) = x·(½ + ½·erf(x/√2)), from tfjs ops whose gradients every backend has
- * (Erf, Multiply, Add; test/streaming/convnext-ops.test.ts checks values and gradients against
- * a float64 reference on wasm, cpu and tensorflow).
+ * Exact GELU, x·Φ(x) = x·(½ + ½·erf(x/√2)): the project's fused kernel, with its own gradient, on
+ * every backend (trainer/kernels/gelu.ts; test/streaming/convnext.test.ts checks values and
+ * gradients against a float64 reference on wasm, cpu and tensorflow).
  */
-export const geluLayer = <T>(ops: LayerOps<T>, x: T): T =>
-  ops.tidy(() => ops.mul(x, ops.add(ops.mul(ops.erf(ops.mul(x, Math.SQRT1_2)), 0.5), 0.5)));
+export const geluLayer = <T>(ops: LayerOps<T>, x: T): T => ops.gelu(x);
 
 /**
  * Layer normalisation over the channels of each pixel (graph.ts LayerNormOp): biased variance,
- * ε inside the root, as PyTorch's F.layer_norm. The means reduce the last axis and are reshaped
- * back to [n, h, w, 1] (tf.mean's keepDims path allocates differently per backend).
+ * ε inside the root, as PyTorch's F.layer_norm; the project's fused kernel with its own gradient
+ * (trainer/kernels/layer-norm.ts).
  */
-export function layerNormLayer<T>(ops: LayerOps<T>, x: T, gamma: T, beta: T, epsilon: number): T {
-  return ops.tidy(() => {
-    const [n, h, w] = ops.shape(x) as [number, number, number, number];
-    const perPixel = (t: T): T => ops.reshape(ops.mean(t, [3]), [n, h, w, 1]);
-    const d = ops.sub(x, perPixel(x));
-    const r = ops.rsqrt(ops.add(perPixel(ops.square(d)), epsilon));
-    return ops.add(ops.mul(ops.mul(d, r), gamma), beta);
-  });
-}
+export const layerNormLayer = <T>(ops: LayerOps<T>, x: T, gamma: T, beta: T, epsilon: number): T =>
+  ops.layerNorm(x, gamma, beta, epsilon);
 
 /** Frozen batch normalisation as a per-channel affine map: y = x·scale + shift. */
 export const affineLayer = <T>(ops: LayerOps<T>, x: T, scale: T, shift: T): T =>

@@ -2,9 +2,23 @@
 // of the same name. The planner's implementation is plan/sim-body.ts.
 import * as tf from '@tensorflow/tfjs-core';
 import { explicitPadding } from '../backend/kernels/tf-ops.ts';
+import { FUSED_GELU } from '../kernels/gelu.ts';
+import { FUSED_LAYER_NORM } from '../kernels/layer-norm.ts';
 import type { LayerOps } from './layers.ts';
 
 const as4 = (t: tf.Tensor): tf.Tensor4D => t as tf.Tensor4D;
+
+/** Runs one of the project's fused ops, which exist once initBackend has registered them. */
+function fused(kernelName: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap): tf.Tensor {
+  if (tf.getKernel(kernelName, tf.getBackend()) === undefined || tf.getGradient(kernelName) === undefined) {
+    throw new Error(
+      `the project kernel ${kernelName} is not registered on the ${tf.getBackend()} backend: ` +
+        'start the backend with initBackend (trainer/backend/select.ts), or call registerProjectKernels ' +
+        '(trainer/backend/kernels/registry.ts) after tf.setBackend',
+    );
+  }
+  return tf.engine().runKernel(kernelName, inputs, attrs) as tf.Tensor;
+}
 
 export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   shape: (x) => x.shape,
@@ -38,9 +52,8 @@ export const TF_LAYER_OPS: LayerOps<tf.Tensor> = {
   sigmoid: (x) => tf.sigmoid(x),
   tanh: (x) => tf.tanh(x),
   elu: (x) => tf.elu(x),
-  erf: (x) => tf.erf(x),
-  square: (x) => tf.square(x),
-  rsqrt: (x) => tf.rsqrt(x),
+  gelu: (x) => fused(FUSED_GELU, { x }, {}),
+  layerNorm: (x, gamma, beta, epsilon) => fused(FUSED_LAYER_NORM, { x, gamma, beta }, { epsilon }),
   clone: (x) => tf.clone(x),
   max: (x, axes) => tf.max(x, [...axes]),
   mean: (x, axes) => tf.mean(x, [...axes]),

@@ -43,6 +43,14 @@ export function engineKernel(k: ComposedKernel, kernelName: string, backendName:
       }
       case 'step':
         return k.run(ops, input(inputs, 'x', kernelName), (attrs as { alpha?: number }).alpha ?? 0);
+      case 'gelu':
+        return k.run(ops, input(inputs, 'x', kernelName));
+      case 'layer-norm': {
+        const epsilon = (attrs as { epsilon?: unknown }).epsilon;
+        if (typeof epsilon !== 'number') throw new Error(`${kernelName}: missing the epsilon attribute`);
+        const [x, gamma, beta] = (['x', 'gamma', 'beta'] as const).map((n) => input(inputs, n, kernelName));
+        return k.run(ops, x as tf.Tensor, gamma as tf.Tensor, beta as tf.Tensor, epsilon);
+      }
     }
   };
 }

@@ -3,12 +3,15 @@
 // and in test/backend.
 import * as tf from '@tensorflow/tfjs-core';
 import { COMPOSED_KERNELS, type ComposedBackend, type ComposedKernel } from '../../kernels/composed.ts';
+import { FUSED_GELU } from '../../kernels/gelu.ts';
+import { FUSED_LAYER_NORM } from '../../kernels/layer-norm.ts';
 import { conv2dBackpropFilterLoopKernel } from './conv2d-backprop-filter-loop.ts';
 import {
   depthwiseBackpropFilterLoopKernel,
   depthwiseBackpropInputLoopKernel,
 } from './depthwise-backprop-loop.ts';
 import { engineKernel } from './engine-kernel.ts';
+import { registerFusedGradients } from './fused-gradients.ts';
 import { identityWasmKernel } from './identity-wasm.ts';
 import { maxPoolGradLoopKernel } from './max-pool-grad-loop.ts';
 import { sliceWasmKernel } from './slice-wasm.ts';
@@ -30,6 +33,11 @@ function composed(backendName: ComposedBackend, kernelName: string, why: string)
   if (k === undefined) throw new Error(`internal: no composed ${backendName} kernel ${kernelName}`);
   return { kernelName, backendName, kernelFunc: engineKernel(k, kernelName, backendName), composed: k, why };
 }
+
+const GELU_WHY =
+  'exact GELU as one kernel with its own gradient: the tape keeps its input only, where the tfjs-op composition kept five tensors of its size';
+const LAYER_NORM_WHY =
+  'channel layer norm as one kernel with its own gradient: the tape keeps its input (the gradient recomputes the statistics), where the composition kept five tensors of its size';
 
 export const PROJECT_KERNELS: readonly ProjectKernel[] = [
   composed(
@@ -132,14 +140,19 @@ export const PROJECT_KERNELS: readonly ProjectKernel[] = [
     tf.Step,
     "tfjs-node composes the ReLU gradient's mask from six ops (~4.5 activations held); Sign(Relu(x)) holds two",
   ),
+  ...(['cpu', 'wasm', 'tensorflow'] as const).flatMap((b) => [
+    composed(b, FUSED_GELU, GELU_WHY),
+    composed(b, FUSED_LAYER_NORM, LAYER_NORM_WHY),
+  ]),
 ];
 
 /**
- * Registers the project's kernels for one backend. Idempotent: a kernel already registered by us
+ * Registers the project's kernels for one backend, and the fused ops' gradients. Idempotent: a kernel already registered by us
  * is left alone. A stock kernel of the same name is replaced; its setupFunc/disposeFunc are kept
  * on our config so that the backend's own bookkeeping still runs. Returns the names registered now.
  */
 export function registerProjectKernels(backendName: string): string[] {
+  registerFusedGradients();
   const added: string[] = [];
   for (const k of PROJECT_KERNELS) {
     if (k.backendName !== backendName) continue;

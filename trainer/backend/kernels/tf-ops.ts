@@ -78,8 +78,16 @@ export function tfOps(backend: object, backendName: string): NativeOps<tf.Tensor
     transpose: (x, perm) => tf.transpose(x, [...perm]),
     stack: (xs, axis) => tf.stack([...xs], axis),
     stridedSlice: (x, begin, end, strides) => tf.stridedSlice(x, [...begin], [...end], [...strides]),
-    sum: (x, axis) => tf.sum(x, axis),
+    sum: (x, axes) => tf.sum(x, typeof axes === 'number' ? axes : [...axes]),
+    mean: (x, axis) => tf.mean(x, axis),
     zeros: (shape) => tf.zeros([...shape]),
+    add: (a, b) => tf.add(a, b),
+    sub: (a, b) => tf.sub(a, b),
+    mul: (a, b) => tf.mul(a, b),
+    erf: (x) => tf.erf(x),
+    exp: (x) => tf.exp(x),
+    square: (x) => tf.square(x),
+    rsqrt: (x) => tf.rsqrt(x),
     conv2d: (x, filter, pad, dilations) =>
       tf.conv2d(as4(x), as4(filter), 1, explicitPadding(pad), 'NHWC', pair(dilations)),
     depthwiseConv2d: (x, filter, dilations) =>
