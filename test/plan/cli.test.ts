@@ -10,7 +10,9 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { EXIT_DOES_NOT_FIT, EXIT_INVALID, registerPlanCommands } from '../../trainer/plan/cli.ts';
+import { planAutoTile } from '../../trainer/plan/planner.ts';
 import { registerBenchMemory } from '../../trainer/plan-measure/cli.ts';
+import { builtinNetwork } from '../../trainer/streaming/bodies.ts';
 
 interface Run {
   status: number;
@@ -165,7 +167,7 @@ describe('tilestream plan', () => {
     assert.match(layer3.stdout, /the largest term is head \(trunk/);
   });
 
-  it('plans InceptionNeXt bodies cut by stage; tiny to stages.2 does not fit 24 GiB (the tape at its 1840 minimum tile)', async () => {
+  it('plans InceptionNeXt bodies cut by stage; tiny to stages.2 does not fit 24 GiB (its stage-3 trunk on the stitched map)', async () => {
     const args = ['plan', '--image-size', '8192', '--gpu-memory', '24Gi', '--json'];
     const r = await run(...args, '--model', 'inceptionnext-atto');
     assert.equal(r.status, 0, r.stderr);
@@ -178,6 +180,7 @@ describe('tilestream plan', () => {
     const tiny = await run(...args, '--model', 'inceptionnext-tiny');
     assert.equal(tiny.status, EXIT_DOES_NOT_FIT);
     assert.equal(JSON.parse(tiny.stdout).minimumTile, 1840);
+    assert.match(tiny.stdout, /the largest term is head \(trunk/);
     const bad = await run(...args, '--model', 'inceptionnext-tiny', '--body-end', 'layer3');
     assert.equal(bad.status, EXIT_INVALID);
     assert.match(bad.stderr, /inceptionnext-tiny has no layer 'layer3'.*stages\.0 … stages\.3/);
@@ -337,5 +340,34 @@ describe('tilestream bench memory', () => {
     const midlSmall = j.rows.find((row) => row.network.startsWith('midl2018') && row.image === 1024);
     assert.match(midlSmall?.conventional.note ?? '', /too small for the layers after the streamed body/);
     for (const row of j.rows.filter((x) => x.image === 8192)) assert.ok(row.streamed.predicted, row.network);
+  });
+
+  it("--auto-tile streams with the planner's auto tile for the budget, uncapped (ConvNeXt-atto at 2048² on the wasm heap)", async () => {
+    const budget = 3.8 * 2 ** 30;
+    const args = ['bench', 'memory', '--no-measure', '--sizes', '2048', '--networks', 'convnext-atto'];
+    const r = await run(...args, '--memory', `${budget}`, '--headroom', '0', '--auto-tile', '--json');
+    assert.equal(r.status, 0, r.stderr);
+    const row = (
+      JSON.parse(r.stdout) as {
+        rows: { tile?: number; streamed: { predicted?: { requiredBytes: number } } }[];
+      }
+    ).rows[0];
+    const net = { ...builtinNetwork('convnext-atto'), pooling: 'max' as const, outputs: 2 };
+    const plan = planAutoTile({
+      net,
+      image: 2048,
+      budgetBytes: budget,
+      headroom: 0,
+      backend: 'wasm',
+      imageStorage: 'float32',
+      optimizer: 'none',
+    });
+    assert.ok(plan.fits, 'ConvNeXt-atto to stages.2 fits 2048² on the wasm heap');
+    assert.equal(row?.tile, plan.tile);
+    assert.ok((row?.tile ?? 0) > 1024, 'not capped by the default --tile 1024');
+    assert.ok((row?.streamed.predicted?.requiredBytes ?? Infinity) <= budget);
+    const bad = await run(...args, '--headroom', '1');
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /expected a fraction from 0 to below 1/);
   });
 });

@@ -12,7 +12,7 @@ import {
   predictConventional,
   predictStreamed,
 } from '../plan/memory.ts';
-import { formatBytes, planTile, tileConstraints } from '../plan/planner.ts';
+import { formatBytes, planAutoTile, planTile, tileConstraints } from '../plan/planner.ts';
 import { type Architecture, builtinNetwork } from '../streaming/bodies.ts';
 import { axisProfile, axisSizes } from '../streaming/geometry.ts';
 import { type Body, inferChannels } from '../streaming/graph.ts';
@@ -46,6 +46,13 @@ export interface BenchMemoryFlags {
   json?: boolean;
   /** Only these architectures. */
   networks?: Architecture[];
+  /**
+   * The streamed tile is the planner's auto tile for the budget (the trainer's tileSize: auto —
+   * the fewest tiles, the least overlap), not capped by `tile` or half the image.
+   */
+  autoTile?: boolean;
+  /** Fraction of `memory` kept free when planning the tile (the planner's default 0.1). */
+  headroom?: number;
 }
 
 export interface Measured {
@@ -73,6 +80,9 @@ export interface BenchRow {
 export interface BenchMemoryReport {
   readonly backend: 'wasm' | 'cpu';
   readonly budgetBytes: number;
+  readonly headroom?: number;
+  /** The streamed tiles are the planner's auto tiles (--auto-tile). */
+  readonly autoTile?: boolean;
   readonly rows: readonly BenchRow[];
 }
 
@@ -143,16 +153,22 @@ function runChild(req: StepRequest): Promise<ChildResult> {
 /** The tile of a row: the planner's choice for the budget, at most `cap` and half the image. */
 function benchTile(net: PlanNetwork, image: number, flags: BenchMemoryFlags): number | undefined {
   const { stride, minimum } = tileConstraints(net);
-  const cap = Math.floor(Math.min(flags.tile, image / 2) / stride) * stride;
-  if (cap < minimum) return minimum < image ? minimum : undefined;
-  const plan = planTile({
+  const request = {
     net,
     image,
     budgetBytes: flags.memory,
+    ...(flags.headroom !== undefined && { headroom: flags.headroom }),
     backend: flags.backend,
     imageStorage: 'float32',
     optimizer: 'none',
-  });
+  } as const;
+  if (flags.autoTile) {
+    const auto = planAutoTile(request);
+    return auto.fits ? auto.tile : minimum < image ? minimum : undefined;
+  }
+  const cap = Math.floor(Math.min(flags.tile, image / 2) / stride) * stride;
+  if (cap < minimum) return minimum < image ? minimum : undefined;
+  const plan = planTile(request);
   return plan.fits ? Math.min(plan.tile, cap) : minimum;
 }
 
@@ -236,7 +252,13 @@ export async function benchMemory(
       rows.push({ network: n.label, image, ...(tile !== undefined && { tile }), conventional, streamed });
     }
   }
-  return { backend: flags.backend, budgetBytes: flags.memory, rows };
+  return {
+    backend: flags.backend,
+    budgetBytes: flags.memory,
+    ...(flags.headroom !== undefined && { headroom: flags.headroom }),
+    ...(flags.autoTile && { autoTile: true }),
+    rows,
+  };
 }
 
 function error(predicted: number, measured: number): string {
@@ -279,7 +301,9 @@ export function formatBenchMemory(r: BenchMemoryReport): string {
   return (
     `Predicted peak (${r.backend}${r.backend === 'wasm' ? ': the heap the step needs' : ': distinct buffers'}) and measured ` +
     'peaks, each with the error of its prediction: distinct buffers; tf.profile peakBytes; the wasm heap high-water mark.\n' +
-    `Streamed tiles: the planner's choice for ${formatBytes(r.budgetBytes)}, at most half the image.\n\n` +
+    (r.autoTile
+      ? `Streamed tiles: the planner's auto tile for ${formatBytes(r.budgetBytes)} (the trainer's tileSize: auto).\n\n`
+      : `Streamed tiles: the planner's choice for ${formatBytes(r.budgetBytes)}, at most half the image.\n\n`) +
     formatTable(['network', 'image', 'tile', 'conventional', 'measured', 'streamed', 'measured'], rows) +
     (notes.length > 0 ? `\n${notes.join('\n')}\n` : '')
   );

@@ -17,6 +17,15 @@ function parseNetworks(value: string): Architecture[] {
   return names as Architecture[];
 }
 
+function parseHeadroom(value: string): number {
+  const v = Number(value);
+  if (value.trim() === '' || !Number.isFinite(v) || v < 0 || v >= 1)
+    throw new InvalidArgumentError(
+      `expected a fraction from 0 to below 1 (e.g. 0.1 for 10%), got '${value}'`,
+    );
+  return v;
+}
+
 function parseSizes(value: string): number[] {
   const sizes = value.split(',').map((s) => parsePositiveInt(s));
   if (sizes.length === 0) throw new InvalidArgumentError('expected a comma-separated list of sizes');
@@ -49,6 +58,15 @@ export function registerBenchMemory(bench: Command): void {
       'largest tile to use (each image uses at most half its side)',
       parsePositiveInt,
       1024,
+    )
+    .option(
+      '--auto-tile',
+      "stream with the planner's auto tile for --memory (the trainer's tileSize: auto), not capped by --tile",
+    )
+    .option(
+      '--headroom <fraction>',
+      'fraction of --memory kept free when planning the tile (default 0.1)',
+      parseHeadroom,
     )
     .option('--no-measure', 'predictions only')
     .option('--max-seconds <n>', 'skip a measurement predicted to take longer', parsePositiveInt, 300)
