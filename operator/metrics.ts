@@ -27,6 +27,14 @@ export interface PlanFigures {
   savingsRatio?: number;
 }
 
+/** What the per-rank series show: status.distributed and the status.ranks entries it summed. */
+export interface RankFigures {
+  worldSize: number;
+  imagesPerSecond?: number;
+  slowestRank?: number;
+  ranks: readonly { rank: number; imagesPerSecond?: number }[];
+}
+
 export interface OperatorMetrics {
   readonly registry: Registry;
   readonly reconcileTotal: Counter;
@@ -42,6 +50,11 @@ export interface OperatorMetrics {
   queueObserver(name: string): WorkQueueObserver;
   /** Per-job series from the plan (deleted again by forgetJob). */
   setJob(namespace: string, name: string, plan: PlanFigures | undefined): void;
+  /**
+   * Per-job and per-rank series of a data-parallel job: the summed throughput, the slowest rank,
+   * each rank's throughput (status.distributed and the ranks it counted); undefined removes them.
+   */
+  setRanks(namespace: string, name: string, ranks: RankFigures | undefined): void;
   forgetJob(namespace: string, name: string): void;
   /** Sources read at scrape time: jobs by phase, GPU classes, the queue's in-flight work. */
   bind(sources: {
@@ -157,6 +170,33 @@ export function createOperatorMetrics(o: { version: string; registry?: Registry 
     labelNames: ['namespace', 'job'],
     registers,
   });
+  const ranksLabels = ['namespace', 'job'];
+  const worldSizeGauge = new Gauge({
+    name: 'tilestream_job_world_size',
+    help: 'Ranks of a data-parallel job: spec.resources.replicas × max(gpus, 1).',
+    labelNames: ranksLabels,
+    registers,
+  });
+  const jobThroughput = new Gauge({
+    name: 'tilestream_job_images_per_second',
+    help: "Training throughput of a data-parallel job: the sum of its ranks' reports.",
+    labelNames: ranksLabels,
+    registers,
+  });
+  const slowest = new Gauge({
+    name: 'tilestream_job_slowest_rank',
+    help: 'The rank of a data-parallel job with the lowest throughput (the one the all-reduce waits for).',
+    labelNames: ranksLabels,
+    registers,
+  });
+  const rankThroughput = new Gauge({
+    name: 'tilestream_job_rank_images_per_second',
+    help: 'Training throughput of one rank of a data-parallel job, as it reported it.',
+    labelNames: [...ranksLabels, 'rank'],
+    registers,
+  });
+  /** The ranks each job has series for, to remove those that stop reporting. */
+  const rankSeries = new Map<string, Set<string>>();
   const classGauge = (
     name: string,
     help: string,
@@ -294,8 +334,34 @@ export function createOperatorMetrics(o: { version: string; registry?: Registry 
       }
       if (plan.savingsRatio !== undefined) savings.set({ namespace, job: name }, plan.savingsRatio);
     },
+    setRanks(namespace, name, figures) {
+      const key = `${namespace}/${name}`;
+      const job = { namespace, job: name };
+      const seen = new Set<string>();
+      if (figures) {
+        worldSizeGauge.set(job, figures.worldSize);
+        if (figures.imagesPerSecond !== undefined) jobThroughput.set(job, figures.imagesPerSecond);
+        else jobThroughput.remove(job);
+        if (figures.slowestRank !== undefined) slowest.set(job, figures.slowestRank);
+        else slowest.remove(job);
+        for (const r of figures.ranks) {
+          if (r.imagesPerSecond === undefined) continue;
+          rankThroughput.set({ ...job, rank: String(r.rank) }, r.imagesPerSecond);
+          seen.add(String(r.rank));
+        }
+      } else {
+        worldSizeGauge.remove(job);
+        jobThroughput.remove(job);
+        slowest.remove(job);
+      }
+      for (const rank of rankSeries.get(key) ?? [])
+        if (!seen.has(rank)) rankThroughput.remove({ ...job, rank });
+      if (seen.size > 0) rankSeries.set(key, seen);
+      else rankSeries.delete(key);
+    },
     forgetJob(namespace, name) {
       this.setJob(namespace, name, undefined);
+      this.setRanks(namespace, name, undefined);
     },
     bind(s) {
       Object.assign(sources, s);

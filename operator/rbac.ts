@@ -24,10 +24,10 @@ export const OPERATOR_RULES: readonly PolicyRule[] = [
   },
   // trainer pods: exit codes, restarts, GPU use
   { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] },
-  // the job manifest and the trainer's identity
+  // the job manifest, the trainer's identity, and the headless Service of a data-parallel job's ranks
   {
     apiGroups: [''],
-    resources: ['configmaps', 'serviceaccounts'],
+    resources: ['configmaps', 'serviceaccounts', 'services'],
     verbs: ['get', 'create', 'patch', 'update'],
   },
   {

@@ -38,6 +38,14 @@ export const ConditionReason = {
   TileSizeReduced: 'TileSizeReduced',
   /** A spec edit reached a job whose trainer was not running: a new attempt was planned with it. */
   SpecChangeApplied: 'SpecChangeApplied',
+  /**
+   * Data-parallel jobs: a rank did not meet its peers within the peer timeout, or lost one (its exit
+   * code 6); all ranks restart from the last checkpoint in a new attempt, counted against
+   * backoffLimit. Also the Failed reason when that was the last failure backoffLimit allowed.
+   */
+  PeersUnavailable: 'PeersUnavailable',
+  /** Data-parallel jobs: a rank failed otherwise; all ranks restart from the last checkpoint. */
+  RankFailed: 'RankFailed',
   // Running
   TrainerStarting: 'TrainerStarting',
   TrainerRunning: 'TrainerRunning',

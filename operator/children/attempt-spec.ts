@@ -84,12 +84,15 @@ export function parseAttemptSpec(text: string | undefined): AttemptSpec | undefi
   if (text === undefined) return undefined;
   try {
     const v = JSON.parse(text) as AttemptSpec;
-    return typeof v === 'object' &&
-      v !== null &&
-      typeof v.streaming === 'object' &&
-      typeof v.resources === 'object'
-      ? v
-      : undefined;
+    if (
+      typeof v !== 'object' ||
+      v === null ||
+      typeof v.streaming !== 'object' ||
+      typeof v.resources !== 'object'
+    )
+      return undefined;
+    // A Job of an operator before spec.resources.replicas ran one pod: the default, not an edit.
+    return { ...v, resources: { ...v.resources, replicas: v.resources.replicas ?? 1 } };
   } catch {
     return undefined;
   }

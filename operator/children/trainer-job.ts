@@ -32,6 +32,7 @@ import {
   schedulingMetadata,
   trainerAffinity,
 } from './pod-customisation.ts';
+import { isDistributed, rankEnv, rankLayout, ranksServiceName } from './ranks.ts';
 
 /**
  * Exit codes of `tilestream train`, defined once by the trainer (a module with no imports, so the
@@ -60,6 +61,8 @@ export interface TrainerSettings {
   runAsUser: number;
   /** Time to write a checkpoint after SIGTERM. */
   terminationGracePeriodSeconds: number;
+  /** How long a rank of a data-parallel job waits for its peers (default DEFAULT_PEER_TIMEOUT_SECONDS). */
+  peerTimeoutSeconds?: number;
 }
 
 export const DEFAULT_TRAINER_SETTINGS: Omit<TrainerSettings, 'image'> = {
@@ -170,12 +173,15 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
   const pullSecrets = imagePullSecrets(spec, settings.imagePullSecrets);
   const { volumes: vols, mounts } = volumes(stj);
   const gpu = spec.resources.gpus > 0 && plan.resourceName !== undefined;
+  const distributed = isDistributed(spec);
+  const { replicas } = rankLayout(spec);
   const env = [
     { name: 'TILESTREAM_TERMINATION_MESSAGE_PATH', value: TERMINATION_MESSAGE_PATH },
     { name: 'HOME', value: '/tmp' },
     ...(plan.gpuMemoryBytes !== undefined
       ? [{ name: 'TILESTREAM_GPU_MEMORY', value: String(plan.gpuMemoryBytes) }]
       : []),
+    ...(distributed ? rankEnv(stj, name, settings.peerTimeoutSeconds) : []),
   ];
   return {
     apiVersion: 'batch/v1',
@@ -195,9 +201,14 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
     }),
     spec: {
       suspend: i.suspend,
-      completions: 1,
-      parallelism: 1,
-      backoffLimit: spec.runPolicy.backoffLimit,
+      // A data-parallel job's pods are the indexes of one Indexed Job: Kueue admits them as one
+      // Workload, and each pod learns its replica index (JOB_COMPLETION_INDEX) and host name from it.
+      ...(distributed && { completionMode: 'Indexed' }),
+      completions: replicas,
+      parallelism: replicas,
+      // A rank that fails fails its peers' collective: the operator restarts all ranks in a new attempt
+      // (counting it against spec.runPolicy.backoffLimit), so the Job itself never replaces a pod.
+      backoffLimit: distributed ? 0 : spec.runPolicy.backoffLimit,
       ...(i.activeDeadlineSeconds !== undefined && { activeDeadlineSeconds: i.activeDeadlineSeconds }),
       // One trainer at a time writes the checkpoints: a replacement starts only after the old pod is gone.
       podReplacementPolicy: 'Failed',
@@ -236,6 +247,16 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
               values: [TRAINER_EXIT.dataNotFound],
             },
           },
+          // Any other exit of a rank (6: its peers were unavailable) fails the attempt at once, and
+          // the Job controller stops the other ranks.
+          ...(distributed
+            ? [
+                {
+                  action: 'FailJob',
+                  onExitCodes: { containerName: TRAINER_CONTAINER, operator: 'NotIn', values: [0] },
+                },
+              ]
+            : []),
         ],
       },
       template: {
@@ -245,6 +266,8 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
         },
         spec: {
           restartPolicy: 'Never',
+          // The Indexed Job names each pod's host <Job>-<index>; the headless Service makes it resolvable.
+          ...(distributed && { subdomain: ranksServiceName(stj.metadata.name) }),
           serviceAccountName: spec.pod?.serviceAccountName ?? trainerAccountName(stj.metadata.name),
           ...(spec.runPolicy.priorityClassName !== undefined && {
             priorityClassName: spec.runPolicy.priorityClassName,

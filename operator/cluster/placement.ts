@@ -24,6 +24,10 @@ export type Placement =
       prediction?: Prediction;
       /** GPUs of the class not requested by the trainer pods the operator sees. */
       freeGpus: number;
+      /** Trainer pods (each spec.resources.gpus GPUs on one node) that fit on those free GPUs now. */
+      freePods: number;
+      /** Trainer pods of the job (spec.resources.replicas). */
+      pods?: number;
     }
   | { kind: 'cpu'; tile: number; budgetBytes: number; prediction?: Prediction }
   | {
@@ -84,6 +88,18 @@ export function freeGpus(cls: GpuClass, usage: GpuUsage, offers: readonly GpuOff
   );
 }
 
+/**
+ * Trainer pods of `gpusPerPod` GPUs the offers hold: a pod's GPUs are on one node, so each node
+ * holds floor(GPUs / gpusPerPod) of them; with `usage`, counted on the GPUs free now.
+ */
+export function podSlots(offers: readonly GpuOffer[], gpusPerPod: number, usage?: GpuUsage): number {
+  const per = Math.max(gpusPerPod, 1);
+  return offers.reduce((sum, o) => {
+    const used = usage?.get(o.node)?.get(o.resourceName) ?? 0;
+    return sum + Math.floor(Math.max(0, o.allocatable - used) / per);
+  }, 0);
+}
+
 export function planPlacement(input: PlacementInput): Placement {
   try {
     return input.spec.resources.gpus === 0 ? placeOnCpu(input) : placeOnGpu(input);
@@ -126,17 +142,26 @@ function placeOnCpu({ spec, size, maxTile }: PlacementInput): Placement {
 interface Candidate {
   cls: GpuClass;
   free: number;
+  freePods: number;
   sizing: Sizing;
 }
 
-/** The classes a GPU job may run on: those whose nodes admit it, and of them those with at least minGpuMemory. */
+/**
+ * The classes a GPU job may run on: those whose nodes admit it and can hold all its pods at once
+ * (spec.resources.replicas pods of spec.resources.gpus GPUs, each pod on one node: all ranks of a
+ * job run on one class, so they get one tile), and of them those with at least minGpuMemory.
+ * `tooSmall`: admitting classes without room for all the pods.
+ */
 function gpuClassesFor(spec: StreamingTrainingJobSpec, inventory: Inventory) {
-  const usable = inventory.classes
+  const replicas = spec.resources.replicas ?? 1;
+  const admitting = inventory.classes
     .map((cls) => ({ cls, offers: cls.offers.filter((o) => admits(spec, o)) }))
     .filter((c) => c.offers.length > 0);
+  const usable = admitting.filter((c) => podSlots(c.offers, spec.resources.gpus) >= replicas);
+  const tooSmall = admitting.filter((c) => podSlots(c.offers, spec.resources.gpus) < replicas);
   const minMemory =
     spec.resources.minGpuMemory !== undefined ? parseQuantity(spec.resources.minGpuMemory) : 0;
-  return { usable, minMemory, bigEnough: usable.filter((c) => c.cls.memoryBytes >= minMemory) };
+  return { usable, tooSmall, minMemory, bigEnough: usable.filter((c) => c.cls.memoryBytes >= minMemory) };
 }
 
 /** What the planner is asked for one GPU class. */
@@ -172,7 +197,8 @@ export function sizingRequests(
 }
 
 function placeOnGpu({ spec, inventory, usage, size, maxTile }: PlacementInput): Placement {
-  const { usable, minMemory, bigEnough } = gpuClassesFor(spec, inventory);
+  const { usable, tooSmall, minMemory, bigEnough } = gpuClassesFor(spec, inventory);
+  if (usable.length === 0 && tooSmall.length > 0) return noRoomForRanks(spec, tooSmall);
   if (usable.length === 0) return noGpuNodes(inventory);
   if (bigEnough.length === 0) {
     const largest = Math.max(...usable.map((c) => c.cls.memoryBytes));
@@ -184,14 +210,19 @@ function placeOnGpu({ spec, inventory, usage, size, maxTile }: PlacementInput): 
         `usable GPU has ${formatBytes(largest)}; lower minGpuMemory or add a node with a larger GPU`,
     };
   }
+  const replicas = spec.resources.replicas ?? 1;
   const candidates: Candidate[] = bigEnough.map(({ cls, offers }) => ({
     cls,
     free: freeGpus(cls, usage, offers),
+    freePods: podSlots(offers, spec.resources.gpus, usage),
     sizing: size(classSizing(spec, cls, maxTile)),
   }));
   const fitting = candidates.filter((c) => c.sizing.fits);
   if (fitting.length === 0) return nothingFits(spec, candidates);
-  const pool = fitting.some((c) => c.free > 0) ? fitting.filter((c) => c.free > 0) : fitting;
+  // Classes with free GPUs for every pod now first (for one pod of one GPU: any free GPU).
+  const pool = fitting.some((c) => c.freePods >= replicas)
+    ? fitting.filter((c) => c.freePods >= replicas)
+    : fitting;
   const best = pool.sort(byPreference)[0] as Candidate;
   const s = best.sizing as Extract<Sizing, { fits: true }>;
   return {
@@ -199,6 +230,8 @@ function placeOnGpu({ spec, inventory, usage, size, maxTile }: PlacementInput): 
     cls: best.cls,
     tile: s.tile,
     freeGpus: best.free,
+    freePods: best.freePods,
+    pods: replicas,
     ...(s.prediction && { prediction: s.prediction }),
   };
 }
@@ -211,6 +244,24 @@ function byPreference(a: Candidate, b: Candidate): number {
   const predicted = (a.sizing as { prediction?: unknown }).prediction !== undefined;
   const mem = predicted ? a.cls.memoryBytes - b.cls.memoryBytes : b.cls.memoryBytes - a.cls.memoryBytes;
   return mem || a.cls.name.localeCompare(b.cls.name);
+}
+
+function noRoomForRanks(
+  spec: StreamingTrainingJobSpec,
+  classes: readonly { cls: GpuClass; offers: GpuOffer[] }[],
+): Placement {
+  const { replicas = 1, gpus } = spec.resources;
+  const room = classes
+    .map((c) => `${c.cls.name} holds ${podSlots(c.offers, gpus)} on ${c.offers.length} node(s)`)
+    .join(', ');
+  return {
+    kind: 'unplaceable',
+    reason: 'NoGPUNodes',
+    message:
+      `the job needs ${replicas} trainer pod(s) of ${gpus} GPU(s) each on one GPU class (each pod's GPUs on one ` +
+      `node), and no class that admits it has room for all of them even when idle (${room}); lower ` +
+      'spec.resources.replicas or gpus, or add GPU nodes',
+  };
 }
 
 function noGpuNodes(inventory: Inventory): Placement {

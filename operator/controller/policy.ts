@@ -36,6 +36,9 @@ import {
   describePlan,
   exhaustedMessage,
   minimumTileOomMessage,
+  ranksExhaustedMessage,
+  ranksRestartedMessage,
+  ranksWaitingMessage,
   specChangeAppliedMessage,
   tileReducedMessage,
 } from '../status/messages.ts';
@@ -195,6 +198,8 @@ function current(c: Ctx): Verdict {
       return { kind: 'waiting' };
     case 'failed':
       if (obs.outcome.cause === 'oom') return shrink(c, obs);
+      if (obs.outcome.cause === 'peersUnavailable' || obs.outcome.cause === 'rankFailed')
+        return restartRanks(c, obs, obs.outcome.cause, obs.outcome.message);
       return failed(obs, failureReason(obs.outcome.cause), obs.outcome.message, obs.outcome.at);
     default:
       return active(c, obs, obs.outcome.state);
@@ -214,7 +219,13 @@ function planned(
   if (p.kind === 'unplaceable')
     return { kind: 'unplaceable', reason: ConditionReason[p.reason], message: prefix + p.message };
   const plan = jobPlanOf(p);
-  return { kind: 'plan', plan, reason, message: describe(plan) };
+  const pods = p.kind === 'gpu' ? (p.pods ?? 1) : 1;
+  // A data-parallel job's pods must all run at once: say so when the class has no room for them now.
+  const note =
+    p.kind === 'gpu' && pods > 1 && p.freePods < pods
+      ? `; ${ranksWaitingMessage(plan, p.freePods, pods)}`
+      : '';
+  return { kind: 'plan', plan, reason, message: describe(plan) + note };
 }
 
 function planFresh(c: Ctx): Planned {
@@ -287,6 +298,39 @@ function shrink(c: Ctx, obs: AttemptObservation): Verdict {
     ConditionReason.TileSizeReduced,
     (plan) => tileReducedMessage(tile, plan.tileSize, obs.tileReductions + 1, max, plan),
     `re-planning after the trainer ran out of memory at tile ${tile} px: `,
+  );
+  return start(c, obs, p);
+}
+
+/**
+ * A rank of a data-parallel job failed, so its attempt did: all ranks start again from the last
+ * checkpoint in the next attempt, as long as spec.runPolicy.backoffLimit allows (each failed
+ * attempt is one restart, however many ranks it stopped).
+ */
+function restartRanks(
+  c: Ctx,
+  obs: AttemptObservation,
+  cause: 'peersUnavailable' | 'rankFailed',
+  message: string,
+): Verdict {
+  const limit = c.stj.spec.runPolicy.backoffLimit;
+  const restarts = obs.failedPods;
+  const peers = cause === 'peersUnavailable';
+  if (restarts > limit) {
+    return failed(
+      obs,
+      peers ? ConditionReason.PeersUnavailable : ConditionReason.BackoffLimitExceeded,
+      ranksExhaustedMessage(message, restarts, limit, peers),
+      undefined,
+    );
+  }
+  // The cap of earlier tile reductions is kept.
+  const cap = obs.tileReductions > 0 ? obs.plan?.tileSize : undefined;
+  const p = planned(
+    place(c, cap),
+    peers ? ConditionReason.PeersUnavailable : ConditionReason.RankFailed,
+    (plan) => ranksRestartedMessage(message, restarts, limit, plan),
+    `${message}; re-planning to restart all ranks: `,
   );
   return start(c, obs, p);
 }
@@ -414,6 +458,8 @@ function failureReason(cause: FailureCause): ConditionReason {
       return ConditionReason.BackoffLimitExceeded;
     case 'deadline':
       return ConditionReason.DeadlineExceeded;
+    case 'peersUnavailable':
+      return ConditionReason.PeersUnavailable;
     case 'oom':
       return ConditionReason.OutOfMemory;
     default:

@@ -13,6 +13,7 @@
 import { ConditionReason, ConditionType, type StreamingTrainingJob } from '../../crds/index.ts';
 import { ANNOTATION } from '../children/names.ts';
 import { managedElsewhere } from '../children/pod-customisation.ts';
+import { buildRanksService, isDistributed } from '../children/ranks.ts';
 import { buildTrainerJob, type TrainerSettings } from '../children/trainer-job.ts';
 import {
   buildJobConfigMap,
@@ -274,6 +275,17 @@ async function act(
     return true;
   }
   ctx.metrics.setJob(namespace ?? '', name, status.plan);
+  const ranks = status.distributed;
+  ctx.metrics.setRanks(
+    namespace ?? '',
+    name,
+    ranks && {
+      worldSize: ranks.worldSize ?? 0,
+      ...(ranks.imagesPerSecond !== undefined && { imagesPerSecond: ranks.imagesPerSecond }),
+      ...(ranks.slowestRank !== undefined && { slowestRank: ranks.slowestRank }),
+      ranks: (stj.status?.ranks ?? []).filter((r) => r.rank < (ranks.worldSize ?? 0)),
+    },
+  );
   return false;
 }
 
@@ -315,6 +327,8 @@ async function createAttempt(
       buildTrainerServiceAccount(stj),
       buildTrainerRole(stj),
       buildTrainerRoleBinding(stj),
+      // Before the Job: its pods' host names resolve only through the Service.
+      ...(isDistributed(stj.spec) ? [buildRanksService(stj)] : []),
       job,
     ]) {
       await applyObject(ctx.client, child, ctx.config.fieldManager);

@@ -17,6 +17,7 @@ export const RESOURCES = {
   node: { apiVersion: 'v1', kind: 'Node', plural: 'nodes', namespaced: false },
   configMap: { apiVersion: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true },
   serviceAccount: { apiVersion: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true },
+  service: { apiVersion: 'v1', kind: 'Service', plural: 'services', namespaced: true },
   role: { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', plural: 'roles', namespaced: true },
   roleBinding: {
     apiVersion: 'rbac.authorization.k8s.io/v1',

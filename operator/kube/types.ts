@@ -67,6 +67,8 @@ export interface Job extends KubeObject {
     suspend?: boolean;
     activeDeadlineSeconds?: number;
     backoffLimit?: number;
+    completionMode?: 'NonIndexed' | 'Indexed';
+    completions?: number;
     template?: { spec?: { nodeName?: string } };
   };
   status?: {

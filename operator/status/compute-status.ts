@@ -14,6 +14,7 @@ import {
 } from '../../crds/index.ts';
 import { type JobPlan, planStatus } from '../children/job-plan.ts';
 import { trainerJobName } from '../children/names.ts';
+import { rankLayout } from '../children/ranks.ts';
 import type { Suspension, Verdict } from '../controller/policy.ts';
 import {
   type ConditionUpdate,
@@ -26,6 +27,7 @@ import {
 } from './conditions.ts';
 import { describePlan, specChangePendingMessage, suspendedMessage } from './messages.ts';
 import type { AttemptObservation } from './observe.ts';
+import { ranksSummary } from './ranks-summary.ts';
 
 /** The status fields the operator owns (the trainer owns progress, lastCheckpoint and result). */
 export type OwnedStatus = Pick<
@@ -38,6 +40,7 @@ export type OwnedStatus = Pick<
   | 'completionTime'
   | 'restarts'
   | 'tileReductions'
+  | 'distributed'
 >;
 
 const OWNED: readonly (keyof OwnedStatus)[] = [
@@ -49,6 +52,7 @@ const OWNED: readonly (keyof OwnedStatus)[] = [
   'completionTime',
   'restarts',
   'tileReductions',
+  'distributed',
 ];
 
 export function ownedStatus(status: StreamingTrainingJobStatus | undefined): OwnedStatus {
@@ -120,6 +124,8 @@ export function computeStatus(
   const out: OwnedStatus = { observedGeneration: generation };
   const facts = (obs: AttemptObservation | undefined, plan: JobPlan | undefined) => {
     if (plan) out.plan = planStatus(plan);
+    const ranks = obs && ranksSummary(stj, obs.job.metadata.creationTimestamp, obs.runningPods);
+    if (ranks) out.distributed = ranks.status;
     const start = readable(obs?.startTime);
     if (start !== undefined) out.startTime = start;
     out.tileReductions = obs?.tileReductions ?? 0;
@@ -150,6 +156,9 @@ export function computeStatus(
       if (start !== undefined) out.startTime = start;
       out.tileReductions = a.tileReductions;
       out.restarts = a.restartsBefore;
+      // Nothing of the new attempt has reported yet.
+      const ranks = ranksSummary(stj, rfc3339(now), 0);
+      if (ranks) out.distributed = ranks.status;
       conds.set(ConditionType.Planned, 'True', a.planned.reason, a.planned.message);
       activity(
         conds,
@@ -158,6 +167,7 @@ export function computeStatus(
         verdict.suspension.suspend ? 'suspended' : 'starting',
         verdict.suspension,
         a.restartsBefore,
+        0,
       );
       conds.set(
         ConditionType.SpecApplied,
@@ -177,7 +187,7 @@ export function computeStatus(
       facts(obs, obs.plan);
       const p = plannedOf(obs);
       conds.set(ConditionType.Planned, 'True', p.reason, p.message);
-      activity(conds, stj, prev, verdict.state, suspension, obs.failedPods);
+      activity(conds, stj, prev, verdict.state, suspension, obs.failedPods, obs.runningPods);
       if (obs.spec) {
         if (verdict.pendingFields.length > 0)
           conds.set(
@@ -269,7 +279,18 @@ function activity(
   state: 'suspended' | 'starting' | 'running',
   suspension: Suspension,
   failedPods: number,
+  runningPods: number,
 ): void {
+  const layout = rankLayout(stj.spec);
+  const pods =
+    layout.worldSize > 1
+      ? {
+          running: `${runningPods} of ${layout.replicas} trainer pods are running (${layout.worldSize} ranks)`,
+          waiting:
+            `waiting for the ${layout.replicas} trainer pods (${layout.worldSize} ranks; ${runningPods} running); ` +
+            'each rank waits for its peers up to the peer timeout',
+        }
+      : undefined;
   if (state === 'suspended') {
     const message = suspendedMessage(stj, suspension.bySpec);
     conds.set(ConditionType.Suspended, 'True', ConditionReason.Suspended, message);
@@ -279,20 +300,27 @@ function activity(
   if (findCondition(prev.conditions, ConditionType.Suspended))
     conds.set(ConditionType.Suspended, 'False', ConditionReason.Resumed, 'the trainer Job was resumed');
   if (state === 'running') {
-    conds.set(ConditionType.Running, 'True', ConditionReason.TrainerRunning, 'the trainer pod is running');
+    conds.set(
+      ConditionType.Running,
+      'True',
+      ConditionReason.TrainerRunning,
+      pods?.running ?? 'the trainer pod is running',
+    );
   } else if (failedPods > 0) {
     conds.set(
       ConditionType.Running,
       'False',
       ConditionReason.TrainerRestarted,
-      `waiting for the trainer pod to start again (${failedPods} restart(s) so far)`,
+      pods
+        ? `${pods.waiting} (${failedPods} restart(s) so far)`
+        : `waiting for the trainer pod to start again (${failedPods} restart(s) so far)`,
     );
   } else {
     conds.set(
       ConditionType.Running,
       'False',
       ConditionReason.TrainerStarting,
-      'waiting for the trainer pod to start',
+      pods?.waiting ?? 'waiting for the trainer pod to start',
     );
   }
 }
@@ -304,6 +332,8 @@ const WARNING_REASONS: ReadonlySet<string> = new Set([
   ConditionReason.NoGPUNodes,
   ConditionReason.InvalidSpec,
   ConditionReason.SpecChangePending,
+  ConditionReason.PeersUnavailable,
+  ConditionReason.RankFailed,
 ]);
 
 /** One Event per condition that changed status or reason (TrainerStarting is too common to record). */

@@ -83,3 +83,42 @@ export function exitCodeUnreadableMessage(jobName: string): string {
     'checkpoint volume, then create the job again'
   );
 }
+
+/** Planned, when a data-parallel attempt failed and all its ranks start again from the last checkpoint. */
+export function ranksRestartedMessage(
+  failure: string,
+  restarts: number,
+  limit: number,
+  plan: JobPlan,
+): string {
+  return (
+    `${failure}; all ranks restart from the last checkpoint (restart ${restarts} of at most ` +
+    `spec.runPolicy.backoffLimit ${limit}): ${describePlan(plan)}`
+  );
+}
+
+/** Failed, when a data-parallel attempt failed and backoffLimit allows no further restart. */
+export function ranksExhaustedMessage(
+  failure: string,
+  restarts: number,
+  limit: number,
+  peersUnavailable: boolean,
+): string {
+  return (
+    `${failure}; the job's ranks were restarted ${restarts - 1} time(s), the most spec.runPolicy.backoffLimit ` +
+    `(${limit}) allows` +
+    (peersUnavailable
+      ? '. Ranks wait for their peers only for the peer timeout: with no Kueue queue, all pods must find a GPU ' +
+        'at once; name a Kueue LocalQueue (spec.runPolicy.queueName) to admit them together'
+      : '')
+  );
+}
+
+/** Planned, when the chosen class has free GPUs for fewer than all of a data-parallel job's pods. */
+export function ranksWaitingMessage(plan: JobPlan, freePods: number, pods: number): string {
+  return (
+    `GPU class ${plan.gpuClass} has free GPUs for ${freePods} of the job's ${pods} trainer pods now: the others ` +
+    'wait for GPUs, and ranks wait for their peers only up to the peer timeout (exit code 6, PeersUnavailable); ' +
+    'a Kueue queue (spec.runPolicy.queueName) admits all pods together'
+  );
+}

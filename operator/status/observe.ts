@@ -20,7 +20,14 @@ export type FailureCause =
   | 'volumeFull'
   | 'backoff'
   | 'deadline'
+  /** A rank of a data-parallel job did not meet its peers in time, or lost one (its exit code 6). */
+  | 'peersUnavailable'
+  /** A rank of a data-parallel job failed otherwise (a crash, a kill, its pod lost): all ranks restart. */
+  | 'rankFailed'
   | 'other';
+
+/** Exit code 6 of `tilestream train` (EXIT.peersUnavailable in trainer/train/exit-codes.ts). */
+const PEERS_UNAVAILABLE_EXIT = 6;
 
 export type JobOutcome =
   | { state: 'suspended' }
@@ -59,6 +66,8 @@ export interface AttemptObservation {
   planned: { reason: string; message: string } | undefined;
   /** The spec fields the Job was built from; undefined for a Job of an older operator. */
   spec: AttemptSpec | undefined;
+  /** Pods of this attempt running now (a data-parallel job's ranks run in them). */
+  runningPods: number;
 }
 
 function plannedOf(text: string | undefined): AttemptObservation['planned'] {
@@ -114,8 +123,76 @@ const disrupted = (pod: Pod) =>
   pod.status?.phase === 'Failed' &&
   (pod.status.conditions ?? []).some((c) => c.type === 'DisruptionTarget' && c.status === 'True');
 
+/** The trainer Job of a data-parallel job: an Indexed Job whose first failed rank fails the attempt. */
+export const isRankJob = (job: Job): boolean => job.spec?.completionMode === 'Indexed';
+
+/** `pod <name> (replica <i>)`, from the Indexed Job's completion-index annotation. */
+function podName(pod: Pod): string {
+  const index = pod.metadata.annotations?.['batch.kubernetes.io/job-completion-index'];
+  return `pod ${pod.metadata.name}${index !== undefined ? ` (replica ${index})` : ''}`;
+}
+
+/**
+ * Why an attempt of a data-parallel job failed. Its Job fails on the first rank that exits non-zero
+ * (FailJob) or fails without an exit code (backoffLimit 0), and the Job controller then stops the
+ * others (exit 143 or no exit); so the cause is the first failed rank's, by finish time. Exits that
+ * no retry can fix keep their single-rank causes, wherever they are.
+ */
+function rankFailure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutcome {
+  const at = failed.lastTransitionTime ?? job.status?.completionTime;
+  if (failed.reason === JOB_REASON.deadlineExceeded)
+    return { state: 'failed', at, cause: 'deadline', message: failed.message ?? 'the deadline passed' };
+  const ended = pods
+    .map((pod) => ({ pod, t: trainerTermination(pod) }))
+    .filter((x): x is { pod: Pod; t: ContainerStateTerminated } => x.t !== undefined && x.t.exitCode !== 0)
+    .sort((a, b) => (a.t.finishedAt ?? '').localeCompare(b.t.finishedAt ?? ''));
+  const fatal: [number, FailureCause][] = [
+    [TRAINER_EXIT.outOfMemory, 'oom'],
+    [TRAINER_EXIT.invalidInput, 'invalid'],
+    [TRAINER_EXIT.dataNotFound, 'dataNotFound'],
+    [TRAINER_EXIT.checkpointVolumeFull, 'volumeFull'],
+  ];
+  let found: { pod: Pod; t: ContainerStateTerminated; cause: FailureCause } | undefined;
+  for (const [code, cause] of fatal) {
+    const x = ended.find((e) => e.t.exitCode === code);
+    if (x) {
+      found = { ...x, cause };
+      break;
+    }
+  }
+  if (!found) {
+    // The first rank to fail is the cause; the ranks stopped after it exit 143 or lose their peers (6).
+    const first = ended.find((e) => e.t.exitCode !== TRAINER_EXIT.stopped) ?? ended[0];
+    if (first)
+      found = {
+        ...first,
+        cause: first.t.exitCode === PEERS_UNAVAILABLE_EXIT ? 'peersUnavailable' : 'rankFailed',
+      };
+  }
+  if (!found) {
+    // A pod failed without an exit code (its node lost, deleted), or the pod cache lags: wait for a
+    // terminated rank while a pod still shows running, then blame the Job's own message.
+    if (pods.some((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp))
+      return { state: 'failing' };
+    return {
+      state: 'failed',
+      at,
+      cause: 'rankFailed',
+      message: `a rank's pod failed without an exit code: ${failed.message ?? failed.reason ?? 'the Job failed'}`,
+    };
+  }
+  const { pod, t, cause } = found;
+  const what =
+    cause === 'peersUnavailable'
+      ? `a rank in ${podName(pod)} exited with code 6: a peer did not arrive within the peer timeout, or was lost during a collective`
+      : `a rank in ${podName(pod)} exited with code ${t.exitCode}${t.reason && t.reason !== 'Error' ? ` (${t.reason})` : ''}`;
+  const said = t.message?.trim();
+  return { state: 'failed', at, cause, message: said ? `${what}; trainer: ${said}` : what };
+}
+
 /** Why a failed Job failed, from its condition's reason and the exit codes of its pods. */
 function failure(job: Job, failed: JobCondition, pods: readonly Pod[]): JobOutcome {
+  if (isRankJob(job)) return rankFailure(job, failed, pods);
   const exits = pods
     .map((p) => trainerTermination(p))
     .filter((t): t is ContainerStateTerminated => t !== undefined && t.exitCode !== 0);
@@ -182,8 +259,12 @@ export function observeAttempt(job: Job, pods: readonly Pod[]): AttemptObservati
   else outcome = { state: 'starting' };
   const annotations = job.metadata.annotations ?? {};
   const restartsSeen = intAnnotation(job, ANNOTATION.restartsSeen);
-  const counted =
-    intAnnotation(job, ANNOTATION.restartsBefore) + (job.status?.failed ?? 0) + own.filter(disrupted).length;
+  // A data-parallel attempt fails as a whole: one restart per failed attempt, however many ranks it stopped.
+  const counted = isRankJob(job)
+    ? intAnnotation(job, ANNOTATION.restartsBefore) + (failed ? 1 : 0)
+    : intAnnotation(job, ANNOTATION.restartsBefore) +
+      (job.status?.failed ?? 0) +
+      own.filter(disrupted).length;
   return {
     job,
     attempt: attemptOf(job),
@@ -196,5 +277,6 @@ export function observeAttempt(job: Job, pods: readonly Pod[]): AttemptObservati
     trainerRan: annotations[ANNOTATION.trainerRan] === 'true' || ranHere(job, own),
     planned: plannedOf(annotations[ANNOTATION.planned]),
     spec: parseAttemptSpec(annotations[ANNOTATION.spec]),
+    runningPods: own.filter((p) => p.status?.phase === 'Running' && !p.metadata.deletionTimestamp).length,
   };
 }

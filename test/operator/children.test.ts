@@ -156,7 +156,7 @@ describe('trainer Job (pure builder)', () => {
     });
     const cls = inv.classes[0];
     assert.ok(cls);
-    const plan = jobPlanOf({ kind: 'gpu', cls, tile: 2048, freeGpus: 2 });
+    const plan = jobPlanOf({ kind: 'gpu', cls, tile: 2048, freeGpus: 2, freePods: 2 });
     const job = build(makeStj(), { plan });
     assert.deepEqual(job.spec?.template.spec?.containers[0]?.resources?.limits, {
       'nvidia.com/mig-3g.40gb': '1',

@@ -66,7 +66,7 @@ of operator/rbac.ts (test/ship/helm.test.ts compares them).
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
-  resources: ["configmaps", "serviceaccounts"]
+  resources: ["configmaps", "serviceaccounts", "services"]
   verbs: ["get", "create", "patch", "update"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
