@@ -1,5 +1,5 @@
 // Run by `npm test` before the suites: builds and fetches what they need (the native TensorFlow
-// backend, the OpenSlide library, wsidicomizer, the control-plane binaries, hadolint, the Prometheus Operator CRDs, the container
+// backend, the OpenSlide library, wsidicomizer, the control-plane binaries, Kueue, hadolint, the Prometheus Operator CRDs, the container
 // images), so that no suite's own timeout counts a build (≈ 30 minutes cold on 2 cores). Warm, every
 // step is a quick no-op. A step that cannot run here (no compiler, no Go) is reported and its suites
 // skip with the reason — except under TILESTREAM_REQUIRE_ALL=1 (.ci/run), where it fails here.
@@ -98,6 +98,9 @@ step(
   [BUILD_SCRIPT, 'etcd', 'k8s', 'helm', 'promtool'],
   EXIT_NO_GO,
 );
+// Its own step so its (cold) build time shows apart: test/controlplane/kueue.test.ts and the
+// e2e gang test run the real Kueue manager beside the plane.
+step('Kueue manager and CRDs (sigs.k8s.io/kueue)', 'bash', [BUILD_SCRIPT, 'kueue'], EXIT_NO_GO);
 fetchHadolint();
 step(
   `Prometheus Operator CRDs (go mod download ${PROMETHEUS_OPERATOR.module}@${PROMETHEUS_OPERATOR.version})`,

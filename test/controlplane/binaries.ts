@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { skipUnlessRequired } from '../require-all.ts';
 import { type RunResult, run } from '../run-command.ts';
 
-export type Component = 'etcd' | 'k8s' | 'helm' | 'promtool';
+export type Component = 'etcd' | 'k8s' | 'helm' | 'promtool' | 'kueue';
 export type Tool =
   | 'etcd'
   | 'kube-apiserver'
@@ -13,13 +13,16 @@ export type Tool =
   | 'kube-scheduler'
   | 'kubectl'
   | 'helm'
-  | 'promtool';
+  | 'promtool'
+  | 'kueue-manager';
 
 const TOOLS_OF: Record<Component, readonly Tool[]> = {
   etcd: ['etcd'],
   k8s: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'],
   helm: ['helm'],
   promtool: ['promtool'],
+  // Its released CRDs and webhook manifests are copied beside it (<bin dir>/config/; see kueue.ts).
+  kueue: ['kueue-manager'],
 };
 
 export type BinariesResult = { ok: true; bin: Partial<Record<Tool, string>> } | { ok: false; reason: string };
@@ -36,7 +39,7 @@ function runScript(args: string[], echoStderr: boolean): Promise<RunResult> {
 function parseDirs(stdout: string): Map<Component, string> {
   const dirs = new Map<Component, string>();
   for (const line of stdout.split('\n')) {
-    const m = /^(etcd|k8s|helm|promtool)=(.+)$/.exec(line.trim());
+    const m = /^(etcd|k8s|helm|promtool|kueue)=(.+)$/.exec(line.trim());
     if (m?.[1] && m[2]) dirs.set(m[1] as Component, m[2]);
   }
   return dirs;

@@ -4,7 +4,7 @@
 # engine. See /work/shared/docs/local-control-plane.md for why each upstream needs its own tools module.
 #
 # Usage: test/controlplane/build-binaries.sh [--print-dir] [component...]
-#   components: etcd k8s helm promtool (default: all, in that order = value/cost order)
+#   components: etcd k8s helm promtool kueue (default: all, in that order = value/cost order)
 #   --print-dir  print "<name>=<bin dir>" for the components and exit 0 if all are built, 2 if not
 #                (builds nothing; lets the harness find binaries quickly)
 #
@@ -21,6 +21,7 @@ readonly K8S_VERSION=v1.37.2
 readonly ETCD_VERSION=v3.7.3
 readonly HELM_VERSION=v3.22.0
 readonly PROM_VERSION=v0.316.0 # = Prometheus 3.16.0 (Go module versions are v0.3XX.Y)
+readonly KUEUE_VERSION=v0.17.0   # sigs.k8s.io/kueue: the manager (cmd/kueue) and its CRDs (config/components/crd/bases)
 
 CACHE="${TILESTREAM_TOOLS_CACHE:-$HOME/.cache/tilestream/tools}"
 LDFLAGS_BASE='-s -w'
@@ -30,18 +31,18 @@ components=()
 for arg in "$@"; do
   case "$arg" in
     --print-dir) print_dir=1 ;;
-    etcd | k8s | helm | promtool) components+=("$arg") ;;
+    etcd | k8s | helm | promtool | kueue) components+=("$arg") ;;
     -h | --help)
       sed -n '2,18p' "$0"
       exit 0
       ;;
     *)
-      echo "build-binaries: unknown argument '$arg' (expected --print-dir, etcd, k8s, helm, promtool)" >&2
+      echo "build-binaries: unknown argument '$arg' (expected --print-dir, etcd, k8s, helm, promtool, kueue)" >&2
       exit 64
       ;;
   esac
 done
-[ ${#components[@]} -eq 0 ] && components=(etcd k8s helm promtool)
+[ ${#components[@]} -eq 0 ] && components=(etcd k8s helm promtool kueue)
 
 dir_of() {
   case "$1" in
@@ -49,6 +50,7 @@ dir_of() {
     k8s) echo "$CACHE/kubernetes-$K8S_VERSION" ;;
     helm) echo "$CACHE/helm-$HELM_VERSION" ;;
     promtool) echo "$CACHE/prometheus-$PROM_VERSION" ;;
+    kueue) echo "$CACHE/kueue-$KUEUE_VERSION" ;;
   esac
 }
 bins_of() {
@@ -57,6 +59,7 @@ bins_of() {
     k8s) echo kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
     helm) echo helm ;;
     promtool) echo promtool ;;
+    kueue) echo kueue-manager ;;
   esac
 }
 
@@ -81,6 +84,8 @@ is_built() { # component
     [ -x "$d/$b" ] && [ -f "$d/.$b.stamp" ] || return 1
     if [ "$have_go" = 1 ] && [ "$(cat "$d/.$b.stamp")" != "$(stamp_key "$1")" ]; then return 1; fi
   done
+  # Kueue's manifests travel with its binary.
+  [ "$1" != kueue ] || [ -f "$d/config/webhook/manifests.yaml" ] || return 1
   return 0
 }
 
@@ -217,6 +222,31 @@ build_promtool() {
       -ldflags "$LDFLAGS_BASE -X github.com/prometheus/common/version.Version=$v" \
       -o "$d/bin.new/promtool" github.com/prometheus/prometheus/cmd/promtool
   )
+}
+
+build_kueue() {
+  local d="$1" gomod
+  gomod="$(upstream_gomod "sigs.k8s.io/kueue@$KUEUE_VERSION")"
+  init_tools_module "$d" tilestream.local/kueuetools "$gomod"
+  local date
+  date="$(jq -r '.Time // empty' "$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | jq -r '.Info')" 2>/dev/null || true)"
+  [ -n "$date" ] || date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  local vp=sigs.k8s.io/kueue/pkg/version
+  (
+    cd "$d/src"
+    go get "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+    nice -n 19 go build -trimpath -ldflags "$LDFLAGS_BASE -X $vp.GitVersion=$KUEUE_VERSION -X $vp.BuildDate=$date" \
+      -o "$d/bin.new/kueue-manager" sigs.k8s.io/kueue/cmd/kueue
+  )
+  # The CRDs (v1beta1 + v1beta2, storage v1beta2) and webhook configurations as released; the
+  # harness (kueue-manifests.ts) points their webhooks at the local manager by URL, where upstream's
+  # kustomize overlays point them at a Service.
+  local mod
+  mod="$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | jq -er '.Dir')"
+  mkdir -p "$d/bin.new/config/crd" "$d/bin.new/config/webhook"
+  cp "$mod"/config/components/crd/bases/*.yaml "$d/bin.new/config/crd/"
+  cp "$mod/config/components/webhook/manifests.yaml" "$d/bin.new/config/webhook/"
+  chmod -R u+w "$d/bin.new/config"
 }
 
 build_one() { # component
