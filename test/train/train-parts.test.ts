@@ -27,6 +27,8 @@ describe('metrics', () => {
     assert.equal(rocAuc([1, 1, 1, 1], [0, 1, 0, 1]), 0.5);
     assert.equal(rocAuc([3, 2, 1], [1, 1, 0]), 1);
     assert.ok(Number.isNaN(rocAuc([1, 2], [1, 1])));
+    // A diverged model scores NaN: NaN, not an endless loop over ties.
+    assert.ok(Number.isNaN(rocAuc([0.2, Number.NaN, 0.7], [0, 1, 1])));
   });
   it('accuracy', () => {
     assert.equal(accuracy([1, 0, 1, 1], [1, 1, 1, 0]), 0.5);

@@ -1,7 +1,9 @@
 // Validation metrics: accuracy and ROC AUC (Mann–Whitney U with ties counted as one half).
 
-/** ROC AUC of scores for binary labels (1 = positive). NaN when one class is absent. */
+/** ROC AUC of scores for binary labels (1 = positive). NaN when one class is absent or a score is NaN. */
 export function rocAuc(scores: readonly number[], labels: readonly number[]): number {
+  // A diverged model scores NaN; NaN equals nothing, so the tie loop below would never advance.
+  if (scores.some(Number.isNaN)) return Number.NaN;
   const items = scores.map((s, i) => ({ s, y: labels[i] === 1 ? 1 : 0 })).sort((a, b) => a.s - b.s);
   const positives = items.filter((it) => it.y === 1).length;
   const negatives = items.length - positives;
