@@ -7,7 +7,6 @@
 // launcher exits with the failing rank's code and the operator starts the next attempt.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { lookup } from 'node:dns/promises';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { constants, tmpdir } from 'node:os';
@@ -99,42 +98,6 @@ export async function findFreePorts(base: number, count: number): Promise<number
   throw new Error(`no ${count} free consecutive ports from ${base} on 127.0.0.1; set ${COLLECTIVE_PORT_ENV}`);
 }
 
-/**
- * Replica host names as addresses, asked again until each resolves or the peer timeout passes (a
- * headless Service's records appear as its pods get IPs).
- */
-export async function resolveHosts(
-  hosts: readonly string[],
-  timeoutSeconds: number,
-  say: (message: string) => void,
-): Promise<string[]> {
-  const deadline = Date.now() + timeoutSeconds * 1000;
-  const out: string[] = [];
-  for (const host of hosts) {
-    let warned = false;
-    for (;;) {
-      try {
-        out.push((await lookup(host)).address);
-        break;
-      } catch (e) {
-        if (Date.now() > deadline) {
-          throw new PeerLookupError(
-            `replica host ${host} did not resolve within ${timeoutSeconds} s (${PEER_TIMEOUT_ENV}): ${(e as Error).message}`,
-          );
-        }
-        if (!warned) say(`waiting for replica host ${host} to resolve (${(e as Error).message})`);
-        warned = true;
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-    }
-  }
-  return out;
-}
-
-export class PeerLookupError extends Error {
-  override readonly name = 'PeerLookupError';
-}
-
 interface RankProcess {
   rank: number;
   child: ChildProcess;
@@ -220,10 +183,8 @@ async function rankEnvironments(
     peers = localPeers(plan.worldSize, base);
     ranks = peers.map((_, r) => r);
   } else {
-    const addresses = await resolveHosts(plan.layout.replicaHosts, plan.layout.peerTimeoutSeconds, (m) =>
-      o.say('info', m),
-    );
-    peers = podPeers(plan.layout, addresses);
+    // Host names: the engine resolves them, asking again until the peer timeout (openCollective).
+    peers = podPeers(plan.layout, plan.layout.replicaHosts);
     ranks = podRanks(plan.layout);
   }
   const cpus = cpuAllowance().cpus;
@@ -241,6 +202,8 @@ async function rankEnvironments(
       // The ranks share the CPUs: each gets its share of compute threads (unless the user chose).
       ...(o.env.TF_NUM_INTRAOP_THREADS === undefined && { TF_NUM_INTRAOP_THREADS: threads }),
       ...(o.env.TF_NUM_INTEROP_THREADS === undefined && { TF_NUM_INTEROP_THREADS: '1' }),
+      // TensorFlow's INFO lines (CPU features, oneDNN) from every rank's engine would bury the log.
+      ...(o.env.TF_CPP_MIN_LOG_LEVEL === undefined && { TF_CPP_MIN_LOG_LEVEL: '1' }),
       // Rank 0 speaks for the job; the others say only what goes wrong.
       ...(rank !== 0 && o.env.TILESTREAM_LOG_LEVEL === undefined && { TILESTREAM_LOG_LEVEL: 'warn' }),
       // One GPU per rank: the local rank's device (of those the launcher may use, if it was told).

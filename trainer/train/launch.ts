@@ -2,7 +2,7 @@
 // launcher started), or start the job's ranks (trainer/distributed/launcher.ts).
 
 import { loadJobFile } from '../../crds/validate.ts';
-import { launchRanks, PeerLookupError, planLaunch } from '../distributed/launcher.ts';
+import { launchRanks, planLaunch } from '../distributed/launcher.ts';
 import { podLayoutFromEnv, RANK_ENV, TopologyError } from '../distributed/topology.ts';
 import { EXIT } from './exit-codes.ts';
 import { runTrainCommand, type TrainOptions } from './run.ts';
@@ -36,7 +36,6 @@ export async function trainOrLaunch(file: string, o: TrainOptions): Promise<numb
     });
   } catch (e) {
     say('error', (e as Error).message);
-    if (e instanceof PeerLookupError) return EXIT.peersUnavailable;
     return e instanceof TopologyError ? EXIT.invalidInput : EXIT.failure;
   }
 }

@@ -93,6 +93,11 @@ export interface TrainEvents {
     loss: number;
   }): void;
   checkpointed?(info: { path: string; step: number; time: Date }): void;
+  /**
+   * After each optimizer step of a rank of several: its own images so far, the training seconds so
+   * far and the part of them spent in the all-reduce (for its status.ranks entry).
+   */
+  rankStep?(info: { step: number; images: number; seconds: number; allReduceSeconds: number }): void;
   epochDone?(m: EpochMetrics): void;
   /** Called between tiles and images; return true to stop (SIGTERM): the loop checkpoints and returns. */
   shouldStop?(): boolean;
@@ -146,6 +151,7 @@ export async function train(
   const worldSize = dist?.worldSize ?? 1;
   const timing = dist ? newAllReduceTiming() : undefined;
   const trained = { images: 0, seconds: 0 };
+  let localImages = 0;
   const params = initParams(net, config.seed);
   const optimizer = createOptimizer(config.optimizer);
   const pos: Position = { step: 0, epoch: 0, history: [] };
@@ -256,6 +262,7 @@ export async function train(
       const apply = async (): Promise<void> => {
         if (!batch && !dist) return;
         const b = batch ?? { index: nextBatch, grads: new Map<string, tf.Tensor>(), used: 0, loss: 0 };
+        const localUsed = b.used;
         batch = undefined;
         nextBatch = b.index + 1;
         if (dist && timing) {
@@ -264,6 +271,7 @@ export async function train(
           b.used = summed.used;
           b.loss = summed.loss;
           stopAll = summed.stop;
+          localImages += localUsed;
           // Where the whole batch ends, whichever rank streamed its last image.
           const end = Math.min((b.index + 1) * config.batchSize, trainData.size);
           b.after = { ...(b.after ?? trainData.position()), epoch, index: end };
@@ -290,6 +298,14 @@ export async function train(
           count: trainData.size,
           loss: b.used > 0 ? b.loss / b.used : Number.NaN,
         });
+        if (timing) {
+          events.rankStep?.({
+            step: pos.step,
+            images: localImages,
+            seconds: trained.seconds + (performance.now() - t0) / 1000,
+            allReduceSeconds: timing.seconds,
+          });
+        }
         if (config.checkpoint && pos.step % config.checkpoint.everySteps === 0) save();
         // A stop asked on any rank ends every rank after the same batch, so none waits for another.
         if (stopAll) throw new StopRequested();

@@ -14,6 +14,14 @@ import type { BadImage, Dataset } from '../data/dataset.ts';
 import { ManifestError } from '../data/manifest.ts';
 import { planReadAhead } from '../data/read-ahead.ts';
 import { ensureSyntheticDataset } from '../data/synthetic.ts';
+import { type Collective, PeersUnavailableError } from '../distributed/collective.ts';
+import { openCollective } from '../distributed/open-collective.ts';
+import {
+  podLayoutFromEnv,
+  type RankEnvironment,
+  rankFromEnv,
+  TopologyError,
+} from '../distributed/topology.ts';
 import { PlanError } from '../plan/planner.ts';
 import { GeometryError, tileGrid } from '../streaming/geometry.ts';
 import { BodyError } from '../streaming/graph.ts';
@@ -37,7 +45,7 @@ import {
 } from './job-setup.ts';
 import { type TrainResult, train } from './loop.ts';
 import { createLogger, createTrainerMetrics, formatDuration, ProgressBar, serveMetrics } from './observe.ts';
-import { createStatusReporter } from './report-k8s.ts';
+import { createStatusReporter, type RankIdentity } from './report-k8s.ts';
 import { writeSaliencyMaps } from './saliency.ts';
 import { checkTileFitsBackend, hardMemoryLimit, predictedHostStepBytes, resolveTile } from './tile-choice.ts';
 
@@ -69,6 +77,10 @@ export interface TrainSummary {
   checkpointDir?: string;
   validation?: { auc: number; accuracy: number; loss: number };
   history: TrainResult['history'];
+  /** Images trained on (all ranks) and the wall time of the training passes, validation excluded. */
+  trained: TrainResult['trained'];
+  /** A job of several ranks: its world size and the time rank 0 spent in the all-reduce of the steps. */
+  distributed?: { worldSize: number; allReduce: NonNullable<TrainResult['allReduce']> };
 }
 
 /** Runs one job; returns the process exit code. */
@@ -81,6 +93,17 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
   const job = loaded.job;
   const name = job.metadata.name;
   const namespace = job.metadata.namespace ?? 'default';
+  let rankEnv: RankEnvironment | undefined;
+  try {
+    rankEnv = rankFromEnv(process.env);
+  } catch (e) {
+    if (!(e instanceof TopologyError)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    return EXIT.invalidInput;
+  }
+  const rank = rankEnv?.rank ?? 0;
+  // An orphaned rank (its launcher killed) would wait for its peers until the peer timeout.
+  watchLauncher();
   const tty = process.stderr.isTTY === true && !o.json;
   const log = createLogger({ job: `${namespace}/${name}` }, tty);
   const bar = tty ? new ProgressBar(process.stderr) : undefined;
@@ -110,16 +133,41 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
   process.on('SIGINT', () => onSignal('SIGINT'));
 
   const metrics = createTrainerMetrics({ namespace, name });
+  // One metrics server per pod (or machine): the ranks beside the first would fight over its port.
   const metricsServer =
-    o.metricsPort !== undefined && o.metricsPort >= 0
+    o.metricsPort !== undefined && o.metricsPort >= 0 && (rankEnv?.localRank ?? 0) === 0
       ? await serveMetrics(metrics.registry, o.metricsPort)
       : undefined;
   if (metricsServer) say('info', `metrics on :${metricsServer.port}/metrics`);
-  const reporter = createStatusReporter({ namespace, name }, 10_000, (m) => say('warn', m));
+  // Rank 0 reports the job's status; on several ranks every rank also reports its own status.ranks entry.
+  const reporter = createStatusReporter(
+    { namespace, name, ...(rankEnv && rankEnv.worldSize > 1 && { rank: rankIdentity(rankEnv) }) },
+    10_000,
+    (m) => say('warn', m),
+  );
+  let collective: Collective | undefined;
   const t0 = Date.now();
   try {
-    const summary = await runJob(job, file, o, { say, bar, metrics, reporter, stop: () => stopRequested });
+    if (rankEnv && rankEnv.worldSize > 1) {
+      say('info', `rank ${rank} of ${rankEnv.worldSize}: meeting the peers`, { peers: rankEnv.peers });
+      reporter?.report({ rank: { phase: 'WaitingForPeers', message: `peers ${rankEnv.peers.join(', ')}` } });
+      collective = await openCollective(rankEnv, {
+        timeoutMs: rankEnv.peerTimeoutSeconds * 1000,
+        log: (m) => say('info', m),
+      });
+      reporter?.report({ rank: { phase: 'Running', message: 'training' } });
+    }
+    const summary = await runJob(job, file, o, {
+      say,
+      bar,
+      metrics,
+      reporter,
+      stop: () => stopRequested,
+      collective,
+      localRank: rankEnv?.localRank ?? 0,
+    });
     summary.seconds = (Date.now() - t0) / 1000;
+    if (collective) reporter?.report({ rank: { phase: 'Succeeded', message: summary.status } });
     reporter?.report({
       result: {
         ...(summary.validation && {
@@ -134,10 +182,14 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
     // The final progress, checkpoint and result must land even if the API server is restarting
     // or etcd is down just now (they are also in the summary the termination message carries).
     await reporter?.finish();
-    writeSummary(summary);
+    if (rank === 0) writeSummary(summary);
     return summary.status === 'stopped' ? EXIT.stopped : EXIT.ok;
   } catch (e) {
     const err = e as Error;
+    if (collective) {
+      reporter?.report({ rank: { phase: 'Failed', message: err.message.slice(0, 1000) } });
+      await reporter?.flush();
+    }
     const heap = wasmHeapBytes();
     if (isOutOfMemory(err, heap !== undefined ? { wasmHeapBytes: heap } : {})) {
       say('error', `out of memory: ${err.message}; retry with a smaller tile (--tile-size)`, {
@@ -145,6 +197,12 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
       });
       writeTermination(`out of memory: ${err.message.slice(0, 500)}`);
       return EXIT.outOfMemory;
+    }
+    if (err instanceof PeersUnavailableError) {
+      // The job's ranks restart together from the last checkpoint (launcher or operator).
+      say('error', err.message, { exitCode: EXIT.peersUnavailable });
+      writeTermination(`peers unavailable: ${err.message.slice(0, 2000)}`);
+      return EXIT.peersUnavailable;
     }
     if (err instanceof DataNotFoundError) {
       // Not an invalid spec: the same job runs once the data is there.
@@ -173,8 +231,32 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
     writeTermination(`${invalid ? 'invalid input' : 'failed'}: ${err.message.slice(0, 2000)}`);
     return code;
   } finally {
+    await collective?.close().catch(() => {});
     await new Promise<void>((r) => (metricsServer ? metricsServer.server.close(() => r()) : r()));
   }
+}
+
+/** Which rank a status reporter speaks for; the replica index from the pod's environment (0 locally). */
+function rankIdentity(env: RankEnvironment): RankIdentity {
+  let replicaIndex = 0;
+  try {
+    replicaIndex = podLayoutFromEnv(process.env)?.replicaIndex ?? 0;
+  } catch {
+    // The launcher already checked the pod's variables; a rank started by hand may have none.
+  }
+  return { rank: env.rank, replicaIndex, localRank: env.localRank };
+}
+
+/** A rank process exits when the launcher that started it is gone (its parent changed). */
+function watchLauncher(): void {
+  const launcher = Number(process.env.TILESTREAM_LAUNCHER_PID);
+  if (!Number.isInteger(launcher) || launcher <= 0) return;
+  setInterval(() => {
+    if (process.ppid !== launcher) {
+      process.stderr.write(`the launcher (pid ${launcher}) is gone: exiting\n`);
+      process.exit(EXIT.peersUnavailable);
+    }
+  }, 1000).unref();
 }
 
 interface RunContext {
@@ -187,6 +269,9 @@ interface RunContext {
   metrics: ReturnType<typeof createTrainerMetrics>;
   reporter: ReturnType<typeof createStatusReporter>;
   stop: () => boolean;
+  /** The job's ranks (world size > 1), opened before the data is prepared. */
+  collective: Collective | undefined;
+  localRank: number;
 }
 
 async function runJob(
@@ -198,9 +283,12 @@ async function runJob(
   const spec = job.spec;
   const { say, metrics, reporter } = ctx;
   const root = dataRootOf(job, file);
+  const rank = ctx.collective?.rank ?? 0;
   if (spec.data.synthetic) {
     const [height, width] = imageSizeOf(spec);
     const syn = spec.data.synthetic;
+    // One rank per pod (or machine) generates the images; the others wait for it, then find them there.
+    if (ctx.collective && ctx.localRank !== 0) await ctx.collective.broadcast([new Float32Array(1)]);
     const made = await ensureSyntheticDataset(
       root,
       {
@@ -217,6 +305,7 @@ async function runJob(
       },
     );
     ctx.bar?.clear();
+    if (ctx.collective && ctx.localRank === 0) await ctx.collective.broadcast([new Float32Array(1)]);
     if (made.generated > 0)
       say('info', `generated ${made.generated} synthetic images in ${root}`, { seconds: made.seconds });
     for (const [field, want] of [
@@ -321,6 +410,7 @@ async function runJob(
       loss: lossOf(spec),
       seed: spec.training.seed,
       readAheadBytes: ahead.tileBytes,
+      ...(ctx.collective && { collective: ctx.collective }),
       ...(initialWeights && { initialWeights }),
       ...(checkpointDir && {
         checkpoint: {
@@ -361,6 +451,17 @@ async function runJob(
           },
         });
       },
+      rankStep(r) {
+        reporter?.report({
+          rank: {
+            step: r.step,
+            ...(r.seconds > 0 && {
+              imagesPerSecond: Math.round((1000 * r.images) / r.seconds) / 1000,
+              allReduceFraction: Math.min(1, Math.round((1000 * r.allReduceSeconds) / r.seconds) / 1000),
+            }),
+          },
+        });
+      },
       checkpointed(c) {
         metrics.lastCheckpoint.set(c.time.getTime() / 1000);
         reporter?.report({ lastCheckpoint: { path: c.path, step: c.step, time: c.time.toISOString() } });
@@ -378,7 +479,7 @@ async function runJob(
     },
   );
   ctx.bar?.clear();
-  if (spec.streaming.saliency && result.status === 'completed' && validationData) {
+  if (spec.streaming.saliency && result.status === 'completed' && validationData && rank === 0) {
     // Inside the checkpoint folder: in a pod that is the one writable volume (the root is read-only).
     const dir =
       o.outputDir || !checkpointDir
@@ -389,7 +490,7 @@ async function runJob(
     );
     say('info', `wrote ${files.length} saliency maps to ${dir}`);
   }
-  if (net.pooling === 'attention' && result.status === 'completed' && validationData) {
+  if (net.pooling === 'attention' && result.status === 'completed' && validationData && rank === 0) {
     // Beside the saliency maps (written whether or not they are): a forward pass per image.
     const dir =
       o.outputDir || !checkpointDir
@@ -419,6 +520,11 @@ async function runJob(
       validation: { auc: last.validationAuc, accuracy: last.validationAccuracy, loss: last.validationLoss },
     }),
     history: result.history,
+    trained: result.trained,
+    ...(result.allReduce &&
+      ctx.collective && {
+        distributed: { worldSize: ctx.collective.worldSize, allReduce: result.allReduce },
+      }),
   };
 }
 
