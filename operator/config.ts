@@ -47,6 +47,8 @@ export interface OperatorOptions {
   trainerCommand?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
   trainerImagePullSecrets?: string[];
+  /** How long a rank of a data-parallel job waits for its peers (TILESTREAM_PEER_TIMEOUT_SECONDS; default 600). */
+  peerTimeoutSeconds?: number;
   gpuMemoryTable?: string;
   productLabels?: string[];
   tenantPolicy?: string;
@@ -138,6 +140,7 @@ export function operatorConfig(
       ...(o.trainerCommand !== undefined && { command: o.trainerCommand.split(/\s+/).filter(Boolean) }),
       ...(o.imagePullPolicy !== undefined && { imagePullPolicy: o.imagePullPolicy }),
       ...(pullSecrets && { imagePullSecrets: pullSecrets }),
+      ...(o.peerTimeoutSeconds !== undefined && { peerTimeoutSeconds: o.peerTimeoutSeconds }),
     },
     gpuMemoryTablePath: o.gpuMemoryTable,
     productLabels: listOption(o.productLabels),

@@ -13,6 +13,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  renameSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -31,6 +32,7 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { rfc3339 } from './gpu-node-spec.ts';
+import { POD_HOSTS_FILE_ENV, type PodHost } from './pod-dns.ts';
 import {
   type ConditionMemory,
   type ContainerRecord,
@@ -45,6 +47,9 @@ import {
   truncateMessage,
 } from './pod-runtime.ts';
 import { type ManagedProcess, spawnManaged } from './processes.ts';
+
+/** The preload that resolves pods' `<hostname>.<subdomain>` names here (pod-dns.ts). */
+const POD_DNS_PRELOAD = new URL('./pod-dns.ts', import.meta.url).href;
 
 export interface NodeAgentOptions {
   /** Client per node (ControlPlane.nodeKubeConfig gives each node its kubelet identity). */
@@ -171,6 +176,21 @@ export async function startNodeAgent(
   };
   const runs = new Map<string, PodRun>();
   const byName = new Map<string, string>();
+  // The names a headless Service would give the pods that run here (hostname + subdomain), for
+  // the DNS preload of pod processes: there is no cluster DNS, and every pod is on this host.
+  const hostsFile = join(workDir, 'pod-hosts.json');
+  const publishHosts = (): void => {
+    const hosts: PodHost[] = [...runs.values()]
+      .filter((r) => !r.finished && !r.deleting && r.pod.spec?.hostname && r.pod.spec?.subdomain)
+      .map((r) => ({
+        name: `${r.pod.spec?.hostname}.${r.pod.spec?.subdomain}`,
+        namespace: r.namespace,
+        address: podIP,
+      }));
+    writeFileSync(`${hostsFile}.tmp`, JSON.stringify(hosts));
+    renameSync(`${hostsFile}.tmp`, hostsFile);
+  };
+  publishHosts();
   const informers = new Map<string, ListWatch<V1Pod>>();
   /** Nodes whose machine is gone (loseNode): their pods are no longer run or reported. */
   const lost = new Set<string>();
@@ -452,6 +472,15 @@ export async function startNodeAgent(
       }
       vars.set(e.name, value);
     }
+    // Pods in a Service's subdomain find each other by name (pod-dns.ts); Node processes only.
+    const dnsEnv: Record<string, string> = run.pod.spec?.subdomain
+      ? {
+          [POD_HOSTS_FILE_ENV]: hostsFile,
+          NODE_OPTIONS: [vars.get('NODE_OPTIONS') ?? baseEnv.NODE_OPTIONS, `--import=${POD_DNS_PRELOAD}`]
+            .filter((x) => x)
+            .join(' '),
+        }
+      : {};
     return {
       ...baseEnv,
       HOSTNAME: run.pod.spec?.hostname ?? run.name,
@@ -463,6 +492,7 @@ export async function startNodeAgent(
       KUBERNETES_PORT: `tcp://${api.host}:${api.port}`,
       [rootEnvVar]: c.root,
       ...Object.fromEntries(vars),
+      ...dnsEnv,
     };
   }
 
@@ -562,7 +592,8 @@ export async function startNodeAgent(
   }
 
   async function startPod(run: PodRun): Promise<void> {
-    // Pending: sandbox ready, containers being created.
+    // Pending: sandbox ready, containers being created; the pod has its address and its name resolves.
+    publishHosts();
     await writeStatus(run);
     const volumes = new Map<string, string>();
     try {
@@ -612,6 +643,7 @@ export async function startNodeAgent(
     if (run.deleting || stopping) return;
     await Promise.all(run.main.map((c) => superviseMain(run, c)));
     run.finished = true;
+    if (!stopping) publishHosts();
     if (!stopping) await writeStatus(run);
   }
 
@@ -659,6 +691,7 @@ export async function startNodeAgent(
 
   function forget(run: PodRun) {
     runs.delete(run.uid);
+    if (!stopping) publishHosts();
     if (byName.get(`${run.namespace}/${run.name}`) === run.uid) byName.delete(`${run.namespace}/${run.name}`);
     for (const t of run.timers) clearTimeout(t);
     for (const c of [...run.init, ...run.main]) c.proc?.stop(0).catch(() => {});

@@ -1,0 +1,216 @@
+// A data-parallel job end to end on the real test control plane (skipped with the reason when the
+// binaries cannot be had): the operator runs a 2-pod StreamingTrainingJob (spec.resources.replicas 2,
+// one fake GPU each) as an Indexed Job with a headless Service; the node agent runs both pods as
+// local processes, their `<pod hostname>.<service>` names resolving to this host (pod-dns.ts); the
+// two ranks train together and the job succeeds with the result of the same job on one rank (the
+// summed gradients of 2 ranks with batch B equal one rank accumulating B), each rank reporting its
+// own status.ranks entry and the operator summing them in status.distributed.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { operatorConfig } from '../../operator/config.ts';
+import { KubeClient } from '../../operator/kube/client.ts';
+import { silentLogger } from '../../operator/log.ts';
+import { runOperator } from '../../operator/main.ts';
+import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
+import { createOperatorAccount } from '../controlplane/operator-account.ts';
+import { waitFor } from '../controlplane/wait.ts';
+import { conditionOf, tinyJob } from './tiny-job.ts';
+import { POD_TRAINER, startTrainingCluster, type TrainingCluster } from './training-cluster.ts';
+
+const started = await startControlPlaneOrSkip();
+if (started.skip) process.stderr.write(`SKIP multi-rank end-to-end: ${started.skip}\n`);
+
+const NS = 'ranks';
+const work = mkdtempSync(join(tmpdir(), 'tilestream-ranks-'));
+const dataDir = join(work, 'data');
+const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
+
+interface Stj {
+  status?: {
+    phase?: string;
+    plan?: { gpuClass?: string; tileSize?: number };
+    progress?: { step?: number; fraction?: number };
+    result?: { validationLoss?: number; trainLoss?: number; validationAccuracy?: number };
+    conditions?: { type: string; status: string; reason: string; message?: string }[];
+    ranks?: { rank: number; replicaIndex?: number; pod?: string; node?: string; phase?: string }[];
+    distributed?: { worldSize?: number; replicas?: number; ranks?: string; ranksReporting?: number };
+    restarts?: number;
+  };
+}
+interface EnvVar {
+  name: string;
+  value?: string;
+}
+interface Job {
+  metadata: { name: string };
+  spec: {
+    completionMode?: string;
+    completions?: number;
+    parallelism?: number;
+    template: { spec: { subdomain?: string; containers: { env?: EnvVar[] }[] } };
+  };
+}
+interface Pod {
+  metadata: { name: string; labels?: Record<string, string> };
+  spec: { hostname?: string; subdomain?: string; nodeName?: string };
+  status?: { phase?: string };
+}
+
+describe('a data-parallel job on the test control plane', { skip: started.skip, timeout: 600_000 }, () => {
+  const plane = started.plane as ControlPlane;
+  const admin = started.plane ? new KubeClient(plane.kubeConfig) : (undefined as unknown as KubeClient);
+  const stop = new AbortController();
+  let exit: Promise<number> | undefined;
+  let cluster: TrainingCluster | undefined;
+
+  const job = (name: string, replicas: number) => {
+    const m = tinyJob(name, {
+      namespace: NS,
+      dataDir,
+      checkpointsDir: join(work, 'checkpoints', name),
+      image: 'tilestream:e2e',
+    });
+    return { ...m, spec: { ...m.spec, resources: { ...m.spec.resources, replicas } } };
+  };
+  const get = (name: string) => admin.request<Stj>('GET', `${STJ}/${name}`);
+  const podsOf = async (name: string) =>
+    (
+      await admin.request<{ items: Pod[] }>('GET', `/api/v1/namespaces/${NS}/pods`, {
+        query: { labelSelector: `tilestream.io/job-name=${name}` },
+      })
+    ).items;
+  const logsOf = async (name: string) => {
+    const out: string[] = [];
+    for (const p of await podsOf(name)) {
+      const path = cluster?.agent.logPath(NS, p.metadata.name, 'trainer');
+      out.push(
+        `--- ${p.metadata.name}: ${path && existsSync(path) ? readFileSync(path, 'utf8').slice(-3000) : '(no log)'}`,
+      );
+    }
+    return out.join('\n');
+  };
+  const until = async (name: string, what: string, ok: (s: Stj) => boolean, timeoutMs: number) => {
+    try {
+      return await waitFor(
+        `${name}: ${what}`,
+        async () => {
+          const s = await get(name);
+          if (conditionOf(s, 'Failed')?.status === 'True')
+            throw new Error(`${name} failed: ${JSON.stringify(s.status)}`);
+          return ok(s) ? s : undefined;
+        },
+        { timeoutMs, intervalMs: 500 },
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${await logsOf(name)}`);
+    }
+  };
+
+  before(async () => {
+    cluster = await startTrainingCluster(plane, dataDir, {
+      'tilestream:e2e': [process.execPath, POD_TRAINER],
+    });
+    await plane.createNamespace(NS);
+    const { kubeConfig } = await createOperatorAccount(plane, NS, { prefix: 'ranks' });
+    exit = runOperator(
+      operatorConfig({
+        identity: 'ranks-0',
+        leaseNamespace: NS,
+        metricsPort: 0,
+        healthPort: 0,
+        trainerImage: 'tilestream:e2e',
+        peerTimeoutSeconds: 180,
+      }),
+      { signal: stop.signal, kubeConfig, log: silentLogger, handleSignals: false },
+    );
+  });
+
+  after(async () => {
+    stop.abort();
+    if (exit) assert.equal(await exit, 0);
+    await cluster?.stop();
+    await plane?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('runs 2 pods as one Indexed Job with a headless Service, to Succeeded with the result of one rank', async () => {
+    for (const m of [job('one', 1), job('two', 2)]) {
+      const r = await plane.kubectl(['apply', '-f', '-'], { input: stringify(m) });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    // The operator's children: the Indexed Job, its Service, each pod's host name in it.
+    const trainer = await waitFor(
+      'two: its trainer Job',
+      async () => {
+        const list = await admin.request<{ items: Job[] }>('GET', `/apis/batch/v1/namespaces/${NS}/jobs`, {
+          query: { labelSelector: 'tilestream.io/job-name=two' },
+        });
+        return list.items[0];
+      },
+      { timeoutMs: 60_000, intervalMs: 300 },
+    );
+    assert.deepEqual(
+      [trainer.spec.completionMode, trainer.spec.completions, trainer.spec.parallelism],
+      ['Indexed', 2, 2],
+    );
+    assert.equal(trainer.spec.template.spec.subdomain, 'two-ranks');
+    const env = Object.fromEntries(
+      (trainer.spec.template.spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]),
+    );
+    assert.equal(env.TILESTREAM_REPLICAS, '2');
+    assert.equal(env.TILESTREAM_RANKS_PER_REPLICA, '1');
+    assert.equal(
+      env.TILESTREAM_REPLICA_HOSTS,
+      `${trainer.metadata.name}-0.two-ranks,${trainer.metadata.name}-1.two-ranks`,
+    );
+    const service = await admin.request<{ spec: { clusterIP?: string; publishNotReadyAddresses?: boolean } }>(
+      'GET',
+      `/api/v1/namespaces/${NS}/services/two-ranks`,
+    );
+    assert.equal(service.spec.clusterIP, 'None');
+    assert.equal(service.spec.publishNotReadyAddresses, true);
+    const running = await until(
+      'two',
+      'both pods running',
+      (s) => s.status?.distributed?.ranks === '2/2' || s.status?.phase === 'Succeeded',
+      120_000,
+    );
+    assert.equal(running.status?.distributed?.worldSize, 2);
+    const pods = await podsOf('two');
+    assert.deepEqual(pods.map((p) => `${p.spec.hostname}.${p.spec.subdomain}`).sort(), [
+      `${trainer.metadata.name}-0.two-ranks`,
+      `${trainer.metadata.name}-1.two-ranks`,
+    ]);
+    // Both on the one planned class (its node has room for both).
+    assert.equal(new Set(pods.map((p) => p.spec.nodeName)).size, 1);
+
+    const [one, two] = await Promise.all([
+      until('one', 'Succeeded', (s) => s.status?.phase === 'Succeeded', 300_000),
+      until('two', 'Succeeded', (s) => s.status?.phase === 'Succeeded', 300_000),
+    ]);
+    assert.equal(two.status?.plan?.gpuClass, one.status?.plan?.gpuClass);
+    assert.equal(two.status?.progress?.step, 8, 'the optimizer steps of one rank: 16 images, batch 2');
+    assert.equal(two.status?.restarts, 0);
+    // The same weights to float tolerance, so the same losses.
+    for (const k of ['trainLoss', 'validationLoss'] as const) {
+      const a = one.status?.result?.[k];
+      const b = two.status?.result?.[k];
+      assert.ok(typeof a === 'number' && typeof b === 'number', `${k}: ${a} and ${b}`);
+      assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(a)), `${k}: one rank ${a}, two ranks ${b}`);
+    }
+    // Each rank applied its own entry; the operator counted them.
+    assert.deepEqual(
+      (two.status?.ranks ?? []).map((r) => [r.rank, r.replicaIndex]),
+      [
+        [0, 0],
+        [1, 1],
+      ],
+    );
+    assert.ok((two.status?.ranks ?? []).every((r) => r.pod?.startsWith(`${trainer.metadata.name}-`)));
+    assert.equal(two.status?.distributed?.ranksReporting, 2);
+  });
+});
