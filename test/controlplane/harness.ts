@@ -119,7 +119,8 @@ async function freePort(): Promise<number> {
 
 // Ports handed out by this process; envtest-style memory so two planes in one process differ.
 const usedPorts = new Set<number>();
-async function uniquePort(): Promise<number> {
+/** A free loopback port not handed out before in this process (for components started beside the plane). */
+export async function uniquePort(): Promise<number> {
   for (let i = 0; i < 50; i++) {
     const p = await freePort();
     if (!usedPorts.has(p)) {
