@@ -1,6 +1,7 @@
 // One rank of the collective tests (collective.test.ts): opens the collective from its arguments,
 // runs what the test asks and prints one JSON line per result; a PeersUnavailableError exits 6, as
 // the trainer does.
+import { type BackendChoice, initBackend } from '../../trainer/backend/select.ts';
 import { PeersUnavailableError } from '../../trainer/distributed/collective.ts';
 import { openCollective } from '../../trainer/distributed/open-collective.ts';
 import { knownBuffer, LENGTHS } from './collective-data.ts';
@@ -12,6 +13,8 @@ interface ChildArgs {
   /** 'sums': known data through allReduceSum and broadcast; 'loop': all-reduces until killed or failed. */
   mode: 'sums' | 'loop';
   healthIntervalMs?: number;
+  /** A tfjs backend to start first, as a training rank does (the engine must not care which). */
+  backend?: BackendChoice;
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as ChildArgs;
@@ -20,6 +23,10 @@ const say = (o: object): void => {
 };
 
 try {
+  if (args.backend !== undefined) {
+    const info = await initBackend(args.backend);
+    say({ event: 'backend', name: info.name });
+  }
   const c = await openCollective(
     { rank: args.rank, worldSize: args.peers.length, peers: args.peers },
     {

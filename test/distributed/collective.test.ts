@@ -12,6 +12,7 @@ import {
   splitHostPort,
 } from '../../trainer/distributed/open-collective.ts';
 import { encodeServerDef } from '../../trainer/distributed/server-def.ts';
+import { mappedTensorflowDir } from '../../trainer/distributed/tf-eager.ts';
 import { tensorflowSkip } from '../tensorflow-build.ts';
 import { knownBuffer, LENGTHS } from './collective-data.ts';
 
@@ -83,17 +84,24 @@ function startRank(args: { rank: number; [k: string]: unknown }): Rank {
   return rank;
 }
 
-async function world(n: number, extra: object): Promise<{ peers: string[]; ranks: Rank[] }> {
+async function world(
+  n: number,
+  extra: object,
+  perRank: (rank: number) => object = () => ({}),
+): Promise<{ peers: string[]; ranks: Rank[] }> {
   const peers = (await freePorts(n)).map((p) => `127.0.0.1:${p}`);
-  return { peers, ranks: Array.from({ length: n }, (_, rank) => startRank({ rank, peers, ...extra })) };
+  return {
+    peers,
+    ranks: Array.from({ length: n }, (_, rank) => startRank({ rank, peers, ...extra, ...perRank(rank) })),
+  };
 }
 
 function describeExit(r: Rank): string {
   return `lines ${JSON.stringify(r.lines)}\nstderr (tail): ${r.stderr.slice(-2000)}`;
 }
 
-async function checkSums(n: number): Promise<void> {
-  const { ranks } = await world(n, { mode: 'sums', timeoutMs: 60_000 });
+async function checkSums(n: number, perRank?: (rank: number) => object): Promise<void> {
+  const { ranks } = await world(n, { mode: 'sums', timeoutMs: 60_000 }, perRank);
   const codes = await Promise.all(ranks.map((r) => r.exit));
   for (const [i, r] of ranks.entries()) assert.equal(codes[i], 0, describeExit(r));
   const expected = LENGTHS.map((len, i) => {
@@ -111,11 +119,17 @@ async function checkSums(n: number): Promise<void> {
     assert.deepEqual(got.broadcast, rank0, `rank ${got.rank}: rank 0's buffers`);
     assert.deepEqual(got.again, [(n * (n - 1)) / 2], `rank ${got.rank}: a second all-reduce`);
     assert.equal(got.unchanged, true, 'the inputs are not modified');
+    const wanted = (perRank?.(got.rank) as { backend?: string } | undefined)?.backend;
+    if (wanted !== undefined) assert.equal(r.lines.find((l) => l.event === 'backend')?.name, wanted);
   }
 }
 
 describe('collective engine (TensorFlow collective ops)', { skip: tensorflowSkip() }, () => {
-  it('sums and broadcasts exactly between 2 ranks', { timeout: 120_000 }, () => checkSums(2));
+  // Rank 0 trains on the tensorflow backend (the addon has mapped the same libtensorflow first), rank 1
+  // on wasm (the engine brings TensorFlow itself).
+  it('sums and broadcasts exactly between 2 ranks (tensorflow and wasm backends)', { timeout: 120_000 }, () =>
+    checkSums(2, (rank) => ({ backend: rank === 0 ? 'tensorflow' : 'wasm' })),
+  );
 
   it('sums and broadcasts exactly between 4 ranks', { timeout: 180_000 }, () => checkSums(4));
 
@@ -178,6 +192,14 @@ describe('collective without TensorFlow', () => {
       openCollective({ rank: 2, worldSize: 2, peers: ['a:1', 'b:2'] }, { timeoutMs: 10 }),
       /rank 2/,
     );
+  });
+
+  it('finds the libtensorflow the process already mapped', () => {
+    const maps =
+      '7f00-7f01 r-xp 00000000 08:01 42 /usr/lib/libc.so.6\n' +
+      '7f10-7f11 r-xp 00000000 08:01 43 /cache/cpu-x/site/tensorflow/libtensorflow_cc.so.2\n';
+    assert.equal(mappedTensorflowDir(maps), '/cache/cpu-x/site/tensorflow');
+    assert.equal(mappedTensorflowDir('7f00-7f01 r-xp 0 08:01 42 /usr/lib/libc.so.6\n'), undefined);
   });
 
   it('splits host:port, IPv6 in brackets', () => {

@@ -5,6 +5,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_CHOICES, type BackendChoice, initBackend } from '../backend/select.ts';
 import { parseIntOption } from '../cli-util.ts';
 import { formatTable } from '../text-table.ts';
+import { registerAllreduceBench } from './allreduce.ts';
 import { benchEquivalence } from './equivalence.ts';
 import { benchResolution, formatResolution } from './resolution.ts';
 import {
@@ -13,6 +14,7 @@ import {
   RESOLUTION_POOLINGS,
   type ResolutionModel,
 } from './resolution-models.ts';
+import { registerScalingBench } from './scaling.ts';
 import { THROUGHPUT_CASES, throughputCase } from './throughput.ts';
 import { benchThroughput, formatThroughput } from './throughput-report.ts';
 
@@ -44,6 +46,8 @@ const progress = (line: string): void => {
 };
 
 export function registerStreamingBenches(bench: Command): void {
+  registerAllreduceBench(bench);
+  registerScalingBench(bench);
   bench
     .command('equivalence')
     .description(

@@ -1,9 +1,11 @@
 // The part of TensorFlow's C API the collective engine calls, bound with koffi to the libraries of
 // the native build that `tilestream setup tensorflow` makes (the same files the tfjs addon links).
 // Its own eager context, apart from the addon's, so the engine works whichever tfjs backend trains.
+import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import koffi, { type LibraryHandle } from 'koffi';
 import { type LocatedBuild, locateBuilds } from '../backend/native/builds.ts';
+import { setTensorflowThreads } from '../backend/native/load.ts';
 
 /** Opaque C pointers (TF_Status*, TFE_Context*, …) as koffi hands them over. */
 export type Ptr = unknown;
@@ -60,19 +62,59 @@ export class TensorflowUnavailableError extends Error {
 
 let bound: TfApi | undefined;
 
+/** The folder of a libtensorflow_cc.so.2 this process has already mapped (the tfjs addon's), if any. */
+export function mappedTensorflowDir(maps?: string): string | undefined {
+  let text = maps;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/maps', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  return /\s(\/\S*)\/libtensorflow_cc\.so\.2$/m.exec(text)?.[1];
+}
+
 /**
- * Binds the C API of the preferred native build (GPU build first when both exist, as the trainer
- * prefers it). Loading is once per process: the libraries stay mapped.
+ * The build whose libraries to bind: the one already loaded into this process when the trainer
+ * runs on the tensorflow backend (two copies of TensorFlow in one process would register every
+ * kernel twice), else the preferred one (the GPU build first, as the trainer prefers it).
  */
-export function tensorflowApi(): TfApi {
-  if (bound !== undefined) return bound;
-  const build = locateBuilds()[0];
+function chooseBuild(): LocatedBuild {
+  const builds = locateBuilds();
+  const mapped = mappedTensorflowDir();
+  if (mapped !== undefined) {
+    const same = builds.find((b) => {
+      try {
+        return realpathSync(join(b.dir, 'site', 'tensorflow')) === mapped;
+      } catch {
+        return false;
+      }
+    });
+    if (same === undefined) {
+      throw new TensorflowUnavailableError(
+        `this process already loaded TensorFlow from ${mapped}, which is not a build of 'tilestream setup ` +
+          "tensorflow'; the collective engine must use the same libraries (rebuild with 'tilestream setup tensorflow')",
+      );
+    }
+    return same;
+  }
+  const build = builds[0];
   if (build === undefined) {
     throw new TensorflowUnavailableError(
       "the collective engine needs TensorFlow's native build, which is not set up; run " +
         "'tilestream setup tensorflow' (or 'tilestream setup tensorflow --gpu' on GPU nodes) first",
     );
   }
+  return build;
+}
+
+/** Binds the C API of the chosen native build, once per process (the libraries stay mapped). */
+export function tensorflowApi(): TfApi {
+  if (bound !== undefined) return bound;
+  const build = chooseBuild();
+  // As for the tfjs addon (load.ts): thread pools from the CPU allowance, TensorFlow's INFO lines off.
+  setTensorflowThreads();
   const dir = join(build.dir, 'site', 'tensorflow');
   let framework: LibraryHandle;
   let cc: LibraryHandle;
