@@ -110,8 +110,15 @@ export interface TrainResult {
   readonly resumedFrom?: string;
   readonly history: EpochMetrics[];
   readonly params: NetworkParams;
-  /** Images trained on by all ranks together, and the wall time of the training passes (validation excluded). */
-  readonly trained: { images: number; seconds: number };
+  /**
+   * Images trained on by all ranks together and the wall time of the training passes (validation
+   * excluded), in all and per epoch of this run (with the all-reduce's part): what `bench scaling` reads.
+   */
+  readonly trained: {
+    images: number;
+    seconds: number;
+    epochs: { epoch: number; images: number; seconds: number; allReduceSeconds: number }[];
+  };
   /** Time inside the collective's all-reduce of the training steps; undefined on a single rank. */
   readonly allReduce?: AllReduceTiming;
 }
@@ -150,7 +157,7 @@ export async function train(
   const rank = dist?.rank ?? 0;
   const worldSize = dist?.worldSize ?? 1;
   const timing = dist ? newAllReduceTiming() : undefined;
-  const trained = { images: 0, seconds: 0 };
+  const trained: TrainResult['trained'] = { images: 0, seconds: 0, epochs: [] };
   let localImages = 0;
   const params = initParams(net, config.seed);
   const optimizer = createOptimizer(config.optimizer);
@@ -311,6 +318,8 @@ export async function train(
         if (stopAll) throw new StopRequested();
       };
       const t0 = performance.now();
+      const imagesBefore = trained.images;
+      const allReduceBefore = timing?.seconds ?? 0;
       try {
         for await (const item of trainData.items(epoch, take)) {
           try {
@@ -339,7 +348,14 @@ export async function train(
         if (batch) for (const g of batch.grads.values()) g.dispose();
         throw e;
       } finally {
-        trained.seconds += (performance.now() - t0) / 1000;
+        const seconds = (performance.now() - t0) / 1000;
+        trained.seconds += seconds;
+        trained.epochs.push({
+          epoch: epoch + 1,
+          images: trained.images - imagesBefore,
+          seconds,
+          allReduceSeconds: (timing?.seconds ?? 0) - allReduceBefore,
+        });
       }
       const m = validationData
         ? await validate(config, params, validationData, epoch, events, localStopCheck, dist)
