@@ -106,7 +106,8 @@ describe('a data-parallel job on the test control plane', { skip: started.skip, 
         { timeoutMs, intervalMs: 500 },
       );
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n${await logsOf(name)}`);
+      const status = await get(name).then((s) => JSON.stringify(s.status?.conditions, null, 1));
+      throw new Error(`${(err as Error).message}\nconditions: ${status}\n${await logsOf(name)}`);
     }
   };
 

@@ -9,10 +9,12 @@
 //                          (slide-reads.ts, preloaded into the trainer).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
+import { CACHE_ENV, cacheRoot } from '../../trainer/backend/native/builds.ts';
 import { SLIDE_READS_ENV, SLIDE_READS_PRELOAD } from './slide-reads.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/tilestream.js', import.meta.url));
@@ -51,6 +53,9 @@ const kubeconfig = join(root, 'tmp', 'kubeconfig');
 writeFileSync(kubeconfig, kc.exportConfig());
 
 const env: NodeJS.ProcessEnv = { ...process.env, TILESTREAM_STATUS_KUBECONFIG: kubeconfig };
+// HOME is the pod's root here, so the host's native TensorFlow build (the collective engine of a
+// data-parallel job loads it) is named explicitly, as the trainer image has it in place.
+env[CACHE_ENV] ??= cacheRoot({ XDG_CACHE_HOME: join(userInfo().homedir, '.cache') });
 const term = process.env.TILESTREAM_TERMINATION_MESSAGE_PATH;
 if (term) env.TILESTREAM_TERMINATION_MESSAGE_PATH = inPod(term);
 
