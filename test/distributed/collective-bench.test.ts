@@ -39,6 +39,7 @@ describe('bench allreduce', () => {
           ranks: 2,
           seconds: 0.5,
           repeats: [0.5],
+          executeShare: 0.9,
           perBufferSeconds: 1,
           busGigabytesPerSecond: 0.024,
           openSeconds: 2,
@@ -49,7 +50,7 @@ describe('bench allreduce', () => {
     };
     const text = formatAllreduce(r);
     assert.match(text, /streamed step not measured: no build/);
-    assert.match(text, /^2 +0\.500 +1\.000 +0\.02 +–$/m);
+    assert.match(text, /^2 +0\.500 +90% +1\.000 +0\.02 +–$/m);
   });
 
   it('times an all-reduce between 2 rank processes', {
@@ -60,6 +61,7 @@ describe('bench allreduce', () => {
     assert.equal(r.ranks, 2);
     assert.equal(r.repeats.length, 2);
     assert.ok(r.seconds > 0 && r.perBufferSeconds > 0 && r.openSeconds > 0);
+    assert.ok(r.executeShare > 0 && r.executeShare <= 1, `share in the op ${r.executeShare}`);
     // 2(n−1)/n × bytes / seconds, in GB/s.
     assert.ok(Math.abs(r.busGigabytesPerSecond - (4 * 51_003) / r.seconds / 1e9) < 1e-9);
   });

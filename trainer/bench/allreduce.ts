@@ -22,7 +22,15 @@ export interface AllreduceRankRequest {
 }
 
 export type AllreduceRankResult =
-  | { ok: true; rank: number; openSeconds: number; seconds: number[]; perBufferSeconds: number }
+  | {
+      ok: true;
+      rank: number;
+      openSeconds: number;
+      seconds: number[];
+      /** Of each repeat, the time in TensorFlow's op (the rest copies buffers in and out). */
+      executeSeconds: number[];
+      perBufferSeconds: number;
+    }
   | { ok: false; rank: number; error: string };
 
 export interface AllreduceRanksReport {
@@ -31,6 +39,8 @@ export interface AllreduceRanksReport {
   seconds: number;
   /** Each repeat's time (slowest rank). */
   repeats: number[];
+  /** Share of a call spent in TensorFlow's collective op, median over ranks and repeats. */
+  executeShare: number;
   /** One collective per gradient tensor instead of one for all (once; what concatenating saves). */
   perBufferSeconds: number;
   /** Bytes each rank sends and receives in a ring all-reduce, 2(n−1)/n × the gradients, per second. */
@@ -140,6 +150,7 @@ export async function benchRanks(
     ranks: n,
     seconds,
     repeats: slowest,
+    executeShare: median(ok.flatMap((r) => r.executeSeconds.map((e, i) => e / (r.seconds[i] ?? Number.NaN)))),
     perBufferSeconds: Math.max(...ok.map((r) => r.perBufferSeconds)),
     busGigabytesPerSecond: ((2 * (n - 1)) / n) * (bytes / seconds / 1e9),
     openSeconds: Math.max(...ok.map((r) => r.openSeconds)),
@@ -202,10 +213,11 @@ export function formatAllreduce(r: AllreduceReport): string {
       : `streamed step not measured: ${r.streamedStep.skipped}`;
   const f = (x: number): string => x.toFixed(3);
   return `${r.network}: ${r.tensors} gradient tensors, ${(r.floats / 1e6).toFixed(2)} M floats (${(r.bytes / 2 ** 20).toFixed(0)} MiB)\n${step}\n${formatTable(
-    ['ranks', 'all-reduce s', 'one call per tensor s', 'bus GB/s', 'all-reduce / step'],
+    ['ranks', 'all-reduce s', 'in the op', 'one call per tensor s', 'bus GB/s', 'all-reduce / step'],
     r.results.map((x) => [
       String(x.ranks),
       f(x.seconds),
+      `${Math.round(100 * x.executeShare)}%`,
       f(x.perBufferSeconds),
       x.busGigabytesPerSecond.toFixed(2),
       x.ratioToStreamedStep === null ? '–' : x.ratioToStreamedStep.toFixed(3),

@@ -12,6 +12,8 @@ export interface OpenCollectiveOptions {
   readonly log?: (line: string) => void;
   /** How often the peers' health is checked while a collective waits (default 2 s). */
   readonly healthIntervalMs?: number;
+  /** How long a peer may take to answer a health check before it counts as lost (default 10 s). */
+  readonly healthTimeoutMs?: number;
 }
 
 /** The world of one rank: sums and broadcasts are copies of the inputs. */
@@ -117,6 +119,7 @@ export async function openCollective(
     timeoutMs: options.timeoutMs,
     log,
     ...(options.healthIntervalMs === undefined ? {} : { healthIntervalMs: options.healthIntervalMs }),
+    ...(options.healthTimeoutMs === undefined ? {} : { healthTimeoutMs: options.healthTimeoutMs }),
   });
   try {
     await engine.waitForPeers(Math.max(0, deadline - Date.now()));

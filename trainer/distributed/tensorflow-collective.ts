@@ -22,8 +22,14 @@ export interface TensorflowCollectiveOptions {
   readonly peers: readonly string[];
   /** How long a collective may wait for its peers (the first one includes every rank starting up). */
   readonly timeoutMs: number;
-  /** How often the peers' health is checked while a collective runs. */
+  /** How often the peers' health is checked while a collective runs (default 2 s). */
   readonly healthIntervalMs?: number;
+  /**
+   * How long a peer may take to answer a health check before it counts as lost (default 10 s). A
+   * killed peer refuses the connection at once; this bounds a hung one (a stopped process, a lost
+   * node), with room for a machine so loaded that an answer takes seconds.
+   */
+  readonly healthTimeoutMs?: number;
   readonly log?: (line: string) => void;
 }
 
@@ -92,6 +98,7 @@ export class TensorflowCollective implements Collective {
   lastTimings: { packMs: number; executeMs: number; unpackMs: number } | undefined;
   private readonly timeoutMs: number;
   private readonly healthIntervalMs: number;
+  private readonly healthTimeoutMs: number;
   private readonly log: (line: string) => void;
 
   private constructor(api: TfApi, ctx: Ptr, device: string, options: TensorflowCollectiveOptions) {
@@ -103,6 +110,7 @@ export class TensorflowCollective implements Collective {
     this.communicationHint = device.includes('GPU') ? 'nccl' : 'auto';
     this.timeoutMs = options.timeoutMs;
     this.healthIntervalMs = options.healthIntervalMs ?? 2000;
+    this.healthTimeoutMs = options.healthTimeoutMs ?? 10_000;
     this.log = options.log ?? (() => {});
   }
 
@@ -263,7 +271,7 @@ export class TensorflowCollective implements Collective {
             this.api.CollectiveOpsCheckPeerHealth,
             this.ctx,
             taskName(r),
-            Math.min(this.healthIntervalMs, 10_000),
+            this.healthTimeoutMs,
             status.ptr,
           );
           if (status.code !== 0 && !stopped && this.ctx !== null) {
