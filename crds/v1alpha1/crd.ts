@@ -63,17 +63,17 @@ export const PRINTER_COLUMNS: readonly PrinterColumn[] = [
     priority: 1,
   },
   {
+    name: 'Ranks',
+    type: 'string',
+    jsonPath: '.status.distributed.ranks',
+    description: 'Ranks running of the world size: trainer pods running × ranks per pod (data-parallel jobs only).',
+    priority: 1,
+  },
+  {
     name: 'Queue',
     type: 'string',
     jsonPath: '.spec.runPolicy.queueName',
     description: 'Kueue LocalQueue.',
-    priority: 1,
-  },
-  {
-    name: 'Ranks',
-    type: 'string',
-    jsonPath: '.status.distributed.ranks',
-    description: 'Ranks reporting of the world size (data-parallel jobs only).',
     priority: 1,
   },
 ];

@@ -67,15 +67,14 @@ describe('a data-parallel job on the test control plane', { skip: started.skip, 
   let exit: Promise<number> | undefined;
   let cluster: TrainingCluster | undefined;
 
-  const job = (name: string, replicas: number) => {
-    const m = tinyJob(name, {
+  const job = (name: string, replicas: number) =>
+    tinyJob(name, {
       namespace: NS,
       dataDir,
       checkpointsDir: join(work, 'checkpoints', name),
       image: 'tilestream:e2e',
+      replicas,
     });
-    return { ...m, spec: { ...m.spec, resources: { ...m.spec.resources, replicas } } };
-  };
   const get = (name: string) => admin.request<Stj>('GET', `${STJ}/${name}`);
   const podsOf = async (name: string) =>
     (

@@ -20,6 +20,8 @@ export interface TinyJobOptions {
   /** spec.resources.tolerations, for nodes a test taints. */
   tolerations?: { key: string; operator?: 'Exists' | 'Equal'; value?: string; effect?: string }[];
   runPolicy?: { suspend?: boolean; ttlSecondsAfterFinished?: number; queueName?: string };
+  /** spec.resources.replicas: trainer pods of a data-parallel job (batch 2 splits over at most 2). */
+  replicas?: number;
 }
 
 export function tinyJob(name: string, o: TinyJobOptions) {
@@ -51,6 +53,7 @@ export function tinyJob(name: string, o: TinyJobOptions) {
       },
       resources: {
         gpus: 1,
+        ...(o.replicas !== undefined && { replicas: o.replicas }),
         ...(o.minGpuMemory && { minGpuMemory: o.minGpuMemory }),
         ...(o.tolerations && { tolerations: o.tolerations }),
       },
