@@ -47,6 +47,7 @@ describe('bench allreduce', () => {
         },
       ],
       cpus: '2',
+      loadAverage: { start: 1, end: 2 },
     };
     const text = formatAllreduce(r);
     assert.match(text, /streamed step not measured: no build/);

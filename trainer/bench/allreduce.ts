@@ -5,6 +5,7 @@
 // slowest rank's, and each figure is the median over the repeats after a warm-up.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { cpuAllowance } from '../backend/cpu-allowance.ts';
@@ -62,6 +63,8 @@ export interface AllreduceReport {
     | { skipped: string };
   results: AllreduceRanksReport[];
   cpus: string;
+  /** The machine's 1-minute load average at the start and the end (other work shares the cores). */
+  loadAverage: { start: number; end: number };
 }
 
 /** The parameter sizes of the ResNet-34 the benchmarks stream (body to layer3, layer4 trunk, 2 classes). */
@@ -167,6 +170,7 @@ export async function benchAllreduce(o: {
   log?: (line: string) => void;
 }): Promise<AllreduceReport> {
   const log = o.log ?? (() => {});
+  const loadStart = loadavg()[0] ?? 0;
   const sizes = gradientSizes();
   const floats = sizes.reduce((a, b) => a + b, 0);
   // The step first, alone on the machine: the ranks' processes would compete with it for the cores.
@@ -203,6 +207,7 @@ export async function benchAllreduce(o: {
     streamedStep,
     results,
     cpus: `${cpuAllowance().cpus} (${cpuAllowance().source}); every rank and the step share them`,
+    loadAverage: { start: loadStart, end: loadavg()[0] ?? 0 },
   };
 }
 
@@ -212,7 +217,8 @@ export function formatAllreduce(r: AllreduceReport): string {
       ? `streamed step ${r.streamedStep.image}² tile ${r.streamedStep.tile} (${r.streamedStep.tiles} tiles) on tensorflow ${r.streamedStep.gpu ? 'GPU' : 'CPU'}: ${r.streamedStep.seconds.toFixed(2)} s`
       : `streamed step not measured: ${r.streamedStep.skipped}`;
   const f = (x: number): string => x.toFixed(3);
-  return `${r.network}: ${r.tensors} gradient tensors, ${(r.floats / 1e6).toFixed(2)} M floats (${(r.bytes / 2 ** 20).toFixed(0)} MiB)\n${step}\n${formatTable(
+  const load = `${r.cpus}; load average ${r.loadAverage.start.toFixed(1)} → ${r.loadAverage.end.toFixed(1)}`;
+  return `${load}\n${r.network}: ${r.tensors} gradient tensors, ${(r.floats / 1e6).toFixed(2)} M floats (${(r.bytes / 2 ** 20).toFixed(0)} MiB)\n${step}\n${formatTable(
     ['ranks', 'all-reduce s', 'in the op', 'one call per tensor s', 'bus GB/s', 'all-reduce / step'],
     r.results.map((x) => [
       String(x.ranks),
