@@ -126,7 +126,9 @@ export async function runTrainCommand(file: string, o: TrainOptions): Promise<nu
     stopRequested = true;
     say(
       'warn',
-      `${signal} received: finishing the current tile, writing a checkpoint, then exiting (signal again to exit at once)`,
+      // Several ranks agree on a stop at the next step's all-reduce, so they all stop after one batch.
+      `${signal} received: finishing the current ${rankEnv && rankEnv.worldSize > 1 ? 'batch (with the other ranks)' : 'tile'}, ` +
+        'writing a checkpoint, then exiting (signal again to exit at once)',
     );
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
