@@ -88,6 +88,14 @@ export function registerOperatorCommand(program: Command, version = program.vers
     )
     .addOption(
       new Option(
+        '--peer-timeout-seconds <n>',
+        'how long a rank of a data-parallel job waits for its peers before it exits 6 (default 600)',
+      )
+        .argParser(intOption)
+        .env('TILESTREAM_OPERATOR_PEER_TIMEOUT_SECONDS'),
+    )
+    .addOption(
+      new Option(
         '--gpu-memory-table <file>',
         "YAML/JSON map of GPU product to memory ('Tesla-T4: 16Gi') for nodes without GPU Feature Discovery",
       ).env('TILESTREAM_GPU_MEMORY_TABLE'),

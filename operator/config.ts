@@ -120,6 +120,13 @@ export function operatorConfig(
   }
   // Unique per process, as client-go recommends (hostname + random suffix): two replicas never share an identity.
   const pullSecrets = listOption(o.trainerImagePullSecrets);
+  if (
+    o.peerTimeoutSeconds !== undefined &&
+    !(Number.isInteger(o.peerTimeoutSeconds) && o.peerTimeoutSeconds >= 1)
+  )
+    throw new ConfigError(
+      `--peer-timeout-seconds must be a whole number of seconds, at least 1; got ${o.peerTimeoutSeconds}`,
+    );
   const identity = o.identity ?? `${env.POD_NAME ?? hostname()}_${Math.random().toString(36).slice(2, 10)}`;
   return {
     namespaces: listOption(o.namespace),

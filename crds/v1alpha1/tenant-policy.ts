@@ -13,6 +13,8 @@
 //   allowedVolumeKinds  also configMap, secret and emptyDir, for spec.pod.volumes
 //   allowedEnvSources   secretKeyRef and/or configMapKeyRef, for spec.pod.env[].valueFrom
 //   allowedServiceAccounts  names spec.pod.serviceAccountName may take ('*' at the end: a prefix)
+//   maxGpusPerJob       the most GPUs one job may ask for, counted over its pods: resources.replicas
+//                       × resources.gpus (a whole number; unset or empty: no limit)
 // Not ruled, and why: spec.pod.imagePullSecrets only let the kubelet pull an image allowedImages
 // already admits (the pod never sees the secret); spec.pod.nodeAffinity only narrows where the pod
 // may run among the nodes its tolerations and the GPU class already reach (taints isolate nodes).
@@ -26,6 +28,7 @@ export const POLICY_KEYS = {
   hostPathPrefixes: 'hostPathPrefixes',
   allowedEnvSources: 'allowedEnvSources',
   allowedServiceAccounts: 'allowedServiceAccounts',
+  maxGpusPerJob: 'maxGpusPerJob',
 } as const;
 
 export const VOLUME_KINDS = ['persistentVolumeClaim', 'hostPath'] as const;
@@ -39,6 +42,8 @@ export interface TenantPolicy {
   hostPathPrefixes: string[];
   allowedEnvSources: string[];
   allowedServiceAccounts: string[];
+  /** GPUs one job may ask for over all its pods (replicas × gpus); undefined: no limit. */
+  maxGpusPerJob?: number;
 }
 
 /** One entry per line, trimmed, blank lines dropped: what the CEL variables compute. */
@@ -61,7 +66,14 @@ export function policyFromConfigMap(cm: {
     hostPathPrefixes: lines(cm.data?.[POLICY_KEYS.hostPathPrefixes]),
     allowedEnvSources: lines(cm.data?.[POLICY_KEYS.allowedEnvSources]),
     allowedServiceAccounts: lines(cm.data?.[POLICY_KEYS.allowedServiceAccounts]),
+    ...gpuLimit(cm.data?.[POLICY_KEYS.maxGpusPerJob]),
   };
+}
+
+/** maxGpusPerJob as the CEL variable reads it: a whole number, else no limit. */
+function gpuLimit(text: string | undefined): { maxGpusPerJob?: number } {
+  const t = text?.trim() ?? '';
+  return /^[0-9]{1,9}$/.test(t) ? { maxGpusPerJob: Number(t) } : {};
 }
 
 // ---------------------------------------------------------------- the rules
@@ -86,6 +98,14 @@ export const POLICY_VARIABLES = [
   { name: 'hostPathPrefixes', expression: celList(POLICY_KEYS.hostPathPrefixes) },
   { name: 'allowedEnvSources', expression: celList(POLICY_KEYS.allowedEnvSources) },
   { name: 'allowedServiceAccounts', expression: celList(POLICY_KEYS.allowedServiceAccounts) },
+  {
+    // -1: no limit (unset, empty or not a whole number, as policyFromConfigMap reads it).
+    name: 'maxGpusPerJob',
+    expression:
+      `has(params.data) && '${POLICY_KEYS.maxGpusPerJob}' in params.data && ` +
+      `params.data['${POLICY_KEYS.maxGpusPerJob}'].trim().matches('^[0-9]{1,9}$') ? ` +
+      `int(params.data['${POLICY_KEYS.maxGpusPerJob}'].trim()) : -1`,
+  },
 ] as const;
 
 const CEL_SOURCE = `params.metadata.namespace + '/' + params.metadata.name`;
@@ -263,6 +283,25 @@ const serviceAccountRule: PolicyRule = {
     `policy (ConfigMap ${source(p)}, allowedServiceAccounts) allows ${allows(p.allowedServiceAccounts)}`,
 };
 
+// ---------------------------------------------------------------- GPUs
+
+/** GPUs a job asks for over all its pods (the CRD defaults both fields; a quota counts the same). */
+const jobGpus = (s: StreamingTrainingJobSpec): number => (s.resources.replicas ?? 1) * s.resources.gpus;
+const CEL_JOB_GPUS =
+  '(has(object.spec.resources) && has(object.spec.resources.replicas) ? object.spec.resources.replicas : 1) * ' +
+  '(has(object.spec.resources) && has(object.spec.resources.gpus) ? object.spec.resources.gpus : 1)';
+
+const gpuLimitRule: PolicyRule = {
+  expression: `variables.maxGpusPerJob < 0 || ${CEL_JOB_GPUS} <= variables.maxGpusPerJob`,
+  messageExpression:
+    `'spec.resources: the job asks for ' + string(${CEL_JOB_GPUS}) + ' GPUs (replicas × gpus); the tenant policy ' + ` +
+    `'(ConfigMap ' + ${CEL_SOURCE} + ', maxGpusPerJob) allows ' + string(variables.maxGpusPerJob) + ' per job'`,
+  check: (s, p) => p.maxGpusPerJob === undefined || jobGpus(s) <= p.maxGpusPerJob,
+  message: (s, p) =>
+    `spec.resources: the job asks for ${jobGpus(s)} GPUs (replicas × gpus); the tenant policy (ConfigMap ` +
+    `${source(p)}, maxGpusPerJob) allows ${p.maxGpusPerJob} per job`,
+};
+
 export const POLICY_RULES: readonly PolicyRule[] = [
   imageRule,
   ...VOLUME_FIELDS.flatMap((f) => [...VOLUME_KINDS.map((k) => kindRule(f, k)), hostPathRule(f)]),
@@ -270,6 +309,7 @@ export const POLICY_RULES: readonly PolicyRule[] = [
   podHostPathRule,
   ...ENV_SOURCES.map(envSourceRule),
   serviceAccountRule,
+  gpuLimitRule,
 ];
 
 /** The operator's re-check: every rule the spec breaks, as the API server would word it. */

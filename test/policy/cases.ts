@@ -72,6 +72,15 @@ const pod = (p: Record<string, unknown>) => edit(v(), { 'spec.pod': p });
 const hostData = (path: string) => edit(v(), { 'spec.data.volume': { hostPath: { path } } });
 const hostCheckpoint = (path: string) => edit(v(), { 'spec.checkpoint.volume': { hostPath: { path } } });
 
+/** A job of `replicas` pods of `gpus` GPUs (batch 16 splits over up to 16 ranks). */
+const gpuJob = (replicas: number, gpus: number) =>
+  edit(v(), {
+    'spec.resources.replicas': replicas,
+    'spec.resources.gpus': gpus,
+    'spec.training.batchSize': 16,
+  });
+const GPU_LIMIT_POLICY = { ...DEFAULT_POLICY, maxGpusPerJob: '4\n' };
+
 export const POLICY_CASES: readonly PolicyCase[] = [
   { name: 'claims and the default image', policy: DEFAULT_POLICY, job: v(), refusedAt: [] },
   {
@@ -249,4 +258,24 @@ export const POLICY_CASES: readonly PolicyCase[] = [
     job: v(),
     refusedAt: ['spec.data.volume.persistentVolumeClaim:', 'spec.checkpoint.volume.persistentVolumeClaim:'],
   },
+  // --- maxGpusPerJob: GPUs counted over a data-parallel job's pods (issue 18)
+  {
+    name: 'GPU limit: 2 pods of 2 GPUs within 4',
+    policy: GPU_LIMIT_POLICY,
+    job: gpuJob(2, 2),
+    refusedAt: [],
+  },
+  {
+    name: 'GPU limit: 2 pods of 4 GPUs over 4 (replicas count, not only gpus)',
+    policy: GPU_LIMIT_POLICY,
+    job: gpuJob(2, 4),
+    refusedAt: ['spec.resources:'],
+  },
+  {
+    name: 'GPU limit: CPU pods ask for none',
+    policy: GPU_LIMIT_POLICY,
+    job: edit(gpuJob(8, 0), { 'spec.resources.minGpuMemory': undefined }),
+    refusedAt: [],
+  },
+  { name: 'no GPU limit without the key', policy: DEFAULT_POLICY, job: gpuJob(2, 8), refusedAt: [] },
 ];
