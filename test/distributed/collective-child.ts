@@ -2,7 +2,7 @@
 // runs what the test asks and prints one JSON line per result; a PeersUnavailableError exits 6, as
 // the trainer does.
 import { type BackendChoice, initBackend } from '../../trainer/backend/select.ts';
-import { PeersUnavailableError } from '../../trainer/distributed/collective.ts';
+import { type Collective, PeersUnavailableError } from '../../trainer/distributed/collective.ts';
 import { openCollective } from '../../trainer/distributed/open-collective.ts';
 import { knownBuffer, LENGTHS } from './collective-data.ts';
 
@@ -22,12 +22,13 @@ const say = (o: object): void => {
   process.stdout.write(`${JSON.stringify({ rank: args.rank, at: Date.now(), ...o })}\n`);
 };
 
+let c: Collective | undefined;
 try {
   if (args.backend !== undefined) {
     const info = await initBackend(args.backend);
     say({ event: 'backend', name: info.name });
   }
-  const c = await openCollective(
+  c = await openCollective(
     { rank: args.rank, worldSize: args.peers.length, peers: args.peers },
     {
       timeoutMs: args.timeoutMs,
@@ -54,7 +55,7 @@ try {
   } else {
     const big = new Float32Array(1_000_000).fill(1);
     for (let i = 0; ; i++) {
-      const [sum] = await c.allReduceSum([big]);
+      const [sum] = await (c as Collective).allReduceSum([big]);
       say({ event: 'step', i, value: sum?.[0] });
     }
   }
@@ -62,5 +63,8 @@ try {
   process.exit(0);
 } catch (e) {
   say({ event: 'error', name: (e as Error).name, message: (e as Error).message });
+  // As the trainer does: close the engine after a failure too (it must neither hang nor crash).
+  await c?.close();
+  say({ event: 'closed' });
   process.exit(e instanceof PeersUnavailableError ? 6 : 1);
 }

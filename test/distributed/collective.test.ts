@@ -161,6 +161,10 @@ describe('collective engine (TensorFlow collective ops)', { skip: tensorflowSkip
       assert.equal(codes[i], 6, describeExit(r));
       const error = r.lines.find((l) => l.event === 'error');
       assert.equal(error?.name, 'PeersUnavailableError', describeExit(r));
+      assert.ok(
+        r.lines.some((l) => l.event === 'closed'),
+        `closed after the failure: ${describeExit(r)}`,
+      );
       const detectedMs = (error?.at as number) - killedAt;
       // Well under the 120 s op timeout: the broken connection or the health check ends it.
       assert.ok(detectedMs < 30_000, `rank ${error?.rank} noticed after ${detectedMs} ms`);
