@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { stringify } from 'yaml';
@@ -41,7 +41,10 @@ export interface ScalingRow {
   imagesPerSecond: number;
   /** Wall time of one optimizer step (one batch over all ranks), last epoch. */
   stepSeconds: number;
-  /** Time rank 0 spent inside allReduceSum per step, and its share of the step. */
+  /**
+   * Time rank 0 spent inside allReduceSum per step, and its share of the step. It includes waiting
+   * for the slowest rank to arrive, so uneven ranks (or other load on the machine) show up here.
+   */
   allReduceSecondsPerStep: number;
   allReduceShare: number;
   /** imagesPerSecond over the 1-rank figure (when measured), and that over the rank count. */
@@ -50,7 +53,8 @@ export interface ScalingRow {
 }
 
 export interface ScalingReport {
-  machine: { cpus: number; cpuSource: string };
+  /** The 1-minute load average before and after the runs: other work on the machine skews the figures. */
+  machine: { cpus: number; cpuSource: string; loadAverage: { before: number; after: number } };
   job: {
     model: string;
     image: number;
@@ -75,6 +79,7 @@ export async function benchScaling(o: ScalingOptions): Promise<ScalingReport> {
   if (o.epochs < 2) throw new Error('--epochs must be at least 2: the first epoch carries the warm-up');
   const work = mkdtempSync(join(tmpdir(), 'tilestream-scaling-'));
   const cpus = cpuAllowance();
+  const loadBefore = loadavg()[0] as number;
   const rows: ScalingRow[] = [];
   let backend = o.backend as string;
   try {
@@ -114,7 +119,11 @@ export async function benchScaling(o: ScalingOptions): Promise<ScalingReport> {
     }
   }
   return {
-    machine: { cpus: cpus.cpus, cpuSource: cpus.source },
+    machine: {
+      cpus: cpus.cpus,
+      cpuSource: cpus.source,
+      loadAverage: { before: round2(loadBefore), after: round2(loadavg()[0] as number) },
+    },
     job: {
       model: o.model,
       image: o.image,
@@ -128,6 +137,8 @@ export async function benchScaling(o: ScalingOptions): Promise<ScalingReport> {
     rows,
   };
 }
+
+const round2 = (x: number): number => Math.round(100 * x) / 100;
 
 function jobFor(o: ScalingOptions, replicas: number, dataDir: string): Record<string, unknown> {
   return {
@@ -197,7 +208,8 @@ function formatScaling(r: ScalingReport): string {
   const pct = (x: number | undefined): string => (x === undefined ? '' : `${(100 * x).toFixed(0)}%`);
   return (
     `${r.job.model} ${r.job.image}² (tile ${r.job.tile}), batch ${r.job.batch}, ${r.job.backend}, ` +
-    `${r.machine.cpus} CPUs (${r.machine.cpuSource}); epoch ${r.measuredEpoch} of ${r.job.epochs}\n` +
+    `${r.machine.cpus} CPUs (${r.machine.cpuSource}), load average ${r.machine.loadAverage.before} → ` +
+    `${r.machine.loadAverage.after}; epoch ${r.measuredEpoch} of ${r.job.epochs}\n` +
     formatTable(
       [
         'ranks',
@@ -231,7 +243,7 @@ export function registerScalingBench(bench: Command): void {
     )
     .option('--ranks <list>', 'rank counts, comma-separated', '1,2,4')
     .option('--model <architecture>', 'spec.model.architecture', 'resnet18')
-    .option('--image <px>', 'square image side', parseIntOption, 512)
+    .option('--image <px>', 'square image side', parseIntOption, 256)
     .option('--tile <px>', 'tile side', parseIntOption, 256)
     .option('--images <n>', 'training images per epoch (a multiple of --batch)', parseIntOption, 16)
     .option('--batch <n>', 'spec.training.batchSize (a multiple of every rank count)', parseIntOption, 4)
