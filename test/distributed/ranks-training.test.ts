@@ -38,7 +38,7 @@ function manifest(name: string, replicas: number, batchSize = 4): { file: string
         root: join(work, 'data'),
         train: 'train.csv',
         validation: 'val.csv',
-        imageSize: { height: 160, width: 160 },
+        imageSize: { height: 128, width: 128 },
         channels: 1,
         normalization: { mean: [0.5], std: [0.05] },
         synthetic: { count: 8, validationCount: 3, seed: 3, format: 'png' },
