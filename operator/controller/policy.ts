@@ -42,7 +42,13 @@ import {
   specChangeAppliedMessage,
   tileReducedMessage,
 } from '../status/messages.ts';
-import { type AttemptObservation, currentJob, type FailureCause, observeAttempt } from '../status/observe.ts';
+import {
+  type AttemptObservation,
+  currentJob,
+  type FailureCause,
+  isRankJob,
+  observeAttempt,
+} from '../status/observe.ts';
 
 export interface PolicyInput {
   stj: StreamingTrainingJob;
@@ -197,6 +203,12 @@ function current(c: Ctx): Verdict {
       c.requeueAfterMs = 1000; // the pod's exit is on its way
       return { kind: 'waiting' };
     case 'failed':
+      if (isRankJob(job) && ranksStopping(c, obs)) {
+        // The other ranks of a failed attempt are being stopped: the next attempt's rank 0 must not
+        // write checkpoints (nor bind the collective's ports) beside the old one still saving.
+        c.requeueAfterMs = 2000;
+        return { kind: 'waiting' };
+      }
       if (obs.outcome.cause === 'oom') return shrink(c, obs);
       if (obs.outcome.cause === 'peersUnavailable' || obs.outcome.cause === 'rankFailed')
         return restartRanks(c, obs, obs.outcome.cause, obs.outcome.message);
@@ -300,6 +312,26 @@ function shrink(c: Ctx, obs: AttemptObservation): Verdict {
     `re-planning after the trainer ran out of memory at tile ${tile} px: `,
   );
   return start(c, obs, p);
+}
+
+/** Seconds past a pod's grace period after which a rank still shown running is taken as gone (a lost node). */
+const STOP_SLACK_SECONDS = 30;
+
+/**
+ * Whether a rank pod of the failed attempt still runs (the Job controller stops them after the
+ * first failure, and a rank 0 may be writing its checkpoint). Not beyond the pods' grace period
+ * after the failure: a pod on a lost node shows Running until the node comes back.
+ */
+function ranksStopping(c: Ctx, obs: AttemptObservation): boolean {
+  const own = c.pods.filter(
+    (p) =>
+      p.metadata.labels?.['batch.kubernetes.io/job-name'] === obs.job.metadata.name &&
+      p.status?.phase === 'Running',
+  );
+  if (own.length === 0) return false;
+  const failedAt = parseTime(obs.outcome.state === 'failed' ? obs.outcome.at : undefined);
+  const grace = Math.max(...own.map((p) => p.spec?.terminationGracePeriodSeconds ?? 30));
+  return failedAt !== undefined && c.now < failedAt + (grace + STOP_SLACK_SECONDS) * 1000;
 }
 
 /**

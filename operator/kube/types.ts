@@ -105,6 +105,7 @@ export interface ContainerStatus {
 export interface Pod extends KubeObject {
   spec?: {
     nodeName?: string;
+    terminationGracePeriodSeconds?: number;
     containers?: {
       name: string;
       resources?: { limits?: Record<string, string>; requests?: Record<string, string> };

@@ -71,9 +71,16 @@ interface Decision {
   events: ReturnType<typeof statusEvents>;
 }
 function decide(stj: StreamingTrainingJob, o: { jobs?: Job[]; pods?: Pod[]; n?: Node[] } = {}): Decision {
+  return decidePolicyAt(stj, o, NOW);
+}
+function decidePolicyAt(
+  stj: StreamingTrainingJob,
+  o: { jobs?: Job[]; pods?: Pod[]; n?: Node[] },
+  now: number,
+): Decision {
   const input: Omit<PolicyInput, 'sizings'> = {
     stj,
-    now: NOW,
+    now,
     jobs: o.jobs ?? [],
     pods: o.pods ?? [],
     inventory: inventory(o.n),
@@ -87,7 +94,7 @@ function decide(stj: StreamingTrainingJob, o: { jobs?: Job[]; pods?: Pod[]; n?: 
       for (const req of r.requests) size(req);
       continue;
     }
-    const status = statusFor(stj, r.verdict, prev, NOW);
+    const status = statusFor(stj, r.verdict, prev, now);
     const d: Decision = { deleteJobs: [], status, events: statusEvents(prev, status) };
     for (const a of r.actions) {
       if (a.kind === 'create-attempt') d.create = a.attempt;
@@ -268,6 +275,32 @@ describe('a failed rank restarts all ranks', () => {
     assert.equal(condition(d, 'Running')?.reason, 'TrainerRestarted');
     assert.equal(d.status.restarts, 1);
     assert.ok(d.events.some((e) => e.type === 'Warning' && e.reason === 'PeersUnavailable'));
+  });
+
+  it('waits for the ranks still stopping (a rank 0 saving its checkpoint) before the next attempt, not past their grace', () => {
+    const b = ranked(2);
+    const first = decide(b.obj());
+    const job = failedJob(b.obj(), first);
+    job.status = {
+      ...job.status,
+      conditions: [
+        {
+          type: 'Failed',
+          status: 'True',
+          reason: 'PodFailurePolicy',
+          lastTransitionTime: new Date(NOW - 10_000).toISOString(),
+        },
+      ],
+    };
+    const stopping = rankPod('demo-0', 0);
+    stopping.spec = { ...stopping.spec, terminationGracePeriodSeconds: 120 };
+    const pods = [stopping, rankPod('demo-0', 1, { exitCode: 6, at: -11 })];
+    const waiting = decide(b.status(first.status).obj(), { jobs: [job], pods });
+    assert.equal(waiting.create, undefined, 'no second rank 0 beside the one still running');
+    assert.deepEqual(waiting.deleteJobs, []);
+    // 150 s after the failure (grace 120 + 30) the pod is taken as gone (e.g. its node was lost).
+    const later = decidePolicyAt(b.status(first.status).obj(), { jobs: [job], pods }, NOW + 141_000);
+    assert.equal(later.create?.attempt, 1);
   });
 
   it('another exit: RankFailed, blaming the first rank that failed, not the ones stopped after it', () => {
