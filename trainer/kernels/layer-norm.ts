@@ -1,10 +1,11 @@
 // Layer normalisation over the channels of each pixel (streaming/graph.ts LayerNormOp) as one
 // kernel with its own gradient: y = x̂·γ + β, x̂ = (x − μ)·r, r = 1/√(σ² + ε), with μ and σ² (biased)
-// over the pixel's channels, as PyTorch's F.layer_norm. Composed of tfjs ops, the tape kept about
-// five tensors of the input's size per norm (and their gradients until the backward pass ended).
-// Fused, it keeps its input x (and γ): the gradient recomputes x̂ and r from x, which costs one
-// more pass than keeping x̂ but keeps one tensor fewer than x̂ plus μ and r would, exactly (the
-// same ops on the same x give the same x̂). The forward is the op sequence of the composition.
+// over the pixel's channels, as PyTorch's F.layer_norm. Composed of tfjs ops, the tape kept five
+// tensors of the input's size per norm (and their gradients until the backward pass ended).
+// Fused, the tape keeps x and γ; the gradient recomputes μ and r from x, exactly (the same ops on
+// the same x). Keeping x̂ and r instead would keep a [n,h,w,1] tensor more, and they would have to
+// be extra outputs of the kernel, for each of which tfjs's backprop makes a zero gradient that
+// lives until the backward pass ends. The forward is the op sequence of the old composition.
 import type { KernelOps } from './ops.ts';
 import { consume, perPixelMean } from './pointwise-chain.ts';
 
