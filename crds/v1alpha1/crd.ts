@@ -66,7 +66,8 @@ export const PRINTER_COLUMNS: readonly PrinterColumn[] = [
     name: 'Ranks',
     type: 'string',
     jsonPath: '.status.distributed.ranks',
-    description: 'Ranks running of the world size: trainer pods running × ranks per pod (data-parallel jobs only).',
+    description:
+      'Ranks running of the world size: trainer pods running × ranks per pod (data-parallel jobs only).',
     priority: 1,
   },
   {

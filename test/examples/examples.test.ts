@@ -617,7 +617,20 @@ describe('examples/ on a real kube-apiserver', { skip: skipPlane }, () => {
     const [header, ...rows] = r.stdout.trim().split('\n');
     assert.deepEqual(
       header?.split(/\s{2,}/),
-      ['NAME', 'PHASE', 'TILE', 'GPU', 'SAVED', 'PROGRESS', 'REASON', 'AGE', 'EPOCH', 'LOSS', 'RANKS', 'QUEUE'],
+      [
+        'NAME',
+        'PHASE',
+        'TILE',
+        'GPU',
+        'SAVED',
+        'PROGRESS',
+        'REASON',
+        'AGE',
+        'EPOCH',
+        'LOSS',
+        'RANKS',
+        'QUEUE',
+      ],
       `kubectl get stj -o wide printed:\n${r.stdout}\n${r.stderr}`,
     );
     const names = jobs()
