@@ -2,7 +2,7 @@
 // plane: its CRDs, its admission and conversion webhooks by URL, one ResourceFlavor, a ClusterQueue
 // with cpu/memory/nvidia.com/gpu quotas and LocalQueues. The manifests are kueue-manifests.ts.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -279,6 +279,9 @@ export async function startKueue(plane: ControlPlane, opts: KueueOptions = {}): 
     ],
     { cwd: dir, logPath, env: { ...process.env, KUBECONFIG: plane.kubeconfigPath } },
   );
+  // Recorded with the plane's processes so that the next run reaps it if this one is SIGKILLed (by
+  // the manager's path: unshare and sh exec into it, keeping the pid).
+  if (proc.pid > 0) appendFileSync(join(plane.dir, 'pids'), `${proc.pid} ${manager}\n`);
 
   const hooks = webhookConfigurations(parseYamlFile(webhookManifests), baseUrl, caBundle);
   // Webhooks first: with failurePolicy Fail, Jobs could not be created while they point at nothing.
