@@ -37,6 +37,7 @@ describe('bench allreduce', () => {
       results: [
         {
           ranks: 2,
+          subdivs: 0,
           seconds: 0.5,
           repeats: [0.5],
           executeShare: 0.9,
@@ -51,15 +52,16 @@ describe('bench allreduce', () => {
     };
     const text = formatAllreduce(r);
     assert.match(text, /streamed step not measured: no build/);
-    assert.match(text, /^2 +0\.500 +90% +1\.000 +0\.02 +–$/m);
+    assert.match(text, /^2 +TF +0\.500 +90% +1\.000 +0\.02 +–$/m);
   });
 
   it('times an all-reduce between 2 rank processes', {
     skip: tensorflowSkip(),
     timeout: 120_000,
   }, async () => {
-    const r = await benchRanks(2, [1000, 3, 50_000], 2, 60_000);
+    const r = await benchRanks(2, [1000, 3, 50_000], 2, 60_000, 4);
     assert.equal(r.ranks, 2);
+    assert.equal(r.subdivs, 4);
     assert.equal(r.repeats.length, 2);
     assert.ok(r.seconds > 0 && r.perBufferSeconds > 0 && r.openSeconds > 0);
     assert.ok(r.executeShare > 0 && r.executeShare <= 1, `share in the op ${r.executeShare}`);

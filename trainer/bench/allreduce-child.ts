@@ -13,7 +13,11 @@ try {
   const t0 = performance.now();
   const c = await openCollective(
     { rank: req.rank, worldSize: req.peers.length, peers: req.peers },
-    { timeoutMs: req.timeoutMs, log: (line) => process.stderr.write(`${line}\n`) },
+    {
+      timeoutMs: req.timeoutMs,
+      ringSubdivisions: req.subdivs,
+      log: (line) => process.stderr.write(`${line}\n`),
+    },
   );
   const openSeconds = (performance.now() - t0) / 1000;
   // Rank r sends r + 1 everywhere: every element of the sum is n(n+1)/2, checked below.

@@ -7,9 +7,10 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { cpuAllowance } from '../backend/cpu-allowance.ts';
 import { parseIntOption } from '../cli-util.ts';
+import { DEFAULT_RING_SUBDIVISIONS } from '../distributed/tensorflow-collective.ts';
 import { networkParameterShapes } from '../streaming/network-shape.ts';
 import { formatTable } from '../text-table.ts';
 import { benchNetwork, runChild } from './gpu.ts';
@@ -20,6 +21,8 @@ export interface AllreduceRankRequest {
   sizes: number[];
   repeats: number;
   timeoutMs: number;
+  /** The engine's ringSubdivisions (0: TensorFlow's choice). */
+  subdivs: number;
 }
 
 export type AllreduceRankResult =
@@ -36,6 +39,8 @@ export type AllreduceRankResult =
 
 export interface AllreduceRanksReport {
   ranks: number;
+  /** Chunks of the ring in flight at once (0: TensorFlow's choice). */
+  subdivs: number;
   /** Median over the repeats of the slowest rank's time for one all-reduce of every gradient. */
   seconds: number;
   /** Each repeat's time (slowest rank). */
@@ -137,10 +142,11 @@ export async function benchRanks(
   sizes: number[],
   repeats: number,
   timeoutMs: number,
+  subdivs: number = DEFAULT_RING_SUBDIVISIONS,
 ): Promise<Omit<AllreduceRanksReport, 'ratioToStreamedStep'>> {
   const peers = (await freePorts(n)).map((p) => `127.0.0.1:${p}`);
   const results = await Promise.all(
-    Array.from({ length: n }, (_, rank) => runRank({ rank, peers, sizes, repeats, timeoutMs })),
+    Array.from({ length: n }, (_, rank) => runRank({ rank, peers, sizes, repeats, timeoutMs, subdivs })),
   );
   const failed = results.find((r) => !r.ok);
   if (failed !== undefined && !failed.ok)
@@ -151,6 +157,7 @@ export async function benchRanks(
   const bytes = 4 * sizes.reduce((a, b) => a + b, 0);
   return {
     ranks: n,
+    subdivs,
     seconds,
     repeats: slowest,
     executeShare: median(ok.flatMap((r) => r.executeSeconds.map((e, i) => e / (r.seconds[i] ?? Number.NaN)))),
@@ -162,6 +169,8 @@ export async function benchRanks(
 
 export async function benchAllreduce(o: {
   ranks: number[];
+  /** Ring subdivisions to compare, a row each per rank count. */
+  subdivs: number[];
   repeats: number;
   image: number;
   tile: number;
@@ -192,11 +201,14 @@ export async function benchAllreduce(o: {
   const stepSeconds = 'seconds' in streamedStep ? streamedStep.seconds : undefined;
   const results: AllreduceRanksReport[] = [];
   for (const n of o.ranks) {
-    log(
-      `all-reduce of ${sizes.length} gradients (${(floats / 1e6).toFixed(1)} M floats) between ${n} ranks…`,
-    );
-    const r = await benchRanks(n, sizes, o.repeats, o.timeoutMs);
-    results.push({ ...r, ratioToStreamedStep: stepSeconds === undefined ? null : r.seconds / stepSeconds });
+    for (const subdivs of o.subdivs) {
+      log(
+        `all-reduce of ${sizes.length} gradients (${(floats / 1e6).toFixed(1)} M floats) between ${n} ranks, ` +
+          `ring subdivisions ${subdivs === 0 ? "TensorFlow's choice" : subdivs}…`,
+      );
+      const r = await benchRanks(n, sizes, o.repeats, o.timeoutMs, subdivs);
+      results.push({ ...r, ratioToStreamedStep: stepSeconds === undefined ? null : r.seconds / stepSeconds });
+    }
   }
   return {
     network: 'ResNet-34 (body to layer3, layer4 trunk, 2 classes)',
@@ -219,9 +231,18 @@ export function formatAllreduce(r: AllreduceReport): string {
   const f = (x: number): string => x.toFixed(3);
   const load = `${r.cpus}; load average ${r.loadAverage.start.toFixed(1)} → ${r.loadAverage.end.toFixed(1)}`;
   return `${load}\n${r.network}: ${r.tensors} gradient tensors, ${(r.floats / 1e6).toFixed(2)} M floats (${(r.bytes / 2 ** 20).toFixed(0)} MiB)\n${step}\n${formatTable(
-    ['ranks', 'all-reduce s', 'in the op', 'one call per tensor s', 'bus GB/s', 'all-reduce / step'],
+    [
+      'ranks',
+      'subdivs',
+      'all-reduce s',
+      'in the op',
+      'one call per tensor s',
+      'bus GB/s',
+      'all-reduce / step',
+    ],
     r.results.map((x) => [
       String(x.ranks),
+      x.subdivs === 0 ? 'TF' : String(x.subdivs),
       f(x.seconds),
       `${Math.round(100 * x.executeShare)}%`,
       f(x.perBufferSeconds),
@@ -231,13 +252,16 @@ export function formatAllreduce(r: AllreduceReport): string {
   )}\n`;
 }
 
-const list = (s: string): number[] =>
-  s.split(',').map((x) => {
-    const n = Number(x.trim());
-    if (!Number.isInteger(n) || n < 2 || n > 16)
-      throw new Error(`--ranks takes counts from 2 to 16, got '${x}'`);
-    return n;
-  });
+const integers =
+  (flag: string, min: number, max: number) =>
+  (s: string): number[] =>
+    s.split(',').map((x) => {
+      const n = Number(x.trim());
+      if (x.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+        throw new InvalidArgumentError(`${flag} takes integers from ${min} to ${max}, got '${x}'`);
+      }
+      return n;
+    });
 
 export function registerAllreduceBench(bench: Command): void {
   bench
@@ -245,7 +269,13 @@ export function registerAllreduceBench(bench: Command): void {
     .description(
       "time the all-reduce of ResNet-34's gradients between local rank processes (TensorFlow's collective ops) against one streamed ResNet-34 step on the tensorflow backend",
     )
-    .option('--ranks <list>', 'rank counts, comma-separated', list, [2, 4])
+    .option('--ranks <list>', 'rank counts, comma-separated', integers('--ranks', 2, 16), [2, 4])
+    .option(
+      '--subdivs <list>',
+      "ring subdivisions to compare, comma-separated (0: TensorFlow's choice)",
+      integers('--subdivs', 0, 64),
+      [DEFAULT_RING_SUBDIVISIONS],
+    )
     .option('--repeats <n>', 'timed all-reduces per rank count (after one warm-up)', parseIntOption, 5)
     // 9 tiles of 768² (ResNet-34's smallest workable tile is 576): a real streamed step that takes
     // about a minute on 2 CPU cores, not the GPU's 8192².
@@ -257,6 +287,7 @@ export function registerAllreduceBench(bench: Command): void {
     .action(
       async (o: {
         ranks: number[];
+        subdivs: number[];
         repeats: number;
         image: number;
         tile: number;

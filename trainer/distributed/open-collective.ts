@@ -14,6 +14,8 @@ export interface OpenCollectiveOptions {
   readonly healthIntervalMs?: number;
   /** How long a peer may take to answer a health check before it counts as lost (default 10 s). */
   readonly healthTimeoutMs?: number;
+  /** Chunks of the CPU ring all-reduce in flight at once (default 8; 0 leaves TensorFlow's choice). */
+  readonly ringSubdivisions?: number;
 }
 
 /** The world of one rank: sums and broadcasts are copies of the inputs. */
@@ -120,6 +122,7 @@ export async function openCollective(
     log,
     ...(options.healthIntervalMs === undefined ? {} : { healthIntervalMs: options.healthIntervalMs }),
     ...(options.healthTimeoutMs === undefined ? {} : { healthTimeoutMs: options.healthTimeoutMs }),
+    ...(options.ringSubdivisions === undefined ? {} : { ringSubdivisions: options.ringSubdivisions }),
   });
   try {
     await engine.waitForPeers(Math.max(0, deadline - Date.now()));

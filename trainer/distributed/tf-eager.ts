@@ -40,6 +40,7 @@ export interface TfApi {
   OpSetAttrType: Fn;
   OpSetAttrString: Fn;
   OpSetAttrFloat: Fn;
+  OpSetAttrInt: Fn;
   Execute: Fn;
   AllocateTensor: Fn;
   TensorData: Fn;
@@ -163,6 +164,7 @@ export function tensorflowApi(): TfApi {
       cc,
       'void TFE_OpSetAttrString(void *op, const char *name, const char *value, size_t len)',
     ),
+    OpSetAttrInt: f(cc, 'void TFE_OpSetAttrInt(void *op, const char *name, int64_t value)'),
     OpSetAttrFloat: f(cc, 'void TFE_OpSetAttrFloat(void *op, const char *name, float value)'),
     Execute: f(
       cc,
