@@ -15,6 +15,7 @@ import { operatorConfig } from '../../operator/config.ts';
 import { KubeClient } from '../../operator/kube/client.ts';
 import { silentLogger } from '../../operator/log.ts';
 import { runOperator } from '../../operator/main.ts';
+import { CLASS_LABEL } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
@@ -25,6 +26,7 @@ const started = await startControlPlaneOrSkip();
 if (started.skip) process.stderr.write(`SKIP multi-rank end-to-end: ${started.skip}\n`);
 
 const NS = 'ranks';
+const PEER_TIMEOUT_SECONDS = 60;
 const work = mkdtempSync(join(tmpdir(), 'tilestream-ranks-'));
 const dataDir = join(work, 'data');
 const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
@@ -123,7 +125,9 @@ describe('a data-parallel job on the test control plane', { skip: started.skip, 
         metricsPort: 0,
         healthPort: 0,
         trainerImage: 'tilestream:e2e',
-        peerTimeoutSeconds: 180,
+        // Long enough for two rank processes to start side by side on a busy machine; short enough
+        // to see a rank give up on a peer that never comes.
+        peerTimeoutSeconds: PEER_TIMEOUT_SECONDS,
       }),
       { signal: stop.signal, kubeConfig, log: silentLogger, handleSignals: false },
     );
@@ -212,5 +216,79 @@ describe('a data-parallel job on the test control plane', { skip: started.skip, 
     );
     assert.ok((two.status?.ranks ?? []).every((r) => r.pod?.startsWith(`${trainer.metadata.name}-`)));
     assert.equal(two.status?.distributed?.ranksReporting, 2);
+  });
+  it('without a queue, a rank whose peer never gets a GPU exits 6: PeersUnavailable, then Failed when backoffLimit is used', async () => {
+    // 3 of the 4 GPUs of the 16 GiB node are taken, so only one of the job's two pods can start.
+    const hog = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: 'gpu-hog',
+        namespace: NS,
+        // Seen by the operator's pod cache, which counts the GPUs in use.
+        labels: { 'app.kubernetes.io/managed-by': 'tilestream-operator' },
+      },
+      spec: {
+        nodeName: 'gpu-16g-0',
+        restartPolicy: 'Never',
+        tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
+        containers: [
+          {
+            name: 'hog',
+            image: 'hog',
+            command: ['sleep', '600'],
+            resources: { limits: { 'nvidia.com/gpu': '3' } },
+          },
+        ],
+      },
+    };
+    let r = await plane.kubectl(['apply', '-f', '-'], { input: stringify(hog) });
+    assert.equal(r.code, 0, r.stderr);
+    const m = job('alone', 2);
+    const alone = {
+      ...m,
+      spec: {
+        ...m.spec,
+        resources: { ...m.spec.resources, nodeSelector: { [CLASS_LABEL]: 'gpu-16g' } },
+        runPolicy: { backoffLimit: 0 },
+      },
+    };
+    // The hog must be in the operator's cache before the job is planned.
+    await waitFor(
+      'the GPU hog runs',
+      async () =>
+        (await admin.request<Pod>('GET', `/api/v1/namespaces/${NS}/pods/gpu-hog`)).status?.phase ===
+          'Running' || undefined,
+      { timeoutMs: 30_000, intervalMs: 300 },
+    );
+    r = await plane.kubectl(['apply', '-f', '-'], { input: stringify(alone) });
+    assert.equal(r.code, 0, r.stderr);
+    const planned = await until(
+      'alone',
+      'planned',
+      (s) => conditionOf(s, 'Planned')?.status === 'True',
+      60_000,
+    );
+    assert.match(
+      conditionOf(planned, 'Planned')?.message ?? '',
+      /has free GPUs for 1 of the job's 2 trainer pods now: the others wait for GPUs/,
+    );
+    const failed = await waitFor(
+      'alone: Failed',
+      async () => {
+        const s = await get('alone');
+        return conditionOf(s, 'Failed')?.status === 'True' ? s : undefined;
+      },
+      { timeoutMs: (PEER_TIMEOUT_SECONDS + 120) * 1000, intervalMs: 1000 },
+    );
+    const reason = conditionOf(failed, 'Failed');
+    assert.equal(reason?.reason, 'PeersUnavailable', JSON.stringify(failed.status?.conditions));
+    assert.match(
+      reason?.message ?? '',
+      /a rank in pod alone-0-0-\w+ \(replica 0\) exited with code 6: a peer did not arrive within the peer timeout/,
+    );
+    assert.match(reason?.message ?? '', /name a Kueue LocalQueue/);
+    r = await plane.kubectl(['delete', 'pod', 'gpu-hog', '-n', NS, '--wait=false']);
+    assert.equal(r.code, 0, r.stderr);
   });
 });
