@@ -32,8 +32,8 @@ export interface TensorflowCollectiveOptions {
   readonly healthTimeoutMs?: number;
   /**
    * Chunks of the ring all-reduce that travel at once (TensorFlow's max_subdivs_per_device); 0 leaves
-   * TensorFlow's choice. Default 8: about twice as fast as TensorFlow's choice between 2 CPU ranks
-   * here (`tilestream bench allreduce --subdivs 0,8`). NCCL ignores it.
+   * TensorFlow's choice. Default 8: 1.3–2× as fast as TensorFlow's choice between 2 CPU ranks here,
+   * 1.1–1.25× between 4 (`tilestream bench allreduce --subdivs 0,8`). NCCL ignores it.
    */
   readonly ringSubdivisions?: number;
   readonly log?: (line: string) => void;
