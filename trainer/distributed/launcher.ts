@@ -135,9 +135,13 @@ export async function launchRanks(
       const ranks = await rankEnvironments(plan, o);
       running = ranks.map(({ rank, env }) => startRank(rank, env, o, messageDir));
       const outcome = await watch(running, () => stopping !== undefined, o);
-      const final = outcome.failed ?? { rank: 0, code: outcome.codes.get(0) ?? EXIT.failure };
+      // The pod's first rank speaks for it: rank 0 locally, but replica 1 of a job runs rank 1 (or
+      // ranks 2–3 with two GPUs a pod), and its success is rank 1's exit code, not a missing rank 0's.
+      const lead = running[0]?.rank ?? 0;
+      const final = outcome.failed ?? { rank: lead, code: outcome.codes.get(lead) ?? EXIT.failure };
       keepTerminationMessage(o.env, running.find((r) => r.rank === final.rank)?.messagePath);
-      if (!outcome.failed || stopping) return stopping ? (outcome.codes.get(0) ?? EXIT.stopped) : final.code;
+      if (!outcome.failed || stopping)
+        return stopping ? (outcome.codes.get(lead) ?? EXIT.stopped) : final.code;
       const { rank, code } = outcome.failed;
       if (plan.kind === 'pod') {
         o.say(
