@@ -248,9 +248,19 @@ export function buildTrainerJob(i: TrainerJobInput): V1Job {
             },
           },
           // Any other exit of a rank (6: its peers were unavailable) fails the attempt at once, and
-          // the Job controller stops the other ranks.
+          // the Job controller stops the other ranks. Except 143: ranks stopped by a suspension (Kueue
+          // evicting the job, spec.runPolicy.suspend) exit so, and the Job controller judges those
+          // pods when the Job is resumed — counting them would fail every resumed attempt.
           ...(distributed
             ? [
+                {
+                  action: 'Ignore',
+                  onExitCodes: {
+                    containerName: TRAINER_CONTAINER,
+                    operator: 'In',
+                    values: [TRAINER_EXIT.stopped],
+                  },
+                },
                 {
                   action: 'FailJob',
                   onExitCodes: { containerName: TRAINER_CONTAINER, operator: 'NotIn', values: [0] },
