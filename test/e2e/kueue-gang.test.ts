@@ -10,7 +10,7 @@
 // gang that does not fit is multi-rank-kueue.test.ts's; the Job-level gang properties are
 // test/controlplane/kueue.test.ts's.)
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +22,7 @@ import { runOperator } from '../../operator/main.ts';
 import { startControlPlaneWithKueueOrSkip } from '../controlplane/kueue.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
+import { JOB_LABEL, jobWatch } from './job-watch.ts';
 import { conditionOf, tinyJob } from './tiny-job.ts';
 import { POD_TRAINER, startTrainingCluster, type TrainingCluster } from './training-cluster.ts';
 
@@ -33,9 +34,6 @@ const started = await startControlPlaneWithKueueOrSkip({
 });
 if (started.skip !== undefined)
   process.stderr.write(`SKIP Kueue gang eviction end-to-end: ${started.skip}\n`);
-
-const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
-const JOB_LABEL = 'tilestream.io/job-name';
 
 interface Condition {
   type: string;
@@ -55,9 +53,10 @@ interface Stj {
 interface Job {
   metadata: { name: string; uid: string; labels?: Record<string, string> };
   spec: { suspend?: boolean; completions?: number; parallelism?: number };
+  status?: Record<string, unknown>;
 }
 interface Pod {
-  metadata: { name: string; uid: string };
+  metadata: { name: string; uid: string; deletionTimestamp?: string };
   status?: { phase?: string };
 }
 interface Workload {
@@ -84,16 +83,17 @@ describe('Kueue admits, evicts and re-admits a 2-rank StreamingTrainingJob as on
   let exit: Promise<number> | undefined;
   let cluster: TrainingCluster | undefined;
 
-  const get = (name: string) => admin.request<Stj>('GET', `${STJ}/${name}`);
+  // A restart also ends a wait: this job must never restart.
+  const { get, podsOf, logsOf, until } = jobWatch<Stj, Pod>({
+    admin,
+    namespace: NS,
+    cluster: () => cluster,
+    gaveUp: (s) => conditionOf(s, 'Failed')?.status === 'True' || (s.status?.restarts ?? 0) > 0,
+    intervalMs: 300,
+  });
   const trainerJobs = async (name: string) =>
     (
       await admin.request<{ items: Job[] }>('GET', `/apis/batch/v1/namespaces/${NS}/jobs`, {
-        query: { labelSelector: `${JOB_LABEL}=${name}` },
-      })
-    ).items;
-  const podsOf = async (name: string) =>
-    (
-      await admin.request<{ items: Pod[] }>('GET', `/api/v1/namespaces/${NS}/pods`, {
         query: { labelSelector: `${JOB_LABEL}=${name}` },
       })
     ).items;
@@ -101,38 +101,6 @@ describe('Kueue admits, evicts and re-admits a 2-rank StreamingTrainingJob as on
     (await kueue.list<Workload>('workloads', NS)).find((w) =>
       (w.metadata.ownerReferences ?? []).some((o) => o.uid === j.metadata.uid),
     );
-  /** The trainer logs of a job's pods, each cut to its last `tail` characters (all with Infinity). */
-  const logsOf = async (name: string, tail = 3000) => {
-    const out: string[] = [];
-    for (const p of await podsOf(name)) {
-      const path = cluster?.agent.logPath(NS, p.metadata.name, 'trainer');
-      out.push(
-        `--- ${p.metadata.name}: ${path && existsSync(path) ? readFileSync(path, 'utf8').slice(-tail) : '(no log)'}`,
-      );
-    }
-    return out.join('\n');
-  };
-  /** Waits for `ok`; a job that fails (or restarts its ranks) first ends the wait at once. */
-  const until = async (name: string, what: string, ok: (s: Stj) => boolean, timeoutMs: number) => {
-    let failed = false;
-    const s = await waitFor(
-      `${name}: ${what}`,
-      async () => {
-        const s = await get(name);
-        failed = conditionOf(s, 'Failed')?.status === 'True' || (s.status?.restarts ?? 0) > 0;
-        return failed || ok(s) ? s : undefined;
-      },
-      { timeoutMs, intervalMs: 300 },
-    ).catch(async (err: Error) => {
-      throw new Error(`${err.message}\n${await logsOf(name)}`);
-    });
-    if (failed) {
-      throw new Error(
-        `${name} failed or restarted (${s.status?.restarts ?? 0}) before ${what}: ${JSON.stringify(s.status?.conditions)}\n${await logsOf(name)}`,
-      );
-    }
-    return s;
-  };
   const stopPolicy = async (policy: 'None' | 'HoldAndDrain') => {
     const r = await plane.kubectl([
       'patch',
@@ -253,7 +221,17 @@ describe('Kueue admits, evicts and re-admits a 2-rank StreamingTrainingJob as on
         return j?.spec.suspend === true && (await podsOf('long')).length === 0;
       },
       { timeoutMs: 120_000, intervalMs: 300 },
-    );
+    ).catch(async (err: Error) => {
+      // What was left: the Job's suspension and status, and each remaining pod's phase and log.
+      const [j] = (await trainerJobs('long')).filter((x) => x.metadata.uid === first.metadata.uid);
+      const pods = (await podsOf('long')).map(
+        (p) =>
+          `${p.metadata.name} deleting=${p.metadata.deletionTimestamp ?? '-'} ${JSON.stringify(p.status)}`,
+      );
+      throw new Error(
+        `${err.message}\nJob suspend=${j?.spec.suspend} status=${JSON.stringify(j?.status)}\npods:\n${pods.join('\n')}\n${await logsOf('long')}`,
+      );
+    });
     const suspended = await until(
       'long',
       'Suspended, waiting for Kueue',

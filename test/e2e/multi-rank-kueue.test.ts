@@ -5,7 +5,7 @@
 // the first runs, waits as a whole (no pod at all, condition Suspended: waiting for Kueue) and is
 // admitted once the first has finished; both succeed.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +17,7 @@ import { runOperator } from '../../operator/main.ts';
 import { startControlPlaneWithKueueOrSkip } from '../controlplane/kueue.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
+import { jobWatch } from './job-watch.ts';
 import { conditionOf, tinyJob } from './tiny-job.ts';
 import { POD_TRAINER, startTrainingCluster, type TrainingCluster } from './training-cluster.ts';
 
@@ -31,7 +32,6 @@ if (started.skip !== undefined) process.stderr.write(`SKIP multi-rank Kueue suit
 
 const work = mkdtempSync(join(tmpdir(), 'tilestream-gang-'));
 const dataDir = join(work, 'data');
-const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
 
 interface Stj {
   status?: {
@@ -58,44 +58,11 @@ describe('gang admission of a data-parallel job through a Kueue LocalQueue', () 
   let exit: Promise<number> | undefined;
   let cluster: TrainingCluster | undefined;
 
-  const get = (name: string) => admin.request<Stj>('GET', `${STJ}/${name}`);
-  const podsOf = async (name: string) =>
-    (
-      await admin.request<{ items: { metadata: { name: string } }[] }>(
-        'GET',
-        `/api/v1/namespaces/${NS}/pods`,
-        {
-          query: { labelSelector: `tilestream.io/job-name=${name}` },
-        },
-      )
-    ).items;
-  const logsOf = async (name: string) => {
-    const out: string[] = [];
-    for (const p of await podsOf(name)) {
-      const path = cluster?.agent.logPath(NS, p.metadata.name, 'trainer');
-      out.push(
-        `--- ${p.metadata.name}: ${path && existsSync(path) ? readFileSync(path, 'utf8').slice(-2000) : ''}`,
-      );
-    }
-    return out.join('\n');
-  };
-  const until = async (name: string, what: string, ok: (s: Stj) => boolean, timeoutMs: number) => {
-    try {
-      return await waitFor(
-        `${name}: ${what}`,
-        async () => {
-          const s = await get(name);
-          if (conditionOf(s, 'Failed')?.status === 'True')
-            throw new Error(`${name} failed: ${JSON.stringify(s.status)}`);
-          return ok(s) ? s : undefined;
-        },
-        { timeoutMs, intervalMs: 500 },
-      );
-    } catch (err) {
-      const status = await get(name).then((s) => JSON.stringify(s.status?.conditions, null, 1));
-      throw new Error(`${(err as Error).message}\nconditions: ${status}\n${await logsOf(name)}`);
-    }
-  };
+  const { until } = jobWatch<Stj, { metadata: { name: string } }>({
+    admin,
+    namespace: NS,
+    cluster: () => cluster,
+  });
   const workloadsOf = async (name: string) =>
     (await kueue.list<Workload>('workloads', NS)).filter((w) =>
       (w.metadata.ownerReferences ?? []).some((o) => o.kind === 'Job' && o.name.startsWith(`${name}-`)),

@@ -6,7 +6,7 @@
 // summed gradients of 2 ranks with batch B equal one rank accumulating B), each rank reporting its
 // own status.ranks entry and the operator summing them in status.distributed.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +19,7 @@ import { CLASS_LABEL } from '../controlplane/gpu-node-spec.ts';
 import { type ControlPlane, startControlPlaneOrSkip } from '../controlplane/harness.ts';
 import { createOperatorAccount } from '../controlplane/operator-account.ts';
 import { waitFor } from '../controlplane/wait.ts';
+import { jobWatch } from './job-watch.ts';
 import { conditionOf, tinyJob } from './tiny-job.ts';
 import { POD_TRAINER, startTrainingCluster, type TrainingCluster } from './training-cluster.ts';
 
@@ -29,7 +30,6 @@ const NS = 'ranks';
 const PEER_TIMEOUT_SECONDS = 60;
 const work = mkdtempSync(join(tmpdir(), 'tilestream-ranks-'));
 const dataDir = join(work, 'data');
-const STJ = `/apis/tilestream.io/v1alpha1/namespaces/${NS}/streamingtrainingjobs`;
 
 interface Stj {
   status?: {
@@ -77,40 +77,7 @@ describe('a data-parallel job on the test control plane', { skip: started.skip, 
       image: 'tilestream:e2e',
       replicas,
     });
-  const get = (name: string) => admin.request<Stj>('GET', `${STJ}/${name}`);
-  const podsOf = async (name: string) =>
-    (
-      await admin.request<{ items: Pod[] }>('GET', `/api/v1/namespaces/${NS}/pods`, {
-        query: { labelSelector: `tilestream.io/job-name=${name}` },
-      })
-    ).items;
-  const logsOf = async (name: string) => {
-    const out: string[] = [];
-    for (const p of await podsOf(name)) {
-      const path = cluster?.agent.logPath(NS, p.metadata.name, 'trainer');
-      out.push(
-        `--- ${p.metadata.name}: ${path && existsSync(path) ? readFileSync(path, 'utf8').slice(-3000) : '(no log)'}`,
-      );
-    }
-    return out.join('\n');
-  };
-  const until = async (name: string, what: string, ok: (s: Stj) => boolean, timeoutMs: number) => {
-    try {
-      return await waitFor(
-        `${name}: ${what}`,
-        async () => {
-          const s = await get(name);
-          if (conditionOf(s, 'Failed')?.status === 'True')
-            throw new Error(`${name} failed: ${JSON.stringify(s.status)}`);
-          return ok(s) ? s : undefined;
-        },
-        { timeoutMs, intervalMs: 500 },
-      );
-    } catch (err) {
-      const status = await get(name).then((s) => JSON.stringify(s.status?.conditions, null, 1));
-      throw new Error(`${(err as Error).message}\nconditions: ${status}\n${await logsOf(name)}`);
-    }
-  };
+  const { get, podsOf, until } = jobWatch<Stj, Pod>({ admin, namespace: NS, cluster: () => cluster });
 
   before(async () => {
     cluster = await startTrainingCluster(plane, dataDir, {
