@@ -176,9 +176,12 @@ describe('a data-parallel job on the test control plane', { skip: started.skip, 
       assert.ok(typeof a === 'number' && typeof b === 'number', `${k}: ${a} and ${b}`);
       assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(a)), `${k}: one rank ${a}, two ranks ${b}`);
     }
-    // Each rank applied its own entry; the operator counted them.
+    // Each rank applied its own entry; the operator counted them. The list holds the entries in the
+    // order the ranks first applied them, so compare them by rank.
     assert.deepEqual(
-      (two.status?.ranks ?? []).map((r) => [r.rank, r.replicaIndex]),
+      (two.status?.ranks ?? [])
+        .map((r) => [r.rank, r.replicaIndex])
+        .sort((a, b) => (a[0] ?? 0) - (b[0] ?? 0)),
       [
         [0, 0],
         [1, 1],
